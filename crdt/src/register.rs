@@ -1,0 +1,374 @@
+//! The register: a multi-value last-writer-wins register with counter
+//! increments, the CRDT behind strings, hash fields and sorted-set scores.
+//!
+//! A register holds the value entries no later write has observed (usually
+//! one; several only after concurrent writes) and the counter increments no
+//! reset has observed. A write (SET, HSET, ZADD) removes every entry and
+//! increment it observed and adds its own entry; an increment (INCRBY,
+//! HINCRBY, ZINCRBY) adds one increment element. The value read is the winning
+//! entry — greatest [`Tag`], i.e. (HLC, replica) — plus the sum of the live
+//! increments. This gives the design's counter rules exactly: increments from
+//! all regions add up, and a SET concurrent with increments keeps the ones it
+//! did not observe (observed reset). Integer sums are widened to `i128`, so
+//! concurrent increments never overflow; a local INCR whose result leaves the
+//! `i64` range is refused, as in Redis.
+//!
+//! Increments of one replica are merged into one element once they are
+//! causally stable (see [`Register::collect`]), so a hot counter costs one
+//! element per region at rest.
+
+use smallvec::SmallVec;
+
+use crate::context::{CausalContext, VersionVector};
+use crate::dot::{Dot, ReplicaId, Tag};
+
+/// An increment's amount. Integer increments stay exact; any float makes the
+/// sum a float (as Redis's INCRBYFLOAT result is).
+#[derive(Clone, Copy, Debug)]
+pub enum Amount {
+    /// From INCR, INCRBY, DECRBY, HINCRBY (and merged integer increments).
+    Int(i128),
+    /// From INCRBYFLOAT, HINCRBYFLOAT, ZINCRBY.
+    Float(f64),
+}
+
+impl PartialEq for Amount {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Amount::Int(a), Amount::Int(b)) => a == b,
+            // Bitwise, so that states compare equal exactly when they are the same.
+            (Amount::Float(a), Amount::Float(b)) => a.to_bits() == b.to_bits(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Amount {}
+
+/// The sum of a set of amounts, computed in a fixed order (by dot) so every
+/// replica gets the same bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sum {
+    /// Only integer amounts.
+    Int(i128),
+    /// At least one float amount.
+    Float(f64),
+}
+
+impl Sum {
+    /// Adds one amount.
+    pub fn add(self, amount: Amount) -> Sum {
+        match (self, amount) {
+            (Sum::Int(a), Amount::Int(b)) => Sum::Int(a.saturating_add(b)),
+            (Sum::Int(a), Amount::Float(b)) => Sum::Float(a as f64 + b),
+            (Sum::Float(a), Amount::Int(b)) => Sum::Float(a + b as f64),
+            (Sum::Float(a), Amount::Float(b)) => Sum::Float(a + b),
+        }
+    }
+
+    /// True if nothing was added (or the integer amounts cancel out).
+    pub fn is_zero_int(self) -> bool {
+        matches!(self, Sum::Int(0))
+    }
+
+    fn into_amount(self) -> Amount {
+        match self {
+            Sum::Int(v) => Amount::Int(v),
+            Sum::Float(v) => Amount::Float(v),
+        }
+    }
+}
+
+/// One value entry: the write's tag and the value it wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry<V> {
+    /// Identity and time of the write.
+    pub tag: Tag,
+    /// The value written.
+    pub value: V,
+}
+
+/// One counter increment element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Increment {
+    /// Identity and time of the increment.
+    pub tag: Tag,
+    /// How much was added.
+    pub amount: Amount,
+}
+
+/// A register's state. `entries` is sorted by tag and `increments` by dot, so
+/// equal states are equal structurally.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Register<V> {
+    entries: SmallVec<[Entry<V>; 1]>,
+    increments: Vec<Increment>,
+}
+
+/// The change one write makes to a register.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegisterDelta<V> {
+    /// Dots of entries and increments the write observed and removes.
+    pub removed: Vec<Dot>,
+    /// The entry the write adds, if it writes a value.
+    pub entry: Option<Entry<V>>,
+    /// The increment the write adds, if it increments.
+    pub increment: Option<Increment>,
+}
+
+impl<V> Default for RegisterDelta<V> {
+    fn default() -> Self {
+        RegisterDelta { removed: Vec::new(), entry: None, increment: None }
+    }
+}
+
+impl<V> RegisterDelta<V> {
+    /// Every dot the delta adds or removes.
+    pub fn for_each_dot(&self, mut f: impl FnMut(Dot)) {
+        self.removed.iter().copied().for_each(&mut f);
+        if let Some(entry) = &self.entry {
+            f(entry.tag.dot);
+        }
+        if let Some(increment) = &self.increment {
+            f(increment.tag.dot);
+        }
+    }
+}
+
+impl<V> Default for Register<V> {
+    fn default() -> Self {
+        Register { entries: SmallVec::new(), increments: Vec::new() }
+    }
+}
+
+impl<V: Clone + PartialEq> Register<V> {
+    /// A register holding one entry (the common case, built without a delta).
+    pub fn with_entry(tag: Tag, value: V) -> Self {
+        let mut entries = SmallVec::new();
+        entries.push(Entry { tag, value });
+        Register { entries, increments: Vec::new() }
+    }
+
+    /// True if the register holds nothing (the key or field does not exist).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.increments.is_empty()
+    }
+
+    /// The winning entry: the greatest tag.
+    pub fn winner(&self) -> Option<&Entry<V>> {
+        self.entries.last()
+    }
+
+    /// All live value entries (sorted by tag; the last wins).
+    pub fn entries(&self) -> &[Entry<V>] {
+        &self.entries
+    }
+
+    /// All live increments (sorted by dot).
+    pub fn increments(&self) -> &[Increment] {
+        &self.increments
+    }
+
+    /// The sum of the live increments, in dot order.
+    pub fn increment_sum(&self) -> Sum {
+        self.increments.iter().fold(Sum::Int(0), |sum, inc| sum.add(inc.amount))
+    }
+
+    /// The greatest tag of any live element (the register's last write).
+    pub fn max_tag(&self) -> Option<Tag> {
+        let entry = self.entries.last().map(|e| e.tag);
+        let increment = self.increments.iter().map(|i| i.tag).max();
+        entry.max(increment)
+    }
+
+    /// Every live dot.
+    pub fn for_each_dot(&self, mut f: impl FnMut(Dot)) {
+        self.entries.iter().for_each(|e| f(e.tag.dot));
+        self.increments.iter().for_each(|i| f(i.tag.dot));
+    }
+
+    /// The delta of a write that replaces everything observed with `value`.
+    pub fn assign(&self, tag: Tag, value: V) -> RegisterDelta<V> {
+        RegisterDelta { removed: self.live_dots(), entry: Some(Entry { tag, value }), increment: None }
+    }
+
+    /// The delta of a removal of everything observed (DEL, HDEL, ZREM).
+    pub fn clear(&self) -> RegisterDelta<V> {
+        RegisterDelta { removed: self.live_dots(), entry: None, increment: None }
+    }
+
+    /// The delta of an increment.
+    pub fn increment(tag: Tag, amount: Amount) -> RegisterDelta<V> {
+        RegisterDelta { removed: Vec::new(), entry: None, increment: Some(Increment { tag, amount }) }
+    }
+
+    fn live_dots(&self) -> Vec<Dot> {
+        let mut dots = Vec::with_capacity(self.entries.len() + self.increments.len());
+        self.for_each_dot(|d| dots.push(d));
+        dots
+    }
+
+    /// Merges a delta. `seen` is the receiver's context before this delta:
+    /// an added element whose dot was already seen is either here already or
+    /// was removed by a write that observed it, and is skipped either way.
+    pub fn apply(&mut self, delta: &RegisterDelta<V>, seen: &CausalContext) {
+        if !delta.removed.is_empty() {
+            self.entries.retain(|e| !delta.removed.contains(&e.tag.dot));
+            self.increments.retain(|i| !delta.removed.contains(&i.tag.dot));
+        }
+        if let Some(entry) = &delta.entry
+            && !seen.contains(entry.tag.dot)
+        {
+            let at = self.entries.partition_point(|e| e.tag < entry.tag);
+            if self.entries.get(at).is_none_or(|e| e.tag != entry.tag) {
+                self.entries.insert(at, entry.clone());
+            }
+        }
+        if let Some(increment) = &delta.increment
+            && !seen.contains(increment.tag.dot)
+        {
+            let at = self.increments.partition_point(|i| i.tag.dot < increment.tag.dot);
+            if self.increments.get(at).is_none_or(|i| i.tag.dot != increment.tag.dot) {
+                self.increments.insert(at, *increment);
+            }
+        }
+    }
+
+    /// Removes every element whose dot is in `context` (a flush that observed
+    /// them). Returns true if anything was removed.
+    pub fn remove_covered(&mut self, context: &CausalContext) -> bool {
+        let before = self.entries.len() + self.increments.len();
+        self.entries.retain(|e| !context.contains(e.tag.dot));
+        self.increments.retain(|i| !context.contains(i.tag.dot));
+        before != self.entries.len() + self.increments.len()
+    }
+
+    /// Garbage collection with a causally stable vector: every dot it covers
+    /// has been applied everywhere, and so has everything concurrent with it.
+    ///
+    /// - Stable losing entries are dropped: any future write observes the
+    ///   winner and them together, so they can never matter again.
+    /// - Stable increments of one replica are merged into one element carrying
+    ///   the greatest of their tags: no future removal can observe some of them
+    ///   and not the others.
+    ///
+    /// Every replica that collects with the same vector reaches the same state.
+    /// Returns the number of elements collected.
+    pub fn collect(&mut self, stable: &VersionVector) -> usize {
+        let mut collected = 0;
+        if self.entries.len() > 1 {
+            let winner = self.entries.len() - 1;
+            let before = self.entries.len();
+            let mut index = 0;
+            self.entries.retain(|e| {
+                let keep = index == winner || !stable.contains(e.tag.dot);
+                index += 1;
+                keep
+            });
+            collected += before - self.entries.len();
+        }
+        if self.increments.len() > 1 {
+            collected += merge_stable_increments(&mut self.increments, stable);
+        }
+        collected
+    }
+}
+
+/// Merges, per replica, the stable increments into the greatest-tagged one.
+fn merge_stable_increments(increments: &mut Vec<Increment>, stable: &VersionVector) -> usize {
+    let mut merged: Vec<Increment> = Vec::with_capacity(increments.len());
+    let mut collected = 0;
+    let mut run: Option<(ReplicaId, Sum, Tag, usize)> = None;
+    let flush = |run: &mut Option<(ReplicaId, Sum, Tag, usize)>, merged: &mut Vec<Increment>, collected: &mut usize| {
+        if let Some((_, sum, tag, count)) = run.take() {
+            merged.push(Increment { tag, amount: sum.into_amount() });
+            *collected += count - 1;
+        }
+    };
+    for increment in increments.iter() {
+        let dot = increment.tag.dot;
+        if !stable.contains(dot) {
+            flush(&mut run, &mut merged, &mut collected);
+            merged.push(*increment);
+            continue;
+        }
+        match &mut run {
+            Some((replica, sum, tag, count)) if *replica == dot.replica() => {
+                *sum = sum.add(increment.amount);
+                *tag = (*tag).max(increment.tag);
+                *count += 1;
+            }
+            _ => {
+                flush(&mut run, &mut merged, &mut collected);
+                run = Some((dot.replica(), Sum::Int(0).add(increment.amount), increment.tag, 1));
+            }
+        }
+    }
+    flush(&mut run, &mut merged, &mut collected);
+    // Increments are sorted by dot, and a merged element takes the greatest dot
+    // of its run, which precedes the next run's first dot: order is kept.
+    *increments = merged;
+    collected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(replica: u16, seq: u64, hlc: u64) -> Tag {
+        Tag::new(Dot::new(ReplicaId(replica), seq), hlc)
+    }
+
+    fn seen(dots: &[Tag]) -> CausalContext {
+        let mut context = CausalContext::new();
+        dots.iter().for_each(|t| context.insert(t.dot));
+        context
+    }
+
+    #[test]
+    fn concurrent_assignments_keep_both_and_the_later_wins() {
+        let base: Register<u32> = Register::default();
+        let a = base.assign(tag(1, 1, 10), 1);
+        let b = base.assign(tag(2, 1, 20), 2);
+        let mut left = base.clone();
+        left.apply(&a, &CausalContext::new());
+        left.apply(&b, &seen(&[tag(1, 1, 10)]));
+        let mut right = base.clone();
+        right.apply(&b, &CausalContext::new());
+        right.apply(&a, &seen(&[tag(2, 1, 20)]));
+        assert_eq!(left, right);
+        assert_eq!(left.winner().unwrap().value, 2);
+        assert_eq!(left.entries().len(), 2);
+    }
+
+    #[test]
+    fn observed_reset_keeps_unobserved_increments() {
+        let mut r: Register<u32> = Register::default();
+        let i1 = Register::<u32>::increment(tag(1, 1, 1), Amount::Int(7));
+        r.apply(&i1, &CausalContext::new());
+        let reset = r.assign(tag(2, 1, 5), 0);
+        let i2 = Register::<u32>::increment(tag(1, 2, 3), Amount::Int(3));
+        r.apply(&i2, &seen(&[tag(1, 1, 1)]));
+        r.apply(&reset, &seen(&[tag(1, 1, 1), tag(1, 2, 3)]));
+        assert_eq!(r.increment_sum(), Sum::Int(3));
+        assert_eq!(r.winner().unwrap().value, 0);
+    }
+
+    #[test]
+    fn collect_merges_stable_increments_per_replica() {
+        let mut r: Register<u32> = Register::default();
+        let mut context = CausalContext::new();
+        for (seq, amount) in [(1, 5), (2, -2), (3, 10)] {
+            let t = tag(1, seq, seq * 10);
+            r.apply(&Register::<u32>::increment(t, Amount::Int(amount)), &context);
+            context.insert(t.dot);
+        }
+        let t = tag(2, 1, 15);
+        r.apply(&Register::<u32>::increment(t, Amount::Float(0.5)), &context);
+        let stable = VersionVector::from_entries([(ReplicaId(1), 2), (ReplicaId(2), 1)]);
+        assert_eq!(r.collect(&stable), 1);
+        assert_eq!(r.increments().len(), 3);
+        assert_eq!(r.increment_sum(), Sum::Float(13.5));
+        assert_eq!(r.increments()[0].amount, Amount::Int(3));
+    }
+}
