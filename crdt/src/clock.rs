@@ -62,12 +62,7 @@ impl Clock<UtcClock> {
     /// A clock on the system's UTC wall clock.
     pub fn new(max_skew_ms: u64) -> Self {
         assert!(max_skew_ms > 0, "a zero skew bound would refuse every peer");
-        Clock {
-            generator: HlcGenerator::new(0),
-            max_skew_ms,
-            stats: ClockStats::default(),
-            manual_wall_ms: None,
-        }
+        Clock { generator: HlcGenerator::new(0), max_skew_ms, stats: ClockStats::default(), manual_wall_ms: None }
     }
 }
 
@@ -164,10 +159,7 @@ impl<S: ClockSource> Clock<S> {
 
 /// The system's wall clock in Unix milliseconds.
 pub fn system_wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Unix milliseconds of an HLC value.

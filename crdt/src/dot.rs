@@ -8,6 +8,7 @@
 //! order concurrent writes for last-writer-wins.
 
 use core::fmt;
+use core::num::NonZeroU64;
 
 /// The origin of deltas: one stream of writes with its own contiguous sequence.
 ///
@@ -44,40 +45,42 @@ pub const DOT_SEQ_MAX: u64 = (1 << DOT_SEQ_BITS) - 1;
 /// replica. The packing puts the replica in the high bits, so the derived order
 /// is (replica, sequence).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Dot(u64);
+pub struct Dot(NonZeroU64);
 
 impl Dot {
     /// Makes a dot. Panics if `seq` is 0 or above [`DOT_SEQ_MAX`]: both are
     /// programming errors (sequences start at 1 and the clock refuses to wrap).
     #[inline]
     pub fn new(replica: ReplicaId, seq: u64) -> Dot {
-        assert!(seq >= 1 && seq <= DOT_SEQ_MAX, "dot sequence {seq} out of range");
-        Dot(((replica.0 as u64) << DOT_SEQ_BITS) | seq)
+        assert!((1..=DOT_SEQ_MAX).contains(&seq), "dot sequence {seq} out of range");
+        // The sequence is at least 1, so the packed value is never zero; the
+        // niche lets `Option<Dot>` and enums holding dots stay 8 bytes smaller.
+        Dot(NonZeroU64::new(((replica.0 as u64) << DOT_SEQ_BITS) | seq).expect("sequence is non-zero"))
     }
 
     /// Rebuilds a dot from its packed form, checking it (used by decoders of
     /// untrusted input).
     pub fn from_packed(packed: u64) -> Option<Dot> {
         let seq = packed & DOT_SEQ_MAX;
-        if seq == 0 { None } else { Some(Dot(packed)) }
+        if seq == 0 { None } else { NonZeroU64::new(packed).map(Dot) }
     }
 
     /// The packed 64-bit form, as stored and sent on the wire.
     #[inline]
     pub fn packed(self) -> u64 {
-        self.0
+        self.0.get()
     }
 
     /// The replica that originated the write.
     #[inline]
     pub fn replica(self) -> ReplicaId {
-        ReplicaId((self.0 >> DOT_SEQ_BITS) as u16)
+        ReplicaId((self.0.get() >> DOT_SEQ_BITS) as u16)
     }
 
     /// The write's sequence number at its replica (≥ 1).
     #[inline]
     pub fn seq(self) -> u64 {
-        self.0 & DOT_SEQ_MAX
+        self.0.get() & DOT_SEQ_MAX
     }
 }
 
@@ -86,6 +89,10 @@ impl fmt::Debug for Dot {
         write!(f, "{:?}:{}", self.replica(), self.seq())
     }
 }
+
+/// A dot that no write ever gets (replica 0, the largest sequence), used to
+/// fill a slot for the instant its state is taken out to be merged.
+pub(crate) const PLACEHOLDER_DOT: Dot = Dot(NonZeroU64::new(DOT_SEQ_MAX).unwrap());
 
 /// A dot with the HLC time of the write that made it.
 ///

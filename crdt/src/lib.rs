@@ -17,6 +17,8 @@ pub mod clock;
 pub mod context;
 pub mod dot;
 pub mod error;
+pub mod expiry;
+pub mod hash;
 pub mod register;
 pub mod set;
 pub mod short_bytes;

@@ -57,7 +57,7 @@ pub enum Sum {
 
 impl Sum {
     /// Adds one amount.
-    pub fn add(self, amount: Amount) -> Sum {
+    pub fn plus(self, amount: Amount) -> Sum {
         match (self, amount) {
             (Sum::Int(a), Amount::Int(b)) => Sum::Int(a.saturating_add(b)),
             (Sum::Int(a), Amount::Float(b)) => Sum::Float(a as f64 + b),
@@ -171,7 +171,7 @@ impl<V: Clone + PartialEq> Register<V> {
 
     /// The sum of the live increments, in dot order.
     pub fn increment_sum(&self) -> Sum {
-        self.increments.iter().fold(Sum::Int(0), |sum, inc| sum.add(inc.amount))
+        self.increments.iter().fold(Sum::Int(0), |sum, inc| sum.plus(inc.amount))
     }
 
     /// The greatest tag of any live element (the register's last write).
@@ -294,13 +294,13 @@ fn merge_stable_increments(increments: &mut Vec<Increment>, stable: &VersionVect
         }
         match &mut run {
             Some((replica, sum, tag, count)) if *replica == dot.replica() => {
-                *sum = sum.add(increment.amount);
+                *sum = sum.plus(increment.amount);
                 *tag = (*tag).max(increment.tag);
                 *count += 1;
             }
             _ => {
                 flush(&mut run, &mut merged, &mut collected);
-                run = Some((dot.replica(), Sum::Int(0).add(increment.amount), increment.tag, 1));
+                run = Some((dot.replica(), Sum::Int(0).plus(increment.amount), increment.tag, 1));
             }
         }
     }

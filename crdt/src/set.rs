@@ -101,11 +101,8 @@ impl OrSet {
 
     /// The delta removing every member observed.
     pub fn clear(&self) -> SetDelta {
-        let removes = self
-            .members
-            .iter()
-            .map(|(member, tags)| (member.clone(), tags.iter().map(|t| t.dot).collect()))
-            .collect();
+        let removes =
+            self.members.iter().map(|(member, tags)| (member.clone(), tags.iter().map(|t| t.dot).collect())).collect();
         SetDelta { adds: Vec::new(), removes }
     }
 

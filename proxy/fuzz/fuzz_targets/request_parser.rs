@@ -1,0 +1,83 @@
+//! Fuzz target for the proxy's request parser.
+//!
+//! The first input byte picks the limits (Redis's defaults, or tiny ones so
+//! short inputs reach every limit) and how many of the next bytes describe a
+//! chunking; the rest is fed to the parser twice: in one piece, and in the
+//! chosen chunks. Checks: no panic, the parser never consumes more bytes than
+//! it was given, a command's arguments fit in the bytes it consumed, and the
+//! chunking changes neither the commands nor the final error.
+
+#![no_main]
+
+use bytes::{Bytes, BytesMut};
+use libfuzzer_sys::fuzz_target;
+use meridian_proxy::request::{Limits, Parsed, ProtocolError, RequestParser};
+
+/// Limits small enough that a few hundred fuzz bytes can exceed each one.
+fn small_limits() -> Limits {
+    Limits {
+        bulk_bytes_max: 16,
+        args_max: 4,
+        inline_bytes_max: 24,
+        header_bytes_max: 4,
+        query_buffer_bytes_max: 1024,
+        bulk_reserve_bytes_max: 8,
+    }
+}
+
+/// Commands parsed, and the error that stopped parsing, if any.
+type Outcome = (Vec<Vec<Bytes>>, Option<ProtocolError>);
+
+/// Feeds `input` in chunks whose sizes are `schedule` bytes plus one
+/// (cycled; an empty schedule means one chunk), using `parse_into` with one
+/// reused vector, and drains every complete command after each chunk.
+fn run(limits: Limits, input: &[u8], schedule: &[u8]) -> Outcome {
+    let mut parser = RequestParser::new(limits);
+    let mut buf = BytesMut::new();
+    let mut args = Vec::new();
+    let mut commands = Vec::new();
+    let mut sizes = schedule.iter().map(|&size| usize::from(size) + 1).cycle();
+    let (mut fed, mut consumed) = (0, 0);
+    while fed < input.len() {
+        let end = sizes.next().map_or(input.len(), |size| (fed + size).min(input.len()));
+        buf.extend_from_slice(&input[fed..end]);
+        fed = end;
+        loop {
+            let before = buf.len();
+            let result = parser.parse_into(&mut buf, &mut args);
+            assert!(buf.len() <= before, "the parser grew the buffer's contents");
+            consumed += before - buf.len();
+            assert!(consumed <= fed, "consumed {consumed} of {fed} bytes");
+            match result {
+                Ok(Parsed::Command) => {
+                    assert!(!args.is_empty(), "a command without arguments");
+                    let arg_bytes: usize = args.iter().map(Bytes::len).sum();
+                    assert!(arg_bytes <= before - buf.len());
+                    commands.push(args.clone());
+                }
+                Ok(Parsed::Incomplete) => {
+                    assert!(args.is_empty());
+                    break;
+                }
+                Err(error) => {
+                    assert!(args.is_empty());
+                    assert_eq!(parser.parse_into(&mut buf, &mut args), Err(error.clone()));
+                    return (commands, Some(error));
+                }
+            }
+        }
+    }
+    (commands, None)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let limits = if control & 0x80 == 0 { Limits::default() } else { small_limits() };
+    let schedule_len = usize::from(control & 0x0f).min(rest.len());
+    let (schedule, input) = rest.split_at(schedule_len);
+    let whole = run(limits, input, &[]);
+    let chunked = run(limits, input, if schedule.is_empty() { &[0] } else { schedule });
+    assert_eq!(whole, chunked, "chunking changed the outcome");
+});
