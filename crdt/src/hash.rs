@@ -110,6 +110,16 @@ impl OrHash {
         HashDelta { fields: self.fields.iter().map(|(f, r)| (f.clone(), r.clear())).collect() }
     }
 
+    /// The state as a delta that rebuilds it from nothing, fields in byte
+    /// order (snapshots).
+    pub fn as_delta(&self) -> HashDelta {
+        let mut fields: Vec<_> = self.fields.iter().collect();
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        let fields =
+            fields.into_iter().flat_map(|(f, r)| r.as_deltas().into_iter().map(move |d| (f.clone(), d))).collect();
+        HashDelta { fields }
+    }
+
     /// Merges a delta; `seen` is the receiver's context before it.
     pub fn apply(&mut self, delta: &HashDelta, seen: &CausalContext) {
         for (field, change) in &delta.fields {

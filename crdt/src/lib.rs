@@ -15,16 +15,26 @@
 
 pub mod clock;
 pub mod context;
+pub mod delta;
 pub mod dot;
 pub mod error;
 pub mod expiry;
+pub mod gc;
 pub mod hash;
+pub mod keyspace;
+pub mod list;
+pub mod number;
 pub mod register;
 pub mod set;
 pub mod short_bytes;
+pub mod table;
+pub mod value;
+pub mod zset;
 
 pub use clock::Clock;
 pub use context::{CausalContext, VersionVector};
+pub use delta::{Delta, KeyDelta, TypedDelta};
 pub use dot::{Dot, ReplicaId, Tag};
 pub use error::{ClockError, CommandError};
+pub use keyspace::{Keyspace, Moment};
 pub use short_bytes::ShortBytes;

@@ -208,6 +208,16 @@ impl<V: Clone + PartialEq> Register<V> {
         dots
     }
 
+    /// The state as deltas that rebuild it from nothing: one per entry (in tag
+    /// order), then one per increment (in dot order). Used by snapshots.
+    pub fn as_deltas(&self) -> Vec<RegisterDelta<V>> {
+        let entries =
+            self.entries.iter().map(|e| RegisterDelta { removed: Vec::new(), entry: Some(e.clone()), increment: None });
+        let increments =
+            self.increments.iter().map(|i| RegisterDelta { removed: Vec::new(), entry: None, increment: Some(*i) });
+        entries.chain(increments).collect()
+    }
+
     /// Merges a delta. `seen` is the receiver's context before this delta:
     /// an added element whose dot was already seen is either here already or
     /// was removed by a write that observed it, and is skipped either way.

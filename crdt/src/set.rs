@@ -106,6 +106,15 @@ impl OrSet {
         SetDelta { adds: Vec::new(), removes }
     }
 
+    /// The state as a delta that rebuilds it from nothing, members in byte
+    /// order (snapshots).
+    pub fn as_delta(&self) -> SetDelta {
+        let mut members: Vec<_> = self.members.iter().collect();
+        members.sort_by(|a, b| a.0.cmp(b.0));
+        let adds = members.into_iter().flat_map(|(m, tags)| tags.iter().map(move |t| (m.clone(), *t))).collect();
+        SetDelta { adds, removes: Vec::new() }
+    }
+
     /// Merges a delta; `seen` is the receiver's context before it.
     pub fn apply(&mut self, delta: &SetDelta, seen: &CausalContext) {
         for (member, dots) in &delta.removes {

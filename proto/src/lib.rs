@@ -1,1 +1,22 @@
-//! placeholder
+//! Meridian's wire schema: deltas and shard snapshots as protobuf messages.
+//!
+//! The messages are generated from `proto/meridian/v1/*.proto` at build time
+//! (protox, so no `protoc` is needed). [`convert`] maps them to and from the
+//! `meridian-crdt` types. Decoding is total: malformed or hostile input gives a
+//! [`DecodeError`], never a panic. The WAN sync and monitoring services join
+//! this crate with the syncer (issue 5).
+
+#![deny(missing_docs)]
+
+/// Generated protobuf types, package `meridian.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/meridian.v1.rs"));
+}
+
+pub mod convert;
+
+pub use convert::{
+    DecodeError, decode_delta, decode_snapshot, delta_from_wire, delta_to_wire, encode_delta, encode_snapshot,
+    snapshot_from_wire, snapshot_to_wire,
+};

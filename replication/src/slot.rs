@@ -43,7 +43,7 @@ pub fn key_slot(key: &[u8]) -> u16 {
 /// Splits the slots into `shards` contiguous ranges as evenly as possible
 /// (the first `16384 % shards` ranges get one slot more).
 pub fn split_slots(shards: u16) -> Vec<RangeInclusive<u16>> {
-    assert!(shards >= 1 && shards <= SLOT_COUNT, "shard count out of range");
+    assert!((1..=SLOT_COUNT).contains(&shards), "shard count out of range");
     let base = SLOT_COUNT / shards;
     let extra = SLOT_COUNT % shards;
     let mut start = 0u16;

@@ -1,0 +1,1142 @@
+//! The keyspace: the CRDT map from key to typed value that one shard holds.
+//!
+//! It owns the shard's causal context and allocates the dots of local writes.
+//! Every local mutator builds the [`KeyDelta`] describing its effect from the
+//! current state, applies it through the same [`Keyspace::apply`] path remote
+//! deltas take, and returns it — so what a replica or a peer region applies is
+//! exactly what the origin applied. Key-level rules (observed-remove DEL, the
+//! type-conflict rule, expiry, FLUSH) live here; value-level rules live in the
+//! value modules. Reads take the wall clock and never show an expired key.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use crate::context::{CausalContext, VersionVector};
+use crate::delta::{Delta, KeyDelta, TypedDelta};
+use crate::dot::{Dot, ReplicaId, Tag};
+use crate::error::CommandError;
+use crate::expiry::Deadline;
+use crate::hash::{HashDelta, OrHash};
+use crate::list::RgaList;
+use crate::number::{self, Numeric};
+use crate::register::{Amount, Register, RegisterDelta};
+use crate::set::{OrSet, SetDelta};
+use crate::short_bytes::ShortBytes;
+use crate::table::KeyTable;
+use crate::value::{KeySnapshot, KeyState, Stored, TypedValue, ValueType};
+pub use crate::zset::ZAddFlags;
+use crate::zset::{OrZSet, ZAddTotals};
+
+/// A sorted-set member with its score, as ZPOPMIN/ZPOPMAX return them.
+pub type ScoredMember = (ShortBytes, f64);
+
+/// Which end of a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The head (LPUSH, LPOP).
+    Front,
+    /// The tail (RPUSH, RPOP).
+    Back,
+}
+
+/// When a local write happens: its HLC timestamp and the wall clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moment {
+    /// HLC timestamp of the write (from [`crate::Clock::now`]).
+    pub hlc: u64,
+    /// Wall clock in Unix milliseconds (expiry decisions).
+    pub wall_ms: u64,
+}
+
+/// What a write does to the key's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiryChange {
+    /// Leave it (SET KEEPTTL, and every command that is not SET).
+    Keep,
+    /// Remove it (plain SET: a new value has no TTL).
+    Clear,
+    /// Set this deadline (SET EX/PX/EXAT/PXAT), Unix milliseconds.
+    At(u64),
+}
+
+/// Counters for monitoring (`INFO crdt`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyspaceStats {
+    /// Deltas applied (local and remote).
+    pub deltas_applied: u64,
+    /// Times a key came to hold visible values of two types at once.
+    pub type_conflicts: u64,
+    /// Elements removed or merged by garbage collection.
+    pub gc_collected: u64,
+    /// Keys this replica deleted because their deadline passed.
+    pub expired_deleted: u64,
+}
+
+/// A shard's keyspace.
+pub struct Keyspace {
+    replica: ReplicaId,
+    /// Sequence number of the last dot this replica allocated.
+    last_seq: u64,
+    context: CausalContext,
+    table: KeyTable<Stored>,
+    /// Deadlines this replica owns (it must delete those keys), by slot.
+    expires: BTreeSet<(u64, u32)>,
+    stats: KeyspaceStats,
+}
+
+/// Allocates the tags of one local write.
+pub struct TagSource<'a> {
+    replica: ReplicaId,
+    hlc: u64,
+    last_seq: &'a mut u64,
+}
+
+impl TagSource<'_> {
+    /// A fresh tag for one new element.
+    pub fn next_tag(&mut self) -> Tag {
+        *self.last_seq += 1;
+        Tag::new(Dot::new(self.replica, *self.last_seq), self.hlc)
+    }
+}
+
+/// A read-only view of a key's visible value.
+#[derive(Clone, Copy, Debug)]
+pub enum View<'a> {
+    /// A compactly stored string.
+    SmallString(&'a ShortBytes),
+    /// A full state's visible value.
+    Value(&'a TypedValue),
+}
+
+impl<'a> View<'a> {
+    /// The value's type.
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            View::SmallString(_) => ValueType::String,
+            View::Value(v) => v.value_type(),
+        }
+    }
+}
+
+impl Keyspace {
+    /// An empty keyspace whose local writes originate at `replica`.
+    pub fn new(replica: ReplicaId) -> Keyspace {
+        Keyspace {
+            replica,
+            last_seq: 0,
+            context: CausalContext::new(),
+            table: KeyTable::default(),
+            expires: BTreeSet::new(),
+            stats: KeyspaceStats::default(),
+        }
+    }
+
+    /// The replica local writes originate at.
+    pub fn replica(&self) -> ReplicaId {
+        self.replica
+    }
+
+    /// Every dot this keyspace has seen.
+    pub fn context(&self) -> &CausalContext {
+        &self.context
+    }
+
+    /// Monitoring counters.
+    pub fn stats(&self) -> &KeyspaceStats {
+        &self.stats
+    }
+
+    /// Number of keys held, including keys hidden by expiry or holding only
+    /// tombstones (like Redis's DBSIZE, which counts keys not yet reclaimed).
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True if no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    // ----- merging -----
+
+    /// Merges a delta from anywhere (this replica's own, a replica stream, a
+    /// peer region). Commutative, associative and idempotent.
+    pub fn apply(&mut self, delta: &Delta) {
+        match delta {
+            Delta::Key(key_delta) => self.apply_key(key_delta),
+            Delta::Flush(context) => self.apply_flush(context),
+        }
+    }
+
+    fn apply_key(&mut self, delta: &KeyDelta) {
+        self.stats.deltas_applied += 1;
+        match self.table.find(&delta.key) {
+            Some(slot) => {
+                let stored = self.table.slot_mut(slot);
+                if !apply_small_fast(stored, delta, &self.context) {
+                    let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
+                    let mut state = core::mem::replace(stored, placeholder).into_state();
+                    let before_deadline = state.owned_deadline(self.replica);
+                    let before_conflict = state.visible_types() > 1;
+                    state.apply(delta, &self.context);
+                    if !before_conflict && state.visible_types() > 1 {
+                        self.stats.type_conflicts += 1;
+                    }
+                    let after_deadline = state.owned_deadline(self.replica);
+                    if state.can_drop() {
+                        self.table.remove_slot(slot);
+                        self.track_deadline(slot, before_deadline, None);
+                    } else {
+                        *self.table.slot_mut(slot) = Stored::from_state(state);
+                        self.track_deadline(slot, before_deadline, after_deadline);
+                    }
+                }
+            }
+            None => {
+                let mut state = KeyState::default();
+                state.apply(delta, &self.context);
+                if !state.can_drop() {
+                    if state.visible_types() > 1 {
+                        self.stats.type_conflicts += 1;
+                    }
+                    let deadline = state.owned_deadline(self.replica);
+                    let slot = self.table.insert_new(&delta.key, Stored::from_state(state));
+                    self.track_deadline(slot, None, deadline);
+                }
+            }
+        }
+        let (context, replica, last_seq) = (&mut self.context, self.replica, &mut self.last_seq);
+        delta.for_each_dot(|dot| {
+            context.insert(dot);
+            if dot.replica() == replica && dot.seq() > *last_seq {
+                *last_seq = dot.seq();
+            }
+        });
+    }
+
+    fn apply_flush(&mut self, flushed: &CausalContext) {
+        self.stats.deltas_applied += 1;
+        let slots: Vec<u32> = self.table.iter().map(|(slot, _, _)| slot).collect();
+        for slot in slots {
+            let stored = self.table.slot_mut(slot);
+            let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
+            let mut state = core::mem::replace(stored, placeholder).into_state();
+            let before_deadline = state.owned_deadline(self.replica);
+            state.remove_covered(flushed);
+            if state.can_drop() {
+                self.table.remove_slot(slot);
+                self.track_deadline(slot, before_deadline, None);
+            } else {
+                let after_deadline = state.owned_deadline(self.replica);
+                *self.table.slot_mut(slot) = Stored::from_state(state);
+                self.track_deadline(slot, before_deadline, after_deadline);
+            }
+        }
+        self.context.join(flushed);
+        for dot in flushed.cloud() {
+            if dot.replica() == self.replica {
+                self.last_seq = self.last_seq.max(dot.seq());
+            }
+        }
+        self.last_seq = self.last_seq.max(self.context.vector().get(self.replica));
+    }
+
+    fn track_deadline(&mut self, slot: u32, before: Option<u64>, after: Option<u64>) {
+        if before == after {
+            return;
+        }
+        if let Some(deadline) = before {
+            self.expires.remove(&(deadline, slot));
+        }
+        if let Some(deadline) = after {
+            self.expires.insert((deadline, slot));
+        }
+    }
+
+    // ----- reading -----
+
+    fn stored(&self, key: &[u8]) -> Option<&Stored> {
+        self.table.get(key)
+    }
+
+    /// The visible value of `key` at wall time `now_ms`.
+    pub fn view(&self, key: &[u8], now_ms: u64) -> Option<View<'_>> {
+        match self.stored(key)? {
+            Stored::Small { value, .. } => Some(View::SmallString(value)),
+            Stored::Big(state) => {
+                if state.is_expired(now_ms) {
+                    return None;
+                }
+                state.visible().map(View::Value)
+            }
+        }
+    }
+
+    /// The full state of `key`, as stored (expired or not).
+    pub fn state(&self, key: &[u8]) -> Option<KeyState> {
+        self.stored(key).map(Stored::to_state)
+    }
+
+    /// TYPE.
+    pub fn value_type(&self, key: &[u8], now_ms: u64) -> Option<ValueType> {
+        self.view(key, now_ms).map(|v| v.value_type())
+    }
+
+    /// EXISTS for one key.
+    pub fn exists(&self, key: &[u8], now_ms: u64) -> bool {
+        self.view(key, now_ms).is_some()
+    }
+
+    /// GET: the string value, `WRONGTYPE` for another type.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<Cow<'_, [u8]>>, CommandError> {
+        match self.view(key, now_ms) {
+            None => Ok(None),
+            Some(View::SmallString(value)) => Ok(Some(Cow::Borrowed(value.as_slice()))),
+            Some(View::Value(TypedValue::Str(register))) => Ok(number::render(register)),
+            Some(View::Value(_)) => Err(CommandError::WrongType),
+        }
+    }
+
+    /// The set at `key` (None if absent), `WRONGTYPE` for another type.
+    pub fn set_value(&self, key: &[u8], now_ms: u64) -> Result<Option<&OrSet>, CommandError> {
+        match self.view(key, now_ms) {
+            None => Ok(None),
+            Some(View::Value(TypedValue::Set(set))) => Ok(Some(set)),
+            Some(_) => Err(CommandError::WrongType),
+        }
+    }
+
+    /// The hash at `key`.
+    pub fn hash_value(&self, key: &[u8], now_ms: u64) -> Result<Option<&OrHash>, CommandError> {
+        match self.view(key, now_ms) {
+            None => Ok(None),
+            Some(View::Value(TypedValue::Hash(hash))) => Ok(Some(hash)),
+            Some(_) => Err(CommandError::WrongType),
+        }
+    }
+
+    /// The sorted set at `key`.
+    pub fn zset_value(&self, key: &[u8], now_ms: u64) -> Result<Option<&OrZSet>, CommandError> {
+        match self.view(key, now_ms) {
+            None => Ok(None),
+            Some(View::Value(TypedValue::ZSet(zset))) => Ok(Some(zset)),
+            Some(_) => Err(CommandError::WrongType),
+        }
+    }
+
+    /// The list at `key`.
+    pub fn list_value(&self, key: &[u8], now_ms: u64) -> Result<Option<&RgaList>, CommandError> {
+        match self.view(key, now_ms) {
+            None => Ok(None),
+            Some(View::Value(TypedValue::List(list))) => Ok(Some(list)),
+            Some(_) => Err(CommandError::WrongType),
+        }
+    }
+
+    /// The deadline of `key` in Unix milliseconds: `None` if the key does not
+    /// exist, `Some(None)` if it has no expiry.
+    pub fn deadline(&self, key: &[u8], now_ms: u64) -> Option<Option<u64>> {
+        self.view(key, now_ms)?;
+        match self.stored(key)? {
+            Stored::Small { .. } => Some(None),
+            Stored::Big(state) => Some(state.expiry().effective().map(|e| e.deadline_ms)),
+        }
+    }
+
+    /// One step of SCAN: up to `count` visible keys from slot `cursor`, and the
+    /// cursor to continue from (0 when done).
+    pub fn scan(&self, cursor: u64, count: usize, now_ms: u64) -> (u64, Vec<ShortBytes>) {
+        let mut keys = Vec::new();
+        let mut position = cursor as usize;
+        let mut visited = 0;
+        while visited < count.max(1) {
+            let Some(slot) = self.table.next_occupied(position) else {
+                return (0, keys);
+            };
+            let (key, _) = self.table.slot(slot);
+            if self.view(key, now_ms).is_some() {
+                keys.push(key.clone());
+            }
+            visited += 1;
+            position = slot as usize + 1;
+        }
+        let next = if self.table.next_occupied(position).is_some() { position as u64 } else { 0 };
+        (next, keys)
+    }
+
+    /// Every visible key (KEYS); O(n).
+    pub fn keys(&self, now_ms: u64) -> Vec<ShortBytes> {
+        self.table.iter().filter(|(_, key, _)| self.view(key, now_ms).is_some()).map(|(_, k, _)| k.clone()).collect()
+    }
+
+    /// A visible key chosen from `random` (RANDOMKEY), if any key is visible.
+    pub fn random_key(&self, random: u64, now_ms: u64) -> Option<ShortBytes> {
+        let slots = self.table.slot_count();
+        if slots == 0 {
+            return None;
+        }
+        let start = (random % slots as u64) as usize;
+        let after = (start..slots).chain(0..start);
+        for position in after {
+            if let Some(slot) = self.table.next_occupied(position).filter(|&s| s as usize == position) {
+                let (key, _) = self.table.slot(slot);
+                if self.view(key, now_ms).is_some() {
+                    return Some(key.clone());
+                }
+            }
+        }
+        None
+    }
+
+    // ----- local writes: the common machinery -----
+
+    /// Runs a local write on the value of type `value_type` at `key`.
+    ///
+    /// `build` gets the current value of that type (None if the key is absent,
+    /// expired, or of no such value) and a tag source, and returns its result
+    /// and the typed delta (None for a no-op). The write also removes, in the
+    /// same delta, everything it observed that the new state must not keep:
+    /// the whole key if it was expired, and the hidden values of other types
+    /// if the key was in a type conflict. A key of another visible type is
+    /// `WRONGTYPE` and nothing happens.
+    pub fn mutate<R>(
+        &mut self,
+        key: &[u8],
+        at: Moment,
+        value_type: ValueType,
+        build: impl FnOnce(Option<&TypedValue>, &mut TagSource<'_>) -> Result<(R, Option<TypedDelta>), CommandError>,
+    ) -> Result<(R, Option<KeyDelta>), CommandError> {
+        let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
+        let state: Option<Cow<'_, KeyState>> = match self.table.get(key) {
+            None => None,
+            Some(Stored::Big(state)) => Some(Cow::Borrowed(&**state)),
+            Some(small) => Some(Cow::Owned(small.to_state())),
+        };
+        let mut prelude = KeyDelta::new(key);
+        let current = match &state {
+            None => None,
+            Some(state) if state.is_expired(at.wall_ms) => {
+                prelude = state.removal(key, &mut || tags.next_tag());
+                None
+            }
+            Some(state) => {
+                if let Some(visible) = state.visible()
+                    && visible.value_type() != value_type
+                {
+                    return Err(CommandError::WrongType);
+                }
+                prelude.parts = state
+                    .values()
+                    .iter()
+                    .filter(|v| v.value_type() != value_type)
+                    .map(|v| v.clear(&mut || tags.next_tag()))
+                    .collect();
+                state.typed(value_type)
+            }
+        };
+        let (result, typed) = build(current, &mut tags)?;
+        let Some(typed) = typed else {
+            return Ok((result, None));
+        };
+        drop(state);
+        prelude.parts.push(typed);
+        self.apply_key(&prelude);
+        Ok((result, Some(prelude)))
+    }
+
+    fn tags(&mut self, hlc: u64) -> TagSource<'_> {
+        TagSource { replica: self.replica, hlc, last_seq: &mut self.last_seq }
+    }
+
+    // ----- keys -----
+
+    /// DEL/UNLINK of one key: removes everything observed of it. Returns
+    /// whether a visible key was deleted, and the delta (also for a key hidden
+    /// by expiry, so that its state is reclaimed everywhere).
+    pub fn delete(&mut self, key: &[u8], at: Moment) -> (bool, Option<KeyDelta>) {
+        let Some(stored) = self.stored(key) else {
+            return (false, None);
+        };
+        let state = stored.to_state();
+        let visible = !state.is_expired(at.wall_ms) && state.visible().is_some();
+        let delta = state.removal(key, &mut || self.tags(at.hlc).next_tag());
+        if delta.is_empty() {
+            return (visible, None);
+        }
+        self.apply_key(&delta);
+        (visible, Some(delta))
+    }
+
+    /// EXPIRE-family with an absolute deadline, or PERSIST with
+    /// [`Deadline::Persist`]. A deadline not in the future deletes the key, as
+    /// Redis does. Returns None (reply 0) if the key does not exist, or for
+    /// PERSIST if it has no deadline.
+    pub fn set_expiry(&mut self, key: &[u8], deadline: Deadline, at: Moment) -> Option<KeyDelta> {
+        let current = self.deadline(key, at.wall_ms)?;
+        match deadline {
+            Deadline::Persist if current.is_none() => None,
+            Deadline::At(ms) if ms <= at.wall_ms => self.delete(key, at).1,
+            _ => {
+                let state = self.stored(key)?.to_state();
+                let mut tags = self.tags(at.hlc);
+                let tag = tags.next_tag();
+                let mut delta = KeyDelta::new(key);
+                delta.expiry = Some(state.expiry().assign(tag, deadline));
+                self.apply_key(&delta);
+                Some(delta)
+            }
+        }
+    }
+
+    /// Active expiry: deletes up to `max_keys` keys whose deadline this
+    /// replica owns and which have passed `at.wall_ms`. Other replicas' keys
+    /// are only hidden here; their owner ships the delete.
+    pub fn expire_due(&mut self, at: Moment, max_keys: usize) -> Vec<KeyDelta> {
+        let due: Vec<(u64, u32)> =
+            self.expires.iter().take_while(|(deadline, _)| *deadline <= at.wall_ms).take(max_keys).copied().collect();
+        let mut deltas = Vec::with_capacity(due.len());
+        for (_, slot) in due {
+            let key = self.table.slot(slot).0.clone();
+            if let (_, Some(delta)) = self.delete(&key, at) {
+                self.stats.expired_deleted += 1;
+                deltas.push(delta);
+            }
+        }
+        deltas
+    }
+
+    /// FLUSHDB/FLUSHALL: removes everything this replica has seen, everywhere.
+    pub fn flush(&mut self) -> Delta {
+        let delta = Delta::Flush(self.context.clone());
+        self.apply(&delta);
+        delta
+    }
+
+    // ----- strings -----
+
+    /// SET (unconditional; NX/XX/GET are decided by the caller from a read).
+    /// Overwrites a key of any type.
+    pub fn set(&mut self, key: &[u8], value: &[u8], expiry: ExpiryChange, at: Moment) -> KeyDelta {
+        let tag = {
+            let mut tags = self.tags(at.hlc);
+            tags.next_tag()
+        };
+        let value = ShortBytes::new(value);
+        let mut delta = KeyDelta::new(key);
+        match self.table.get(key) {
+            None => delta.parts.push(TypedDelta::Str(RegisterDelta {
+                removed: Vec::new(),
+                entry: Some(crate::register::Entry { tag, value }),
+                increment: None,
+            })),
+            Some(Stored::Small { tag: old, .. }) => delta.parts.push(TypedDelta::Str(RegisterDelta {
+                removed: vec![old.dot],
+                entry: Some(crate::register::Entry { tag, value }),
+                increment: None,
+            })),
+            Some(Stored::Big(state)) => {
+                let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
+                let mut removal = state.removal(key, &mut || tags.next_tag());
+                match removal.parts.iter_mut().find_map(|p| match p {
+                    TypedDelta::Str(r) => Some(r),
+                    _ => None,
+                }) {
+                    Some(register) => register.entry = Some(crate::register::Entry { tag, value }),
+                    None => removal.parts.push(TypedDelta::Str(RegisterDelta {
+                        removed: Vec::new(),
+                        entry: Some(crate::register::Entry { tag, value }),
+                        increment: None,
+                    })),
+                }
+                delta = removal;
+                // KEEPTTL keeps a live TTL, but not one that has already fired.
+                if expiry == ExpiryChange::Keep && !state.is_expired(at.wall_ms) {
+                    delta.expiry = None;
+                }
+            }
+        }
+        if let ExpiryChange::At(deadline) = expiry {
+            let mut tags = self.tags(at.hlc);
+            let expiry_tag = tags.next_tag();
+            let removed = delta.expiry.take().map(|e| e.removed).unwrap_or_default();
+            delta.expiry =
+                Some(crate::expiry::ExpiryDelta { removed, entry: Some((expiry_tag, Deadline::At(deadline))) });
+        }
+        self.apply_key(&delta);
+        delta
+    }
+
+    /// INCRBY (INCR, DECR, DECRBY): the new value, or an error if the value is
+    /// not an integer or the result leaves `i64`.
+    pub fn incr_by(&mut self, key: &[u8], by: i64, at: Moment) -> Result<(i64, KeyDelta), CommandError> {
+        let (value, delta) = self.mutate(key, at, ValueType::String, |current, tags| {
+            let current = match current {
+                None => 0,
+                Some(TypedValue::Str(register)) => match number::numeric_value(register) {
+                    Some(Numeric::Int(v)) => i64::try_from(v).map_err(|_| CommandError::NotInteger)?,
+                    _ => return Err(CommandError::NotInteger),
+                },
+                Some(_) => return Err(CommandError::WrongType),
+            };
+            let value = current.checked_add(by).ok_or(CommandError::Overflow)?;
+            Ok((value, Some(TypedDelta::Str(Register::increment(tags.next_tag(), Amount::Int(by as i128))))))
+        })?;
+        Ok((value, delta.expect("an increment always writes")))
+    }
+
+    /// INCRBYFLOAT: the new value as Redis prints it.
+    pub fn incr_by_float(&mut self, key: &[u8], by: f64, at: Moment) -> Result<(Vec<u8>, KeyDelta), CommandError> {
+        if !by.is_finite() {
+            return Err(CommandError::NanOrInfinity);
+        }
+        let ((), delta) = self.mutate(key, at, ValueType::String, |current, tags| {
+            let current = match current {
+                None => 0.0,
+                Some(TypedValue::Str(register)) => match number::numeric_value(register) {
+                    Some(Numeric::Int(v)) => v as f64,
+                    Some(Numeric::Float(v)) => v,
+                    None => return Err(CommandError::NotFloat),
+                },
+                Some(_) => return Err(CommandError::WrongType),
+            };
+            if !(current + by).is_finite() {
+                return Err(CommandError::NanOrInfinity);
+            }
+            Ok(((), Some(TypedDelta::Str(Register::increment(tags.next_tag(), Amount::Float(by))))))
+        })?;
+        let value = self.get(key, at.wall_ms)?.map(|v| v.into_owned()).unwrap_or_default();
+        Ok((value, delta.expect("an increment always writes")))
+    }
+
+    // ----- sets -----
+
+    /// SADD: the number of members added (members already present are
+    /// re-asserted, see below, but not counted).
+    pub fn sadd(
+        &mut self,
+        key: &[u8],
+        members: &[&[u8]],
+        at: Moment,
+    ) -> Result<(usize, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::Set, |current, tags| {
+            let empty = OrSet::default();
+            let set = match current {
+                Some(TypedValue::Set(set)) => set,
+                _ => &empty,
+            };
+            let mut delta = SetDelta::default();
+            let mut added = 0;
+            let mut fresh: Vec<&[u8]> = Vec::new();
+            // A member already present is added again with a new tag (the reply
+            // does not count it): that re-assertion is what makes SADD win over
+            // a concurrent SREM that observed the old tag (add wins).
+            for &member in members {
+                if fresh.contains(&member) {
+                    continue;
+                }
+                fresh.push(member);
+                if set.add_to(&mut delta, member, tags.next_tag()) {
+                    added += 1;
+                }
+            }
+            Ok((added, (!delta.is_empty()).then_some(TypedDelta::Set(delta))))
+        })
+    }
+
+    /// SREM: the number of members removed.
+    pub fn srem(
+        &mut self,
+        key: &[u8],
+        members: &[&[u8]],
+        at: Moment,
+    ) -> Result<(usize, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::Set, |current, _| {
+            let Some(TypedValue::Set(set)) = current else {
+                return Ok((0, None));
+            };
+            let mut delta = SetDelta::default();
+            let mut removed = 0;
+            let mut done: Vec<&[u8]> = Vec::new();
+            for &member in members {
+                if !done.contains(&member) && set.remove_to(&mut delta, member) {
+                    removed += 1;
+                    done.push(member);
+                }
+            }
+            Ok((removed, (!delta.is_empty()).then_some(TypedDelta::Set(delta))))
+        })
+    }
+
+    // ----- hashes -----
+
+    /// HSET: the number of fields created.
+    pub fn hset(
+        &mut self,
+        key: &[u8],
+        pairs: &[(&[u8], &[u8])],
+        at: Moment,
+    ) -> Result<(usize, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::Hash, |current, tags| {
+            let empty = OrHash::default();
+            let hash = match current {
+                Some(TypedValue::Hash(hash)) => hash,
+                _ => &empty,
+            };
+            let mut delta = HashDelta::default();
+            let mut created = 0;
+            for (i, &(field, value)) in pairs.iter().enumerate() {
+                // A field named twice in one HSET: the last value is kept.
+                if pairs[i + 1..].iter().any(|(f, _)| *f == field) {
+                    continue;
+                }
+                if hash.assign_to(&mut delta, field, value, tags.next_tag()) {
+                    created += 1;
+                }
+            }
+            Ok((created, Some(TypedDelta::Hash(delta))))
+        })
+    }
+
+    /// HDEL: the number of fields removed.
+    pub fn hdel(
+        &mut self,
+        key: &[u8],
+        fields: &[&[u8]],
+        at: Moment,
+    ) -> Result<(usize, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::Hash, |current, _| {
+            let Some(TypedValue::Hash(hash)) = current else {
+                return Ok((0, None));
+            };
+            let mut delta = HashDelta::default();
+            let mut removed = 0;
+            let mut done: Vec<&[u8]> = Vec::new();
+            for &field in fields {
+                if !done.contains(&field) && hash.remove_to(&mut delta, field) {
+                    removed += 1;
+                    done.push(field);
+                }
+            }
+            Ok((removed, (!delta.is_empty()).then_some(TypedDelta::Hash(delta))))
+        })
+    }
+
+    /// HINCRBY: the field's new value.
+    pub fn hincr_by(&mut self, key: &[u8], field: &[u8], by: i64, at: Moment) -> Result<(i64, KeyDelta), CommandError> {
+        let (value, delta) = self.mutate(key, at, ValueType::Hash, |current, tags| {
+            let empty = OrHash::default();
+            let hash = match current {
+                Some(TypedValue::Hash(hash)) => hash,
+                _ => &empty,
+            };
+            let current = match hash.field(field) {
+                None => 0,
+                Some(register) => match number::numeric_value(register) {
+                    Some(Numeric::Int(v)) => i64::try_from(v).map_err(|_| CommandError::HashNotInteger)?,
+                    _ => return Err(CommandError::HashNotInteger),
+                },
+            };
+            let value = current.checked_add(by).ok_or(CommandError::Overflow)?;
+            let mut delta = HashDelta::default();
+            hash.increment_to(&mut delta, field, tags.next_tag(), Amount::Int(by as i128));
+            Ok((value, Some(TypedDelta::Hash(delta))))
+        })?;
+        Ok((value, delta.expect("an increment always writes")))
+    }
+
+    /// HINCRBYFLOAT: the field's new value as Redis prints it.
+    pub fn hincr_by_float(
+        &mut self,
+        key: &[u8],
+        field: &[u8],
+        by: f64,
+        at: Moment,
+    ) -> Result<(Vec<u8>, KeyDelta), CommandError> {
+        if !by.is_finite() {
+            return Err(CommandError::NanOrInfinity);
+        }
+        let ((), delta) = self.mutate(key, at, ValueType::Hash, |current, tags| {
+            let empty = OrHash::default();
+            let hash = match current {
+                Some(TypedValue::Hash(hash)) => hash,
+                _ => &empty,
+            };
+            let current = match hash.field(field) {
+                None => 0.0,
+                Some(register) => match number::numeric_value(register) {
+                    Some(Numeric::Int(v)) => v as f64,
+                    Some(Numeric::Float(v)) => v,
+                    None => return Err(CommandError::HashNotFloat),
+                },
+            };
+            if !(current + by).is_finite() {
+                return Err(CommandError::NanOrInfinity);
+            }
+            let mut delta = HashDelta::default();
+            hash.increment_to(&mut delta, field, tags.next_tag(), Amount::Float(by));
+            Ok(((), Some(TypedDelta::Hash(delta))))
+        })?;
+        let value = self
+            .hash_value(key, at.wall_ms)?
+            .and_then(|h| h.field(field))
+            .and_then(number::render)
+            .map(|v| v.into_owned())
+            .unwrap_or_default();
+        Ok((value, delta.expect("an increment always writes")))
+    }
+
+    // ----- sorted sets -----
+
+    /// ZADD of (score, member) pairs with Redis 7's flags; the totals (added,
+    /// updated, and the score for INCR) and the delta if anything changed.
+    pub fn zadd(
+        &mut self,
+        key: &[u8],
+        items: &[(f64, &[u8])],
+        flags: ZAddFlags,
+        at: Moment,
+    ) -> Result<(ZAddTotals, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::ZSet, |current, tags| {
+            let empty = OrZSet::default();
+            let zset = match current {
+                Some(TypedValue::ZSet(zset)) => zset,
+                _ => &empty,
+            };
+            let (totals, delta) = zset.zadd_many(items, flags, &mut || tags.next_tag())?;
+            Ok((totals, delta.map(TypedDelta::ZSet)))
+        })
+    }
+
+    /// ZINCRBY: the member's new score, and the delta (none when the score
+    /// does not change, as with an increment of 0 on an existing member).
+    pub fn zincr_by(
+        &mut self,
+        key: &[u8],
+        member: &[u8],
+        by: f64,
+        at: Moment,
+    ) -> Result<(f64, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::ZSet, |current, tags| {
+            let empty = OrZSet::default();
+            let zset = match current {
+                Some(TypedValue::ZSet(zset)) => zset,
+                _ => &empty,
+            };
+            let (score, delta) = zset.zincrby(member, by, &mut || tags.next_tag())?;
+            Ok((score, (!delta.is_empty()).then_some(TypedDelta::ZSet(delta))))
+        })
+    }
+
+    /// ZREM: the number of members removed.
+    pub fn zrem(
+        &mut self,
+        key: &[u8],
+        members: &[&[u8]],
+        at: Moment,
+    ) -> Result<(usize, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::ZSet, |current, _| {
+            let Some(TypedValue::ZSet(zset)) = current else {
+                return Ok((0, None));
+            };
+            let (removed, delta) = zset.zrem(members.iter().copied());
+            Ok((removed, (!delta.is_empty()).then_some(TypedDelta::ZSet(delta))))
+        })
+    }
+
+    /// ZPOPMIN (`max` false) / ZPOPMAX: the popped members with their scores.
+    pub fn zpop(
+        &mut self,
+        key: &[u8],
+        max: bool,
+        count: usize,
+        at: Moment,
+    ) -> Result<(Vec<ScoredMember>, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::ZSet, |current, _| {
+            let Some(TypedValue::ZSet(zset)) = current else {
+                return Ok((Vec::new(), None));
+            };
+            let (popped, delta) = if max { zset.pop_max(count) } else { zset.pop_min(count) };
+            Ok((popped, (!delta.is_empty()).then_some(TypedDelta::ZSet(delta))))
+        })
+    }
+
+    // ----- lists -----
+
+    /// LPUSH (`End::Front`) / RPUSH: the list's length after the push.
+    pub fn push(
+        &mut self,
+        key: &[u8],
+        values: &[&[u8]],
+        end: End,
+        at: Moment,
+    ) -> Result<(usize, KeyDelta), CommandError> {
+        let (len, delta) = self.mutate(key, at, ValueType::List, |current, tags| {
+            let empty = RgaList::default();
+            let list = match current {
+                Some(TypedValue::List(list)) => list,
+                _ => &empty,
+            };
+            let delta = match end {
+                End::Front => list.push_front(values, &mut || tags.next_tag()),
+                End::Back => list.push_back(values, &mut || tags.next_tag()),
+            };
+            Ok((list.len() + values.len(), Some(TypedDelta::List(delta))))
+        })?;
+        Ok((len, delta.expect("a push always writes")))
+    }
+
+    /// LPOP/RPOP of up to `count` elements: the values popped.
+    pub fn pop(
+        &mut self,
+        key: &[u8],
+        end: End,
+        count: usize,
+        at: Moment,
+    ) -> Result<(Vec<ShortBytes>, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::List, |current, tags| {
+            let Some(TypedValue::List(list)) = current else {
+                return Ok((Vec::new(), None));
+            };
+            let (values, delta) = match end {
+                End::Front => list.pop_front(count, &mut || tags.next_tag()),
+                End::Back => list.pop_back(count, &mut || tags.next_tag()),
+            };
+            Ok((values, (!delta.is_empty()).then_some(TypedDelta::List(delta))))
+        })
+    }
+
+    /// LINSERT: the new length, -1 if the pivot is absent, 0 if the key is.
+    pub fn list_insert(
+        &mut self,
+        key: &[u8],
+        before: bool,
+        pivot: &[u8],
+        value: &[u8],
+        at: Moment,
+    ) -> Result<(i64, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::List, |current, tags| {
+            let Some(TypedValue::List(list)) = current.filter(|v| v.is_visible()) else {
+                return Ok((0, None));
+            };
+            let delta = if before {
+                list.insert_before(pivot, value, &mut || tags.next_tag())
+            } else {
+                list.insert_after(pivot, value, &mut || tags.next_tag())
+            };
+            match delta {
+                Some(delta) => Ok((list.len() as i64 + 1, Some(TypedDelta::List(delta)))),
+                None => Ok((-1, None)),
+            }
+        })
+    }
+
+    /// LSET.
+    pub fn list_set(&mut self, key: &[u8], index: i64, value: &[u8], at: Moment) -> Result<KeyDelta, CommandError> {
+        let ((), delta) = self.mutate(key, at, ValueType::List, |current, tags| {
+            let Some(TypedValue::List(list)) = current.filter(|v| v.is_visible()) else {
+                return Err(CommandError::NoSuchKey);
+            };
+            Ok(((), Some(TypedDelta::List(list.set(index, value, &mut || tags.next_tag())?))))
+        })?;
+        Ok(delta.expect("LSET always writes"))
+    }
+
+    /// LREM: the number of elements removed.
+    pub fn list_remove(
+        &mut self,
+        key: &[u8],
+        count: i64,
+        value: &[u8],
+        at: Moment,
+    ) -> Result<(usize, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::List, |current, tags| {
+            let Some(TypedValue::List(list)) = current else {
+                return Ok((0, None));
+            };
+            let (removed, delta) = list.remove(count, value, &mut || tags.next_tag());
+            Ok((removed, (!delta.is_empty()).then_some(TypedDelta::List(delta))))
+        })
+    }
+
+    /// LTRIM: the delta, if any element was removed.
+    pub fn list_trim(
+        &mut self,
+        key: &[u8],
+        start: i64,
+        stop: i64,
+        at: Moment,
+    ) -> Result<Option<KeyDelta>, CommandError> {
+        let ((), delta) = self.mutate(key, at, ValueType::List, |current, tags| {
+            let Some(TypedValue::List(list)) = current else {
+                return Ok(((), None));
+            };
+            let delta = list.trim(start, stop, &mut || tags.next_tag());
+            Ok(((), (!delta.is_empty()).then_some(TypedDelta::List(delta))))
+        })?;
+        Ok(delta)
+    }
+
+    // ----- garbage collection -----
+
+    /// Garbage collection over up to `max_keys` keys from slot `cursor`, with a
+    /// causally stable vector (see [`crate::gc::StabilityTracker`]). Returns the
+    /// cursor to continue from (0 when a full pass is done) and the number of
+    /// elements collected.
+    pub fn collect(&mut self, stable: &VersionVector, cursor: u64, max_keys: usize) -> (u64, usize) {
+        let mut position = cursor as usize;
+        let mut collected = 0;
+        for _ in 0..max_keys.max(1) {
+            let Some(slot) = self.table.next_occupied(position) else {
+                self.stats.gc_collected += collected as u64;
+                return (0, collected);
+            };
+            position = slot as usize + 1;
+            if matches!(self.table.slot(slot).1, Stored::Small { .. }) {
+                continue;
+            }
+            let stored = self.table.slot_mut(slot);
+            let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
+            let mut state = core::mem::replace(stored, placeholder).into_state();
+            let before_deadline = state.owned_deadline(self.replica);
+            let count = state.collect(stable);
+            collected += count;
+            if state.can_drop() {
+                self.table.remove_slot(slot);
+                self.track_deadline(slot, before_deadline, None);
+            } else {
+                let after_deadline = state.owned_deadline(self.replica);
+                *self.table.slot_mut(slot) = Stored::from_state(state);
+                self.track_deadline(slot, before_deadline, after_deadline);
+            }
+        }
+        self.stats.gc_collected += collected as u64;
+        let next = if self.table.next_occupied(position).is_some() { position as u64 } else { 0 };
+        (next, collected)
+    }
+
+    // ----- snapshots -----
+
+    /// Every key's state as plain data, keys in byte order (with
+    /// [`Keyspace::context`], a snapshot of the shard).
+    pub fn snapshot(&self) -> Vec<KeySnapshot> {
+        self.entries().into_iter().map(|(key, state)| state.snapshot(&key)).collect()
+    }
+
+    /// Rebuilds a keyspace from a snapshot. Local writes will originate at
+    /// `replica` and continue its sequence where the context leaves it. A
+    /// snapshot that breaks an invariant (a repeated key, a state outside its
+    /// context, an invalid value) is refused whole.
+    pub fn restore(replica: ReplicaId, context: CausalContext, keys: &[KeySnapshot]) -> Result<Keyspace, String> {
+        let mut keyspace = Keyspace::new(replica);
+        keyspace.context = context;
+        for snapshot in keys {
+            if keyspace.table.find(&snapshot.key).is_some() {
+                return Err(format!("key {:?} appears twice", snapshot.key));
+            }
+            let state = KeyState::from_snapshot(snapshot)?;
+            let deadline = state.owned_deadline(replica);
+            let slot = keyspace.table.insert_new(&snapshot.key, Stored::from_state(state));
+            keyspace.track_deadline(slot, None, deadline);
+        }
+        let own_cloud = keyspace.context.cloud().filter(|d| d.replica() == replica).map(|d| d.seq()).max();
+        keyspace.last_seq = keyspace.context.vector().get(replica).max(own_cloud.unwrap_or(0));
+        keyspace.validate()?;
+        Ok(keyspace)
+    }
+
+    // ----- checking -----
+
+    /// Checks the keyspace's invariants (tests and debug builds): the context
+    /// is well formed, it covers every live dot, no key is droppable, every
+    /// value is valid, and the deadline index matches the keys.
+    pub fn validate(&self) -> Result<(), String> {
+        self.context.validate()?;
+        let mut owned = BTreeSet::new();
+        for (slot, key, stored) in self.table.iter() {
+            let state = stored.to_state();
+            state.validate().map_err(|e| format!("key {key:?}: {e}"))?;
+            if state.can_drop() {
+                return Err(format!("key {key:?} holds nothing but is kept"));
+            }
+            let mut missing = None;
+            state.for_each_dot(|dot| {
+                if !self.context.contains(dot) {
+                    missing = Some(dot);
+                }
+            });
+            if let Some(dot) = missing {
+                return Err(format!("key {key:?} holds dot {dot:?} outside the context"));
+            }
+            if let Some(deadline) = state.owned_deadline(self.replica) {
+                owned.insert((deadline, slot));
+            }
+        }
+        if owned != self.expires {
+            return Err("deadline index does not match the keys".into());
+        }
+        if self.last_seq < self.context.vector().get(self.replica) {
+            return Err("local sequence behind the context".into());
+        }
+        Ok(())
+    }
+
+    /// Every key with its full state, sorted by key (tests, snapshots).
+    pub fn entries(&self) -> Vec<(ShortBytes, KeyState)> {
+        let mut entries: Vec<_> = self.table.iter().map(|(_, k, v)| (k.clone(), v.to_state())).collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+    }
+
+    /// Bytes held by the key table's arrays (for memory accounting).
+    pub fn table_bytes(&self) -> usize {
+        self.table.table_bytes()
+    }
+}
+
+/// Equality of what two keyspaces hold: the same context and, key by key, the
+/// same state. (Which replica writes locally, and statistics, do not count.)
+impl PartialEq for Keyspace {
+    fn eq(&self, other: &Self) -> bool {
+        self.context == other.context
+            && self.table.len() == other.table.len()
+            && self.table.iter().all(|(_, key, stored)| {
+                other.stored(key).is_some_and(|theirs| match (stored, theirs) {
+                    (Stored::Small { tag: a, value: x }, Stored::Small { tag: b, value: y }) => a == b && x == y,
+                    (mine, theirs) => mine.to_state() == theirs.to_state(),
+                })
+            })
+    }
+}
+
+impl core::fmt::Debug for Keyspace {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Keyspace")
+            .field("replica", &self.replica)
+            .field("context", &self.context)
+            .field("entries", &self.entries())
+            .finish()
+    }
+}
+
+/// A tag used only to fill a slot while its state is taken out and merged.
+const PLACEHOLDER_TAG: Tag = Tag { dot: crate::dot::PLACEHOLDER_DOT, hlc: 0 };
+
+/// The hot path of SET on a compactly stored string: the delta replaces the
+/// one entry it observed with a new one. Returns false if the delta is of any
+/// other shape (the general path then runs).
+#[inline]
+fn apply_small_fast(stored: &mut Stored, delta: &KeyDelta, seen: &CausalContext) -> bool {
+    let Stored::Small { tag, value } = stored else {
+        return false;
+    };
+    let [TypedDelta::Str(RegisterDelta { removed, entry: Some(entry), increment: None })] = delta.parts.as_slice()
+    else {
+        return false;
+    };
+    if delta.expiry.is_some() || removed.as_slice() != [tag.dot] || seen.contains(entry.tag.dot) {
+        return false;
+    }
+    *tag = entry.tag;
+    *value = entry.value.clone();
+    true
+}

@@ -1,0 +1,171 @@
+//! Numbers as Redis reads and writes them, and how a counter register renders.
+//!
+//! Redis accepts an integer only in canonical form (`string2ll`: optional `-`,
+//! no leading zeros, no `+`, no spaces, within `i64`) and a float as `strtold`
+//! reads it without spaces or NaN. Integer sums from several regions are
+//! widened to `i128` (see [`crate::register`]), so a rendered value may lie
+//! outside `i64`: GET shows it, INCR then refuses it as Redis would.
+
+use std::borrow::Cow;
+
+use crate::register::{Register, Sum};
+use crate::short_bytes::ShortBytes;
+
+/// Parses a canonical Redis integer.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    parse_i128(bytes).and_then(|v| i64::try_from(v).ok())
+}
+
+/// Parses a canonical integer of any size up to `i128`.
+pub fn parse_i128(bytes: &[u8]) -> Option<i128> {
+    let (negative, digits) = match bytes {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() || digits.len() > 39 {
+        return None;
+    }
+    if digits[0] == b'0' && (digits.len() > 1 || negative) {
+        return None;
+    }
+    let mut value: i128 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        let digit = (b - b'0') as i128;
+        value = value.checked_mul(10)?;
+        value = if negative { value.checked_sub(digit)? } else { value.checked_add(digit)? };
+    }
+    Some(value)
+}
+
+/// Parses a float the way Redis's `string2ld` does: the whole string, no
+/// leading or trailing space, not NaN. `inf`/`-inf` are accepted.
+pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
+    if bytes.is_empty() || bytes.len() > 5_000 {
+        return None;
+    }
+    if bytes[0].is_ascii_whitespace() || bytes[bytes.len() - 1].is_ascii_whitespace() {
+        return None;
+    }
+    let text = std::str::from_utf8(bytes).ok()?;
+    let lower = text.to_ascii_lowercase();
+    let value = match lower.as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ if lower.contains("nan") || lower.contains("inf") => return None,
+        _ => text.parse::<f64>().ok()?,
+    };
+    (!value.is_nan()).then_some(value)
+}
+
+/// Formats a float as INCRBYFLOAT replies: the shortest decimal that reads
+/// back to the same `f64`, never in exponent form. (Redis computes in `long
+/// double`; Meridian in `f64`, so the last digits of very long results may
+/// differ — documented in docs/semantics.md.)
+pub fn format_f64(value: f64) -> String {
+    if value == 0.0 {
+        return "0".to_string();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    format!("{value}")
+}
+
+/// Formats a score as Redis replies with it (`%.17g`-like shortest form,
+/// `inf`/`-inf`).
+pub fn format_score(value: f64) -> String {
+    format_f64(value)
+}
+
+/// The value a string register shows: the winning entry plus the sum of live
+/// increments. `None` when the key holds nothing.
+///
+/// - no increments: the winning value as written;
+/// - integer base (or none) and integer increments: the exact sum;
+/// - a float on either side: the `f64` sum, base first, increments in dot order;
+/// - a base that is not a number: the base, with the increments kept but not
+///   shown (they appear again if a later write makes the base numeric... which
+///   it cannot, since a write removes the increments it observes; so in
+///   practice they are discarded by the next write — docs/semantics.md).
+pub fn render(register: &Register<ShortBytes>) -> Option<Cow<'_, [u8]>> {
+    let base = register.winner().map(|e| e.value.as_slice());
+    if register.increments().is_empty() {
+        return base.map(Cow::Borrowed);
+    }
+    match numeric_value(register) {
+        Some(Numeric::Int(v)) => Some(Cow::Owned(v.to_string().into_bytes())),
+        Some(Numeric::Float(v)) => Some(Cow::Owned(format_f64(v).into_bytes())),
+        None => base.map(Cow::Borrowed),
+    }
+}
+
+/// A register's value as a number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Numeric {
+    /// Exact integer (possibly beyond `i64` after concurrent increments).
+    Int(i128),
+    /// Float.
+    Float(f64),
+}
+
+/// The register's numeric value, or `None` if the base is not a number.
+pub fn numeric_value(register: &Register<ShortBytes>) -> Option<Numeric> {
+    let base = register.winner().map(|e| e.value.as_slice());
+    let int_base = match base {
+        None => Some(0),
+        Some(bytes) => parse_i128(bytes),
+    };
+    if let (Some(int_base), Sum::Int(_)) = (int_base, register.increment_sum()) {
+        let mut total = int_base;
+        for increment in register.increments() {
+            if let crate::register::Amount::Int(v) = increment.amount {
+                total = total.saturating_add(v);
+            }
+        }
+        return Some(Numeric::Int(total));
+    }
+    let mut total = match base {
+        None => 0.0,
+        Some(bytes) => parse_f64(bytes)?,
+    };
+    for increment in register.increments() {
+        total += match increment.amount {
+            crate::register::Amount::Int(v) => v as f64,
+            crate::register::Amount::Float(v) => v,
+        };
+    }
+    Some(Numeric::Float(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_only_in_canonical_form() {
+        assert_eq!(parse_i64(b"42"), Some(42));
+        assert_eq!(parse_i64(b"-42"), Some(-42));
+        assert_eq!(parse_i64(b"0"), Some(0));
+        for bad in [&b""[..], b"-", b"007", b"-0", b"+1", b" 1", b"1 ", b"1.0", b"9223372036854775808"] {
+            assert_eq!(parse_i64(bad), None, "{:?}", bad.escape_ascii().to_string());
+        }
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i128(b"9223372036854775808"), Some(9223372036854775808));
+    }
+
+    #[test]
+    fn floats_parse_like_string2ld() {
+        assert_eq!(parse_f64(b"10.5"), Some(10.5));
+        assert_eq!(parse_f64(b"5.0e3"), Some(5000.0));
+        assert_eq!(parse_f64(b"-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_f64(b"nan"), None);
+        assert_eq!(parse_f64(b" 1"), None);
+        assert_eq!(parse_f64(b"abc"), None);
+        assert_eq!(format_f64(10.5 + 0.1), "10.6");
+        assert_eq!(format_f64(5000.0 + 200.0), "5200");
+        assert_eq!(format_f64(1e20), "100000000000000000000");
+    }
+}

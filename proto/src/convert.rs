@@ -1,0 +1,510 @@
+//! Conversions between `meridian-crdt` types and the wire messages.
+//!
+//! Encoding cannot fail. Decoding checks everything a peer could get wrong:
+//! missing required parts, a dot with sequence 0, a NaN score, an integer
+//! amount of the wrong width, a flush context that is not a context. A bad
+//! message is refused whole, so a half-applied delta never exists.
+
+use bytes::Bytes;
+use meridian_crdt::delta::{Delta, KeyDelta, TypedDelta};
+use meridian_crdt::expiry::{Deadline, ExpiryDelta};
+use meridian_crdt::hash::HashDelta;
+use meridian_crdt::keyspace::Keyspace;
+use meridian_crdt::list::{ElementImage, ListDelta, ListImage, ListOp, PendingImage};
+use meridian_crdt::register::{Amount, Entry, Increment, RegisterDelta};
+use meridian_crdt::set::SetDelta;
+use meridian_crdt::value::KeySnapshot;
+use meridian_crdt::zset::{F64, ZSetDelta};
+use meridian_crdt::{CausalContext, Dot, ReplicaId, ShortBytes, Tag, VersionVector};
+use prost::Message;
+use thiserror::Error;
+
+use crate::v1;
+
+/// Why a message could not be decoded.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The bytes are not a valid protobuf message of the expected type.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A field the message cannot do without is absent.
+    #[error("missing field {0}")]
+    Missing(&'static str),
+    /// A dot whose sequence number is 0, or a replica id beyond 16 bits.
+    #[error("invalid dot {0:#x}")]
+    InvalidDot(u64),
+    /// A score that is NaN.
+    #[error("score is NaN")]
+    NanScore,
+    /// The message decodes but describes an impossible state.
+    #[error("invalid state: {0}")]
+    Invalid(String),
+    /// A wide integer that is not 16 bytes.
+    #[error("wide integer of {0} bytes (expected 16)")]
+    WideInteger(usize),
+}
+
+fn dot(packed: u64) -> Result<Dot, DecodeError> {
+    Dot::from_packed(packed).ok_or(DecodeError::InvalidDot(packed))
+}
+
+fn dots(packed: &[u64]) -> Result<Vec<Dot>, DecodeError> {
+    packed.iter().map(|&p| dot(p)).collect()
+}
+
+fn packed(dots: &[Dot]) -> Vec<u64> {
+    dots.iter().map(|d| d.packed()).collect()
+}
+
+fn tag_to_wire(tag: Tag) -> v1::Tag {
+    v1::Tag { dot: tag.dot.packed(), hlc: tag.hlc }
+}
+
+fn tag_from_wire(tag: Option<&v1::Tag>, what: &'static str) -> Result<Tag, DecodeError> {
+    let tag = tag.ok_or(DecodeError::Missing(what))?;
+    Ok(Tag::new(dot(tag.dot)?, tag.hlc))
+}
+
+fn amount_to_wire(amount: Amount) -> v1::Amount {
+    let value = match amount {
+        Amount::Int(v) => match i64::try_from(v) {
+            Ok(small) => v1::amount::Value::Int(small),
+            Err(_) => v1::amount::Value::WideInt(Bytes::copy_from_slice(&v.to_le_bytes())),
+        },
+        Amount::Float(v) => v1::amount::Value::Float(v),
+    };
+    v1::Amount { value: Some(value) }
+}
+
+fn amount_from_wire(amount: Option<&v1::Amount>) -> Result<Amount, DecodeError> {
+    match amount.and_then(|a| a.value.as_ref()).ok_or(DecodeError::Missing("increment.amount"))? {
+        v1::amount::Value::Int(v) => Ok(Amount::Int(*v as i128)),
+        v1::amount::Value::Float(v) => Ok(Amount::Float(*v)),
+        v1::amount::Value::WideInt(bytes) => {
+            let raw: [u8; 16] = bytes.as_ref().try_into().map_err(|_| DecodeError::WideInteger(bytes.len()))?;
+            Ok(Amount::Int(i128::from_le_bytes(raw)))
+        }
+    }
+}
+
+fn increment_to_wire(increment: &Increment) -> v1::Increment {
+    v1::Increment { tag: Some(tag_to_wire(increment.tag)), amount: Some(amount_to_wire(increment.amount)) }
+}
+
+fn increment_from_wire(increment: Option<&v1::Increment>) -> Result<Option<Increment>, DecodeError> {
+    increment
+        .map(|i| {
+            Ok(Increment {
+                tag: tag_from_wire(i.tag.as_ref(), "increment.tag")?,
+                amount: amount_from_wire(i.amount.as_ref())?,
+            })
+        })
+        .transpose()
+}
+
+fn string_to_wire(delta: &RegisterDelta<ShortBytes>) -> v1::StringDelta {
+    v1::StringDelta {
+        removed: packed(&delta.removed),
+        entry_tag: delta.entry.as_ref().map(|e| tag_to_wire(e.tag)),
+        entry_value: delta.entry.as_ref().map(|e| Bytes::copy_from_slice(&e.value)).unwrap_or_default(),
+        increment: delta.increment.as_ref().map(increment_to_wire),
+    }
+}
+
+fn string_from_wire(delta: &v1::StringDelta) -> Result<RegisterDelta<ShortBytes>, DecodeError> {
+    let entry = match &delta.entry_tag {
+        Some(tag) => {
+            Some(Entry { tag: tag_from_wire(Some(tag), "entry_tag")?, value: ShortBytes::new(&delta.entry_value) })
+        }
+        None => None,
+    };
+    Ok(RegisterDelta {
+        removed: dots(&delta.removed)?,
+        entry,
+        increment: increment_from_wire(delta.increment.as_ref())?,
+    })
+}
+
+fn score_to_wire(delta: &RegisterDelta<F64>) -> v1::ScoreDelta {
+    v1::ScoreDelta {
+        removed: packed(&delta.removed),
+        entry_tag: delta.entry.as_ref().map(|e| tag_to_wire(e.tag)),
+        entry_score: delta.entry.as_ref().map(|e| e.value.0).unwrap_or_default(),
+        increment: delta.increment.as_ref().map(increment_to_wire),
+    }
+}
+
+fn score_from_wire(delta: &v1::ScoreDelta) -> Result<RegisterDelta<F64>, DecodeError> {
+    let entry = match &delta.entry_tag {
+        Some(tag) => {
+            if delta.entry_score.is_nan() {
+                return Err(DecodeError::NanScore);
+            }
+            Some(Entry { tag: tag_from_wire(Some(tag), "entry_tag")?, value: F64(delta.entry_score) })
+        }
+        None => None,
+    };
+    let increment = increment_from_wire(delta.increment.as_ref())?;
+    if let Some(Increment { amount: Amount::Float(v), .. }) = increment
+        && v.is_nan()
+    {
+        return Err(DecodeError::NanScore);
+    }
+    Ok(RegisterDelta { removed: dots(&delta.removed)?, entry, increment })
+}
+
+fn typed_to_wire(delta: &TypedDelta) -> v1::TypedDelta {
+    use v1::typed_delta::Value;
+    let value = match delta {
+        TypedDelta::Str(d) => Value::String(string_to_wire(d)),
+        TypedDelta::Set(d) => Value::Set(v1::SetDelta {
+            adds: d
+                .adds
+                .iter()
+                .map(|(m, t)| v1::SetAdd { member: Bytes::copy_from_slice(m), tag: Some(tag_to_wire(*t)) })
+                .collect(),
+            removes: d
+                .removes
+                .iter()
+                .map(|(m, ds)| v1::SetRemove { member: Bytes::copy_from_slice(m), dots: packed(ds) })
+                .collect(),
+        }),
+        TypedDelta::Hash(d) => Value::Hash(v1::HashDelta {
+            fields: d
+                .fields
+                .iter()
+                .map(|(f, c)| v1::FieldDelta { field: Bytes::copy_from_slice(f), change: Some(string_to_wire(c)) })
+                .collect(),
+        }),
+        TypedDelta::ZSet(d) => Value::Zset(v1::ZSetDelta {
+            changes: d
+                .changes
+                .iter()
+                .map(|(m, c)| v1::MemberDelta { member: Bytes::copy_from_slice(m), change: Some(score_to_wire(c)) })
+                .collect(),
+        }),
+        TypedDelta::List(d) => Value::List(v1::ListDelta { ops: d.ops.iter().map(list_op_to_wire).collect() }),
+    };
+    v1::TypedDelta { value: Some(value) }
+}
+
+fn list_op_to_wire(op: &ListOp) -> v1::ListOp {
+    use v1::list_op::Op;
+    let op = match op {
+        ListOp::Insert { id, anchor, value } => Op::Insert(v1::ListInsert {
+            id: Some(tag_to_wire(*id)),
+            anchor: anchor.map(|a| a.packed()).unwrap_or(0),
+            value: Bytes::copy_from_slice(value),
+        }),
+        ListOp::Remove { id, by } => Op::Remove(v1::ListRemove { id: id.packed(), by: by.packed() }),
+        ListOp::Assign { id, tag, value } => Op::Assign(v1::ListAssign {
+            id: id.packed(),
+            tag: Some(tag_to_wire(*tag)),
+            value: Bytes::copy_from_slice(value),
+        }),
+    };
+    v1::ListOp { op: Some(op) }
+}
+
+fn list_op_from_wire(op: &v1::ListOp) -> Result<ListOp, DecodeError> {
+    use v1::list_op::Op;
+    match op.op.as_ref().ok_or(DecodeError::Missing("list op"))? {
+        Op::Insert(insert) => Ok(ListOp::Insert {
+            id: tag_from_wire(insert.id.as_ref(), "insert.id")?,
+            anchor: if insert.anchor == 0 { None } else { Some(dot(insert.anchor)?) },
+            value: ShortBytes::new(&insert.value),
+        }),
+        Op::Remove(remove) => Ok(ListOp::Remove { id: dot(remove.id)?, by: dot(remove.by)? }),
+        Op::Assign(assign) => Ok(ListOp::Assign {
+            id: dot(assign.id)?,
+            tag: tag_from_wire(assign.tag.as_ref(), "assign.tag")?,
+            value: ShortBytes::new(&assign.value),
+        }),
+    }
+}
+
+fn typed_from_wire(delta: &v1::TypedDelta) -> Result<TypedDelta, DecodeError> {
+    use v1::typed_delta::Value;
+    Ok(match delta.value.as_ref().ok_or(DecodeError::Missing("typed delta"))? {
+        Value::String(d) => TypedDelta::Str(string_from_wire(d)?),
+        Value::Set(d) => TypedDelta::Set(SetDelta {
+            adds: d
+                .adds
+                .iter()
+                .map(|a| Ok((ShortBytes::new(&a.member), tag_from_wire(a.tag.as_ref(), "set add tag")?)))
+                .collect::<Result<_, DecodeError>>()?,
+            removes: d
+                .removes
+                .iter()
+                .map(|r| Ok((ShortBytes::new(&r.member), dots(&r.dots)?)))
+                .collect::<Result<_, DecodeError>>()?,
+        }),
+        Value::Hash(d) => TypedDelta::Hash(HashDelta {
+            fields: d
+                .fields
+                .iter()
+                .map(|f| {
+                    let change = f.change.as_ref().ok_or(DecodeError::Missing("field change"))?;
+                    Ok((ShortBytes::new(&f.field), string_from_wire(change)?))
+                })
+                .collect::<Result<_, DecodeError>>()?,
+        }),
+        Value::Zset(d) => TypedDelta::ZSet(ZSetDelta {
+            changes: d
+                .changes
+                .iter()
+                .map(|c| {
+                    let change = c.change.as_ref().ok_or(DecodeError::Missing("member change"))?;
+                    Ok((ShortBytes::new(&c.member), score_from_wire(change)?))
+                })
+                .collect::<Result<_, DecodeError>>()?,
+        }),
+        Value::List(d) => {
+            let delta = ListDelta { ops: d.ops.iter().map(list_op_from_wire).collect::<Result<_, _>>()? };
+            delta.validate().map_err(DecodeError::Invalid)?;
+            TypedDelta::List(delta)
+        }
+    })
+}
+
+fn expiry_to_wire(delta: &ExpiryDelta) -> v1::ExpiryDelta {
+    use v1::expiry_delta::Deadline as Wire;
+    v1::ExpiryDelta {
+        removed: packed(&delta.removed),
+        entry_tag: delta.entry.map(|(tag, _)| tag_to_wire(tag)),
+        deadline: delta.entry.map(|(_, deadline)| match deadline {
+            Deadline::At(ms) => Wire::AtUnixMs(ms),
+            Deadline::Persist => Wire::Persist(true),
+        }),
+    }
+}
+
+fn expiry_from_wire(delta: &v1::ExpiryDelta) -> Result<ExpiryDelta, DecodeError> {
+    use v1::expiry_delta::Deadline as Wire;
+    let entry = match &delta.entry_tag {
+        Some(tag) => {
+            let deadline = match delta.deadline.ok_or(DecodeError::Missing("expiry deadline"))? {
+                Wire::AtUnixMs(ms) => Deadline::At(ms),
+                Wire::Persist(_) => Deadline::Persist,
+            };
+            Some((tag_from_wire(Some(tag), "expiry tag")?, deadline))
+        }
+        None => None,
+    };
+    Ok(ExpiryDelta { removed: dots(&delta.removed)?, entry })
+}
+
+fn key_delta_to_wire(delta: &KeyDelta) -> v1::KeyDelta {
+    v1::KeyDelta {
+        key: Bytes::copy_from_slice(&delta.key),
+        parts: delta.parts.iter().map(typed_to_wire).collect(),
+        expiry: delta.expiry.as_ref().map(expiry_to_wire),
+    }
+}
+
+fn key_delta_from_wire(delta: &v1::KeyDelta) -> Result<KeyDelta, DecodeError> {
+    let mut decoded = KeyDelta::new(&delta.key);
+    decoded.parts = delta.parts.iter().map(typed_from_wire).collect::<Result<_, _>>()?;
+    decoded.expiry = delta.expiry.as_ref().map(expiry_from_wire).transpose()?;
+    Ok(decoded)
+}
+
+fn context_to_wire(context: &CausalContext) -> v1::CausalContext {
+    v1::CausalContext {
+        vector: context.vector().iter().map(|(r, s)| v1::VectorEntry { replica: r.0 as u32, seq: s }).collect(),
+        cloud: context.cloud().map(|d| d.packed()).collect(),
+    }
+}
+
+fn context_from_wire(context: &v1::CausalContext) -> Result<CausalContext, DecodeError> {
+    let mut vector = Vec::with_capacity(context.vector.len());
+    for entry in &context.vector {
+        let replica = u16::try_from(entry.replica).map_err(|_| DecodeError::InvalidDot(entry.replica as u64))?;
+        if entry.seq > meridian_crdt::dot::DOT_SEQ_MAX {
+            return Err(DecodeError::InvalidDot(entry.seq));
+        }
+        vector.push((ReplicaId(replica), entry.seq));
+    }
+    Ok(CausalContext::from_parts(VersionVector::from_entries(vector), dots(&context.cloud)?))
+}
+
+/// A delta as its wire message.
+pub fn delta_to_wire(delta: &Delta) -> v1::Delta {
+    let kind = match delta {
+        Delta::Key(k) => v1::delta::Kind::Key(key_delta_to_wire(k)),
+        Delta::Flush(context) => v1::delta::Kind::Flush(context_to_wire(context)),
+    };
+    v1::Delta { kind: Some(kind) }
+}
+
+/// A delta from its wire message.
+pub fn delta_from_wire(delta: &v1::Delta) -> Result<Delta, DecodeError> {
+    match delta.kind.as_ref().ok_or(DecodeError::Missing("delta kind"))? {
+        v1::delta::Kind::Key(k) => Ok(Delta::Key(key_delta_from_wire(k)?)),
+        v1::delta::Kind::Flush(c) => Ok(Delta::Flush(context_from_wire(c)?)),
+    }
+}
+
+/// A delta encoded as protobuf bytes.
+pub fn encode_delta(delta: &Delta) -> Vec<u8> {
+    delta_to_wire(delta).encode_to_vec()
+}
+
+/// A delta decoded from protobuf bytes.
+pub fn decode_delta(bytes: &[u8]) -> Result<Delta, DecodeError> {
+    let wire = v1::Delta::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    delta_from_wire(&wire)
+}
+
+fn optional_dot(packed: u64) -> Result<Option<Dot>, DecodeError> {
+    if packed == 0 { Ok(None) } else { dot(packed).map(Some) }
+}
+
+fn list_image_to_wire(image: &ListImage) -> v1::ListImage {
+    v1::ListImage {
+        elements: image
+            .elements
+            .iter()
+            .map(|e| v1::ListElement {
+                id: Some(tag_to_wire(e.id)),
+                run_min: Some(tag_to_wire(e.run_min)),
+                live: e.value.is_some(),
+                value: e.value.as_ref().map(|(v, _)| Bytes::copy_from_slice(v)).unwrap_or_default(),
+                value_tag: e.value.as_ref().map(|(_, t)| tag_to_wire(*t)),
+                removed_by: e.removed_by.map(|d| d.packed()).unwrap_or(0),
+            })
+            .collect(),
+        pending: image
+            .pending
+            .iter()
+            .map(|p| v1::ListPending {
+                missing: p.missing.packed(),
+                inserts: p
+                    .inserts
+                    .iter()
+                    .map(|(id, value, born_dead)| v1::ListPendingInsert {
+                        id: Some(tag_to_wire(*id)),
+                        value: Bytes::copy_from_slice(value),
+                        born_dead: *born_dead,
+                    })
+                    .collect(),
+                assign_tag: p.assign.as_ref().map(|(t, _)| tag_to_wire(*t)),
+                assign_value: p.assign.as_ref().map(|(_, v)| Bytes::copy_from_slice(v)).unwrap_or_default(),
+                removed_by: p.removed_by.map(|d| d.packed()).unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
+fn list_image_from_wire(image: &v1::ListImage) -> Result<ListImage, DecodeError> {
+    let elements = image
+        .elements
+        .iter()
+        .map(|e| {
+            let value = if e.live {
+                Some((ShortBytes::new(&e.value), tag_from_wire(e.value_tag.as_ref(), "list value_tag")?))
+            } else {
+                None
+            };
+            Ok(ElementImage {
+                id: tag_from_wire(e.id.as_ref(), "list element id")?,
+                run_min: tag_from_wire(e.run_min.as_ref(), "list run_min")?,
+                value,
+                removed_by: optional_dot(e.removed_by)?,
+            })
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    let pending = image
+        .pending
+        .iter()
+        .map(|p| {
+            let assign = match &p.assign_tag {
+                Some(tag) => Some((tag_from_wire(Some(tag), "assign tag")?, ShortBytes::new(&p.assign_value))),
+                None => None,
+            };
+            Ok(PendingImage {
+                missing: dot(p.missing)?,
+                inserts: p
+                    .inserts
+                    .iter()
+                    .map(|i| {
+                        Ok((tag_from_wire(i.id.as_ref(), "pending insert id")?, ShortBytes::new(&i.value), i.born_dead))
+                    })
+                    .collect::<Result<_, DecodeError>>()?,
+                assign,
+                removed_by: optional_dot(p.removed_by)?,
+            })
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    Ok(ListImage { elements, pending })
+}
+
+fn key_snapshot_to_wire(key: &KeySnapshot) -> v1::KeySnapshot {
+    use v1::expiry_entry::Deadline as Wire;
+    v1::KeySnapshot {
+        key: Bytes::copy_from_slice(&key.key),
+        parts: key.parts.iter().map(typed_to_wire).collect(),
+        expiry: key
+            .expiry
+            .iter()
+            .map(|(tag, deadline)| v1::ExpiryEntry {
+                tag: Some(tag_to_wire(*tag)),
+                deadline: Some(match deadline {
+                    Deadline::At(ms) => Wire::AtUnixMs(*ms),
+                    Deadline::Persist => Wire::Persist(true),
+                }),
+            })
+            .collect(),
+        list: key.list.as_ref().map(list_image_to_wire),
+    }
+}
+
+fn key_snapshot_from_wire(key: &v1::KeySnapshot) -> Result<KeySnapshot, DecodeError> {
+    use v1::expiry_entry::Deadline as Wire;
+    Ok(KeySnapshot {
+        key: ShortBytes::new(&key.key),
+        parts: key.parts.iter().map(typed_from_wire).collect::<Result<_, _>>()?,
+        expiry: key
+            .expiry
+            .iter()
+            .map(|e| {
+                let deadline = match e.deadline.ok_or(DecodeError::Missing("expiry deadline"))? {
+                    Wire::AtUnixMs(ms) => Deadline::At(ms),
+                    Wire::Persist(_) => Deadline::Persist,
+                };
+                Ok((tag_from_wire(e.tag.as_ref(), "expiry tag")?, deadline))
+            })
+            .collect::<Result<_, DecodeError>>()?,
+        list: key.list.as_ref().map(list_image_from_wire).transpose()?,
+    })
+}
+
+/// A keyspace's whole state as a snapshot message. Keys are in byte order and
+/// each value's elements in a fixed order, so equal keyspaces encode to equal
+/// bytes.
+pub fn snapshot_to_wire(keyspace: &Keyspace) -> v1::ShardSnapshot {
+    v1::ShardSnapshot {
+        context: Some(context_to_wire(keyspace.context())),
+        keys: keyspace.snapshot().iter().map(key_snapshot_to_wire).collect(),
+    }
+}
+
+/// Rebuilds a keyspace (whose local writes will originate at `replica`) from
+/// a snapshot message. A snapshot that decodes but breaks an invariant is
+/// refused with [`DecodeError::Invalid`].
+pub fn snapshot_from_wire(replica: ReplicaId, snapshot: &v1::ShardSnapshot) -> Result<Keyspace, DecodeError> {
+    let context = context_from_wire(snapshot.context.as_ref().ok_or(DecodeError::Missing("snapshot context"))?)?;
+    let keys = snapshot.keys.iter().map(key_snapshot_from_wire).collect::<Result<Vec<_>, _>>()?;
+    Keyspace::restore(replica, context, &keys).map_err(DecodeError::Invalid)
+}
+
+/// A keyspace's snapshot encoded as protobuf bytes.
+pub fn encode_snapshot(keyspace: &Keyspace) -> Vec<u8> {
+    snapshot_to_wire(keyspace).encode_to_vec()
+}
+
+/// A keyspace decoded from snapshot bytes.
+pub fn decode_snapshot(replica: ReplicaId, bytes: &[u8]) -> Result<Keyspace, DecodeError> {
+    let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    snapshot_from_wire(replica, &wire)
+}
