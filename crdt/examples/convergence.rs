@@ -243,5 +243,5 @@ fn main() {
         "type conflict: the later write's type wins",
     );
 
-    println!("All three regions hold byte-for-byte equal state after every scenario.");
+    println!("All three regions hold identical state after every scenario (checked after each exchange).");
 }

@@ -575,7 +575,18 @@ fn zadd_member(
         return Ok((ZAddReply::ABORTED, None));
     }
     if new == current {
-        return Ok((ZAddReply { added: false, updated: false, score: Some(current) }, None));
+        if flags.incr {
+            return Ok((ZAddReply { added: false, updated: false, score: Some(current) }, None));
+        }
+        // The same score again still re-asserts the member: like SADD of a
+        // member already present, this is what lets the ZADD win over a
+        // concurrent ZREM that observed the older entry (add wins). Redis's
+        // reply does not count it as changed.
+        let change = register.assign(tags(), F64(new));
+        return Ok((
+            ZAddReply { added: false, updated: false, score: Some(current) },
+            Some((ShortBytes::new(member), change)),
+        ));
     }
     let tag = tags();
     // An increment on a NaN score would stay NaN forever: assign instead.
@@ -1197,14 +1208,32 @@ mod tests {
         assert_eq!(reply, ZAddReply { added: false, updated: true, score: Some(2.0) });
         assert!(delta.is_some());
         assert_eq!((reply.count(false), reply.count(true)), (0, 1));
-        // The same score changes nothing and ships nothing.
+        // The same score is not counted as a change, but re-asserts the
+        // member with a new entry (so it wins over a concurrent ZREM).
         let seq = node.source.seq;
         let (reply, delta) = node.zadd("m", 2.0, ZAddFlags::default());
         assert_eq!(reply, ZAddReply { added: false, updated: false, score: Some(2.0) });
-        assert!(delta.is_none());
-        assert_eq!(node.source.seq, seq, "no tag taken without a delta");
+        assert_eq!((reply.count(false), reply.count(true)), (0, 0));
+        assert!(delta.is_some());
+        assert_eq!(node.source.seq, seq + 1, "one tag for the re-assertion");
         assert_eq!(node.zset.score(b"m"), Some(2.0));
         assert_eq!(node.zset.len(), 1);
+    }
+
+    #[test]
+    fn zadd_of_an_unchanged_score_wins_over_a_concurrent_zrem() {
+        let mut a = Node::new(1);
+        let mut b = Node::new(2);
+        let first = a.add("m", 1.0);
+        b.deliver(&first);
+        let (_, readd) = a.zadd("m", 1.0, ZAddFlags::default());
+        let (_, remove) = b.zset.zrem([&b"m"[..]]);
+        let readd = readd.unwrap();
+        b.deliver(&remove);
+        a.deliver(&remove);
+        b.deliver(&readd);
+        assert_eq!(a.zset, b.zset);
+        assert_eq!(a.zset.score(b"m"), Some(1.0));
     }
 
     #[test]
@@ -1310,7 +1339,8 @@ mod tests {
         assert_eq!(totals.updated, 1);
         assert_eq!((totals.count(false), totals.count(true)), (2, 3));
         let delta = delta.unwrap();
-        assert_eq!(delta.changes.len(), 3);
+        // m added, m updated, x re-asserted with its unchanged score, n added.
+        assert_eq!(delta.changes.len(), 4);
         let mut remote = Node::new(2);
         remote.deliver(&delta);
         remote.deliver(&first_x);
