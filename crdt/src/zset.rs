@@ -582,7 +582,7 @@ fn zadd_member(
         // member already present, this is what lets the ZADD win over a
         // concurrent ZREM that observed the older entry (add wins). Redis's
         // reply does not count it as changed.
-        let change = register.assign(tags(), F64(new));
+        let change = register.assign(tags(), F64(current));
         return Ok((
             ZAddReply { added: false, updated: false, score: Some(current) },
             Some((ShortBytes::new(member), change)),
