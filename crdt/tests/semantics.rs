@@ -7,7 +7,7 @@
 
 use hlc_gen::source::ManualClock;
 use meridian_crdt::expiry::Deadline;
-use meridian_crdt::keyspace::{ExpiryChange, Keyspace, Moment};
+use meridian_crdt::keyspace::{End, ExpiryChange, Keyspace, Moment, ZAddFlags};
 use meridian_crdt::{Clock, Delta, ReplicaId};
 
 const T0: u64 = 1_790_000_000_000;
@@ -347,4 +347,112 @@ fn incrbyfloat_formats_like_redis() {
     a.keyspace.set(b"e", b"5.0e3", ExpiryChange::Clear, a.at());
     let (value, _) = a.keyspace.incr_by_float(b"e", 200.0, a.at()).unwrap();
     assert_eq!(value, b"5200");
+}
+
+fn list(region: &Region, key: &str) -> Vec<String> {
+    region
+        .keyspace
+        .list_value(key.as_bytes(), region.clock.wall_ms())
+        .unwrap()
+        .map(|l| l.iter().map(|v| String::from_utf8(v.to_vec()).unwrap()).collect())
+        .unwrap_or_default()
+}
+
+fn score(region: &Region, key: &str, member: &str) -> Option<f64> {
+    region.keyspace.zset_value(key.as_bytes(), region.clock.wall_ms()).unwrap().and_then(|z| z.score(member.as_bytes()))
+}
+
+#[test]
+fn zincrby_concurrent_with_zrem_keeps_the_unobserved_increments() {
+    // ZADD z 1.1 m synced; A: ZINCRBY z 1 m twice (reads 3.1); B: ZREM z m.
+    let (mut a, mut b) = (Region::new(1), Region::new(2));
+    let (_, d) = a.keyspace.zadd(b"z", &[(1.1, b"m")], ZAddFlags::default(), a.at()).unwrap();
+    a.send(d);
+    sync(&mut [&mut a, &mut b]);
+    for _ in 0..2 {
+        let (_, d) = a.keyspace.zincr_by(b"z", b"m", 1.0, a.at()).unwrap();
+        a.send(d);
+    }
+    assert!((score(&a, "z", "m").unwrap() - 3.1).abs() < 1e-9);
+    let (removed, d) = b.keyspace.zrem(b"z", &[b"m"], b.at()).unwrap();
+    assert_eq!(removed, 1);
+    b.send(d);
+    sync(&mut [&mut a, &mut b]);
+    assert_eq!(score(&a, "z", "m"), Some(2.0));
+}
+
+#[test]
+fn zadd_scores_are_last_writer_wins_and_add_wins_over_zrem() {
+    let (mut a, mut b) = (Region::new(1), Region::new(2));
+    let (_, d) = a.keyspace.zadd(b"z", &[(1.0, b"m")], ZAddFlags::default(), a.at()).unwrap();
+    a.send(d);
+    b.advance(5);
+    let (_, d) = b.keyspace.zadd(b"z", &[(2.0, b"m")], ZAddFlags::default(), b.at()).unwrap();
+    b.send(d);
+    sync(&mut [&mut a, &mut b]);
+    assert_eq!(score(&a, "z", "m"), Some(2.0));
+    let (_, d) = a.keyspace.zadd(b"z", &[(1.0, b"m")], ZAddFlags::default(), a.at()).unwrap();
+    a.send(d);
+    let (_, d) = b.keyspace.zrem(b"z", &[b"m"], b.at()).unwrap();
+    b.send(d);
+    sync(&mut [&mut a, &mut b]);
+    assert_eq!(score(&b, "z", "m"), Some(1.0));
+}
+
+#[test]
+fn concurrent_pushes_both_survive_in_one_order() {
+    let (mut a, mut b) = (Region::new(1), Region::new(2));
+    let (_, d) = a.keyspace.push(b"l", &[b"x"], End::Back, a.at()).unwrap();
+    a.send(Some(d));
+    let (_, d) = b.keyspace.push(b"l", &[b"y"], End::Back, b.at()).unwrap();
+    b.send(Some(d));
+    sync(&mut [&mut a, &mut b]);
+    let mut items = list(&a, "l");
+    assert_eq!(items, list(&b, "l"));
+    items.sort();
+    assert_eq!(items, vec!["x", "y"]);
+}
+
+#[test]
+fn concurrent_pops_may_both_return_the_same_element() {
+    let (mut a, mut b) = (Region::new(1), Region::new(2));
+    let (_, d) = a.keyspace.push(b"l", &[b"a", b"b"], End::Back, a.at()).unwrap();
+    a.send(Some(d));
+    sync(&mut [&mut a, &mut b]);
+    let (popped_a, d) = a.keyspace.pop(b"l", End::Front, 1, a.at()).unwrap();
+    a.send(d);
+    let (popped_b, d) = b.keyspace.pop(b"l", End::Front, 1, b.at()).unwrap();
+    b.send(d);
+    assert_eq!(popped_a, popped_b, "both clients received a");
+    sync(&mut [&mut a, &mut b]);
+    assert_eq!(list(&a, "l"), vec!["b"], "a is removed once");
+}
+
+#[test]
+fn lrem_removes_only_observed_elements() {
+    let (mut a, mut b) = (Region::new(1), Region::new(2));
+    let (_, d) = a.keyspace.push(b"l", &[b"x", b"k"], End::Back, a.at()).unwrap();
+    a.send(Some(d));
+    sync(&mut [&mut a, &mut b]);
+    let (removed, d) = a.keyspace.list_remove(b"l", 0, b"x", a.at()).unwrap();
+    assert_eq!(removed, 1);
+    a.send(d);
+    let (_, d) = b.keyspace.push(b"l", &[b"x"], End::Back, b.at()).unwrap();
+    b.send(Some(d));
+    sync(&mut [&mut a, &mut b]);
+    assert_eq!(list(&a, "l"), vec!["k", "x"]);
+}
+
+#[test]
+fn a_flush_keeps_a_concurrent_push() {
+    let (mut a, mut b) = (Region::new(1), Region::new(2));
+    let (_, d) = a.keyspace.push(b"l", &[b"old"], End::Back, a.at()).unwrap();
+    a.send(Some(d));
+    sync(&mut [&mut a, &mut b]);
+    let flush = a.keyspace.flush();
+    a.outbox.push(flush);
+    let (_, d) = b.keyspace.push(b"l", &[b"x"], End::Back, b.at()).unwrap();
+    b.send(Some(d));
+    sync(&mut [&mut a, &mut b]);
+    assert_eq!(list(&a, "l"), vec!["x"]);
 }

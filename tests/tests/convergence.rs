@@ -40,6 +40,96 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Operations on strings and counters only.
+fn string_op() -> impl Strategy<Value = Op> {
+    let k = 0u8..3;
+    prop_oneof![
+        (k.clone(), 0u8..4).prop_map(|(k, v)| Op::Set(k, v)),
+        (k.clone(), -5i8..6).prop_map(|(k, by)| Op::IncrBy(k, by)),
+        (k.clone(), -5i8..6).prop_map(|(k, by)| Op::IncrByFloat(k, by)),
+        k.prop_map(Op::Del),
+    ]
+}
+
+/// Operations on sets only.
+fn set_op() -> impl Strategy<Value = Op> {
+    let k = 0u8..2;
+    let items = proptest::collection::vec(0u8..4, 1..4);
+    prop_oneof![
+        (k.clone(), items.clone()).prop_map(|(k, m)| Op::SAdd(k, m)),
+        (k.clone(), items).prop_map(|(k, m)| Op::SRem(k, m)),
+        k.prop_map(Op::Del),
+    ]
+}
+
+/// Operations on hashes only.
+fn hash_op() -> impl Strategy<Value = Op> {
+    let k = 0u8..2;
+    prop_oneof![
+        (k.clone(), 0u8..4, 0u8..4).prop_map(|(k, f, v)| Op::HSet(k, f, v)),
+        (k.clone(), 0u8..4).prop_map(|(k, f)| Op::HDel(k, f)),
+        (k.clone(), 0u8..4, -5i8..6).prop_map(|(k, f, by)| Op::HIncrBy(k, f, by)),
+        k.prop_map(Op::Del),
+    ]
+}
+
+/// Operations on sorted sets only.
+fn zset_op() -> impl Strategy<Value = Op> {
+    let k = 0u8..2;
+    prop_oneof![
+        (k.clone(), -5i8..6, 0u8..4).prop_map(|(k, s, m)| Op::ZAdd(k, s, m)),
+        (k.clone(), -5i8..6, 0u8..4).prop_map(|(k, s, m)| Op::ZIncrBy(k, s, m)),
+        (k.clone(), 0u8..4).prop_map(|(k, m)| Op::ZRem(k, m)),
+        k.prop_map(Op::Del),
+    ]
+}
+
+/// Operations on lists only.
+fn list_op() -> impl Strategy<Value = Op> {
+    let k = 0u8..2;
+    prop_oneof![
+        (k.clone(), any::<bool>(), 0u8..4).prop_map(|(k, f, v)| Op::Push(k, f, v)),
+        (k.clone(), any::<bool>()).prop_map(|(k, f)| Op::Pop(k, f)),
+        (k.clone(), any::<bool>(), 0u8..4, 0u8..4).prop_map(|(k, b, p, v)| Op::LInsert(k, b, p, v)),
+        (k.clone(), -3i8..3, 0u8..4).prop_map(|(k, x, v)| Op::LSet(k, x, v)),
+        (k.clone(), -2i8..3, 0u8..4).prop_map(|(k, c, v)| Op::LRem(k, c, v)),
+        (k.clone(), -3i8..3, -3i8..3).prop_map(|(k, a, b)| Op::LTrim(k, a, b)),
+        k.prop_map(Op::Del),
+    ]
+}
+
+/// Steps whose local operations come from `op`.
+fn steps_of(op: impl Strategy<Value = Op>) -> impl Strategy<Value = Vec<Step>> {
+    let step = prop_oneof![
+        3 => (0u8..3, op).prop_map(|(r, op)| Step::Local(r, op)),
+        2 => (0u8..3, any::<u16>()).prop_map(|(r, pick)| Step::Deliver(r, pick)),
+    ];
+    proptest::collection::vec(step, 1..60)
+}
+
+/// Runs the steps, delivers everything, and checks convergence before and
+/// after garbage collection.
+fn run_and_check(steps: &[Step], seed: u64) -> Result<(), TestCaseError> {
+    let mut sim = Sim::new(3);
+    for step in steps {
+        sim.step(step);
+    }
+    sim.finish(seed);
+    check_converged(&sim)?;
+    let stable = sim.regions[0].keyspace.context().vector().clone();
+    for region in sim.regions.iter_mut() {
+        let mut cursor = 0;
+        loop {
+            let (next, _) = region.keyspace.collect(&stable, cursor, 7);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    check_converged(&sim)
+}
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (0u8..3, op()).prop_map(|(r, op)| Step::Local(r, op)),
@@ -72,25 +162,41 @@ fn check_converged(sim: &Sim) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
+    /// Every type and key-level rule at once. After full delivery nothing more
+    /// is written, so the full vector is causally stable and every region may
+    /// collect with it.
     #[test]
     fn three_regions_converge_under_any_delivery(steps in proptest::collection::vec(step(), 1..80), seed: u64) {
-        let mut sim = Sim::new(3);
-        for step in &steps {
-            sim.step(step);
-        }
-        sim.finish(seed);
-        check_converged(&sim)?;
-        // Everything was applied everywhere and nothing more is written: the
-        // full vector is causally stable, so every region may collect with it.
-        let stable = sim.regions[0].keyspace.context().vector().clone();
-        for region in sim.regions.iter_mut() {
-            let mut cursor = 0;
-            loop {
-                let (next, _) = region.keyspace.collect(&stable, cursor, 7);
-                if next == 0 { break; }
-                cursor = next;
-            }
-        }
-        check_converged(&sim)?;
+        run_and_check(&steps, seed)?;
+    }
+
+    /// Strings and counters alone (registers with increments).
+    #[test]
+    fn strings_and_counters_converge(steps in steps_of(string_op()), seed: u64) {
+        run_and_check(&steps, seed)?;
+    }
+
+    /// Sets alone.
+    #[test]
+    fn sets_converge(steps in steps_of(set_op()), seed: u64) {
+        run_and_check(&steps, seed)?;
+    }
+
+    /// Hashes alone.
+    #[test]
+    fn hashes_converge(steps in steps_of(hash_op()), seed: u64) {
+        run_and_check(&steps, seed)?;
+    }
+
+    /// Sorted sets alone.
+    #[test]
+    fn sorted_sets_converge(steps in steps_of(zset_op()), seed: u64) {
+        run_and_check(&steps, seed)?;
+    }
+
+    /// Lists alone.
+    #[test]
+    fn lists_converge(steps in steps_of(list_op()), seed: u64) {
+        run_and_check(&steps, seed)?;
     }
 }
