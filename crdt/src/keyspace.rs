@@ -81,6 +81,10 @@ pub struct Keyspace {
     table: KeyTable<Stored>,
     /// Deadlines this replica owns (it must delete those keys), by slot.
     expires: BTreeSet<(u64, u32)>,
+    /// Slots of keys whose last deltas left something to collect (counter
+    /// increments, list tombstones, expiry entries), so garbage collection
+    /// visits them first instead of waiting for a full pass to reach them.
+    marked: hashbrown::HashSet<u32>,
     stats: KeyspaceStats,
 }
 
@@ -127,6 +131,7 @@ impl Keyspace {
             context: CausalContext::new(),
             table: KeyTable::default(),
             expires: BTreeSet::new(),
+            marked: hashbrown::HashSet::new(),
             stats: KeyspaceStats::default(),
         }
     }
@@ -173,7 +178,28 @@ impl Keyspace {
         match self.table.find(&delta.key) {
             Some(slot) => {
                 let stored = self.table.slot_mut(slot);
-                if !apply_small_fast(stored, delta, &self.context) {
+                if let Stored::Big(state) = stored {
+                    // Merge in place: no allocation for the common write to a
+                    // boxed state (INCR, SADD, HSET, LPUSH ...).
+                    let before_deadline = state.owned_deadline(self.replica);
+                    let before_conflict = state.visible_types() > 1;
+                    state.apply(delta, &self.context);
+                    if !before_conflict && state.visible_types() > 1 {
+                        self.stats.type_conflicts += 1;
+                    }
+                    let after_deadline = state.owned_deadline(self.replica);
+                    if state.can_drop() {
+                        self.table.remove_slot(slot);
+                        self.track_deadline(slot, before_deadline, None);
+                    } else {
+                        if state.is_small() {
+                            let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
+                            let state = core::mem::replace(stored, placeholder).into_state();
+                            *self.table.slot_mut(slot) = Stored::from_state(state);
+                        }
+                        self.track_deadline(slot, before_deadline, after_deadline);
+                    }
+                } else if !apply_small_fast(stored, delta, &self.context) {
                     let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
                     let mut state = core::mem::replace(stored, placeholder).into_state();
                     let before_deadline = state.owned_deadline(self.replica);
@@ -204,6 +230,11 @@ impl Keyspace {
                     self.track_deadline(slot, None, deadline);
                 }
             }
+        }
+        if leaves_garbage(delta)
+            && let Some(slot) = self.table.find(&delta.key)
+        {
+            self.marked.insert(slot);
         }
         let (context, replica, last_seq) = (&mut self.context, self.replica, &mut self.last_seq);
         delta.for_each_dot(|dot| {
@@ -785,6 +816,48 @@ impl Keyspace {
         Ok((value, delta.expect("an increment always writes")))
     }
 
+    /// Garbage collection of up to `max_keys` keys marked by their deltas
+    /// (see [`Keyspace::collect`] for `stable`). Returns the number of
+    /// elements collected.
+    pub fn collect_marked(&mut self, stable: &VersionVector, max_keys: usize) -> usize {
+        let slots: Vec<u32> = self.marked.iter().take(max_keys).copied().collect();
+        let mut collected = 0;
+        for slot in slots {
+            self.marked.remove(&slot);
+            if self.table.next_occupied(slot as usize) != Some(slot) {
+                continue;
+            }
+            collected += self.collect_slot(slot, stable);
+        }
+        self.stats.gc_collected += collected as u64;
+        collected
+    }
+
+    /// Number of keys marked for garbage collection.
+    pub fn marked_len(&self) -> usize {
+        self.marked.len()
+    }
+
+    fn collect_slot(&mut self, slot: u32, stable: &VersionVector) -> usize {
+        if matches!(self.table.slot(slot).1, Stored::Small { .. }) {
+            return 0;
+        }
+        let stored = self.table.slot_mut(slot);
+        let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
+        let mut state = core::mem::replace(stored, placeholder).into_state();
+        let before_deadline = state.owned_deadline(self.replica);
+        let collected = state.collect(stable);
+        if state.can_drop() {
+            self.table.remove_slot(slot);
+            self.track_deadline(slot, before_deadline, None);
+        } else {
+            let after_deadline = state.owned_deadline(self.replica);
+            *self.table.slot_mut(slot) = Stored::from_state(state);
+            self.track_deadline(slot, before_deadline, after_deadline);
+        }
+        collected
+    }
+
     // ----- sorted sets -----
 
     /// ZADD of (score, member) pairs with Redis 7's flags; the totals (added,
@@ -991,23 +1064,7 @@ impl Keyspace {
                 return (0, collected);
             };
             position = slot as usize + 1;
-            if matches!(self.table.slot(slot).1, Stored::Small { .. }) {
-                continue;
-            }
-            let stored = self.table.slot_mut(slot);
-            let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
-            let mut state = core::mem::replace(stored, placeholder).into_state();
-            let before_deadline = state.owned_deadline(self.replica);
-            let count = state.collect(stable);
-            collected += count;
-            if state.can_drop() {
-                self.table.remove_slot(slot);
-                self.track_deadline(slot, before_deadline, None);
-            } else {
-                let after_deadline = state.owned_deadline(self.replica);
-                *self.table.slot_mut(slot) = Stored::from_state(state);
-                self.track_deadline(slot, before_deadline, after_deadline);
-            }
+            collected += self.collect_slot(slot, stable);
         }
         self.stats.gc_collected += collected as u64;
         let next = if self.table.next_occupied(position).is_some() { position as u64 } else { 0 };
@@ -1139,4 +1196,19 @@ fn apply_small_fast(stored: &mut Stored, delta: &KeyDelta, seen: &CausalContext)
     *tag = entry.tag;
     *value = entry.value.clone();
     true
+}
+
+/// True if applying `delta` may leave something for garbage collection:
+/// counter increments (merged once stable), list removals (tombstones),
+/// expiry entries (spent or losing ones), or several values at once.
+fn leaves_garbage(delta: &KeyDelta) -> bool {
+    delta.expiry.is_some()
+        || delta.parts.len() > 1
+        || delta.parts.iter().any(|part| match part {
+            TypedDelta::Str(d) => d.increment.is_some(),
+            TypedDelta::Hash(d) => d.fields.iter().any(|(_, f)| f.increment.is_some()),
+            TypedDelta::ZSet(d) => d.changes.iter().any(|(_, c)| c.increment.is_some()),
+            TypedDelta::List(d) => d.ops.iter().any(|op| matches!(op, crate::list::ListOp::Remove { .. })),
+            TypedDelta::Set(_) => false,
+        })
 }

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use crate::register::{Register, Sum};
+use crate::register::Register;
 use crate::short_bytes::ShortBytes;
 
 /// Parses a canonical Redis integer.
@@ -118,14 +118,8 @@ pub fn numeric_value(register: &Register<ShortBytes>) -> Option<Numeric> {
         None => Some(0),
         Some(bytes) => parse_i128(bytes),
     };
-    if let (Some(int_base), Sum::Int(_)) = (int_base, register.increment_sum()) {
-        let mut total = int_base;
-        for increment in register.increments() {
-            if let crate::register::Amount::Int(v) = increment.amount {
-                total = total.saturating_add(v);
-            }
-        }
-        return Some(Numeric::Int(total));
+    if let (Some(int_base), Some(sum)) = (int_base, register.int_sum()) {
+        return Some(Numeric::Int(int_base.saturating_add(sum)));
     }
     let mut total = match base {
         None => 0.0,

@@ -103,6 +103,13 @@ pub struct Increment {
 pub struct Register<V> {
     entries: SmallVec<[Entry<V>; 1]>,
     increments: Vec<Increment>,
+    /// Sum of the integer increments, kept up to date so that reading a hot
+    /// counter costs O(1) however many increments are live. (A function of
+    /// `increments`: equal states have equal sums.)
+    int_sum: i128,
+    /// How many increments are floats (their sum is order-dependent and is
+    /// computed on demand, in dot order).
+    float_count: u32,
 }
 
 /// The change one write makes to a register.
@@ -137,7 +144,7 @@ impl<V> RegisterDelta<V> {
 
 impl<V> Default for Register<V> {
     fn default() -> Self {
-        Register { entries: SmallVec::new(), increments: Vec::new() }
+        Register { entries: SmallVec::new(), increments: Vec::new(), int_sum: 0, float_count: 0 }
     }
 }
 
@@ -146,7 +153,7 @@ impl<V: Clone + PartialEq> Register<V> {
     pub fn with_entry(tag: Tag, value: V) -> Self {
         let mut entries = SmallVec::new();
         entries.push(Entry { tag, value });
-        Register { entries, increments: Vec::new() }
+        Register { entries, increments: Vec::new(), int_sum: 0, float_count: 0 }
     }
 
     /// True if the register holds nothing (the key or field does not exist).
@@ -169,9 +176,35 @@ impl<V: Clone + PartialEq> Register<V> {
         &self.increments
     }
 
-    /// The sum of the live increments, in dot order.
+    /// The sum of the live increments, in dot order (O(1) when all are integers).
     pub fn increment_sum(&self) -> Sum {
+        if self.float_count == 0 {
+            return Sum::Int(self.int_sum);
+        }
         self.increments.iter().fold(Sum::Int(0), |sum, inc| sum.plus(inc.amount))
+    }
+
+    /// The sum of the integer increments alone, if there is no float one.
+    pub fn int_sum(&self) -> Option<i128> {
+        (self.float_count == 0).then_some(self.int_sum)
+    }
+
+    fn count(&mut self, increment: &Increment, sign: i128) {
+        match increment.amount {
+            Amount::Int(v) => self.int_sum = self.int_sum.wrapping_add(sign.wrapping_mul(v)),
+            Amount::Float(_) if sign > 0 => self.float_count += 1,
+            Amount::Float(_) => self.float_count -= 1,
+        }
+    }
+
+    fn recount(&mut self) {
+        self.int_sum = 0;
+        self.float_count = 0;
+        let increments = core::mem::take(&mut self.increments);
+        for increment in &increments {
+            self.count(increment, 1);
+        }
+        self.increments = increments;
     }
 
     /// The greatest tag of any live element (the register's last write).
@@ -224,7 +257,11 @@ impl<V: Clone + PartialEq> Register<V> {
     pub fn apply(&mut self, delta: &RegisterDelta<V>, seen: &CausalContext) {
         if !delta.removed.is_empty() {
             self.entries.retain(|e| !delta.removed.contains(&e.tag.dot));
+            let before = self.increments.len();
             self.increments.retain(|i| !delta.removed.contains(&i.tag.dot));
+            if self.increments.len() != before {
+                self.recount();
+            }
         }
         if let Some(entry) = &delta.entry
             && !seen.contains(entry.tag.dot)
@@ -240,6 +277,7 @@ impl<V: Clone + PartialEq> Register<V> {
             let at = self.increments.partition_point(|i| i.tag.dot < increment.tag.dot);
             if self.increments.get(at).is_none_or(|i| i.tag.dot != increment.tag.dot) {
                 self.increments.insert(at, *increment);
+                self.count(increment, 1);
             }
         }
     }
@@ -250,6 +288,7 @@ impl<V: Clone + PartialEq> Register<V> {
         let before = self.entries.len() + self.increments.len();
         self.entries.retain(|e| !context.contains(e.tag.dot));
         self.increments.retain(|i| !context.contains(i.tag.dot));
+        self.recount();
         before != self.entries.len() + self.increments.len()
     }
 
@@ -279,6 +318,7 @@ impl<V: Clone + PartialEq> Register<V> {
         }
         if self.increments.len() > 1 {
             collected += merge_stable_increments(&mut self.increments, stable);
+            self.recount();
         }
         collected
     }

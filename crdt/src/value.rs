@@ -211,6 +211,14 @@ impl KeyState {
         }
     }
 
+    /// True if the state fits [`Stored::Small`]: one string entry, no
+    /// increments, no expiry.
+    pub fn is_small(&self) -> bool {
+        self.expiry.is_empty()
+            && self.values.len() == 1
+            && matches!(&self.values[0], TypedValue::Str(r) if r.increments().is_empty() && r.entries().len() == 1)
+    }
+
     /// The typed value of `value_type`, visible or not.
     pub fn typed(&self, value_type: ValueType) -> Option<&TypedValue> {
         self.values.iter().find(|v| v.value_type() == value_type)
@@ -418,12 +426,9 @@ impl Stored {
     }
 
     /// The compact form of a state.
-    pub fn from_state(mut state: KeyState) -> Stored {
-        if state.expiry.is_empty()
-            && state.values.len() == 1
-            && let TypedValue::Str(register) = &mut state.values[0]
-            && register.increments().is_empty()
-            && register.entries().len() == 1
+    pub fn from_state(state: KeyState) -> Stored {
+        if state.is_small()
+            && let TypedValue::Str(register) = &state.values[0]
         {
             let entry = &register.entries()[0];
             return Stored::Small { tag: entry.tag, value: entry.value.clone() };

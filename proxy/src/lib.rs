@@ -1,7 +1,19 @@
-//! Meridian's client-facing proxy: it speaks the Redis protocol to clients
-//! and forwards their commands to the shards that own the keys.
+//! Meridian's client face: the Redis protocol.
 //!
-//! [`request`] turns client bytes into commands, with Redis's limits and
-//! without trusting the client.
+//! [`request`] parses what clients send (bounded, resumable, fuzzed);
+//! [`reply`] encodes what they get back (RESP2 or RESP3); [`connection`] runs
+//! a pipelined read-run-reply loop per client; [`server`] accepts clients; the
+//! command table lives in [`cmd`], one module per command family.
 
+#![deny(missing_docs)]
+
+pub mod cmd;
+pub mod connection;
+pub mod context;
+pub mod reply;
 pub mod request;
+pub mod server;
+
+/// The Redis version Meridian reports to clients (INFO, HELLO): the command
+/// set and replies follow Redis 7.
+pub const REDIS_COMPATIBLE_VERSION: &str = "7.2.0";

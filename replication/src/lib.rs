@@ -9,7 +9,9 @@
 #![deny(missing_docs)]
 
 pub mod backlog;
+pub mod shard;
 pub mod slot;
 
 pub use backlog::{Backlog, ReadFrom};
+pub use shard::Shard;
 pub use slot::{SLOT_COUNT, key_slot, split_slots};

@@ -1,0 +1,328 @@
+//! Connection and server commands: PING, ECHO, QUIT, SELECT, HELLO, AUTH,
+//! CLIENT, COMMAND, CONFIG GET, INFO, TIME.
+
+use bytes::Bytes;
+
+use super::{CommandSpec, SYNTAX_ERROR, parse_int, table};
+use crate::context::Context;
+use crate::reply::Protocol;
+
+fn spec(name: &'static str, arity: i32, flags: &'static [&'static str], run: super::Handler) -> CommandSpec {
+    CommandSpec { name, arity, flags, first_key: 0, last_key: 0, step: 0, run }
+}
+
+/// The connection and server commands.
+pub fn commands() -> Vec<CommandSpec> {
+    const F: &[&str] = &["fast", "stale", "loading"];
+    vec![
+        spec("ping", -1, F, ping),
+        spec("echo", 2, F, echo),
+        spec("quit", -1, &["fast", "noauth"], quit),
+        spec("select", 2, F, select),
+        spec("hello", -1, &["fast", "noauth"], hello),
+        spec("auth", -2, &["fast", "noauth"], auth),
+        spec("client", -2, &["admin"], client),
+        spec("command", -1, &["loading", "stale"], command),
+        spec("config", -2, &["admin"], config),
+        spec("info", -1, &["loading", "stale"], info),
+        spec("time", 1, F, time),
+    ]
+}
+
+fn ping(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    match args {
+        [] => ctx.reply.simple("PONG"),
+        [message] => ctx.reply.bulk(message),
+        _ => ctx.reply.error("ERR wrong number of arguments for 'ping' command"),
+    }
+}
+
+fn echo(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    ctx.reply.bulk(&args[0]);
+}
+
+fn quit(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+    ctx.client.closing = true;
+    ctx.reply.ok();
+}
+
+fn select(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    match parse_int(&args[0]) {
+        Ok(0) => ctx.reply.ok(),
+        // A Meridian database is one keyspace with its own endpoint, as in
+        // Redis Enterprise: there are no numbered databases to switch to.
+        Ok(_) => ctx.reply.error("ERR DB index is out of range"),
+        Err(e) => ctx.reply.error(&e.to_string()),
+    }
+}
+
+/// Checks a password for the default user.
+fn password_ok(ctx: &Context<'_, '_>, user: Option<&[u8]>, password: &[u8]) -> bool {
+    let user_ok = user.is_none_or(|u| u == b"default");
+    match &ctx.server.settings.requirepass {
+        Some(expected) => user_ok && expected.as_bytes() == password,
+        None => user_ok,
+    }
+}
+
+fn auth(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    let (user, password) = match args {
+        [password] => (None, password),
+        [user, password] => (Some(user.as_ref()), password),
+        _ => return ctx.reply.error(SYNTAX_ERROR),
+    };
+    if ctx.server.settings.requirepass.is_none() && user.is_none() {
+        return ctx.reply.error(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        );
+    }
+    if password_ok(ctx, user, password) {
+        ctx.client.authenticated = true;
+        ctx.reply.ok();
+    } else {
+        ctx.reply.error("WRONGPASS invalid username-password pair or user is disabled.");
+    }
+}
+
+fn hello(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    let mut protocol = ctx.client.protocol;
+    let mut i = 0;
+    if let Some(version) = args.first() {
+        match parse_int(version) {
+            Ok(2) => protocol = Protocol::Resp2,
+            Ok(3) => protocol = Protocol::Resp3,
+            Ok(_) => return ctx.reply.error("NOPROTO unsupported protocol version"),
+            Err(_) => return ctx.reply.error("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 1;
+    }
+    while i < args.len() {
+        match args[i].to_ascii_uppercase().as_slice() {
+            b"AUTH" if i + 2 < args.len() => {
+                if !password_ok(ctx, Some(&args[i + 1]), &args[i + 2]) {
+                    return ctx.reply.error("WRONGPASS invalid username-password pair or user is disabled.");
+                }
+                ctx.client.authenticated = true;
+                i += 3;
+            }
+            b"SETNAME" if i + 1 < args.len() => {
+                ctx.client.name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            _ => {
+                return ctx
+                    .reply
+                    .error(&format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(&args[i])));
+            }
+        }
+    }
+    if !ctx.client.authenticated {
+        return ctx.reply.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    ctx.client.protocol = protocol;
+    ctx.reply.set_protocol(protocol);
+    ctx.reply.map(7);
+    ctx.reply.bulk(b"server");
+    ctx.reply.bulk(b"redis");
+    ctx.reply.bulk(b"version");
+    ctx.reply.bulk(crate::REDIS_COMPATIBLE_VERSION.as_bytes());
+    ctx.reply.bulk(b"proto");
+    ctx.reply.integer(if protocol == Protocol::Resp3 { 3 } else { 2 });
+    ctx.reply.bulk(b"id");
+    ctx.reply.integer(ctx.client.id as i64);
+    ctx.reply.bulk(b"mode");
+    ctx.reply.bulk(b"standalone");
+    ctx.reply.bulk(b"role");
+    ctx.reply.bulk(b"master");
+    ctx.reply.bulk(b"modules");
+    ctx.reply.array(0);
+}
+
+fn client(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    let sub = args[0].to_ascii_uppercase();
+    match (sub.as_slice(), &args[1..]) {
+        (b"ID", []) => ctx.reply.integer(ctx.client.id as i64),
+        (b"GETNAME", []) => {
+            let name = ctx.client.name.clone();
+            ctx.reply.bulk_or_null(name.as_deref());
+        }
+        (b"SETNAME", [name]) => {
+            if name.iter().any(|&b| b <= b' ' || b > b'~') {
+                return ctx.reply.error("ERR Client names cannot contain spaces, newlines or special characters.");
+            }
+            ctx.client.name = if name.is_empty() { None } else { Some(name.clone()) };
+            ctx.reply.ok();
+        }
+        // Client libraries announce themselves; Redis stores it for CLIENT LIST.
+        (b"SETINFO", [attribute, _])
+            if attribute.eq_ignore_ascii_case(b"LIB-NAME") || attribute.eq_ignore_ascii_case(b"LIB-VER") =>
+        {
+            ctx.reply.ok()
+        }
+        (b"SETINFO", _) => ctx.reply.error(SYNTAX_ERROR),
+        _ => ctx.reply.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(&args[0])
+        )),
+    }
+}
+
+/// COMMAND INFO's entry for one command.
+fn command_entry(ctx: &mut Context<'_, '_>, spec: &CommandSpec) {
+    ctx.reply.array(6);
+    ctx.reply.bulk(spec.name.as_bytes());
+    ctx.reply.integer(spec.arity as i64);
+    ctx.reply.set(spec.flags.len());
+    for flag in spec.flags {
+        ctx.reply.simple(flag);
+    }
+    ctx.reply.integer(spec.first_key as i64);
+    ctx.reply.integer(spec.last_key as i64);
+    ctx.reply.integer(spec.step as i64);
+}
+
+fn command(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    let Some(sub) = args.first().map(|s| s.to_ascii_uppercase()) else {
+        let all = table();
+        ctx.reply.array(all.len());
+        for spec in all {
+            command_entry(ctx, spec);
+        }
+        return;
+    };
+    match sub.as_slice() {
+        b"COUNT" => ctx.reply.integer(table().len() as i64),
+        b"LIST" => {
+            let all = table();
+            ctx.reply.array(all.len());
+            for spec in all {
+                ctx.reply.bulk(spec.name.as_bytes());
+            }
+        }
+        b"INFO" => {
+            ctx.reply.array(args.len() - 1);
+            for name in &args[1..] {
+                match super::lookup(name) {
+                    Some(spec) => command_entry(ctx, spec),
+                    None => ctx.reply.null_array(),
+                }
+            }
+        }
+        _ => ctx
+            .reply
+            .error(&format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", String::from_utf8_lossy(&args[0]))),
+    }
+}
+
+/// The settings CONFIG GET reports: name and current value.
+fn config_values(ctx: &Context<'_, '_>) -> Vec<(&'static str, String)> {
+    let settings = &ctx.server.settings;
+    vec![
+        ("maxclients", settings.maxclients.to_string()),
+        ("port", settings.port.to_string()),
+        ("proto-max-bulk-len", settings.proto_max_bulk_len.to_string()),
+        ("requirepass", settings.requirepass.clone().unwrap_or_default()),
+        // No persistence yet (issue 4): say so truthfully.
+        ("appendonly", "no".to_string()),
+        ("save", String::new()),
+    ]
+}
+
+fn config(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    let sub = args[0].to_ascii_uppercase();
+    match sub.as_slice() {
+        b"GET" if args.len() >= 2 => {
+            let values = config_values(ctx);
+            let matched: Vec<_> = values
+                .iter()
+                .filter(|(name, _)| {
+                    args[1..].iter().any(|p| super::glob_match(&p.to_ascii_lowercase(), name.as_bytes(), true))
+                })
+                .collect();
+            ctx.reply.map(matched.len());
+            for (name, value) in matched {
+                ctx.reply.bulk(name.as_bytes());
+                ctx.reply.bulk(value.as_bytes());
+            }
+        }
+        _ => ctx.reply.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+            String::from_utf8_lossy(&args[0])
+        )),
+    }
+}
+
+fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let wanted = |section: &str| {
+        args.is_empty()
+            || args.iter().any(|a| {
+                a.eq_ignore_ascii_case(section.as_bytes())
+                    || a.eq_ignore_ascii_case(b"all")
+                    || a.eq_ignore_ascii_case(b"everything")
+            })
+    };
+    let stats = &ctx.server.stats;
+    let shard = ctx.server.shard();
+    let keys = shard.keyspace().len();
+    let crdt = shard.keyspace().stats().clone();
+    let cloud = shard.keyspace().context().cloud_len();
+    let clamped = shard.clock().stats().clamped_total.load(Relaxed);
+    drop(shard);
+    let mut text = String::new();
+    if wanted("server") {
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:{}\r\nmeridian_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            crate::REDIS_COMPATIBLE_VERSION,
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            ctx.server.settings.port,
+            ctx.server.started.elapsed().as_secs()
+        );
+    }
+    if wanted("clients") {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            stats.clients.load(Relaxed),
+            ctx.server.settings.maxclients
+        );
+    }
+    if wanted("stats") {
+        let _ = write!(
+            text,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\n\r\n",
+            stats.connections.load(Relaxed),
+            stats.commands.load(Relaxed),
+            stats.rejected.load(Relaxed),
+            crdt.expired_deleted
+        );
+    }
+    if wanted("replication") {
+        let _ = write!(text, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if wanted("crdt") {
+        let _ = write!(
+            text,
+            "# CRDT\r\ncrdt_deltas_applied:{}\r\ncrdt_type_conflicts:{}\r\ncrdt_gc_collected:{}\r\ncrdt_context_cloud:{}\r\ncrdt_clock_skew_clamped:{}\r\n\r\n",
+            crdt.deltas_applied, crdt.type_conflicts, crdt.gc_collected, cloud, clamped
+        );
+    }
+    if wanted("keyspace") {
+        let _ = write!(text, "# Keyspace\r\n");
+        if keys > 0 {
+            let _ = write!(text, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+        }
+    }
+    ctx.reply.bulk(text.as_bytes());
+}
+
+fn time(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    ctx.reply.array(2);
+    ctx.reply.bulk(now.as_secs().to_string().as_bytes());
+    ctx.reply.bulk(now.subsec_micros().to_string().as_bytes());
+}

@@ -1,0 +1,208 @@
+//! The command table: every command the node answers, with Redis's arity,
+//! flags and key positions (what COMMAND reports), and the function that runs
+//! it. One module per command family, like mini-redis's `cmd/`.
+
+pub mod connection;
+pub mod keys;
+pub mod strings;
+
+use bytes::Bytes;
+use meridian_crdt::CommandError;
+
+use crate::context::Context;
+
+/// How a command runs: it reads its arguments (the name excluded) and writes
+/// exactly one reply.
+pub type Handler = fn(&mut Context<'_, '_>, &[Bytes]);
+
+/// One command's description.
+pub struct CommandSpec {
+    /// Lowercase name.
+    pub name: &'static str,
+    /// Redis arity: positive = exact argument count including the name,
+    /// negative = at least that many.
+    pub arity: i32,
+    /// Flags COMMAND reports (`write`, `readonly`, `fast`, ...).
+    pub flags: &'static [&'static str],
+    /// Position of the first key (0 = none).
+    pub first_key: i32,
+    /// Position of the last key (-1 = the last argument).
+    pub last_key: i32,
+    /// Step between keys.
+    pub step: i32,
+    /// The implementation.
+    pub run: Handler,
+}
+
+/// Every command, sorted by name (looked up by binary search).
+pub fn table() -> &'static [CommandSpec] {
+    static TABLE: std::sync::OnceLock<Vec<CommandSpec>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut all: Vec<CommandSpec> = Vec::new();
+        all.extend(strings::commands());
+        all.extend(keys::commands());
+        all.extend(connection::commands());
+        all.sort_by(|a, b| a.name.cmp(b.name));
+        for pair in all.windows(2) {
+            assert_ne!(pair[0].name, pair[1].name, "command registered twice");
+        }
+        all
+    })
+}
+
+/// Looks a command up by name, case-insensitively, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut lower = [0u8; 32];
+    if name.len() > lower.len() {
+        return None;
+    }
+    for (dst, src) in lower.iter_mut().zip(name) {
+        *dst = src.to_ascii_lowercase();
+    }
+    let lower = &lower[..name.len()];
+    let table = table();
+    table.binary_search_by(|spec| spec.name.as_bytes().cmp(lower)).ok().map(|i| &table[i])
+}
+
+/// True if `argc` (including the name) fits the arity.
+pub fn arity_ok(spec: &CommandSpec, argc: usize) -> bool {
+    let argc = argc as i64;
+    let arity = spec.arity as i64;
+    if arity >= 0 { argc == arity } else { argc >= -arity }
+}
+
+/// Parses a Redis integer argument.
+pub fn parse_int(arg: &[u8]) -> Result<i64, CommandError> {
+    meridian_crdt::number::parse_i64(arg).ok_or(CommandError::NotInteger)
+}
+
+/// Parses a Redis float argument.
+pub fn parse_float(arg: &[u8]) -> Result<f64, CommandError> {
+    meridian_crdt::number::parse_f64(arg).ok_or(CommandError::NotFloat)
+}
+
+/// The standard syntax error.
+pub const SYNTAX_ERROR: &str = "ERR syntax error";
+
+/// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[...]` with ranges
+/// and `^` negation, `\` escapes. Iterative, with one backtrack point per
+/// star, so hostile patterns cost O(pattern · string).
+pub fn glob_match(pattern: &[u8], string: &[u8], nocase: bool) -> bool {
+    let eq = |a: u8, b: u8| if nocase { a.eq_ignore_ascii_case(&b) } else { a == b };
+    let (mut p, mut s) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while s < string.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    while p < pattern.len() && pattern[p] == b'*' {
+                        p += 1;
+                    }
+                    if p == pattern.len() {
+                        return true;
+                    }
+                    star = Some((p, s));
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    s += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class_match(pattern, p, string[s], nocase)
+                        && matched
+                    {
+                        p = next;
+                        s += 1;
+                        continue;
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() => {
+                    if eq(pattern[p + 1], string[s]) {
+                        p += 2;
+                        s += 1;
+                        continue;
+                    }
+                }
+                c => {
+                    if eq(c, string[s]) {
+                        p += 1;
+                        s += 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        match star {
+            Some((star_p, star_s)) => {
+                p = star_p;
+                s = star_s + 1;
+                star = Some((star_p, star_s + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the class starting at `pattern[start] == '['`; returns
+/// (matched, index after the class).
+fn class_match(pattern: &[u8], start: usize, c: u8, nocase: bool) -> Option<(bool, usize)> {
+    let mut i = start + 1;
+    let negate = pattern.get(i) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let fold = |x: u8| if nocase { x.to_ascii_lowercase() } else { x };
+    let mut matched = false;
+    while i < pattern.len() && pattern[i] != b']' {
+        if pattern[i] == b'\\' && i + 1 < pattern.len() {
+            matched |= fold(pattern[i + 1]) == fold(c);
+            i += 2;
+        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+            let (mut lo, mut hi) = (fold(pattern[i]), fold(pattern[i + 2]));
+            if lo > hi {
+                core::mem::swap(&mut lo, &mut hi);
+            }
+            matched |= (lo..=hi).contains(&fold(c));
+            i += 3;
+        } else {
+            matched |= fold(pattern[i]) == fold(c);
+            i += 1;
+        }
+    }
+    // An unterminated class matches up to the end of the pattern, as in Redis.
+    let next = if i < pattern.len() { i + 1 } else { i };
+    Some((matched != negate, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_unique_and_found_case_insensitively() {
+        assert!(lookup(b"GET").is_some());
+        assert!(lookup(b"gEt").is_some());
+        assert!(lookup(b"nosuchcommand").is_none());
+        assert!(lookup(&[b'a'; 100]).is_none());
+    }
+
+    #[test]
+    fn glob_matches_like_redis() {
+        assert!(glob_match(b"*", b"anything", false));
+        assert!(glob_match(b"h?llo", b"hello", false));
+        assert!(glob_match(b"h*llo", b"heeeello", false));
+        assert!(glob_match(b"h[ae]llo", b"hallo", false));
+        assert!(!glob_match(b"h[^e]llo", b"hello", false));
+        assert!(glob_match(b"h[a-b]llo", b"hbllo", false));
+        assert!(glob_match(b"key:\\*", b"key:*", false));
+        assert!(!glob_match(b"key:\\*", b"key:x", false));
+        assert!(glob_match(b"HELLO", b"hello", true));
+        assert!(!glob_match(b"a*b", b"aaac", false));
+        // Pathological pattern stays fast.
+        let long = vec![b'a'; 10_000];
+        assert!(!glob_match(b"*a*a*a*a*a*a*a*b", &long, false));
+    }
+}

@@ -1,0 +1,210 @@
+//! Replies: Redis values encoded into a connection's output buffer.
+//!
+//! Scalars are encoded by `redis-protocol` from borrowed frames (no copy of
+//! the value, no allocation). Aggregate *headers* (`*3`, `%2`, `~4`, `>3`) are
+//! written here: the library encodes aggregates only from complete in-memory
+//! frame trees (a RESP3 map needs a hash map of frames) or as streams of
+//! unknown length, and a known-length header is three bytes plus a number.
+
+use bytes::{BufMut, BytesMut};
+use redis_protocol::resp2::encode as resp2_encode;
+use redis_protocol::resp2::types::BorrowedFrame as Resp2;
+use redis_protocol::resp3::encode::complete as resp3_encode;
+use redis_protocol::resp3::types::BorrowedFrame as Resp3;
+
+/// The protocol a connection speaks (HELLO switches it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// RESP2, the default.
+    Resp2,
+    /// RESP3.
+    Resp3,
+}
+
+/// Writes replies for one connection.
+pub struct Reply<'a> {
+    out: &'a mut BytesMut,
+    protocol: Protocol,
+}
+
+impl<'a> Reply<'a> {
+    /// A writer appending to `out`.
+    pub fn new(out: &'a mut BytesMut, protocol: Protocol) -> Reply<'a> {
+        Reply { out, protocol }
+    }
+
+    /// The protocol in use.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Switches the protocol (HELLO replies in the protocol it selects).
+    pub fn set_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
+    }
+
+    fn resp2(&mut self, frame: &Resp2<'_>) {
+        resp2_encode::extend_encode_borrowed(self.out, frame, false).expect("encoding into a growable buffer");
+    }
+
+    fn resp3(&mut self, frame: &Resp3<'_>) {
+        resp3_encode::extend_encode_borrowed(self.out, frame, false).expect("encoding into a growable buffer");
+    }
+
+    /// `+OK`.
+    pub fn ok(&mut self) {
+        self.simple("OK");
+    }
+
+    /// A simple string.
+    pub fn simple(&mut self, text: &str) {
+        match self.protocol {
+            Protocol::Resp2 => self.resp2(&Resp2::SimpleString(text.as_bytes())),
+            Protocol::Resp3 => self.resp3(&Resp3::SimpleString { data: text.as_bytes(), attributes: None }),
+        }
+    }
+
+    /// An error; `text` starts with its code (`ERR ...`, `WRONGTYPE ...`).
+    pub fn error(&mut self, text: &str) {
+        // Error text must not break the frame: Redis replaces newlines with spaces.
+        let clean: std::borrow::Cow<'_, str> =
+            if text.contains(['\r', '\n']) { text.replace(['\r', '\n'], " ").into() } else { text.into() };
+        match self.protocol {
+            Protocol::Resp2 => self.resp2(&Resp2::Error(&clean)),
+            Protocol::Resp3 => self.resp3(&Resp3::SimpleError { data: &clean, attributes: None }),
+        }
+    }
+
+    /// An integer.
+    pub fn integer(&mut self, value: i64) {
+        match self.protocol {
+            Protocol::Resp2 => self.resp2(&Resp2::Integer(value)),
+            Protocol::Resp3 => self.resp3(&Resp3::Number { data: value, attributes: None }),
+        }
+    }
+
+    /// A bulk string.
+    pub fn bulk(&mut self, data: &[u8]) {
+        match self.protocol {
+            Protocol::Resp2 => self.resp2(&Resp2::BulkString(data)),
+            Protocol::Resp3 => self.resp3(&Resp3::BlobString { data, attributes: None }),
+        }
+    }
+
+    /// A bulk string or null.
+    pub fn bulk_or_null(&mut self, data: Option<&[u8]>) {
+        match data {
+            Some(data) => self.bulk(data),
+            None => self.null(),
+        }
+    }
+
+    /// Null (RESP2: the null bulk string `$-1`).
+    pub fn null(&mut self) {
+        match self.protocol {
+            Protocol::Resp2 => self.resp2(&Resp2::Null),
+            Protocol::Resp3 => self.resp3(&Resp3::Null),
+        }
+    }
+
+    /// A null array (RESP2 `*-1`, RESP3 null): what Redis replies for an
+    /// absent aggregate (e.g. a blocking pop that timed out).
+    pub fn null_array(&mut self) {
+        match self.protocol {
+            Protocol::Resp2 => self.out.put_slice(b"*-1\r\n"),
+            Protocol::Resp3 => self.resp3(&Resp3::Null),
+        }
+    }
+
+    /// A double (RESP2: as a bulk string, the way Redis formats it).
+    pub fn double(&mut self, value: f64) {
+        match self.protocol {
+            Protocol::Resp2 => self.bulk(meridian_crdt::number::format_score(value).as_bytes()),
+            Protocol::Resp3 => self.resp3(&Resp3::Double { data: value, attributes: None }),
+        }
+    }
+
+    /// A boolean (RESP2: the integer 1 or 0).
+    pub fn boolean(&mut self, value: bool) {
+        match self.protocol {
+            Protocol::Resp2 => self.integer(i64::from(value)),
+            Protocol::Resp3 => self.resp3(&Resp3::Boolean { data: value, attributes: None }),
+        }
+    }
+
+    /// The header of an array of `len` elements; the elements follow.
+    pub fn array(&mut self, len: usize) {
+        self.header(b'*', len);
+    }
+
+    /// The header of a map of `len` pairs (RESP2: an array of 2·len).
+    pub fn map(&mut self, len: usize) {
+        match self.protocol {
+            Protocol::Resp2 => self.header(b'*', len * 2),
+            Protocol::Resp3 => self.header(b'%', len),
+        }
+    }
+
+    /// The header of a set of `len` elements (RESP2: an array).
+    pub fn set(&mut self, len: usize) {
+        match self.protocol {
+            Protocol::Resp2 => self.header(b'*', len),
+            Protocol::Resp3 => self.header(b'~', len),
+        }
+    }
+
+    /// The header of a push message of `len` elements (RESP2: an array).
+    pub fn push(&mut self, len: usize) {
+        match self.protocol {
+            Protocol::Resp2 => self.header(b'*', len),
+            Protocol::Resp3 => self.header(b'>', len),
+        }
+    }
+
+    fn header(&mut self, kind: u8, len: usize) {
+        self.out.put_u8(kind);
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = len;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.out.put_slice(&digits[at..]);
+        self.out.put_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(protocol: Protocol, write: impl FnOnce(&mut Reply<'_>)) -> String {
+        let mut out = BytesMut::new();
+        write(&mut Reply::new(&mut out, protocol));
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn replies_match_redis_bytes() {
+        assert_eq!(encoded(Protocol::Resp2, |r| r.ok()), "+OK\r\n");
+        assert_eq!(encoded(Protocol::Resp2, |r| r.error("ERR bad\r\nthing")), "-ERR bad  thing\r\n");
+        assert_eq!(encoded(Protocol::Resp2, |r| r.integer(-7)), ":-7\r\n");
+        assert_eq!(encoded(Protocol::Resp2, |r| r.bulk(b"hi")), "$2\r\nhi\r\n");
+        assert_eq!(encoded(Protocol::Resp2, |r| r.null()), "$-1\r\n");
+        assert_eq!(encoded(Protocol::Resp2, |r| r.null_array()), "*-1\r\n");
+        assert_eq!(encoded(Protocol::Resp2, |r| r.double(1.5)), "$3\r\n1.5\r\n");
+        assert_eq!(encoded(Protocol::Resp2, |r| r.map(2)), "*4\r\n");
+        assert_eq!(encoded(Protocol::Resp2, |r| r.array(12)), "*12\r\n");
+        assert_eq!(encoded(Protocol::Resp3, |r| r.null()), "_\r\n");
+        assert_eq!(encoded(Protocol::Resp3, |r| r.map(2)), "%2\r\n");
+        assert_eq!(encoded(Protocol::Resp3, |r| r.set(0)), "~0\r\n");
+        assert_eq!(encoded(Protocol::Resp3, |r| r.boolean(true)), "#t\r\n");
+        assert_eq!(encoded(Protocol::Resp3, |r| r.double(1.5)), ",1.5\r\n");
+        assert_eq!(encoded(Protocol::Resp3, |r| r.error("ERR x")), "-ERR x\r\n");
+    }
+}

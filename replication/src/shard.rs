@@ -1,0 +1,98 @@
+//! The shard: one keyspace and the clock that stamps its writes.
+//!
+//! Every command runs against a shard: reads see its keyspace at the wall
+//! clock, writes take an HLC timestamp and return the deltas they applied.
+//! Replication to in-memory replicas, the delta log readers and durability
+//! join this type with issue 4; a single node needs only this much.
+
+use meridian_crdt::gc::{Report, StabilityTracker};
+use meridian_crdt::keyspace::Moment;
+use meridian_crdt::{Clock, ClockError, Keyspace, ReplicaId};
+
+/// Keys one maintenance step deletes by expiry at most (Redis: bounded work
+/// per active-expiry cycle).
+pub const EXPIRE_KEYS_PER_STEP_MAX: usize = 200;
+/// Marked keys one maintenance step collects at most.
+pub const GC_MARKED_KEYS_PER_STEP_MAX: usize = 1_000;
+/// Keys one maintenance step visits in the background full pass.
+pub const GC_PASS_KEYS_PER_STEP_MAX: usize = 1_000;
+
+/// What one maintenance step did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Keys deleted because their deadline passed.
+    pub expired: usize,
+    /// Elements garbage-collected.
+    pub collected: usize,
+}
+
+/// A shard's state.
+pub struct Shard {
+    keyspace: Keyspace,
+    clock: Clock,
+    writes: u64,
+    stability: StabilityTracker,
+    gc_cursor: u64,
+}
+
+impl Shard {
+    /// An empty shard whose writes originate at `replica`, with a clock that
+    /// accepts peers at most `max_skew_ms` ahead.
+    pub fn new(replica: ReplicaId, max_skew_ms: u64) -> Shard {
+        Shard {
+            keyspace: Keyspace::new(replica),
+            clock: Clock::new(max_skew_ms),
+            writes: 0,
+            stability: StabilityTracker::new(),
+            gc_cursor: 0,
+        }
+    }
+
+    /// The keyspace, for reads.
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
+    }
+
+    /// The keyspace, for writes that have their [`Moment`] already.
+    pub fn keyspace_mut(&mut self) -> &mut Keyspace {
+        &mut self.keyspace
+    }
+
+    /// The wall clock in Unix milliseconds (what reads compare deadlines with).
+    pub fn wall_ms(&self) -> u64 {
+        self.clock.wall_ms()
+    }
+
+    /// A timestamp for one write.
+    pub fn moment(&mut self) -> Result<Moment, ClockError> {
+        self.writes += 1;
+        Ok(Moment { hlc: self.clock.now()?, wall_ms: self.clock.wall_ms() })
+    }
+
+    /// The clock (monitoring, HLC observation of replicated deltas).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Writes started since the shard was created (INFO stats).
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// One step of background maintenance, run periodically: active expiry,
+    /// then garbage collection of marked keys and a slice of the full pass.
+    /// A shard with no peer region reports only to itself, so what it applied
+    /// one step ago is causally stable now; peers' reports join with issue 5.
+    pub fn maintain(&mut self) -> Result<Maintenance, ClockError> {
+        let at = self.moment()?;
+        let expired = self.keyspace.expire_due(at, EXPIRE_KEYS_PER_STEP_MAX).len();
+        let replica = self.keyspace.replica();
+        self.stability.report(0, Report { applied: self.keyspace.context().vector().clone(), own: vec![replica] });
+        let stable = self.stability.advance().clone();
+        let mut collected = self.keyspace.collect_marked(&stable, GC_MARKED_KEYS_PER_STEP_MAX);
+        let (next, pass) = self.keyspace.collect(&stable, self.gc_cursor, GC_PASS_KEYS_PER_STEP_MAX);
+        self.gc_cursor = next;
+        collected += pass;
+        Ok(Maintenance { expired, collected })
+    }
+}
