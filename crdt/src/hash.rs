@@ -79,7 +79,7 @@ impl OrHash {
             }
             None => {
                 let register = RegisterDelta {
-                    removed: Vec::new(),
+                    removed: Default::default(),
                     entry: Some(crate::register::Entry { tag, value }),
                     increment: None,
                 };

@@ -556,12 +556,12 @@ impl Keyspace {
         let mut delta = KeyDelta::new(key);
         match self.table.get(key) {
             None => delta.parts.push(TypedDelta::Str(RegisterDelta {
-                removed: Vec::new(),
+                removed: Default::default(),
                 entry: Some(crate::register::Entry { tag, value }),
                 increment: None,
             })),
             Some(Stored::Small { tag: old, .. }) => delta.parts.push(TypedDelta::Str(RegisterDelta {
-                removed: vec![old.dot],
+                removed: smallvec::smallvec![old.dot],
                 entry: Some(crate::register::Entry { tag, value }),
                 increment: None,
             })),
@@ -574,7 +574,7 @@ impl Keyspace {
                 }) {
                     Some(register) => register.entry = Some(crate::register::Entry { tag, value }),
                     None => removal.parts.push(TypedDelta::Str(RegisterDelta {
-                        removed: Vec::new(),
+                        removed: Default::default(),
                         entry: Some(crate::register::Entry { tag, value }),
                         increment: None,
                     })),

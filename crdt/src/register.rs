@@ -19,6 +19,10 @@
 
 use smallvec::SmallVec;
 
+/// Dots a write removes: inline for the common one-or-two (a SET replacing
+/// one value), so the hot path allocates nothing for them.
+pub type Dots = SmallVec<[Dot; 2]>;
+
 use crate::context::{CausalContext, VersionVector};
 use crate::dot::{Dot, ReplicaId, Tag};
 
@@ -116,7 +120,7 @@ pub struct Register<V> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegisterDelta<V> {
     /// Dots of entries and increments the write observed and removes.
-    pub removed: Vec<Dot>,
+    pub removed: Dots,
     /// The entry the write adds, if it writes a value.
     pub entry: Option<Entry<V>>,
     /// The increment the write adds, if it increments.
@@ -125,7 +129,7 @@ pub struct RegisterDelta<V> {
 
 impl<V> Default for RegisterDelta<V> {
     fn default() -> Self {
-        RegisterDelta { removed: Vec::new(), entry: None, increment: None }
+        RegisterDelta { removed: Dots::new(), entry: None, increment: None }
     }
 }
 
@@ -232,11 +236,11 @@ impl<V: Clone + PartialEq> Register<V> {
 
     /// The delta of an increment.
     pub fn increment(tag: Tag, amount: Amount) -> RegisterDelta<V> {
-        RegisterDelta { removed: Vec::new(), entry: None, increment: Some(Increment { tag, amount }) }
+        RegisterDelta { removed: Dots::new(), entry: None, increment: Some(Increment { tag, amount }) }
     }
 
-    fn live_dots(&self) -> Vec<Dot> {
-        let mut dots = Vec::with_capacity(self.entries.len() + self.increments.len());
+    fn live_dots(&self) -> Dots {
+        let mut dots = Dots::with_capacity(self.entries.len() + self.increments.len());
         self.for_each_dot(|d| dots.push(d));
         dots
     }
@@ -244,10 +248,13 @@ impl<V: Clone + PartialEq> Register<V> {
     /// The state as deltas that rebuild it from nothing: one per entry (in tag
     /// order), then one per increment (in dot order). Used by snapshots.
     pub fn as_deltas(&self) -> Vec<RegisterDelta<V>> {
-        let entries =
-            self.entries.iter().map(|e| RegisterDelta { removed: Vec::new(), entry: Some(e.clone()), increment: None });
+        let entries = self.entries.iter().map(|e| RegisterDelta {
+            removed: Dots::new(),
+            entry: Some(e.clone()),
+            increment: None,
+        });
         let increments =
-            self.increments.iter().map(|i| RegisterDelta { removed: Vec::new(), entry: None, increment: Some(*i) });
+            self.increments.iter().map(|i| RegisterDelta { removed: Dots::new(), entry: None, increment: Some(*i) });
         entries.chain(increments).collect()
     }
 

@@ -593,7 +593,7 @@ fn zadd_member(
     let (change, after) = if flags.incr && !raw.is_nan() {
         let increment = Increment { tag, amount: Amount::Float(score) };
         let after = visible(raw_score_with(register, &increment));
-        (RegisterDelta { removed: Vec::new(), entry: None, increment: Some(increment) }, after)
+        (RegisterDelta { removed: Default::default(), entry: None, increment: Some(increment) }, after)
     } else {
         (register.assign(tag, F64(new)), new)
     };

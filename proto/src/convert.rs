@@ -119,7 +119,7 @@ fn string_from_wire(delta: &v1::StringDelta) -> Result<RegisterDelta<ShortBytes>
         None => None,
     };
     Ok(RegisterDelta {
-        removed: dots(&delta.removed)?,
+        removed: dots(&delta.removed)?.into(),
         entry,
         increment: increment_from_wire(delta.increment.as_ref())?,
     })
@@ -150,7 +150,7 @@ fn score_from_wire(delta: &v1::ScoreDelta) -> Result<RegisterDelta<F64>, DecodeE
     {
         return Err(DecodeError::NanScore);
     }
-    Ok(RegisterDelta { removed: dots(&delta.removed)?, entry, increment })
+    Ok(RegisterDelta { removed: dots(&delta.removed)?.into(), entry, increment })
 }
 
 fn typed_to_wire(delta: &TypedDelta) -> v1::TypedDelta {

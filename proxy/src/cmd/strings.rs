@@ -122,17 +122,23 @@ fn set(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         None if keep_ttl => ExpiryChange::Keep,
         None => ExpiryChange::Clear,
     };
-    let old = match shard.keyspace().get(key, now) {
-        Ok(old) => old.map(|v| v.into_owned()),
-        // SET overwrites any type, but SET ... GET must answer WRONGTYPE.
-        Err(e) if want_old => return ctx.reply.error(&e.to_string()),
-        Err(_) => None,
+    // The plain SET (the hot path) looks nothing up before writing.
+    let old = if want_old {
+        match shard.keyspace().get(key, now) {
+            Ok(old) => old.map(|v| v.into_owned()),
+            // SET overwrites any type, but SET ... GET must answer WRONGTYPE.
+            Err(e) => {
+                drop(shard);
+                return ctx.reply.error(&e.to_string());
+            }
+        }
+    } else {
+        None
     };
-    let exists = shard.keyspace().exists(key, now);
     let write = match condition {
         Condition::Always => true,
-        Condition::IfAbsent => !exists,
-        Condition::IfPresent => exists,
+        Condition::IfAbsent => !shard.keyspace().exists(key, now),
+        Condition::IfPresent => shard.keyspace().exists(key, now),
     };
     if write {
         // An absolute deadline already past deletes the key, as Redis does.

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: meridian node vs redis-server (Debian) on this machine.
+#
+#   deploy/bench/compare-redis.sh [requests]      (default 200000)
+#
+# Builds Meridian in release, installs redis-server/redis-benchmark if missing,
+# starts both servers on free loopback ports pinned to the same CPU (the load
+# generator runs on the other CPUs), runs redis-benchmark -c 50 -t set,get,incr
+# at -P 1 and -P 16 against each in the same run, and prints ops/s, p50 and p99
+# for both with the ratio Meridian / Redis. Then it loads 1,000,000 keys
+# (16-byte keys, 16-byte values) into each and prints RSS growth per key.
+# Everything it starts is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+REQUESTS=${1:-200000}
+KEYS=${KEYS:-1000000}
+CLIENTS=50
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+  echo "installing redis-server and redis-tools (Debian)..." >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+cargo build --release -q -p meridian-cluster --bin meridian
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+MERIDIAN_PORT=$(free_port)
+REDIS_PORT=$(free_port)
+
+CPUS=$(nproc)
+if command -v taskset >/dev/null && [ "$CPUS" -ge 2 ]; then
+  SERVER_CPU="taskset -c 0"
+  LOAD_CPU="taskset -c 1-$((CPUS - 1))"
+else
+  SERVER_CPU=""
+  LOAD_CPU=""
+fi
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+$SERVER_CPU ./target/release/meridian node --port "$MERIDIAN_PORT" --log-level warn >/dev/null 2>&1 &
+pids+=($!)
+MERIDIAN_PID=$!
+$SERVER_CPU redis-server --port "$REDIS_PORT" --save '' --appendonly no --daemonize no --loglevel warning >/dev/null 2>&1 &
+pids+=($!)
+REDIS_PID=$!
+
+for port in "$MERIDIAN_PORT" "$REDIS_PORT"; do
+  for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+# run <port> <pipeline> -> lines "test rps p50 p99"
+run() {
+  $LOAD_CPU redis-benchmark -p "$1" -c "$CLIENTS" -n "$REQUESTS" -P "$2" -t set,get,incr --csv 2>/dev/null |
+    awk -F',' 'NR > 1 { gsub(/"/, ""); print $1, $2, $5, $7 }'
+}
+
+printf '%-6s %4s %14s %14s %8s %9s %9s %9s %9s\n' test P meridian_ops redis_ops ratio m_p50 r_p50 m_p99 r_p99
+worst=999
+for pipeline in 1 16; do
+  meridian=$(run "$MERIDIAN_PORT" "$pipeline")
+  redis=$(run "$REDIS_PORT" "$pipeline")
+  while read -r test m_rps m_p50 m_p99; do
+    read -r _ r_rps r_p50 r_p99 < <(echo "$redis" | awk -v t="$test" '$1 == t')
+    ratio=$(awk -v m="$m_rps" -v r="$r_rps" 'BEGIN { printf "%.2f", m / r }')
+    worst=$(awk -v a="$worst" -v b="$ratio" 'BEGIN { print (b < a) ? b : a }')
+    printf '%-6s %4s %14.0f %14.0f %8s %9s %9s %9s %9s\n' "$test" "$pipeline" "$m_rps" "$r_rps" "$ratio" "$m_p50" "$r_p50" "$m_p99" "$r_p99"
+  done <<< "$meridian"
+done
+
+rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+load() {
+  python3 - "$KEYS" <<'PY' | redis-cli -p "$1" --pipe >/dev/null
+import sys
+n = int(sys.argv[1])
+out = sys.stdout
+for i in range(n):
+    key = b"key:%012d" % i
+    value = b"val:%012d" % i
+    out.buffer.write(b"*3\r\n$3\r\nSET\r\n$16\r\n" + key + b"\r\n$16\r\n" + value + b"\r\n")
+PY
+}
+redis-cli -p "$MERIDIAN_PORT" flushall >/dev/null
+redis-cli -p "$REDIS_PORT" flushall >/dev/null
+sleep 1
+m_before=$(rss_kb "$MERIDIAN_PID"); r_before=$(rss_kb "$REDIS_PID")
+load "$MERIDIAN_PORT"; load "$REDIS_PORT"
+m_after=$(rss_kb "$MERIDIAN_PID"); r_after=$(rss_kb "$REDIS_PID")
+m_keys=$(redis-cli -p "$MERIDIAN_PORT" dbsize); r_keys=$(redis-cli -p "$REDIS_PORT" dbsize)
+m_per_key=$(( (m_after - m_before) * 1024 / m_keys ))
+r_per_key=$(( (r_after - r_before) * 1024 / r_keys ))
+echo
+echo "rss_per_key meridian=${m_per_key} redis=${r_per_key} (keys: ${m_keys} / ${r_keys}, 16-byte keys and values)"
+echo "worst_ratio=${worst}"
