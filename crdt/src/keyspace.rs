@@ -157,6 +157,12 @@ impl Keyspace {
         self.table.len()
     }
 
+    /// Number of keys with a deadline this replica enforces (INFO's
+    /// `expires`; on a node with no peer region, every key with a TTL).
+    pub fn expires_len(&self) -> usize {
+        self.expires.len()
+    }
+
     /// True if no key is held.
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()

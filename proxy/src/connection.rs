@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use crate::cmd::{arity_ok, lookup};
 use crate::context::{ClientState, Context, ServerState};
 use crate::reply::Reply;
-use crate::request::{Parsed, RequestParser};
+use crate::request::{Limits, Parsed, RequestParser};
 
 /// Initial size of a connection's read and write buffers.
 pub const BUFFER_BYTES_INITIAL: usize = 16 * 1024;
@@ -31,7 +31,10 @@ pub const OUTPUT_BYTES_FLUSH_AT: usize = 64 * 1024;
 pub async fn serve(mut socket: TcpStream, server: Arc<ServerState>) {
     let _ = socket.set_nodelay(true);
     let mut client = ClientState::new(&server);
-    let mut parser = RequestParser::default();
+    // Until it authenticates, a client gets Redis's small frame limits, so an
+    // anonymous connection cannot make the server buffer large requests.
+    let mut parser =
+        RequestParser::new(if client.authenticated { Limits::default() } else { Limits::unauthenticated() });
     let mut input = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
     let mut output = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
     let mut args: Vec<Bytes> = Vec::with_capacity(8);
@@ -40,6 +43,9 @@ pub async fn serve(mut socket: TcpStream, server: Arc<ServerState>) {
             match parser.parse_into(&mut input, &mut args) {
                 Ok(Parsed::Command) => {
                     execute(&server, &mut client, &args, &mut output);
+                    if client.authenticated && parser.limits().unauthenticated {
+                        parser.set_limits(Limits::default());
+                    }
                     if client.closing {
                         let _ = socket.write_all(&output).await;
                         return;

@@ -114,6 +114,9 @@ pub struct Limits {
     /// Largest reservation made for a bulk string that has been announced but
     /// has not arrived yet (see [`BULK_RESERVE_BYTES_MAX_DEFAULT`]).
     pub bulk_reserve_bytes_max: usize,
+    /// The client has not authenticated: the count and length errors use
+    /// Redis's `unauthenticated ...` texts.
+    pub unauthenticated: bool,
 }
 
 impl Default for Limits {
@@ -125,11 +128,29 @@ impl Default for Limits {
             header_bytes_max: HEADER_BYTES_MAX_DEFAULT,
             query_buffer_bytes_max: QUERY_BUFFER_BYTES_MAX_DEFAULT,
             bulk_reserve_bytes_max: BULK_RESERVE_BYTES_MAX_DEFAULT,
+            unauthenticated: false,
         }
     }
 }
 
+/// Most arguments of a command from a client that has not authenticated
+/// (Redis 7: 10), so an anonymous client cannot make the server buffer much.
+pub const UNAUTHENTICATED_ARGS_MAX: usize = 10;
+/// Largest bulk string from a client that has not authenticated (Redis 7: 16 KiB).
+pub const UNAUTHENTICATED_BULK_BYTES_MAX: usize = 16 * 1024;
+
 impl Limits {
+    /// The limits for a client that has not authenticated yet.
+    pub fn unauthenticated() -> Limits {
+        Limits {
+            args_max: UNAUTHENTICATED_ARGS_MAX,
+            bulk_bytes_max: UNAUTHENTICATED_BULK_BYTES_MAX,
+            bulk_reserve_bytes_max: BULK_RESERVE_BYTES_MAX_DEFAULT.min(UNAUTHENTICATED_BULK_BYTES_MAX),
+            unauthenticated: true,
+            ..Limits::default()
+        }
+    }
+
     /// Checks that the limits make sense together and names the first one
     /// that does not.
     ///
@@ -174,6 +195,14 @@ pub enum ProtocolError {
     /// [`Limits::bulk_bytes_max`].
     #[error("invalid bulk length")]
     InvalidBulkLength,
+    /// A client that has not authenticated announced more than
+    /// [`UNAUTHENTICATED_ARGS_MAX`] arguments.
+    #[error("unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// A client that has not authenticated announced a bulk string longer than
+    /// [`UNAUTHENTICATED_BULK_BYTES_MAX`].
+    #[error("unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
     /// An argument inside an array does not start with `$`.
     ///
     /// Redis prints the raw byte and turns `\r` and `\n` into spaces; so do
@@ -563,10 +592,12 @@ impl RequestParser {
             self.state = State::Idle;
             return Ok(Step::Continue);
         }
-        let count = usize::try_from(count)
-            .ok()
-            .filter(|&count| count <= self.limits.args_max)
-            .ok_or(ProtocolError::InvalidMultibulkLength)?;
+        let too_many = if self.limits.unauthenticated {
+            ProtocolError::UnauthenticatedMultibulkLength
+        } else {
+            ProtocolError::InvalidMultibulkLength
+        };
+        let count = usize::try_from(count).ok().filter(|&count| count <= self.limits.args_max).ok_or(too_many)?;
         self.arg_ranges.clear();
         // The count is untrusted: reserve a little, grow as arguments arrive.
         self.arg_ranges.reserve(count.min(ARGS_RESERVE_MAX));
@@ -601,10 +632,14 @@ impl RequestParser {
                 return Ok(Step::Done(Parsed::Incomplete));
             }
         };
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&len| len <= self.limits.bulk_bytes_max)
-            .ok_or(ProtocolError::InvalidBulkLength)?;
+        let len = usize::try_from(len).map_err(|_| ProtocolError::InvalidBulkLength)?;
+        if len > self.limits.bulk_bytes_max {
+            return Err(if self.limits.unauthenticated {
+                ProtocolError::UnauthenticatedBulkLength
+            } else {
+                ProtocolError::InvalidBulkLength
+            });
+        }
         self.reserve_for_bulk(buf, next, len);
         self.state = State::BulkData { start: next, len, remaining };
         Ok(Step::Continue)

@@ -138,6 +138,21 @@ fn hello(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     ctx.reply.array(0);
 }
 
+/// Redis 7's errors for a container command's subcommands: an unknown one, or
+/// a known one with the wrong number of arguments.
+fn subcommand_error(ctx: &mut Context<'_, '_>, command: &str, sub: &[u8], known: &[&str]) {
+    let lower = String::from_utf8_lossy(sub).to_ascii_lowercase();
+    if known.contains(&lower.as_str()) {
+        ctx.reply.error(&format!("ERR wrong number of arguments for '{command}|{lower}' command"));
+    } else {
+        ctx.reply.error(&format!(
+            "ERR unknown subcommand '{}'. Try {} HELP.",
+            String::from_utf8_lossy(sub),
+            command.to_ascii_uppercase()
+        ));
+    }
+}
+
 fn client(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let sub = args[0].to_ascii_uppercase();
     match (sub.as_slice(), &args[1..]) {
@@ -159,17 +174,37 @@ fn client(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         {
             ctx.reply.ok()
         }
-        (b"SETINFO", _) => ctx.reply.error(SYNTAX_ERROR),
-        _ => ctx.reply.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
-            String::from_utf8_lossy(&args[0])
-        )),
+        (b"SETINFO", [_, _]) => ctx.reply.error(SYNTAX_ERROR),
+        _ => subcommand_error(ctx, "client", &args[0], &["id", "getname", "setname", "setinfo"]),
     }
 }
 
-/// COMMAND INFO's entry for one command.
+/// ACL categories of a command, from its flags and family (what COMMAND INFO
+/// reports in Redis 7).
+fn acl_categories(spec: &CommandSpec) -> Vec<&'static str> {
+    let mut categories = Vec::new();
+    for (flag, category) in [("write", "@write"), ("readonly", "@read"), ("fast", "@fast"), ("admin", "@admin")] {
+        if spec.flags.contains(&flag) {
+            categories.push(category);
+        }
+    }
+    if !spec.flags.contains(&"fast") {
+        categories.push("@slow");
+    }
+    let family = if super::strings::commands().iter().any(|c| c.name == spec.name) {
+        "@string"
+    } else if super::keys::commands().iter().any(|c| c.name == spec.name) {
+        "@keyspace"
+    } else {
+        "@connection"
+    };
+    categories.push(family);
+    categories
+}
+
+/// COMMAND INFO's entry for one command: Redis 7's ten fields.
 fn command_entry(ctx: &mut Context<'_, '_>, spec: &CommandSpec) {
-    ctx.reply.array(6);
+    ctx.reply.array(10);
     ctx.reply.bulk(spec.name.as_bytes());
     ctx.reply.integer(spec.arity as i64);
     ctx.reply.set(spec.flags.len());
@@ -179,6 +214,50 @@ fn command_entry(ctx: &mut Context<'_, '_>, spec: &CommandSpec) {
     ctx.reply.integer(spec.first_key as i64);
     ctx.reply.integer(spec.last_key as i64);
     ctx.reply.integer(spec.step as i64);
+    let categories = acl_categories(spec);
+    ctx.reply.set(categories.len());
+    for category in categories {
+        ctx.reply.simple(category);
+    }
+    // Tips: none of these commands needs request/response policies.
+    ctx.reply.array(0);
+    // Key specifications, derived from the key positions.
+    if spec.first_key == 0 {
+        ctx.reply.array(0);
+    } else {
+        let access = if spec.flags.contains(&"write") { "RW" } else { "RO" };
+        ctx.reply.array(1);
+        ctx.reply.map(3);
+        ctx.reply.bulk(b"flags");
+        ctx.reply.array(1);
+        ctx.reply.simple(access);
+        ctx.reply.bulk(b"begin_search");
+        ctx.reply.map(2);
+        ctx.reply.bulk(b"type");
+        ctx.reply.bulk(b"index");
+        ctx.reply.bulk(b"spec");
+        ctx.reply.map(1);
+        ctx.reply.bulk(b"index");
+        ctx.reply.integer(spec.first_key as i64);
+        ctx.reply.bulk(b"find_keys");
+        ctx.reply.map(2);
+        ctx.reply.bulk(b"type");
+        ctx.reply.bulk(b"range");
+        ctx.reply.bulk(b"spec");
+        ctx.reply.map(3);
+        ctx.reply.bulk(b"lastkey");
+        ctx.reply.integer(if spec.last_key < 0 {
+            spec.last_key as i64
+        } else {
+            (spec.last_key - spec.first_key) as i64
+        });
+        ctx.reply.bulk(b"keystep");
+        ctx.reply.integer(spec.step as i64);
+        ctx.reply.bulk(b"limit");
+        ctx.reply.integer(0);
+    }
+    // Subcommands: listed by their containers' HELP, not here.
+    ctx.reply.array(0);
 }
 
 fn command(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
@@ -245,10 +324,7 @@ fn config(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
                 ctx.reply.bulk(value.as_bytes());
             }
         }
-        _ => ctx.reply.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
-            String::from_utf8_lossy(&args[0])
-        )),
+        _ => subcommand_error(ctx, "config", &args[0], &["get"]),
     }
 }
 
@@ -266,6 +342,7 @@ fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let stats = &ctx.server.stats;
     let shard = ctx.server.shard();
     let keys = shard.keyspace().len();
+    let expires = shard.keyspace().expires_len();
     let crdt = shard.keyspace().stats().clone();
     let cloud = shard.keyspace().context().cloud_len();
     let clamped = shard.clock().stats().clamped_total.load(Relaxed);
@@ -314,7 +391,7 @@ fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     if wanted("keyspace") {
         let _ = write!(text, "# Keyspace\r\n");
         if keys > 0 {
-            let _ = write!(text, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+            let _ = write!(text, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
     }
     ctx.reply.bulk(text.as_bytes());
