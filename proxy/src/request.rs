@@ -1274,6 +1274,21 @@ mod tests {
     }
 
     #[test]
+    fn unauthenticated_clients_get_redis_small_limits_and_texts() {
+        let limits = Limits::unauthenticated();
+        assert_eq!(limits.validate(), Ok(()));
+        let run = |input: &[u8]| feed(limits, input, &[]);
+        assert_eq!(run(b"*11\r\n").error, Some(ProtocolError::UnauthenticatedMultibulkLength));
+        assert_eq!(run(b"*1\r\n$16385\r\n").error, Some(ProtocolError::UnauthenticatedBulkLength));
+        assert_eq!(run(b"*1\r\n$-5\r\n").error, Some(ProtocolError::InvalidBulkLength));
+        assert_eq!(run(b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n").commands, vec![args(&[b"AUTH", b"pw"])]);
+        assert_eq!(
+            ProtocolError::UnauthenticatedBulkLength.to_redis_error(),
+            "ERR Protocol error: unauthenticated bulk length"
+        );
+    }
+
+    #[test]
     fn configured_limits_are_enforced() {
         let limits = Limits {
             bulk_bytes_max: 3,
@@ -1282,6 +1297,7 @@ mod tests {
             header_bytes_max: 3,
             query_buffer_bytes_max: 100,
             bulk_reserve_bytes_max: 0,
+            unauthenticated: false,
         };
         assert_eq!(limits.validate(), Ok(()));
         let run = |input: &[u8]| feed(limits, input, &[]);
@@ -1613,6 +1629,7 @@ mod tests {
             header_bytes_max: 4,
             query_buffer_bytes_max: 1024,
             bulk_reserve_bytes_max: 8,
+            unauthenticated: false,
         }
     }
 
