@@ -8,7 +8,7 @@ use crate::context::Context;
 use crate::reply::Protocol;
 
 fn spec(name: &'static str, arity: i32, flags: &'static [&'static str], run: super::Handler) -> CommandSpec {
-    CommandSpec { name, arity, flags, first_key: 0, last_key: 0, step: 0, run }
+    CommandSpec::new(name, arity, flags, (0, 0, 0), run)
 }
 
 /// The connection and server commands.

@@ -6,41 +6,31 @@ use meridian_crdt::expiry::Deadline;
 use super::{CommandSpec, SYNTAX_ERROR, glob_match, parse_int};
 use crate::context::Context;
 
-fn spec(
-    name: &'static str,
-    arity: i32,
-    flags: &'static [&'static str],
-    keys: (i32, i32, i32),
-    run: super::Handler,
-) -> CommandSpec {
-    CommandSpec { name, arity, flags, first_key: keys.0, last_key: keys.1, step: keys.2, run }
-}
-
 /// The key-space commands.
 pub fn commands() -> Vec<CommandSpec> {
     const WF: &[&str] = &["write", "fast"];
     const RF: &[&str] = &["readonly", "fast"];
     vec![
-        spec("del", -2, &["write"], (1, -1, 1), del),
-        spec("unlink", -2, WF, (1, -1, 1), del),
-        spec("exists", -2, RF, (1, -1, 1), exists),
-        spec("touch", -2, RF, (1, -1, 1), exists),
-        spec("type", 2, RF, (1, 1, 1), key_type),
-        spec("expire", -3, WF, (1, 1, 1), expire),
-        spec("pexpire", -3, WF, (1, 1, 1), pexpire),
-        spec("expireat", -3, WF, (1, 1, 1), expireat),
-        spec("pexpireat", -3, WF, (1, 1, 1), pexpireat),
-        spec("ttl", 2, RF, (1, 1, 1), ttl),
-        spec("pttl", 2, RF, (1, 1, 1), pttl),
-        spec("expiretime", 2, RF, (1, 1, 1), expiretime),
-        spec("pexpiretime", 2, RF, (1, 1, 1), pexpiretime),
-        spec("persist", 2, WF, (1, 1, 1), persist),
-        spec("dbsize", 1, RF, (0, 0, 0), dbsize),
-        spec("keys", 2, &["readonly"], (0, 0, 0), keys),
-        spec("scan", -2, &["readonly"], (0, 0, 0), scan),
-        spec("randomkey", 1, &["readonly"], (0, 0, 0), randomkey),
-        spec("flushdb", -1, &["write"], (0, 0, 0), flush),
-        spec("flushall", -1, &["write"], (0, 0, 0), flush),
+        CommandSpec::new("del", -2, &["write"], (1, -1, 1), del),
+        CommandSpec::new("unlink", -2, WF, (1, -1, 1), del),
+        CommandSpec::new("exists", -2, RF, (1, -1, 1), exists),
+        CommandSpec::new("touch", -2, RF, (1, -1, 1), exists),
+        CommandSpec::new("type", 2, RF, (1, 1, 1), key_type),
+        CommandSpec::new("expire", -3, WF, (1, 1, 1), expire),
+        CommandSpec::new("pexpire", -3, WF, (1, 1, 1), pexpire),
+        CommandSpec::new("expireat", -3, WF, (1, 1, 1), expireat),
+        CommandSpec::new("pexpireat", -3, WF, (1, 1, 1), pexpireat),
+        CommandSpec::new("ttl", 2, RF, (1, 1, 1), ttl),
+        CommandSpec::new("pttl", 2, RF, (1, 1, 1), pttl),
+        CommandSpec::new("expiretime", 2, RF, (1, 1, 1), expiretime),
+        CommandSpec::new("pexpiretime", 2, RF, (1, 1, 1), pexpiretime),
+        CommandSpec::new("persist", 2, WF, (1, 1, 1), persist),
+        CommandSpec::new("dbsize", 1, RF, (0, 0, 0), dbsize),
+        CommandSpec::new("keys", 2, &["readonly"], (0, 0, 0), keys),
+        CommandSpec::new("scan", -2, &["readonly"], (0, 0, 0), scan),
+        CommandSpec::new("randomkey", 1, &["readonly"], (0, 0, 0), randomkey),
+        CommandSpec::new("flushdb", -1, &["write"], (0, 0, 0), flush),
+        CommandSpec::new("flushall", -1, &["write"], (0, 0, 0), flush),
     ]
 }
 

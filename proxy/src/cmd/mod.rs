@@ -34,6 +34,20 @@ pub struct CommandSpec {
     pub run: Handler,
 }
 
+impl CommandSpec {
+    /// A command whose keys are at positions `keys` = (first, last, step)
+    /// (`(0, 0, 0)` for none).
+    pub const fn new(
+        name: &'static str,
+        arity: i32,
+        flags: &'static [&'static str],
+        keys: (i32, i32, i32),
+        run: Handler,
+    ) -> CommandSpec {
+        CommandSpec { name, arity, flags, first_key: keys.0, last_key: keys.1, step: keys.2, run }
+    }
+}
+
 /// Every command, sorted by name (looked up by binary search).
 pub fn table() -> &'static [CommandSpec] {
     static TABLE: std::sync::OnceLock<Vec<CommandSpec>> = std::sync::OnceLock::new();

@@ -8,42 +8,32 @@ use meridian_crdt::{CommandError, number};
 use super::{CommandSpec, SYNTAX_ERROR, parse_float, parse_int};
 use crate::context::Context;
 
-fn spec(
-    name: &'static str,
-    arity: i32,
-    flags: &'static [&'static str],
-    keys: (i32, i32, i32),
-    run: super::Handler,
-) -> CommandSpec {
-    CommandSpec { name, arity, flags, first_key: keys.0, last_key: keys.1, step: keys.2, run }
-}
-
 /// The string commands.
 pub fn commands() -> Vec<CommandSpec> {
     const W: &[&str] = &["write", "denyoom"];
     const WF: &[&str] = &["write", "denyoom", "fast"];
     const R: &[&str] = &["readonly", "fast"];
     vec![
-        spec("get", 2, R, (1, 1, 1), get),
-        spec("set", -3, W, (1, 1, 1), set),
-        spec("setnx", 3, WF, (1, 1, 1), setnx),
-        spec("setex", 4, W, (1, 1, 1), setex),
-        spec("psetex", 4, W, (1, 1, 1), psetex),
-        spec("getset", 3, WF, (1, 1, 1), getset),
-        spec("getdel", 2, &["write", "fast"], (1, 1, 1), getdel),
-        spec("getex", -2, &["write", "fast"], (1, 1, 1), getex),
-        spec("mget", -2, R, (1, -1, 1), mget),
-        spec("mset", -3, W, (1, -1, 2), mset),
-        spec("msetnx", -3, W, (1, -1, 2), msetnx),
-        spec("append", 3, W, (1, 1, 1), append),
-        spec("strlen", 2, R, (1, 1, 1), strlen),
-        spec("getrange", 4, &["readonly"], (1, 1, 1), getrange),
-        spec("setrange", 4, W, (1, 1, 1), setrange),
-        spec("incr", 2, WF, (1, 1, 1), incr),
-        spec("decr", 2, WF, (1, 1, 1), decr),
-        spec("incrby", 3, WF, (1, 1, 1), incrby),
-        spec("decrby", 3, WF, (1, 1, 1), decrby),
-        spec("incrbyfloat", 3, WF, (1, 1, 1), incrbyfloat),
+        CommandSpec::new("get", 2, R, (1, 1, 1), get),
+        CommandSpec::new("set", -3, W, (1, 1, 1), set),
+        CommandSpec::new("setnx", 3, WF, (1, 1, 1), setnx),
+        CommandSpec::new("setex", 4, W, (1, 1, 1), setex),
+        CommandSpec::new("psetex", 4, W, (1, 1, 1), psetex),
+        CommandSpec::new("getset", 3, WF, (1, 1, 1), getset),
+        CommandSpec::new("getdel", 2, &["write", "fast"], (1, 1, 1), getdel),
+        CommandSpec::new("getex", -2, &["write", "fast"], (1, 1, 1), getex),
+        CommandSpec::new("mget", -2, R, (1, -1, 1), mget),
+        CommandSpec::new("mset", -3, W, (1, -1, 2), mset),
+        CommandSpec::new("msetnx", -3, W, (1, -1, 2), msetnx),
+        CommandSpec::new("append", 3, W, (1, 1, 1), append),
+        CommandSpec::new("strlen", 2, R, (1, 1, 1), strlen),
+        CommandSpec::new("getrange", 4, &["readonly"], (1, 1, 1), getrange),
+        CommandSpec::new("setrange", 4, W, (1, 1, 1), setrange),
+        CommandSpec::new("incr", 2, WF, (1, 1, 1), incr),
+        CommandSpec::new("decr", 2, WF, (1, 1, 1), decr),
+        CommandSpec::new("incrby", 3, WF, (1, 1, 1), incrby),
+        CommandSpec::new("decrby", 3, WF, (1, 1, 1), decrby),
+        CommandSpec::new("incrbyfloat", 3, WF, (1, 1, 1), incrbyfloat),
     ]
 }
 
@@ -308,24 +298,24 @@ fn mget(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
+/// Writes every (key, value) pair of MSET/MSETNX, each as its own delta.
+fn set_pairs(shard: &mut meridian_replication::Shard, args: &[Bytes]) -> Result<(), String> {
+    for pair in args.chunks(2) {
+        let at = shard.moment().map_err(|e| format!("ERR {e}"))?;
+        shard.keyspace_mut().set(&pair[0], &pair[1], ExpiryChange::Clear, at);
+    }
+    Ok(())
+}
+
 fn mset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     if !args.len().is_multiple_of(2) {
         return ctx.reply.error("ERR wrong number of arguments for 'mset' command");
     }
-    let mut shard = ctx.server.shard();
-    for pair in args.chunks(2) {
-        match shard.moment() {
-            Ok(at) => {
-                shard.keyspace_mut().set(&pair[0], &pair[1], ExpiryChange::Clear, at);
-            }
-            Err(e) => {
-                drop(shard);
-                return ctx.reply.error(&format!("ERR {e}"));
-            }
-        }
+    let result = set_pairs(&mut ctx.server.shard(), args);
+    match result {
+        Ok(()) => ctx.reply.ok(),
+        Err(e) => ctx.reply.error(&e),
     }
-    drop(shard);
-    ctx.reply.ok();
 }
 
 fn msetnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
@@ -338,19 +328,12 @@ fn msetnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         drop(shard);
         return ctx.reply.integer(0);
     }
-    for pair in args.chunks(2) {
-        match shard.moment() {
-            Ok(at) => {
-                shard.keyspace_mut().set(&pair[0], &pair[1], ExpiryChange::Clear, at);
-            }
-            Err(e) => {
-                drop(shard);
-                return ctx.reply.error(&format!("ERR {e}"));
-            }
-        }
-    }
+    let result = set_pairs(&mut shard, args);
     drop(shard);
-    ctx.reply.integer(1);
+    match result {
+        Ok(()) => ctx.reply.integer(1),
+        Err(e) => ctx.reply.error(&e),
+    }
 }
 
 fn append(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
