@@ -13,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::cmd::{arity_ok, lookup};
-use crate::context::{ClientState, Context, ServerState};
+use crate::cmd::{CommandSpec, arity_ok, lookup};
+use crate::context::{ClientHandle, ClientState, Context, ServerState};
 use crate::reply::Reply;
 use crate::request::{Limits, Parsed, RequestParser};
 
@@ -27,10 +27,33 @@ pub const BUFFER_BYTES_RETAINED_MAX: usize = 1024 * 1024;
 /// waiting (the client output buffer bound within one batch).
 pub const OUTPUT_BYTES_FLUSH_AT: usize = 64 * 1024;
 
-/// Serves one client until it disconnects, sends QUIT, or breaks the protocol.
+/// Serves one client until it disconnects, sends QUIT, breaks the protocol,
+/// or is killed (CLIENT KILL).
 pub async fn serve(mut socket: TcpStream, server: Arc<ServerState>) {
     let _ = socket.set_nodelay(true);
     let mut client = ClientState::new(&server);
+    let addr = socket.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let laddr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let handle = server.register_client(client.id, addr, laddr);
+    // Deregisters on every exit, including the task being dropped.
+    let _registration = Registration { server: &server, id: client.id };
+    client.handle = Some(handle.clone());
+    serve_client(&mut socket, &server, &mut client, &handle).await;
+}
+
+/// Removes a client from the registry when its connection ends.
+struct Registration<'a> {
+    server: &'a ServerState,
+    id: u64,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.server.deregister_client(self.id);
+    }
+}
+
+async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut ClientState, handle: &ClientHandle) {
     // Until it authenticates, a client gets Redis's small frame limits, so an
     // anonymous connection cannot make the server buffer large requests.
     let mut parser =
@@ -42,13 +65,23 @@ pub async fn serve(mut socket: TcpStream, server: Arc<ServerState>) {
         loop {
             match parser.parse_into(&mut input, &mut args) {
                 Ok(Parsed::Command) => {
-                    execute(&server, &mut client, &args, &mut output);
+                    execute(server, client, &args, &mut output);
                     if client.authenticated && parser.limits().unauthenticated {
                         parser.set_limits(Limits::default());
+                    } else if !client.authenticated && !parser.limits().unauthenticated {
+                        // RESET logged the client out.
+                        parser.set_limits(Limits::unauthenticated());
                     }
-                    if client.closing {
+                    if client.closing || handle.is_killed() {
                         let _ = socket.write_all(&output).await;
                         return;
+                    }
+                    if let Some(pause) = client.sleep.take() {
+                        // DEBUG SLEEP: only this connection waits.
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = handle.kill.notified() => return,
+                        }
                     }
                     if output.len() >= OUTPUT_BYTES_FLUSH_AT {
                         if socket.write_all(&output).await.is_err() {
@@ -82,9 +115,16 @@ pub async fn serve(mut socket: TcpStream, server: Arc<ServerState>) {
         if input.capacity() - input.len() < 4096 {
             input.reserve(BUFFER_BYTES_INITIAL);
         }
-        match socket.read_buf(&mut input).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        if handle.is_killed() {
+            return;
+        }
+        // A kill wakes the task even while it waits for the client to send.
+        tokio::select! {
+            read = socket.read_buf(&mut input) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            _ = handle.kill.notified() => return,
         }
     }
 }
@@ -92,6 +132,36 @@ pub async fn serve(mut socket: TcpStream, server: Arc<ServerState>) {
 /// Runs one command and writes its reply.
 pub fn execute(server: &ServerState, client: &mut ClientState, args: &[Bytes], output: &mut BytesMut) {
     server.stats.commands.fetch_add(1, Ordering::Relaxed);
+    let ran = dispatch(server, client, args, output);
+    if let Some(handle) = &client.handle {
+        let mut info = handle.info();
+        info.last_active = std::time::Instant::now();
+        info.name.clone_from(&client.name);
+        info.protocol = client.protocol;
+        if let Some(spec) = ran {
+            info.last_command.clear();
+            info.last_command.push_str(spec.name);
+            if CONTAINER_COMMANDS.contains(&spec.name)
+                && let Some(sub) = args.get(1)
+            {
+                info.last_command.push('|');
+                info.last_command.push_str(&String::from_utf8_lossy(&sub[..sub.len().min(32)]).to_ascii_lowercase());
+            }
+        }
+    }
+}
+
+/// Commands whose first argument is a subcommand (CLIENT LIST shows
+/// `cmd=client|list`, as Redis does).
+const CONTAINER_COMMANDS: &[&str] = &["client", "command", "config", "function"];
+
+/// Finds and runs the command; returns it if it ran.
+fn dispatch(
+    server: &ServerState,
+    client: &mut ClientState,
+    args: &[Bytes],
+    output: &mut BytesMut,
+) -> Option<&'static CommandSpec> {
     let mut reply = Reply::new(output, client.protocol);
     let Some(spec) = lookup(&args[0]) else {
         let mut shown = String::new();
@@ -100,18 +170,22 @@ pub fn execute(server: &ServerState, client: &mut ClientState, args: &[Bytes], o
             shown.push_str(&String::from_utf8_lossy(&arg[..arg.len().min(128)]));
             shown.push_str("' ");
         }
-        return reply.error(&format!(
+        reply.error(&format!(
             "ERR unknown command '{}', with args beginning with: {}",
             String::from_utf8_lossy(&args[0][..args[0].len().min(128)]),
             shown
         ));
+        return None;
     };
     if !client.authenticated && !spec.flags.contains(&"noauth") {
-        return reply.error("NOAUTH Authentication required.");
+        reply.error("NOAUTH Authentication required.");
+        return None;
     }
     if !arity_ok(spec, args.len()) {
-        return reply.error(&format!("ERR wrong number of arguments for '{}' command", spec.name));
+        reply.error(&format!("ERR wrong number of arguments for '{}' command", spec.name));
+        return None;
     }
     let mut context = Context { server, client, reply };
     (spec.run)(&mut context, &args[1..]);
+    Some(spec)
 }

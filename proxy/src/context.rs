@@ -1,12 +1,14 @@
 //! What a command runs with: the shared server state, the calling client's
 //! state, and the reply writer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use meridian_replication::Shard;
+use tokio::sync::Notify;
 
 use crate::reply::{Protocol, Reply};
 
@@ -55,6 +57,12 @@ pub struct ServerState {
     pub stats: Stats,
     /// When the server started (INFO uptime).
     pub started: Instant,
+    /// When the server started, on the wall clock (LASTSAVE).
+    pub started_at: SystemTime,
+    /// The runtime-settable parameters (CONFIG SET), by canonical name; see
+    /// `cmd::server` for which exist and what they do.
+    config: Mutex<BTreeMap<String, String>>,
+    clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
     next_client_id: AtomicU64,
 }
 
@@ -66,6 +74,9 @@ impl ServerState {
             settings,
             stats: Stats::default(),
             started: Instant::now(),
+            started_at: SystemTime::now(),
+            config: Mutex::new(crate::cmd::server::config_defaults()),
+            clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(1),
         }
     }
@@ -84,6 +95,105 @@ impl ServerState {
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// The stored CONFIG SET parameters, locked briefly.
+    pub fn config(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
+        // Values are replaced whole under the lock: a poisoned map is consistent.
+        self.config.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn clients(&self) -> MutexGuard<'_, HashMap<u64, Arc<ClientHandle>>> {
+        // Entries are inserted and removed whole: a poisoned map is consistent.
+        self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a connected client to the registry CLIENT LIST and CLIENT KILL
+    /// read. The caller removes it with [`ServerState::deregister_client`].
+    pub fn register_client(&self, id: u64, addr: String, laddr: String) -> Arc<ClientHandle> {
+        let now = Instant::now();
+        let handle = Arc::new(ClientHandle {
+            id,
+            addr,
+            laddr,
+            created: now,
+            info: Mutex::new(ClientInfo {
+                name: None,
+                last_command: String::from("NULL"),
+                last_active: now,
+                protocol: Protocol::Resp2,
+            }),
+            kill: Notify::new(),
+            killed: AtomicBool::new(false),
+        });
+        let previous = self.clients().insert(id, handle.clone());
+        assert!(previous.is_none(), "client id {id} registered twice");
+        handle
+    }
+
+    /// Removes a client from the registry (it disconnected).
+    pub fn deregister_client(&self, id: u64) {
+        self.clients().remove(&id);
+    }
+
+    /// Every registered client, sorted by id.
+    pub fn client_handles(&self) -> Vec<Arc<ClientHandle>> {
+        let mut all: Vec<_> = self.clients().values().cloned().collect();
+        all.sort_by_key(|handle| handle.id);
+        all
+    }
+}
+
+/// What the registry knows of one connection (CLIENT LIST), and how to close
+/// it (CLIENT KILL).
+#[derive(Debug)]
+pub struct ClientHandle {
+    /// CLIENT ID.
+    pub id: u64,
+    /// The peer's address, `ip:port`.
+    pub addr: String,
+    /// The local address the client connected to, `ip:port`.
+    pub laddr: String,
+    /// When the connection was accepted.
+    pub created: Instant,
+    /// What changes as the client runs commands (updated after each one).
+    pub info: Mutex<ClientInfo>,
+    /// Wakes the connection's task when it is killed, even mid-read.
+    pub kill: Notify,
+    /// Set when the client is killed; the connection closes at its next check.
+    pub killed: AtomicBool,
+}
+
+impl ClientHandle {
+    /// The mutable part, locked briefly (only its own connection and CLIENT
+    /// LIST take this lock, so it is uncontended on the command path).
+    pub fn info(&self) -> MutexGuard<'_, ClientInfo> {
+        self.info.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Asks the connection to close; it does so after the command it is running.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        // `notify_one` keeps a permit if the task is not waiting right now.
+        self.kill.notify_one();
+    }
+
+    /// True once killed.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+}
+
+/// The part of a client's registry entry that changes per command.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// CLIENT SETNAME.
+    pub name: Option<Bytes>,
+    /// The last command run, `name` or `container|sub` (`NULL` before any).
+    pub last_command: String,
+    /// When the last command ran (CLIENT LIST `idle`).
+    pub last_active: Instant,
+    /// RESP2 or RESP3.
+    pub protocol: Protocol,
 }
 
 /// One connection's state.
@@ -99,6 +209,11 @@ pub struct ClientState {
     pub authenticated: bool,
     /// Set by QUIT: close after the reply.
     pub closing: bool,
+    /// Set by DEBUG SLEEP: the connection waits this long after the command,
+    /// on its own task, so other clients are served meanwhile.
+    pub sleep: Option<Duration>,
+    /// This client's registry entry (absent for clients not on a socket).
+    pub handle: Option<Arc<ClientHandle>>,
 }
 
 impl ClientState {
@@ -110,6 +225,8 @@ impl ClientState {
             protocol: Protocol::Resp2,
             authenticated: server.settings.requirepass.is_none(),
             closing: false,
+            sleep: None,
+            handle: None,
         }
     }
 }

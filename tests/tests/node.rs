@@ -13,7 +13,9 @@
 //! - the key-space commands: counting, types, the EXPIRE options, TTLs,
 //!   active expiry, KEYS globs, a full SCAN, FLUSHALL;
 //! - the connection commands: PING, ECHO, SELECT, HELLO 2/3, QUIT, AUTH,
-//!   CLIENT, COMMAND, CONFIG GET, INFO, TIME, and the `maxclients` bound;
+//!   CLIENT (incl. LIST, INFO, KILL), COMMAND, CONFIG GET/SET/RESETSTAT,
+//!   INFO, TIME, FUNCTION, LASTSAVE, DEBUG SLEEP, RESET, and the `maxclients`
+//!   bound;
 //! - pipelining 10,000 commands in one write;
 //! - hostile input: inline commands, malformed and oversized frames, clients
 //!   that vanish mid-frame or never read their replies;
@@ -1250,6 +1252,334 @@ async fn stopped_node_refuses_connections() {
     stop(node).await;
     let refused = timeout(REPLY_TIMEOUT, TcpStream::connect(addr)).await.expect("connect timed out");
     assert!(refused.is_err(), "a stopped node still accepts connections");
+}
+
+/// A CONFIG GET reply as (name, value) pairs, in RESP2 or RESP3.
+fn config_pairs(reply: &Resp) -> Vec<(String, String)> {
+    match reply {
+        Resp::Map(pairs) => pairs.iter().map(|(k, v)| (k.text(), v.text())).collect(),
+        other => other.items().chunks(2).map(|pair| (pair[0].text(), pair[1].text())).collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_set_get_aliases_and_errors() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    let defaults = [
+        ("hash-max-listpack-entries", "128"),
+        ("hash-max-listpack-value", "64"),
+        ("hash-max-ziplist-entries", "128"),
+        ("hash-max-ziplist-value", "64"),
+        ("set-max-intset-entries", "512"),
+        ("set-max-listpack-entries", "128"),
+        ("set-max-listpack-value", "64"),
+        ("list-max-listpack-size", "-2"),
+        ("list-max-ziplist-size", "-2"),
+        ("zset-max-listpack-entries", "128"),
+        ("zset-max-listpack-value", "64"),
+        ("zset-max-ziplist-entries", "128"),
+        ("zset-max-ziplist-value", "64"),
+        ("timeout", "0"),
+    ];
+    for (name, value) in defaults {
+        assert_eq!(c.cmd(&["CONFIG", "GET", name]).await, Resp::Array(vec![bulk(name), bulk(value)]), "{name}");
+    }
+    // Setting the canonical name shows through the alias and back.
+    assert_eq!(c.cmd(&["CONFIG", "SET", "hash-max-listpack-entries", "256", "timeout", "30"]).await, ok());
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "hash-max-ziplist-entries"]).await,
+        Resp::Array(vec![bulk("hash-max-ziplist-entries"), bulk("256")])
+    );
+    assert_eq!(c.cmd(&["CONFIG", "SET", "ZSET-MAX-ZIPLIST-VALUE", "32"]).await, ok(), "names are case-insensitive");
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "zset-max-listpack-value"]).await,
+        Resp::Array(vec![bulk("zset-max-listpack-value"), bulk("32")])
+    );
+    assert_eq!(c.cmd(&["CONFIG", "SET", "list-max-ziplist-size", "-5"]).await, ok(), "negative sizes are valid");
+    let mut matched = config_pairs(&c.cmd(&["CONFIG", "GET", "*max-*-entries", "timeout"]).await);
+    matched.sort();
+    let expect: Vec<(String, String)> = [
+        ("hash-max-listpack-entries", "256"),
+        ("hash-max-ziplist-entries", "256"),
+        ("set-max-intset-entries", "512"),
+        ("set-max-listpack-entries", "128"),
+        ("timeout", "30"),
+        ("zset-max-listpack-entries", "128"),
+        ("zset-max-ziplist-entries", "128"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(matched, expect);
+
+    // Errors, and atomicity: a failing call changes nothing.
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "nosuchoption", "1"]).await,
+        error("ERR Unknown option or number of arguments for CONFIG SET - 'nosuchoption'")
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "set-max-intset-entries", "1000", "hash-max-listpack-value", "abc"]).await,
+        error(
+            "ERR CONFIG SET failed (possibly related to argument 'hash-max-listpack-value') - argument couldn't be \
+             parsed into an integer"
+        )
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "set-max-intset-entries"]).await,
+        Resp::Array(vec![bulk("set-max-intset-entries"), bulk("512")]),
+        "CONFIG SET is all or nothing"
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "timeout", "-1"]).await,
+        error(
+            "ERR CONFIG SET failed (possibly related to argument 'timeout') - argument must be between 0 and \
+             2147483647 inclusive"
+        )
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "hash-max-listpack-entries", "1", "hash-max-ziplist-entries", "2"]).await,
+        error("ERR CONFIG SET failed (possibly related to argument 'hash-max-ziplist-entries') - duplicate parameter")
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "maxclients", "5"]).await,
+        error("ERR CONFIG SET failed (possibly related to argument 'maxclients') - can't set immutable config")
+    );
+    assert_eq!(c.cmd(&["CONFIG", "SET", "timeout"]).await, arity_error("config|set"));
+    assert_eq!(c.cmd(&["CONFIG", "SET"]).await, arity_error("config|set"));
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "hash-max-listpack-entries"]).await,
+        Resp::Array(vec![bulk("hash-max-listpack-entries"), bulk("256")])
+    );
+    // Another connection sees the stored values.
+    let mut other = Client::connect(node.addr).await;
+    assert_eq!(other.cmd(&["CONFIG", "GET", "timeout"]).await, Resp::Array(vec![bulk("timeout"), bulk("30")]));
+    stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_resetstat_zeroes_the_counters() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    for _ in 0..5 {
+        assert_eq!(c.cmd(&["PING"]).await, simple("PONG"));
+    }
+    let before = c.cmd(&["INFO", "stats"]).await.text();
+    assert!(!before.contains("total_commands_processed:1\r\n"), "INFO stats: {before}");
+    assert_eq!(c.cmd(&["CONFIG", "RESETSTAT"]).await, ok());
+    // RESETSTAT itself was counted before it ran; INFO counts itself.
+    let after = c.cmd(&["INFO", "stats"]).await.text();
+    assert!(after.contains("total_commands_processed:1\r\n"), "INFO stats after RESETSTAT: {after}");
+    assert!(after.contains("total_connections_received:0\r\n"), "INFO stats after RESETSTAT: {after}");
+    assert_eq!(c.cmd(&["CONFIG", "RESETSTAT", "x"]).await, arity_error("config|resetstat"));
+    stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_answers_as_a_server_without_libraries() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    let no_scripting = error("ERR scripting is not supported by Meridian yet");
+    assert_eq!(c.cmd(&["FUNCTION", "FLUSH"]).await, ok());
+    assert_eq!(c.cmd(&["FUNCTION", "FLUSH", "async"]).await, ok());
+    assert_eq!(c.cmd(&["FUNCTION", "FLUSH", "SYNC"]).await, ok());
+    assert_eq!(
+        c.cmd(&["FUNCTION", "FLUSH", "later"]).await,
+        error("ERR FUNCTION FLUSH only supports SYNC|ASYNC option")
+    );
+    assert_eq!(c.cmd(&["FUNCTION", "LIST"]).await, Resp::Array(vec![]));
+    assert_eq!(c.cmd(&["FUNCTION", "LIST", "WITHCODE", "LIBRARYNAME", "x*"]).await, Resp::Array(vec![]));
+    let stats = Resp::Array(vec![
+        bulk("running_script"),
+        nil(),
+        bulk("engines"),
+        Resp::Array(vec![
+            bulk("LUA"),
+            Resp::Array(vec![bulk("libraries_count"), int(0), bulk("functions_count"), int(0)]),
+        ]),
+    ]);
+    assert_eq!(c.cmd(&["FUNCTION", "STATS"]).await, stats);
+    let code = "#!lua name=mylib\nredis.register_function('f', function() return 1 end)";
+    assert_eq!(c.cmd(&["FUNCTION", "LOAD", code]).await, no_scripting);
+    assert_eq!(c.cmd(&["FUNCTION", "DELETE", "mylib"]).await, no_scripting);
+    assert_eq!(c.cmd(&["FUNCTION", "DUMP"]).await, no_scripting);
+    assert_eq!(c.cmd(&["FUNCTION", "RESTORE", "payload"]).await, no_scripting);
+    assert_eq!(c.cmd(&["FUNCTION", "STATS", "x"]).await, arity_error("function|stats"));
+    assert_eq!(c.cmd(&["FUNCTION", "NOPE"]).await, error("ERR unknown subcommand 'NOPE'. Try FUNCTION HELP."));
+    // Scripting commands themselves are not registered.
+    assert_eq!(
+        c.cmd(&["EVAL", "return 1", "0"]).await,
+        error("ERR unknown command 'EVAL', with args beginning with: 'return 1' '0' ")
+    );
+    assert_eq!(
+        c.cmd(&["FCALL", "f", "0"]).await,
+        error("ERR unknown command 'FCALL', with args beginning with: 'f' '0' ")
+    );
+    // RESP3: the stats are maps and the running script a null.
+    c.cmd(&["HELLO", "3"]).await;
+    c.send(&encode(&["FUNCTION", "STATS"])).await;
+    let raw = b"%2\r\n$14\r\nrunning_script\r\n_\r\n$7\r\nengines\r\n%1\r\n$3\r\nLUA\r\n%2\r\n$15\r\nlibraries_count\r\n:0\r\n$15\r\nfunctions_count\r\n:0\r\n";
+    assert_eq!(c.read_raw(raw.len(), REPLY_TIMEOUT).await, raw.to_vec());
+    stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lastsave_is_the_start_time() {
+    let before = now_ms() / 1000;
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    let lastsave = c.cmd(&["LASTSAVE"]).await.int();
+    assert!(lastsave as u64 >= before && lastsave as u64 <= now_ms() / 1000, "LASTSAVE is {lastsave}");
+    assert_eq!(c.cmd(&["LASTSAVE"]).await, int(lastsave), "LASTSAVE is stable without saves");
+    assert_eq!(c.cmd(&["LASTSAVE", "x"]).await, arity_error("lastsave"));
+    stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_sleep_blocks_only_its_own_client() {
+    let node = start().await;
+    let mut sleeper = Client::connect(node.addr).await;
+    let mut other = Client::connect(node.addr).await;
+    assert_eq!(sleeper.cmd(&["DEBUG", "SLEEP", "0"]).await, ok());
+    let sent = Instant::now();
+    sleeper.send(&encode(&["DEBUG", "SLEEP", "1"])).await;
+    // Give the sleeper's command time to start, then ping from elsewhere.
+    sleep(Duration::from_millis(50)).await;
+    assert_eq!(other.cmd(&["PING"]).await, simple("PONG"));
+    assert_eq!(other.cmd(&["SET", "k", "v"]).await, ok());
+    let mut probe = [0u8; 16];
+    match sleeper.stream.try_read(&mut probe) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the sleeper replied before the other client's PING was served: {other:?}"),
+    }
+    assert_eq!(sleeper.read().await, ok());
+    assert!(sent.elapsed() >= Duration::from_secs(1), "DEBUG SLEEP 1 returned after {:?}", sent.elapsed());
+    assert_eq!(sleeper.cmd(&["GET", "k"]).await, bulk("v"));
+    assert_eq!(sleeper.cmd(&["DEBUG", "SLEEP", "abc"]).await, error("ERR value is not a valid float"));
+    assert_eq!(sleeper.cmd(&["DEBUG", "NOPE"]).await, error("ERR unknown subcommand 'NOPE'. Try DEBUG HELP."));
+    stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_restores_the_initial_connection_state() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    assert!(matches!(c.cmd(&["HELLO", "3", "SETNAME", "before"]).await, Resp::Map(_)));
+    assert_eq!(c.cmd(&["RESET"]).await, simple("RESET"));
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]).await, nil());
+    // Back on RESP2: a null is `$-1`, not `_`.
+    c.send(&encode(&["GET", "missing"])).await;
+    assert_eq!(c.read_raw(5, REPLY_TIMEOUT).await, b"$-1\r\n".to_vec());
+    assert_eq!(c.cmd(&["RESET", "x"]).await, arity_error("reset"));
+    stop(node).await;
+
+    let node =
+        start_with(NodeConfig { port: 0, requirepass: Some("s3cret".to_string()), ..NodeConfig::default() }).await;
+    let mut c = Client::connect(node.addr).await;
+    assert_eq!(c.cmd(&["RESET"]).await, simple("RESET"), "RESET needs no authentication");
+    assert_eq!(c.cmd(&["AUTH", "s3cret"]).await, ok());
+    assert_eq!(c.cmd(&["SET", "k", "v"]).await, ok());
+    assert_eq!(c.cmd(&["RESET"]).await, simple("RESET"));
+    assert_eq!(c.cmd(&["GET", "k"]).await, error("NOAUTH Authentication required."), "RESET logs the client out");
+    stop(node).await;
+}
+
+/// The `key=value` fields of one CLIENT LIST line.
+fn client_fields(line: &str) -> std::collections::HashMap<String, String> {
+    line.split(' ')
+        .map(|field| {
+            let (key, value) = field.split_once('=').unwrap_or_else(|| panic!("bad CLIENT LIST field {field:?}"));
+            (key.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_list_info_and_flags() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    let mut other = Client::connect(node.addr).await;
+    let id = c.cmd(&["CLIENT", "ID"]).await.int();
+    let other_id = other.cmd(&["CLIENT", "ID"]).await.int();
+    assert_eq!(c.cmd(&["CLIENT", "SETNAME", "alpha"]).await, ok());
+    assert_eq!(other.cmd(&["CLIENT", "SETNAME", "beta"]).await, ok());
+    assert!(matches!(other.cmd(&["HELLO", "3"]).await, Resp::Map(_)));
+
+    let list = c.cmd(&["CLIENT", "LIST"]).await.text();
+    assert!(list.ends_with('\n'), "CLIENT LIST ends with a newline: {list:?}");
+    let lines: Vec<_> = list.lines().map(client_fields).collect();
+    assert_eq!(lines.len(), 2, "CLIENT LIST: {list}");
+    let mine = lines.iter().find(|f| f["id"] == id.to_string()).expect("CLIENT LIST has the caller");
+    let theirs = lines.iter().find(|f| f["id"] == other_id.to_string()).expect("CLIENT LIST has the other client");
+    assert_eq!(mine["name"], "alpha");
+    assert_eq!(mine["cmd"], "client|list");
+    assert_eq!(mine["addr"], c.stream.local_addr().unwrap().to_string());
+    assert_eq!(mine["laddr"], node.addr.to_string());
+    assert_eq!(mine["resp"], "2");
+    assert_eq!(theirs["name"], "beta");
+    assert_eq!(theirs["cmd"], "hello");
+    assert_eq!(theirs["resp"], "3");
+    assert_eq!(theirs["addr"], other.stream.local_addr().unwrap().to_string());
+    for key in ["fd", "age", "idle", "flags", "db", "multi", "user", "lib-name", "lib-ver"] {
+        assert!(mine.contains_key(key), "CLIENT LIST lacks {key}: {list}");
+    }
+    assert_eq!(mine["flags"], "N");
+    assert_eq!(mine["user"], "default");
+
+    let only = c.cmd(&["CLIENT", "LIST", "ID", &other_id.to_string()]).await.text();
+    assert_eq!(only.lines().count(), 1, "CLIENT LIST ID: {only}");
+    assert!(only.starts_with(&format!("id={other_id} ")), "CLIENT LIST ID: {only}");
+    assert_eq!(c.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]).await, bulk(""));
+    assert_eq!(c.cmd(&["CLIENT", "LIST", "ID", "x"]).await, error("ERR Invalid client ID"));
+    assert_eq!(c.cmd(&["CLIENT", "LIST", "BOGUS"]).await, error(SYNTAX));
+
+    let info = c.cmd(&["CLIENT", "INFO"]).await.text();
+    assert!(info.ends_with('\n') && info.lines().count() == 1, "CLIENT INFO: {info:?}");
+    let fields = client_fields(info.trim_end());
+    assert_eq!(fields["id"], id.to_string());
+    assert_eq!(fields["name"], "alpha");
+    assert_eq!(fields["cmd"], "client|info");
+    assert_eq!(c.cmd(&["CLIENT", "INFO", "x"]).await, arity_error("client|info"));
+
+    for flag in ["NO-EVICT", "no-touch"] {
+        assert_eq!(c.cmd(&["CLIENT", flag, "on"]).await, ok());
+        assert_eq!(c.cmd(&["CLIENT", flag, "OFF"]).await, ok());
+        assert_eq!(c.cmd(&["CLIENT", flag, "maybe"]).await, error(SYNTAX));
+    }
+    stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_closes_the_other_connection() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    let mut victim = Client::connect(node.addr).await;
+    let mut old_style_victim = Client::connect(node.addr).await;
+    let victim_id = victim.cmd(&["CLIENT", "ID"]).await.int();
+    assert_eq!(old_style_victim.cmd(&["PING"]).await, simple("PONG"));
+    let my_id = c.cmd(&["CLIENT", "ID"]).await.int();
+
+    assert_eq!(c.cmd(&["CLIENT", "KILL", "ID", "999999"]).await, int(0), "an unknown id kills nobody");
+    assert_eq!(c.cmd(&["CLIENT", "KILL", "ID", &my_id.to_string()]).await, int(0), "SKIPME is yes by default");
+    assert_eq!(c.cmd(&["CLIENT", "KILL", "ID", "0"]).await, error("ERR client-id should be greater than 0"));
+    // One argument is the old form, an address (as in Redis).
+    assert_eq!(c.cmd(&["CLIENT", "KILL", "ID"]).await, error("ERR No such client"));
+    assert_eq!(c.cmd(&["CLIENT", "KILL", "ID", "1", "SKIPME"]).await, error(SYNTAX));
+    assert_eq!(c.cmd(&["CLIENT", "KILL", "BOGUS", "1"]).await, error(SYNTAX));
+    assert_eq!(c.cmd(&["CLIENT", "KILL"]).await, arity_error("client|kill"));
+    // The victim is blocked reading: the kill interrupts it.
+    assert_eq!(c.cmd(&["CLIENT", "KILL", "ID", &victim_id.to_string()]).await, int(1));
+    victim.expect_closed().await;
+    let list = c.cmd(&["CLIENT", "LIST"]).await.text();
+    assert!(!list.contains(&format!("id={victim_id} ")), "a killed client leaves CLIENT LIST: {list}");
+
+    // The old form names the address and answers OK or an error.
+    let addr = old_style_victim.stream.local_addr().unwrap().to_string();
+    assert_eq!(c.cmd(&["CLIENT", "KILL", &addr]).await, ok());
+    old_style_victim.expect_closed().await;
+    assert_eq!(c.cmd(&["CLIENT", "KILL", &addr]).await, error("ERR No such client"));
+    assert_eq!(c.cmd(&["PING"]).await, simple("PONG"), "the killer is unharmed");
+    stop(node).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! Connection and server commands: PING, ECHO, QUIT, SELECT, HELLO, AUTH,
-//! CLIENT, COMMAND, CONFIG GET, INFO, TIME.
+//! CLIENT, COMMAND, INFO, TIME. (CONFIG, and CLIENT's registry subcommands,
+//! are in [`super::server`].)
 
 use bytes::Bytes;
 
@@ -23,7 +24,6 @@ pub fn commands() -> Vec<CommandSpec> {
         spec("auth", -2, &["fast", "noauth"], auth),
         spec("client", -2, &["admin"], client),
         spec("command", -1, &["loading", "stale"], command),
-        spec("config", -2, &["admin"], config),
         spec("info", -1, &["loading", "stale"], info),
         spec("time", 1, F, time),
     ]
@@ -140,7 +140,7 @@ fn hello(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 
 /// Redis 7's errors for a container command's subcommands: an unknown one, or
 /// a known one with the wrong number of arguments.
-fn subcommand_error(ctx: &mut Context<'_, '_>, command: &str, sub: &[u8], known: &[&str]) {
+pub(super) fn subcommand_error(ctx: &mut Context<'_, '_>, command: &str, sub: &[u8], known: &[&str]) {
     let lower = String::from_utf8_lossy(sub).to_ascii_lowercase();
     if known.contains(&lower.as_str()) {
         ctx.reply.error(&format!("ERR wrong number of arguments for '{command}|{lower}' command"));
@@ -175,7 +175,23 @@ fn client(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
             ctx.reply.ok()
         }
         (b"SETINFO", [_, _]) => ctx.reply.error(SYNTAX_ERROR),
-        _ => subcommand_error(ctx, "client", &args[0], &["id", "getname", "setname", "setinfo"]),
+        (b"LIST", rest) => super::server::client_list(ctx, rest),
+        (b"INFO", []) => super::server::client_info(ctx),
+        (b"KILL", rest) if !rest.is_empty() => super::server::client_kill(ctx, rest),
+        // Meridian does not evict clients nor track key access times by
+        // client: the flags are accepted, as Redis accepts them.
+        (b"NO-EVICT" | b"NO-TOUCH", [flag])
+            if flag.eq_ignore_ascii_case(b"on") || flag.eq_ignore_ascii_case(b"off") =>
+        {
+            ctx.reply.ok()
+        }
+        (b"NO-EVICT" | b"NO-TOUCH", [_]) => ctx.reply.error(SYNTAX_ERROR),
+        _ => subcommand_error(
+            ctx,
+            "client",
+            &args[0],
+            &["id", "getname", "setname", "setinfo", "list", "info", "kill", "no-evict", "no-touch"],
+        ),
     }
 }
 
@@ -290,41 +306,6 @@ fn command(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         _ => ctx
             .reply
             .error(&format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", String::from_utf8_lossy(&args[0]))),
-    }
-}
-
-/// The settings CONFIG GET reports: name and current value.
-fn config_values(ctx: &Context<'_, '_>) -> Vec<(&'static str, String)> {
-    let settings = &ctx.server.settings;
-    vec![
-        ("maxclients", settings.maxclients.to_string()),
-        ("port", settings.port.to_string()),
-        ("proto-max-bulk-len", settings.proto_max_bulk_len.to_string()),
-        ("requirepass", settings.requirepass.clone().unwrap_or_default()),
-        // No persistence yet (issue 4): say so truthfully.
-        ("appendonly", "no".to_string()),
-        ("save", String::new()),
-    ]
-}
-
-fn config(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let sub = args[0].to_ascii_uppercase();
-    match sub.as_slice() {
-        b"GET" if args.len() >= 2 => {
-            let values = config_values(ctx);
-            let matched: Vec<_> = values
-                .iter()
-                .filter(|(name, _)| {
-                    args[1..].iter().any(|p| super::glob_match(&p.to_ascii_lowercase(), name.as_bytes(), true))
-                })
-                .collect();
-            ctx.reply.map(matched.len());
-            for (name, value) in matched {
-                ctx.reply.bulk(name.as_bytes());
-                ctx.reply.bulk(value.as_bytes());
-            }
-        }
-        _ => subcommand_error(ctx, "config", &args[0], &["get"]),
     }
 }
 

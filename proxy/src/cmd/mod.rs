@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod keys;
+pub mod server;
 pub mod strings;
 
 use bytes::Bytes;
@@ -56,6 +57,7 @@ pub fn table() -> &'static [CommandSpec] {
         all.extend(strings::commands());
         all.extend(keys::commands());
         all.extend(connection::commands());
+        all.extend(server::commands());
         all.sort_by(|a, b| a.name.cmp(b.name));
         for pair in all.windows(2) {
             assert_ne!(pair[0].name, pair[1].name, "command registered twice");
