@@ -30,6 +30,17 @@ use crate::zset::{OrZSet, ZAddTotals};
 /// A sorted-set member with its score, as ZPOPMIN/ZPOPMAX return them.
 pub type ScoredMember = (ShortBytes, f64);
 
+/// What [`Keyspace::copy`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CopyOutcome {
+    /// The source does not exist.
+    NoSource,
+    /// The destination exists and replacing was not asked for.
+    TargetExists,
+    /// Copied; the delta written at the destination.
+    Copied(Box<KeyDelta>),
+}
+
 /// Which end of a list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
@@ -502,6 +513,90 @@ impl Keyspace {
         }
         self.apply_key(&delta);
         (visible, Some(delta))
+    }
+
+    /// COPY (and RENAME, which deletes the source afterwards): writes at `dst`
+    /// a fresh copy of `src`'s visible value — new elements with new tags, so
+    /// the copy is a new write that replicates like any other — with the same
+    /// deadline, removing everything observed at `dst` first. Counters are
+    /// copied as their current value. `replace` false refuses an existing `dst`.
+    pub fn copy(&mut self, src: &[u8], dst: &[u8], replace: bool, at: Moment) -> CopyOutcome {
+        let Some(view) = self.view(src, at.wall_ms) else {
+            return CopyOutcome::NoSource;
+        };
+        if !replace && self.exists(dst, at.wall_ms) {
+            return CopyOutcome::TargetExists;
+        }
+        let deadline = self.deadline(src, at.wall_ms).flatten();
+        // Read the source into plain data first: it may be `dst` itself.
+        enum Content {
+            Str(Vec<u8>),
+            Set(Vec<ShortBytes>),
+            Hash(Vec<(ShortBytes, Vec<u8>)>),
+            ZSet(Vec<(f64, ShortBytes)>),
+            List(Vec<ShortBytes>),
+        }
+        let content = match view {
+            View::SmallString(value) => Content::Str(value.to_vec()),
+            View::Value(TypedValue::Str(r)) => {
+                Content::Str(number::render(r).map(|v| v.into_owned()).unwrap_or_default())
+            }
+            View::Value(TypedValue::Set(set)) => Content::Set(set.members().cloned().collect()),
+            View::Value(TypedValue::Hash(hash)) => Content::Hash(
+                hash.iter()
+                    .map(|(f, r)| (f.clone(), number::render(r).map(|v| v.into_owned()).unwrap_or_default()))
+                    .collect(),
+            ),
+            View::Value(TypedValue::ZSet(zset)) => Content::ZSet(zset.iter().map(|(m, s)| (s, m.clone())).collect()),
+            View::Value(TypedValue::List(list)) => Content::List(list.iter().cloned().collect()),
+        };
+        let existing = self.table.get(dst).map(Stored::to_state);
+        let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
+        let mut delta = match &existing {
+            Some(state) => state.removal(dst, &mut || tags.next_tag()),
+            None => KeyDelta::new(dst),
+        };
+        let part = match content {
+            Content::Str(value) => TypedDelta::Str(RegisterDelta {
+                removed: Default::default(),
+                entry: Some(crate::register::Entry { tag: tags.next_tag(), value: ShortBytes::from_vec(value) }),
+                increment: None,
+            }),
+            Content::Set(members) => {
+                let empty = OrSet::default();
+                let mut set = SetDelta::default();
+                for member in &members {
+                    empty.add_to(&mut set, member, tags.next_tag());
+                }
+                TypedDelta::Set(set)
+            }
+            Content::Hash(fields) => {
+                let empty = OrHash::default();
+                let mut hash = HashDelta::default();
+                for (field, value) in &fields {
+                    empty.assign_to(&mut hash, field, value, tags.next_tag());
+                }
+                TypedDelta::Hash(hash)
+            }
+            Content::ZSet(members) => {
+                let items: Vec<(f64, &[u8])> = members.iter().map(|(s, m)| (*s, m.as_slice())).collect();
+                let (_, zset) = OrZSet::default()
+                    .zadd_many(&items, ZAddFlags::default(), &mut || tags.next_tag())
+                    .expect("scores read from a sorted set are valid");
+                TypedDelta::ZSet(zset.unwrap_or_default())
+            }
+            Content::List(values) => {
+                TypedDelta::List(RgaList::default().push_back(values.iter(), &mut || tags.next_tag()))
+            }
+        };
+        delta.parts.push(part);
+        if let Some(deadline) = deadline {
+            let removed = delta.expiry.take().map(|e| e.removed).unwrap_or_default();
+            delta.expiry =
+                Some(crate::expiry::ExpiryDelta { removed, entry: Some((tags.next_tag(), Deadline::At(deadline))) });
+        }
+        self.apply_key(&delta);
+        CopyOutcome::Copied(Box::new(delta))
     }
 
     /// EXPIRE-family with an absolute deadline, or PERSIST with

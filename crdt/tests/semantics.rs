@@ -456,3 +456,33 @@ fn a_flush_keeps_a_concurrent_push() {
     sync(&mut [&mut a, &mut b]);
     assert_eq!(list(&a, "l"), vec!["x"]);
 }
+
+#[test]
+fn copy_recreates_every_type_with_its_ttl() {
+    use meridian_crdt::keyspace::CopyOutcome;
+    let mut a = Region::new(1);
+    let (_, _) = a.keyspace.incr_by(b"n", 41, a.at()).unwrap();
+    let (_, _) = a.keyspace.incr_by(b"n", 1, a.at()).unwrap();
+    a.keyspace.sadd(b"s", &[b"x", b"y"], a.at()).unwrap();
+    a.keyspace.hset(b"h", &[(b"f", b"v")], a.at()).unwrap();
+    a.keyspace.zadd(b"z", &[(1.5, b"m")], ZAddFlags::default(), a.at()).unwrap();
+    a.keyspace.push(b"l", &[b"p", b"q"], End::Back, a.at()).unwrap();
+    a.keyspace.set_expiry(b"l", Deadline::At(T0 + 60_000), a.at());
+    for key in ["n", "s", "h", "z", "l"] {
+        let copy = format!("{key}-copy");
+        assert!(matches!(a.keyspace.copy(key.as_bytes(), copy.as_bytes(), false, a.at()), CopyOutcome::Copied(_)));
+    }
+    assert_eq!(a.get("n-copy").as_deref(), Some("42"));
+    assert_eq!(a.members("s-copy"), vec!["x", "y"]);
+    assert_eq!(score(&a, "z-copy", "m"), Some(1.5));
+    assert_eq!(list(&a, "l-copy"), vec!["p", "q"]);
+    assert_eq!(a.keyspace.deadline(b"l-copy", a.clock.wall_ms()), Some(Some(T0 + 60_000)));
+    let hash = a.keyspace.hash_value(b"h-copy", a.clock.wall_ms()).unwrap().unwrap();
+    assert_eq!(hash.field(b"f").unwrap().winner().unwrap().value.as_slice(), b"v");
+    // An existing target is kept unless replacing is asked for; a missing source copies nothing.
+    assert_eq!(a.keyspace.copy(b"s", b"n-copy", false, a.at()), CopyOutcome::TargetExists);
+    assert!(matches!(a.keyspace.copy(b"s", b"n-copy", true, a.at()), CopyOutcome::Copied(_)));
+    assert_eq!(a.members("n-copy"), vec!["x", "y"]);
+    assert_eq!(a.keyspace.copy(b"missing", b"x", true, a.at()), CopyOutcome::NoSource);
+    a.keyspace.validate().unwrap();
+}

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::cmd::{CommandSpec, arity_ok, lookup};
+use crate::cmd::{CommandSpec, arity_ok, lookup, transactions};
 use crate::context::{ClientHandle, ClientState, Context, ServerState};
 use crate::reply::Reply;
 use crate::request::{Limits, Parsed, RequestParser};
@@ -49,6 +49,7 @@ struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
+        self.server.unwatch_all(self.id);
         self.server.deregister_client(self.id);
     }
 }
@@ -132,7 +133,17 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
 /// Runs one command and writes its reply.
 pub fn execute(server: &ServerState, client: &mut ClientState, args: &[Bytes], output: &mut BytesMut) {
     server.stats.commands.fetch_add(1, Ordering::Relaxed);
-    let ran = dispatch(server, client, args, output);
+    let ran = if client.multi.is_some() && !transactions::runs_inside_multi(&args[0]) {
+        transactions::queue(client, args, Reply::new(output, client.protocol));
+        None
+    } else if args[0].eq_ignore_ascii_case(b"exec") {
+        // EXEC takes the exec lock exclusively itself (it cannot also hold it
+        // shared: the lock is not reentrant).
+        run_command(server, client, args, Reply::new(output, client.protocol))
+    } else {
+        let _shared = server.exec_shared();
+        run_command(server, client, args, Reply::new(output, client.protocol))
+    };
     if let Some(handle) = &client.handle {
         let mut info = handle.info();
         info.last_active = std::time::Instant::now();
@@ -155,14 +166,27 @@ pub fn execute(server: &ServerState, client: &mut ClientState, args: &[Bytes], o
 /// `cmd=client|list`, as Redis does).
 const CONTAINER_COMMANDS: &[&str] = &["client", "command", "config", "function"];
 
-/// Finds and runs the command; returns it if it ran.
-fn dispatch(
+/// Runs one command (its reply into `reply`) and, if it is a write, marks the
+/// clients watching its keys as touched. The caller holds the exec lock
+/// (shared, or exclusively for a command EXEC runs), except for EXEC itself.
+pub fn run_command(
     server: &ServerState,
     client: &mut ClientState,
     args: &[Bytes],
-    output: &mut BytesMut,
+    reply: Reply<'_>,
 ) -> Option<&'static CommandSpec> {
-    let mut reply = Reply::new(output, client.protocol);
+    let ran = dispatch(server, client, args, reply);
+    if let Some(spec) = ran
+        && spec.flags.contains(&"write")
+    {
+        server.touch_written(spec, args);
+    }
+    ran
+}
+
+/// Checks that a command exists, that the client may run it and that its
+/// argument count fits: the spec, or the error reply's text.
+pub fn validate(client: &ClientState, args: &[Bytes]) -> Result<&'static CommandSpec, String> {
     let Some(spec) = lookup(&args[0]) else {
         let mut shown = String::new();
         for arg in args[1..].iter().take(20) {
@@ -170,21 +194,35 @@ fn dispatch(
             shown.push_str(&String::from_utf8_lossy(&arg[..arg.len().min(128)]));
             shown.push_str("' ");
         }
-        reply.error(&format!(
+        return Err(format!(
             "ERR unknown command '{}', with args beginning with: {}",
             String::from_utf8_lossy(&args[0][..args[0].len().min(128)]),
             shown
         ));
-        return None;
     };
     if !client.authenticated && !spec.flags.contains(&"noauth") {
-        reply.error("NOAUTH Authentication required.");
-        return None;
+        return Err("NOAUTH Authentication required.".to_string());
     }
     if !arity_ok(spec, args.len()) {
-        reply.error(&format!("ERR wrong number of arguments for '{}' command", spec.name));
-        return None;
+        return Err(format!("ERR wrong number of arguments for '{}' command", spec.name));
     }
+    Ok(spec)
+}
+
+/// Finds and runs the command; returns it if it ran.
+fn dispatch(
+    server: &ServerState,
+    client: &mut ClientState,
+    args: &[Bytes],
+    mut reply: Reply<'_>,
+) -> Option<&'static CommandSpec> {
+    let spec = match validate(client, args) {
+        Ok(spec) => spec,
+        Err(text) => {
+            reply.error(&text);
+            return None;
+        }
+    };
     let mut context = Context { server, client, reply };
     (spec.run)(&mut context, &args[1..]);
     Some(spec)

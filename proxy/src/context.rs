@@ -2,14 +2,16 @@
 //! state, and the reply writer.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use meridian_replication::Shard;
 use tokio::sync::Notify;
 
+use crate::cmd::CommandSpec;
+use crate::cmd::transactions::Transaction;
 use crate::reply::{Protocol, Reply};
 
 /// Server settings a command may read.
@@ -64,6 +66,23 @@ pub struct ServerState {
     config: Mutex<BTreeMap<String, String>>,
     clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
     next_client_id: AtomicU64,
+    /// Keeps an EXEC batch apart from every other command: EXEC holds it
+    /// exclusively for its whole batch, every other command holds it shared
+    /// while it runs (see [`ServerState::exec_shared`]).
+    exec_lock: RwLock<()>,
+    /// Who WATCHes which key.
+    watches: Mutex<Watches>,
+    /// The number of keys in `watches`: while it is 0 a write skips the
+    /// registry's lock entirely.
+    watched_keys: AtomicUsize,
+}
+
+/// The WATCH registry: for each watched key, the watching clients' "touched"
+/// flags; for each watching client, its keys (to unwatch them all at once).
+#[derive(Default)]
+struct Watches {
+    by_key: HashMap<Bytes, HashMap<u64, Arc<AtomicBool>>>,
+    by_client: HashMap<u64, Vec<Bytes>>,
 }
 
 impl ServerState {
@@ -78,6 +97,96 @@ impl ServerState {
             config: Mutex::new(crate::cmd::server::config_defaults()),
             clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(1),
+            exec_lock: RwLock::new(()),
+            watches: Mutex::new(Watches::default()),
+            watched_keys: AtomicUsize::new(0),
+        }
+    }
+
+    /// Held shared by every command except EXEC, for the whole command
+    /// (including marking watched keys touched). Why a `RwLock` rather than
+    /// making EXEC hold the shard lock: each handler locks the shard itself
+    /// and the std mutex is not reentrant, so EXEC cannot lock it around its
+    /// batch; a shared lock taken by everyone else costs one uncontended
+    /// atomic read-modify-write on the normal path, and only EXEC excludes.
+    /// It is never held across an await. Lock order: this, then the shard or
+    /// the watch registry (never both at once).
+    pub fn exec_shared(&self) -> RwLockReadGuard<'_, ()> {
+        // The guarded value is `()`: a poisoned lock protects nothing broken.
+        self.exec_lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Held by EXEC for its whole batch: no other client's command runs
+    /// meanwhile, and every write that ran before has already marked its
+    /// watched keys touched.
+    pub fn exec_exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.exec_lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn watches(&self) -> MutexGuard<'_, Watches> {
+        // Every update leaves both maps consistent before it can panic.
+        self.watches.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers `client` as watching `key`, with the flag a write to the key
+    /// sets. Returns false if it already watched the key.
+    pub fn watch(&self, client: u64, key: &[u8], touched: &Arc<AtomicBool>) -> bool {
+        let mut watches = self.watches();
+        if watches.by_key.get(key).is_some_and(|clients| clients.contains_key(&client)) {
+            return false;
+        }
+        // Copied so that a long-lived watch does not pin the read buffer the
+        // argument was parsed from.
+        let key = Bytes::copy_from_slice(key);
+        let clients = watches.by_key.entry(key.clone()).or_default();
+        if clients.is_empty() {
+            self.watched_keys.fetch_add(1, Ordering::Relaxed);
+        }
+        clients.insert(client, touched.clone());
+        watches.by_client.entry(client).or_default().push(key);
+        true
+    }
+
+    /// Unregisters every key `client` watches (UNWATCH, EXEC, DISCARD,
+    /// disconnect). Once this returns, no write sets the client's flag.
+    pub fn unwatch_all(&self, client: u64) {
+        let mut watches = self.watches();
+        let Some(keys) = watches.by_client.remove(&client) else { return };
+        for key in keys {
+            if let Some(clients) = watches.by_key.get_mut(&key) {
+                clients.remove(&client);
+                if clients.is_empty() {
+                    watches.by_key.remove(&key);
+                    self.watched_keys.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Marks the clients watching the keys a write command named as touched
+    /// (every watcher for FLUSHDB and FLUSHALL). Called after the command
+    /// ran, while its [`ServerState::exec_shared`] guard is still held.
+    pub fn touch_written(&self, spec: &CommandSpec, args: &[Bytes]) {
+        // Relaxed is enough: WATCH registers before it reads the shard, and
+        // every write takes the shard lock before it gets here, so a write
+        // ordered after a WATCH sees that WATCH's count through the shard
+        // mutex; a write racing with WATCH may or may not touch, as in Redis.
+        if self.watched_keys.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let watches = self.watches();
+        if spec.name == "flushdb" || spec.name == "flushall" {
+            for flag in watches.by_key.values().flat_map(HashMap::values) {
+                flag.store(true, Ordering::Release);
+            }
+            return;
+        }
+        for key in crate::cmd::command_keys(spec, args) {
+            if let Some(clients) = watches.by_key.get(key.as_ref()) {
+                for flag in clients.values() {
+                    flag.store(true, Ordering::Release);
+                }
+            }
         }
     }
 
@@ -214,6 +323,12 @@ pub struct ClientState {
     pub sleep: Option<Duration>,
     /// This client's registry entry (absent for clients not on a socket).
     pub handle: Option<Arc<ClientHandle>>,
+    /// The open transaction, between MULTI and EXEC or DISCARD.
+    pub multi: Option<Transaction>,
+    /// The keys this client WATCHes, each with whether it existed at WATCH.
+    pub watched: Vec<(Bytes, bool)>,
+    /// Set by any write to a watched key (shared with the watch registry).
+    pub watch_touched: Arc<AtomicBool>,
 }
 
 impl ClientState {
@@ -227,6 +342,9 @@ impl ClientState {
             closing: false,
             sleep: None,
             handle: None,
+            multi: None,
+            watched: Vec::new(),
+            watch_touched: Arc::new(AtomicBool::new(false)),
         }
     }
 }

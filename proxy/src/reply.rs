@@ -38,6 +38,13 @@ impl<'a> Reply<'a> {
         self.protocol
     }
 
+    /// A writer appending to the same buffer in `protocol`, for one reply
+    /// nested in this one (each command EXEC runs writes one element of
+    /// EXEC's array, in the client's protocol at that point).
+    pub fn nested(&mut self, protocol: Protocol) -> Reply<'_> {
+        Reply { out: self.out, protocol }
+    }
+
     /// Switches the protocol (HELLO replies in the protocol it selects).
     pub fn set_protocol(&mut self, protocol: Protocol) {
         self.protocol = protocol;

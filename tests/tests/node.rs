@@ -17,6 +17,8 @@
 //!   INFO, TIME, FUNCTION, LASTSAVE, DEBUG SLEEP, RESET, and the `maxclients`
 //!   bound;
 //! - pipelining 10,000 commands in one write;
+//! - transactions: MULTI/EXEC/DISCARD and their errors, WATCH/UNWATCH, EXEC
+//!   not interleaved with other clients, the bounded queue;
 //! - hostile input: inline commands, malformed and oversized frames, clients
 //!   that vanish mid-frame or never read their replies;
 //! - the binary: start, serve, stop on SIGTERM, and refuse a taken port or an
@@ -2032,4 +2034,234 @@ async fn binary_refuses_an_invalid_config_file() {
     assert!(!status.success(), "meridian accepted a config file with an unknown key");
     assert!(stderr.contains("invalid config file"), "stderr does not mention the invalid config: {stderr}");
     assert!(stderr.contains("prot"), "stderr does not name the unknown key: {stderr}");
+}
+
+// ---------------------------------------------------------------------------
+// 8. Transactions.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_exec_discard_and_their_errors() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    assert_eq!(c.cmd(&["EXEC"]).await, error("ERR EXEC without MULTI"));
+    assert_eq!(c.cmd(&["DISCARD"]).await, error("ERR DISCARD without MULTI"));
+
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["SET", "k", "1"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", "k"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["GET", "k"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]).await, Resp::Array(vec![ok(), int(2), bulk("2")]));
+    assert_eq!(c.cmd(&["EXEC"]).await, error("ERR EXEC without MULTI"), "EXEC ends the transaction");
+
+    // A nested MULTI is refused but does not abort the transaction.
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["MULTI"]).await, error("ERR MULTI calls can not be nested"));
+    assert_eq!(c.cmd(&["EXEC"]).await, Resp::Array(vec![]));
+
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["SET", "k", "5"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["DISCARD"]).await, ok());
+    assert_eq!(c.cmd(&["GET", "k"]).await, bulk("2"), "DISCARD ran nothing");
+
+    // Errors while queueing abort the transaction at EXEC.
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert!(matches!(c.cmd(&["NOSUCH", "x"]).await, Resp::Error(e) if e.starts_with("ERR unknown command 'NOSUCH'")));
+    assert_eq!(c.cmd(&["SET", "k"]).await, arity_error("set"));
+    assert_eq!(c.cmd(&["SET", "k", "9"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]).await, error("EXECABORT Transaction discarded because of previous errors."));
+    assert_eq!(c.cmd(&["GET", "k"]).await, bulk("2"), "an aborted transaction ran nothing");
+
+    // An error while running is one element of the reply; the rest still run.
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["SET", "s", "abc"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", "s"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", "k"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]).await, Resp::Array(vec![ok(), error(NOT_INTEGER), int(3)]));
+
+    // RESET ends the transaction.
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["SET", "k", "7"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["RESET"]).await, simple("RESET"));
+    assert_eq!(c.cmd(&["EXEC"]).await, error("ERR EXEC without MULTI"));
+    assert_eq!(c.cmd(&["GET", "k"]).await, bulk("3"));
+
+    // The commands are in the table.
+    let info = c.cmd(&["COMMAND", "INFO", "multi", "exec", "discard", "watch", "unwatch"]).await;
+    let names: Vec<Resp> = info.items().iter().map(|entry| entry.items()[0].clone()).collect();
+    assert_eq!(names, ["multi", "exec", "discard", "watch", "unwatch"].map(bulk));
+    assert_eq!(info.items()[3].items()[3..6], [int(1), int(-1), int(1)], "WATCH's key positions");
+
+    // QUIT inside MULTI just quits.
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["QUIT"]).await, ok());
+    c.expect_closed().await;
+    stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_aborts_exec_when_a_watched_key_changes() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    let mut other = Client::connect(node.addr).await;
+
+    // Another client's write: EXEC answers a RESP2 null array and runs nothing.
+    assert_eq!(c.cmd(&["WATCH", "k", "k2"]).await, ok());
+    assert_eq!(other.cmd(&["SET", "k", "theirs"]).await, ok());
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["SET", "k", "mine"]).await, simple("QUEUED"));
+    c.send(&encode(&["EXEC"])).await;
+    assert_eq!(c.read_raw(5, REPLY_TIMEOUT).await, b"*-1\r\n".to_vec());
+    assert_eq!(c.cmd(&["GET", "k"]).await, bulk("theirs"));
+
+    // EXEC unwatched everything: the same write no longer aborts.
+    assert_eq!(other.cmd(&["SET", "k", "again"]).await, ok());
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["GET", "k"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]).await, Resp::Array(vec![bulk("again")]));
+
+    // No change: EXEC runs.
+    assert_eq!(c.cmd(&["WATCH", "k"]).await, ok());
+    assert_eq!(other.cmd(&["GET", "k"]).await, bulk("again"), "a read does not touch");
+    assert_eq!(other.cmd(&["SET", "unrelated", "1"]).await, ok());
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["SET", "k", "mine"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]).await, Resp::Array(vec![ok()]));
+
+    // UNWATCH before the change: EXEC runs.
+    assert_eq!(c.cmd(&["WATCH", "k"]).await, ok());
+    assert_eq!(c.cmd(&["UNWATCH"]).await, ok());
+    assert_eq!(other.cmd(&["SET", "k", "theirs"]).await, ok());
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["GET", "k"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]).await, Resp::Array(vec![bulk("theirs")]));
+
+    // The client's own write outside the transaction counts too, and so does
+    // a multi-key write naming the key.
+    assert_eq!(c.cmd(&["WATCH", "k"]).await, ok());
+    assert_eq!(c.cmd(&["SET", "k", "own"]).await, ok());
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["EXEC"]).await, nil());
+    assert_eq!(c.cmd(&["WATCH", "b"]).await, ok());
+    assert_eq!(other.cmd(&["MSET", "a", "1", "b", "2"]).await, ok());
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["EXEC"]).await, nil());
+
+    // FLUSHALL touches every watched key, even one that did not exist.
+    assert_eq!(c.cmd(&["WATCH", "never"]).await, ok());
+    assert_eq!(other.cmd(&["FLUSHALL"]).await, ok());
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["EXEC"]).await, nil());
+
+    // A watched key that expires counts as changed.
+    assert_eq!(c.cmd(&["SET", "short", "v", "PX", "100"]).await, ok());
+    assert_eq!(c.cmd(&["WATCH", "short"]).await, ok());
+    sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["EXEC"]).await, nil());
+
+    // WATCH is refused inside MULTI; DISCARD unwatches.
+    assert_eq!(c.cmd(&["WATCH", "k"]).await, ok());
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["WATCH", "k"]).await, error("ERR WATCH inside MULTI is not allowed"));
+    assert_eq!(c.cmd(&["DISCARD"]).await, ok());
+    assert_eq!(other.cmd(&["SET", "k", "x"]).await, ok());
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["EXEC"]).await, Resp::Array(vec![]));
+    assert_eq!(c.cmd(&["WATCH"]).await, arity_error("watch"));
+
+    // A watcher that disconnects leaves nothing behind that breaks writes.
+    let mut gone = Client::connect(node.addr).await;
+    assert_eq!(gone.cmd(&["WATCH", "k"]).await, ok());
+    drop(gone);
+    assert_eq!(other.cmd(&["SET", "k", "y"]).await, ok());
+    stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_is_not_interleaved_with_other_clients() {
+    let node = start().await;
+    let increments = 1000;
+    let addr = node.addr;
+    let other = tokio::spawn(async move {
+        let mut c = Client::connect(addr).await;
+        c.send(&encode(&["INCR", "counter"]).repeat(increments)).await;
+        for _ in 0..increments {
+            c.read().await.int();
+        }
+    });
+    let mut c = Client::connect(node.addr).await;
+    let mut batch = encode(&["MULTI"]);
+    batch.extend(encode(&["INCR", "counter"]).repeat(increments));
+    batch.extend(encode(&["GET", "counter"]));
+    batch.extend(encode(&["EXEC"]));
+    c.send(&batch).await;
+    assert_eq!(c.read().await, ok());
+    for _ in 0..=increments {
+        assert_eq!(c.read().await, simple("QUEUED"));
+    }
+    let exec = c.read().await;
+    let replies = exec.items();
+    assert_eq!(replies.len(), increments + 1);
+    let first = replies[0].int();
+    for (i, reply) in replies[..increments].iter().enumerate() {
+        assert_eq!(reply.int(), first + i as i64, "another client's INCR ran inside EXEC");
+    }
+    assert_eq!(replies[increments], bulk(replies[increments - 1].int().to_string()));
+    timeout(PIPELINE_TIMEOUT, other).await.expect("other client finished in time").expect("other client");
+    assert_eq!(c.cmd(&["GET", "counter"]).await, bulk((2 * increments).to_string()));
+    stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transaction_queue_is_bounded() {
+    // Mirrors `meridian_proxy::cmd::transactions::QUEUED_COMMANDS_MAX`.
+    const QUEUED_COMMANDS_MAX: usize = 100_000;
+    const CHUNK: usize = 10_000;
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    // In chunks, reading each chunk's replies, so neither side's socket
+    // buffer fills while the other waits.
+    for _ in 0..QUEUED_COMMANDS_MAX / CHUNK {
+        c.send(&encode(&["PING"]).repeat(CHUNK)).await;
+        let queued = b"+QUEUED\r\n".repeat(CHUNK);
+        assert_eq!(c.read_raw(queued.len(), PIPELINE_TIMEOUT).await, queued);
+    }
+    let full = c.cmd(&["PING"]).await;
+    assert!(matches!(&full, Resp::Error(e) if e.starts_with("ERR transaction too large")), "got {full:?}");
+    assert_eq!(c.cmd(&["EXEC"]).await, error("EXECABORT Transaction discarded because of previous errors."));
+    assert_eq!(c.cmd(&["PING"]).await, simple("PONG"));
+    stop(node).await;
+}
+
+/// RENAME, RENAMENX and COPY: values, TTLs, errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_renamenx_and_copy() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    assert_eq!(c.cmd(&["RENAME", "missing", "x"]).await, error("ERR no such key"));
+    assert_eq!(c.cmd(&["SET", "a", "1"]).await, ok());
+    assert_eq!(c.cmd(&["PEXPIRE", "a", "100000"]).await, int(1));
+    assert_eq!(c.cmd(&["RENAME", "a", "b"]).await, ok());
+    assert_eq!(c.cmd(&["EXISTS", "a"]).await, int(0));
+    assert_eq!(c.cmd(&["GET", "b"]).await, bulk("1"));
+    assert_int_in(c.cmd(&["PTTL", "b"]).await, 1..=100_000, "RENAME keeps the TTL");
+    assert_eq!(c.cmd(&["SET", "c", "3"]).await, ok());
+    assert_eq!(c.cmd(&["RENAMENX", "b", "c"]).await, int(0));
+    assert_eq!(c.cmd(&["RENAMENX", "b", "d"]).await, int(1));
+    assert_eq!(c.cmd(&["GET", "d"]).await, bulk("1"));
+    assert_eq!(c.cmd(&["RENAME", "d", "c"]).await, ok(), "RENAME replaces the target");
+    assert_eq!(c.cmd(&["GET", "c"]).await, bulk("1"));
+    assert_eq!(c.cmd(&["INCRBY", "n", "5"]).await, int(5));
+    assert_eq!(c.cmd(&["COPY", "n", "m"]).await, int(1));
+    assert_eq!(c.cmd(&["GET", "m"]).await, bulk("5"));
+    assert_eq!(c.cmd(&["COPY", "n", "c"]).await, int(0), "COPY keeps an existing target");
+    assert_eq!(c.cmd(&["COPY", "n", "c", "REPLACE"]).await, int(1));
+    assert_eq!(c.cmd(&["GET", "c"]).await, bulk("5"));
+    assert_eq!(c.cmd(&["COPY", "n", "n"]).await, error("ERR source and destination objects are the same"));
+    assert_eq!(c.cmd(&["COPY", "n", "x", "DB", "1"]).await, error("ERR DB index is out of range"));
+    assert_eq!(c.cmd(&["COPY", "n", "x", "BOGUS"]).await, error("ERR syntax error"));
+    assert_eq!(c.cmd(&["COPY", "missing", "x"]).await, int(0));
+    stop(node).await;
 }

@@ -211,6 +211,8 @@ fn acl_categories(spec: &CommandSpec) -> Vec<&'static str> {
         "@string"
     } else if super::keys::commands().iter().any(|c| c.name == spec.name) {
         "@keyspace"
+    } else if super::transactions::commands().iter().any(|c| c.name == spec.name) {
+        "@transaction"
     } else {
         "@connection"
     };

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use meridian_crdt::expiry::Deadline;
+use meridian_crdt::keyspace::CopyOutcome;
 
 use super::{CommandSpec, SYNTAX_ERROR, glob_match, parse_int};
 use crate::context::Context;
@@ -26,6 +27,9 @@ pub fn commands() -> Vec<CommandSpec> {
         CommandSpec::new("pexpiretime", 2, RF, (1, 1, 1), pexpiretime),
         CommandSpec::new("persist", 2, WF, (1, 1, 1), persist),
         CommandSpec::new("dbsize", 1, RF, (0, 0, 0), dbsize),
+        CommandSpec::new("rename", 3, &["write"], (1, 2, 1), rename),
+        CommandSpec::new("renamenx", 3, WF, (1, 2, 1), renamenx),
+        CommandSpec::new("copy", -3, &["write", "denyoom"], (1, 2, 1), copy),
         CommandSpec::new("keys", 2, &["readonly"], (0, 0, 0), keys),
         CommandSpec::new("scan", -2, &["readonly"], (0, 0, 0), scan),
         CommandSpec::new("randomkey", 1, &["readonly"], (0, 0, 0), randomkey),
@@ -266,4 +270,77 @@ fn flush(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
     ctx.server.shard().keyspace_mut().flush();
     ctx.reply.ok();
+}
+
+/// Copies `src` to `dst` (replacing it if asked) and, for RENAME, deletes `src`.
+fn move_key(
+    ctx: &mut Context<'_, '_>,
+    src: &[u8],
+    dst: &[u8],
+    replace: bool,
+    delete_source: bool,
+) -> Result<CopyOutcome, String> {
+    let mut shard = ctx.server.shard();
+    let at = shard.moment().map_err(|e| format!("ERR {e}"))?;
+    let outcome = shard.keyspace_mut().copy(src, dst, replace, at);
+    if delete_source && src != dst && matches!(outcome, CopyOutcome::Copied(_)) {
+        let at = shard.moment().map_err(|e| format!("ERR {e}"))?;
+        shard.keyspace_mut().delete(src, at);
+    }
+    Ok(outcome)
+}
+
+fn rename(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    match move_key(ctx, &args[0], &args[1], true, true) {
+        Ok(CopyOutcome::Copied(_)) => ctx.reply.ok(),
+        Ok(CopyOutcome::NoSource) => ctx.reply.error("ERR no such key"),
+        Ok(CopyOutcome::TargetExists) => unreachable!("RENAME replaces its target"),
+        Err(e) => ctx.reply.error(&e),
+    }
+}
+
+fn renamenx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    if args[0] == args[1] {
+        // Redis: the same key is "already there", whether it exists or not.
+        let exists = {
+            let shard = ctx.server.shard();
+            let now = shard.wall_ms();
+            shard.keyspace().exists(&args[0], now)
+        };
+        return if exists { ctx.reply.integer(0) } else { ctx.reply.error("ERR no such key") };
+    }
+    match move_key(ctx, &args[0], &args[1], false, true) {
+        Ok(CopyOutcome::Copied(_)) => ctx.reply.integer(1),
+        Ok(CopyOutcome::TargetExists) => ctx.reply.integer(0),
+        Ok(CopyOutcome::NoSource) => ctx.reply.error("ERR no such key"),
+        Err(e) => ctx.reply.error(&e),
+    }
+}
+
+fn copy(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    let mut replace = false;
+    let mut i = 2;
+    while i < args.len() {
+        match args[i].to_ascii_uppercase().as_slice() {
+            b"REPLACE" => replace = true,
+            b"DB" if i + 1 < args.len() => {
+                match parse_int(&args[i + 1]) {
+                    Ok(0) => {}
+                    Ok(_) => return ctx.reply.error("ERR DB index is out of range"),
+                    Err(e) => return ctx.reply.error(&e.to_string()),
+                }
+                i += 1;
+            }
+            _ => return ctx.reply.error(SYNTAX_ERROR),
+        }
+        i += 1;
+    }
+    if args[0] == args[1] {
+        return ctx.reply.error("ERR source and destination objects are the same");
+    }
+    match move_key(ctx, &args[0], &args[1], replace, false) {
+        Ok(CopyOutcome::Copied(_)) => ctx.reply.integer(1),
+        Ok(_) => ctx.reply.integer(0),
+        Err(e) => ctx.reply.error(&e),
+    }
 }

@@ -6,6 +6,7 @@ pub mod connection;
 pub mod keys;
 pub mod server;
 pub mod strings;
+pub mod transactions;
 
 use bytes::Bytes;
 use meridian_crdt::CommandError;
@@ -58,6 +59,7 @@ pub fn table() -> &'static [CommandSpec] {
         all.extend(keys::commands());
         all.extend(connection::commands());
         all.extend(server::commands());
+        all.extend(transactions::commands());
         all.sort_by(|a, b| a.name.cmp(b.name));
         for pair in all.windows(2) {
             assert_ne!(pair[0].name, pair[1].name, "command registered twice");
@@ -78,6 +80,17 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     let lower = &lower[..name.len()];
     let table = table();
     table.binary_search_by(|spec| spec.name.as_bytes().cmp(lower)).ok().map(|i| &table[i])
+}
+
+/// The keys a command names, from its spec's key positions over `args`
+/// (the name included, at position 0).
+pub fn command_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
+    let len = args.len() as i64;
+    let first = i64::from(spec.first_key);
+    let last = if spec.last_key < 0 { len + i64::from(spec.last_key) } else { i64::from(spec.last_key) };
+    let step = i64::from(spec.step);
+    let (first, last, step) = if first <= 0 || step <= 0 { (1, 0, 1) } else { (first, last.min(len - 1), step) };
+    (first..=last).step_by(step as usize).filter_map(move |i| args.get(i as usize))
 }
 
 /// True if `argc` (including the name) fits the arity.

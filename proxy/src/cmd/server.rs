@@ -246,6 +246,7 @@ fn debug(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 }
 
 fn reset(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+    super::transactions::reset(ctx);
     ctx.client.protocol = Protocol::Resp2;
     ctx.reply.set_protocol(Protocol::Resp2);
     ctx.client.name = None;
