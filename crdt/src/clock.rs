@@ -14,6 +14,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hlc_gen::source::{ClockSource, ManualClock, UtcClock};
+
+// `S` only chooses where the wall time comes from: the system clock
+// (`UtcClock`) or a hand-set one (`ManualClock`).
 use hlc_gen::{HlcGenerator, HlcTimestamp};
 
 use crate::error::ClockError;
@@ -49,7 +52,11 @@ pub struct ClockStats {
 
 /// A hybrid logical clock for one replica.
 pub struct Clock<S: ClockSource = UtcClock> {
-    generator: HlcGenerator<S>,
+    /// Always driven by hand: [`Clock::now`] reads the wall clock once and
+    /// hands it to the generator, so a write costs one clock read (hlc-gen's
+    /// own UTC source would read it again, through chrono).
+    generator: HlcGenerator<ManualClock>,
+    source: core::marker::PhantomData<S>,
     max_skew_ms: u64,
     stats: ClockStats,
     /// The simulated wall clock of a manual clock (hlc-gen keeps its source
@@ -62,7 +69,13 @@ impl Clock<UtcClock> {
     /// A clock on the system's UTC wall clock.
     pub fn new(max_skew_ms: u64) -> Self {
         assert!(max_skew_ms > 0, "a zero skew bound would refuse every peer");
-        Clock { generator: HlcGenerator::new(0), max_skew_ms, stats: ClockStats::default(), manual_wall_ms: None }
+        Clock {
+            generator: HlcGenerator::manual(0),
+            source: core::marker::PhantomData,
+            max_skew_ms,
+            stats: ClockStats::default(),
+            manual_wall_ms: None,
+        }
     }
 }
 
@@ -72,6 +85,7 @@ impl Clock<ManualClock> {
         assert!(max_skew_ms > 0, "a zero skew bound would refuse every peer");
         let clock = Clock {
             generator: HlcGenerator::manual(0),
+            source: core::marker::PhantomData,
             max_skew_ms,
             stats: ClockStats::default(),
             manual_wall_ms: Some(AtomicU64::new(wall_ms)),
@@ -82,7 +96,6 @@ impl Clock<ManualClock> {
 
     /// Sets the simulated wall clock (Unix milliseconds).
     pub fn set_wall_ms(&self, wall_ms: u64) {
-        self.generator.set_current_timestamp(wall_ms as i64);
         if let Some(mirror) = &self.manual_wall_ms {
             mirror.store(wall_ms, Ordering::SeqCst);
         }
@@ -93,8 +106,16 @@ impl<S: ClockSource> Clock<S> {
     /// A timestamp for a local write, strictly greater than every timestamp
     /// this clock produced or observed.
     pub fn now(&self) -> Result<u64, ClockError> {
+        self.now_with_wall().map(|(hlc, _)| hlc)
+    }
+
+    /// A timestamp for a local write and the wall clock it was taken at, from
+    /// one read of the clock.
+    pub fn now_with_wall(&self) -> Result<(u64, u64), ClockError> {
+        let wall = self.wall_ms();
+        self.generator.set_current_timestamp(wall as i64);
         match self.generator.next_timestamp() {
-            Some(ts) => Ok(ts.as_u64()),
+            Some(ts) => Ok((ts.as_u64(), wall)),
             None => {
                 self.stats.exhausted_total.fetch_add(1, Ordering::Relaxed);
                 Err(ClockError::LogicalCounterExhausted)
@@ -108,6 +129,7 @@ impl<S: ClockSource> Clock<S> {
     pub fn observe(&self, remote: u64) -> Result<Observation, ClockError> {
         let remote_ts = HlcTimestamp::try_from(remote).map_err(|_| ClockError::InvalidTimestamp(remote))?;
         let wall = self.wall_ms();
+        self.generator.set_current_timestamp(wall as i64);
         let remote_ms = remote_ts.timestamp().max(0) as u64;
         if remote_ms > wall + self.max_skew_ms {
             let ahead_ms = remote_ms - wall;
@@ -128,6 +150,7 @@ impl<S: ClockSource> Clock<S> {
     /// Restores monotonicity after a restart from a persisted high-water mark
     /// (the largest timestamp this replica ever issued or observed).
     pub fn seed(&self, high_water: u64) -> Result<(), ClockError> {
+        self.generator.set_current_timestamp(self.wall_ms() as i64);
         let ts = HlcTimestamp::try_from(high_water).map_err(|_| ClockError::InvalidTimestamp(high_water))?;
         self.generator.update(&ts).map_err(|_| ClockError::InvalidTimestamp(high_water))?;
         Ok(())

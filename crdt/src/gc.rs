@@ -11,8 +11,7 @@
 //! of `S_k` has been applied everywhere, so `S_k` is causally stable.
 //!
 //! Regions report their applied vectors over the WAN (issue 5); a region with
-//! no peers reports to itself and everything it applied is stable one round
-//! later.
+//! no peers reports to itself and everything it applied is stable at once.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -95,7 +94,13 @@ impl StabilityTracker {
             self.rounds.pop_front();
         }
         if self.rounds.len() < ROUNDS_MAX && self.rounds.back().is_none_or(|(c, _)| *c != applied) {
-            self.rounds.push_back((applied, own));
+            // The new candidate may settle at once: when every region's own
+            // position is already applied everywhere (always, for a lone region).
+            if applied.dominates(&own) {
+                self.stable.join(&applied);
+            } else {
+                self.rounds.push_back((applied, own));
+            }
         }
         &self.stable
     }
@@ -130,10 +135,9 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_region_settles_one_round_later() {
+    fn a_lone_region_settles_in_the_same_round() {
         let mut tracker = StabilityTracker::new();
         tracker.report(1, Report { applied: vv(&[(1, 10)]), own: vec![ReplicaId(1)] });
-        tracker.advance();
         assert_eq!(tracker.advance(), &vv(&[(1, 10)]));
     }
 }

@@ -96,6 +96,9 @@ pub struct Keyspace {
     /// increments, list tombstones, expiry entries), so garbage collection
     /// visits them first instead of waiting for a full pass to reach them.
     marked: hashbrown::HashSet<u32>,
+    /// No peer region: nothing is ever concurrent with a write here, so every
+    /// applied dot is causally stable at once (see [`Keyspace::set_solo`]).
+    solo: bool,
     stats: KeyspaceStats,
 }
 
@@ -143,8 +146,18 @@ impl Keyspace {
             table: KeyTable::default(),
             expires: BTreeSet::new(),
             marked: hashbrown::HashSet::new(),
+            solo: false,
             stats: KeyspaceStats::default(),
         }
+    }
+
+    /// Declares that this keyspace has no peer region (`true`), or has one
+    /// (`false`, the default). Solo, nothing is concurrent with a local write,
+    /// so a counter's increments are merged as they are applied instead of at
+    /// the next garbage collection. The WAN syncer turns it off when a peer
+    /// joins; merged and unmerged states read the same.
+    pub fn set_solo(&mut self, solo: bool) {
+        self.solo = solo;
     }
 
     /// The replica local writes originate at.
@@ -201,6 +214,9 @@ impl Keyspace {
                     let before_deadline = state.owned_deadline(self.replica);
                     let before_conflict = state.visible_types() > 1;
                     state.apply(delta, &self.context);
+                    if self.solo {
+                        state.merge_last_increments(delta);
+                    }
                     if !before_conflict && state.visible_types() > 1 {
                         self.stats.type_conflicts += 1;
                     }

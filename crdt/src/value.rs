@@ -311,6 +311,20 @@ impl KeyState {
         }
     }
 
+    /// After applying `delta` with nothing concurrent (a solo keyspace):
+    /// merges a string's new increment into its previous one.
+    pub fn merge_last_increments(&mut self, delta: &KeyDelta) {
+        for part in &delta.parts {
+            if let TypedDelta::Str(change) = part
+                && change.increment.is_some()
+                && let Some(TypedValue::Str(register)) =
+                    self.values.iter_mut().find(|v| v.value_type() == ValueType::String)
+            {
+                register.merge_last_increments();
+            }
+        }
+    }
+
     /// Removes every element whose dot is in `context` (a flush).
     pub fn remove_covered(&mut self, context: &CausalContext) -> bool {
         let mut changed = self.expiry.remove_covered(context);

@@ -486,3 +486,19 @@ fn copy_recreates_every_type_with_its_ttl() {
     assert_eq!(a.keyspace.copy(b"missing", b"x", true, a.at()), CopyOutcome::NoSource);
     a.keyspace.validate().unwrap();
 }
+
+#[test]
+fn a_solo_keyspace_keeps_a_hot_counter_at_one_element() {
+    use meridian_crdt::value::TypedValue;
+    let mut a = Region::new(1);
+    a.keyspace.set_solo(true);
+    for _ in 0..1_000 {
+        a.keyspace.incr_by(b"hot", 1, a.at()).unwrap();
+    }
+    a.keyspace.incr_by(b"hot", -10, a.at()).unwrap();
+    assert_eq!(a.get("hot").as_deref(), Some("990"));
+    let state = a.keyspace.state(b"hot").unwrap();
+    let TypedValue::Str(register) = &state.values()[0] else { panic!("a string") };
+    assert_eq!(register.increments().len(), 1);
+    a.keyspace.validate().unwrap();
+}

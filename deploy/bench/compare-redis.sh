@@ -7,13 +7,16 @@
 # starts both servers on free loopback ports pinned to the same CPU (the load
 # generator runs on the other CPUs), runs redis-benchmark -c 50 -t set,get,incr
 # at -P 1 and -P 16 against each in the same run, and prints ops/s, p50 and p99
-# for both with the ratio Meridian / Redis. Then it loads 1,000,000 keys
+# for both with the ratio Meridian / Redis (median of REPEAT alternating runs). Then it loads 1,000,000 keys
 # (16-byte keys, 16-byte values) into each and prints RSS growth per key.
 # Everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 REQUESTS=${1:-200000}
+# Each row is measured REPEAT times per server, alternating the servers so
+# both see the same machine conditions; the median is reported.
+REPEAT=${REPEAT:-3}
 KEYS=${KEYS:-1000000}
 CLIENTS=50
 
@@ -57,17 +60,36 @@ run() {
     awk -F',' 'NR > 1 { gsub(/"/, ""); print $1, $2, $5, $7 }'
 }
 
+# median <lines "test rps p50 p99"...> -> per test, the line with the median rps
+median() {
+  sort -k1,1 -k2,2n | awk '
+    { rows[$1] = rows[$1] "\n" $0; count[$1]++ }
+    END {
+      for (t in rows) {
+        n = split(substr(rows[t], 2), lines, "\n")
+        print lines[int((n + 1) / 2)]
+      }
+    }'
+}
+
 printf '%-6s %4s %14s %14s %8s %9s %9s %9s %9s\n' test P meridian_ops redis_ops ratio m_p50 r_p50 m_p99 r_p99
 worst=999
 for pipeline in 1 16; do
-  meridian=$(run "$MERIDIAN_PORT" "$pipeline")
-  redis=$(run "$REDIS_PORT" "$pipeline")
-  while read -r test m_rps m_p50 m_p99; do
+  meridian_runs=""
+  redis_runs=""
+  for _ in $(seq 1 "$REPEAT"); do
+    meridian_runs+=$(run "$MERIDIAN_PORT" "$pipeline")$'\n'
+    redis_runs+=$(run "$REDIS_PORT" "$pipeline")$'\n'
+  done
+  meridian=$(printf '%s' "$meridian_runs" | grep -v '^$' | median)
+  redis=$(printf '%s' "$redis_runs" | grep -v '^$' | median)
+  for test in SET GET INCR; do
+    read -r _ m_rps m_p50 m_p99 < <(echo "$meridian" | awk -v t="$test" '$1 == t')
     read -r _ r_rps r_p50 r_p99 < <(echo "$redis" | awk -v t="$test" '$1 == t')
     ratio=$(awk -v m="$m_rps" -v r="$r_rps" 'BEGIN { printf "%.2f", m / r }')
     worst=$(awk -v a="$worst" -v b="$ratio" 'BEGIN { print (b < a) ? b : a }')
     printf '%-6s %4s %14.0f %14.0f %8s %9s %9s %9s %9s\n' "$test" "$pipeline" "$m_rps" "$r_rps" "$ratio" "$m_p50" "$r_p50" "$m_p99" "$r_p99"
-  done <<< "$meridian"
+  done
 done
 
 rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }

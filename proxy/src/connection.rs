@@ -91,7 +91,10 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                         output.clear();
                     }
                 }
-                Ok(Parsed::Incomplete) => break,
+                Ok(Parsed::Incomplete) => {
+                    record_activity(client);
+                    break;
+                }
                 Err(error) => {
                     Reply::new(&mut output, client.protocol).error(&error.to_redis_error());
                     let _ = socket.write_all(&output).await;
@@ -144,20 +147,28 @@ pub fn execute(server: &ServerState, client: &mut ClientState, args: &[Bytes], o
         let _shared = server.exec_shared();
         run_command(server, client, args, Reply::new(output, client.protocol))
     };
-    if let Some(handle) = &client.handle {
-        let mut info = handle.info();
-        info.last_active = std::time::Instant::now();
-        info.name.clone_from(&client.name);
-        info.protocol = client.protocol;
-        if let Some(spec) = ran {
-            info.last_command.clear();
-            info.last_command.push_str(spec.name);
-            if CONTAINER_COMMANDS.contains(&spec.name)
-                && let Some(sub) = args.get(1)
-            {
-                info.last_command.push('|');
-                info.last_command.push_str(&String::from_utf8_lossy(&sub[..sub.len().min(32)]).to_ascii_lowercase());
-            }
+    if let Some(spec) = ran {
+        let sub = if CONTAINER_COMMANDS.contains(&spec.name) { args.get(1).cloned() } else { None };
+        client.last_command = Some((spec.name, sub));
+    }
+}
+
+/// Copies the client's activity into the registry (CLIENT LIST, CLIENT INFO).
+/// Once per batch rather than per command: it takes a lock and reads the clock.
+fn record_activity(client: &ClientState) {
+    let Some(handle) = &client.handle else {
+        return;
+    };
+    let mut info = handle.info();
+    info.last_active = std::time::Instant::now();
+    info.name.clone_from(&client.name);
+    info.protocol = client.protocol;
+    if let Some((name, sub)) = &client.last_command {
+        info.last_command.clear();
+        info.last_command.push_str(name);
+        if let Some(sub) = sub {
+            info.last_command.push('|');
+            info.last_command.push_str(&String::from_utf8_lossy(&sub[..sub.len().min(32)]).to_ascii_lowercase());
         }
     }
 }

@@ -321,6 +321,9 @@ pub struct ClientState {
     /// Set by DEBUG SLEEP: the connection waits this long after the command,
     /// on its own task, so other clients are served meanwhile.
     pub sleep: Option<Duration>,
+    /// The last command run and, for container commands, its subcommand:
+    /// copied into the registry once per batch (CLIENT LIST's `cmd=`).
+    pub last_command: Option<(&'static str, Option<Bytes>)>,
     /// This client's registry entry (absent for clients not on a socket).
     pub handle: Option<Arc<ClientHandle>>,
     /// The open transaction, between MULTI and EXEC or DISCARD.
@@ -341,6 +344,7 @@ impl ClientState {
             authenticated: server.settings.requirepass.is_none(),
             closing: false,
             sleep: None,
+            last_command: None,
             handle: None,
             multi: None,
             watched: Vec::new(),

@@ -39,13 +39,11 @@ impl Shard {
     /// An empty shard whose writes originate at `replica`, with a clock that
     /// accepts peers at most `max_skew_ms` ahead.
     pub fn new(replica: ReplicaId, max_skew_ms: u64) -> Shard {
-        Shard {
-            keyspace: Keyspace::new(replica),
-            clock: Clock::new(max_skew_ms),
-            writes: 0,
-            stability: StabilityTracker::new(),
-            gc_cursor: 0,
-        }
+        // No peer region yet (active-active arrives with issue 5): the
+        // keyspace may merge counter increments as they are applied.
+        let mut keyspace = Keyspace::new(replica);
+        keyspace.set_solo(true);
+        Shard { keyspace, clock: Clock::new(max_skew_ms), writes: 0, stability: StabilityTracker::new(), gc_cursor: 0 }
     }
 
     /// The keyspace, for reads.
@@ -66,7 +64,8 @@ impl Shard {
     /// A timestamp for one write.
     pub fn moment(&mut self) -> Result<Moment, ClockError> {
         self.writes += 1;
-        Ok(Moment { hlc: self.clock.now()?, wall_ms: self.clock.wall_ms() })
+        let (hlc, wall_ms) = self.clock.now_with_wall()?;
+        Ok(Moment { hlc, wall_ms })
     }
 
     /// The clock (monitoring, HLC observation of replicated deltas).
