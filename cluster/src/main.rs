@@ -93,7 +93,15 @@ fn main() -> anyhow::Result<()> {
             let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
                 .map_err(|e| anyhow::anyhow!("invalid --log-level {:?}: {e}", config.log_level))?;
             tracing_subscriber::fmt().with_env_filter(filter).init();
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            // One CPU (a container limit, taskset): a current-thread runtime
+            // does the same work without the multi-thread scheduler's
+            // cross-thread bookkeeping; with more CPUs, one worker per CPU.
+            let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let runtime = if cpus == 1 {
+                tokio::runtime::Builder::new_current_thread().enable_all().build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build()?
+            };
             runtime.block_on(async {
                 let node = Node::start(&config).await?;
                 tracing::info!(addr = %node.addr, "meridian node ready; try: redis-cli -p {}", node.addr.port());
