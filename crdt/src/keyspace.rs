@@ -205,7 +205,8 @@ impl Keyspace {
 
     fn apply_key(&mut self, delta: &KeyDelta) {
         self.stats.deltas_applied += 1;
-        match self.table.find(&delta.key) {
+        // The slot that holds the key after the merge, if any.
+        let kept = match self.table.find(&delta.key) {
             Some(slot) => {
                 let stored = self.table.slot_mut(slot);
                 if let Stored::Big(state) = stored {
@@ -224,6 +225,7 @@ impl Keyspace {
                     if state.can_drop() {
                         self.table.remove_slot(slot);
                         self.track_deadline(slot, before_deadline, None);
+                        None
                     } else {
                         if state.is_small() {
                             let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
@@ -231,8 +233,11 @@ impl Keyspace {
                             *self.table.slot_mut(slot) = Stored::from_state(state);
                         }
                         self.track_deadline(slot, before_deadline, after_deadline);
+                        Some(slot)
                     }
-                } else if !apply_small_fast(stored, delta, &self.context) {
+                } else if apply_small_fast(stored, delta, &self.context) {
+                    Some(slot)
+                } else {
                     let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
                     let mut state = core::mem::replace(stored, placeholder).into_state();
                     let before_deadline = state.owned_deadline(self.replica);
@@ -245,27 +250,32 @@ impl Keyspace {
                     if state.can_drop() {
                         self.table.remove_slot(slot);
                         self.track_deadline(slot, before_deadline, None);
+                        None
                     } else {
                         *self.table.slot_mut(slot) = Stored::from_state(state);
                         self.track_deadline(slot, before_deadline, after_deadline);
+                        Some(slot)
                     }
                 }
             }
             None => {
                 let mut state = KeyState::default();
                 state.apply(delta, &self.context);
-                if !state.can_drop() {
+                if state.can_drop() {
+                    None
+                } else {
                     if state.visible_types() > 1 {
                         self.stats.type_conflicts += 1;
                     }
                     let deadline = state.owned_deadline(self.replica);
                     let slot = self.table.insert_new(&delta.key, Stored::from_state(state));
                     self.track_deadline(slot, None, deadline);
+                    Some(slot)
                 }
             }
-        }
-        if leaves_garbage(delta)
-            && let Some(slot) = self.table.find(&delta.key)
+        };
+        if let Some(slot) = kept
+            && leaves_garbage(delta, self.solo)
         {
             self.marked.insert(slot);
         }
@@ -1318,11 +1328,14 @@ fn apply_small_fast(stored: &mut Stored, delta: &KeyDelta, seen: &CausalContext)
 /// True if applying `delta` may leave something for garbage collection:
 /// counter increments (merged once stable), list removals (tombstones),
 /// expiry entries (spent or losing ones), or several values at once.
-fn leaves_garbage(delta: &KeyDelta) -> bool {
+///
+/// A solo keyspace merges a string's increments as they are applied, so those
+/// leave nothing.
+fn leaves_garbage(delta: &KeyDelta, solo: bool) -> bool {
     delta.expiry.is_some()
         || delta.parts.len() > 1
         || delta.parts.iter().any(|part| match part {
-            TypedDelta::Str(d) => d.increment.is_some(),
+            TypedDelta::Str(d) => d.increment.is_some() && !solo,
             TypedDelta::Hash(d) => d.fields.iter().any(|(_, f)| f.increment.is_some()),
             TypedDelta::ZSet(d) => d.changes.iter().any(|(_, c)| c.increment.is_some()),
             TypedDelta::List(d) => d.ops.iter().any(|op| matches!(op, crate::list::ListOp::Remove { .. })),
