@@ -2265,3 +2265,68 @@ async fn rename_renamenx_and_copy() {
     assert_eq!(c.cmd(&["COPY", "missing", "x"]).await, int(0));
     stop(node).await;
 }
+
+/// The pairs of a map reply: a RESP3 map, or a RESP2 flat array of
+/// alternating keys and values.
+fn map_pairs(reply: &Resp) -> Vec<(Resp, Resp)> {
+    match reply {
+        Resp::Map(pairs) => pairs.clone(),
+        Resp::Array(items) => {
+            assert!(items.len() % 2 == 0, "odd-length flat map {reply:?}");
+            items.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect()
+        }
+        other => panic!("expected a map, got {other:?}"),
+    }
+}
+
+/// The value under the bulk-string key `field` of a map reply.
+fn map_field(reply: &Resp, field: &str) -> Option<Resp> {
+    map_pairs(reply).into_iter().find(|(k, _)| *k == bulk(field)).map(|(_, v)| v)
+}
+
+/// COMMAND DOCS: GET's documentation as Redis 7 gives it, in RESP2 (a flat
+/// array) and RESP3 (a map); every command documented; unknown names skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_docs() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    for protocol in ["2", "3"] {
+        assert!(!matches!(c.cmd(&["HELLO", protocol]).await, Resp::Error(_)));
+        let reply = c.cmd(&["COMMAND", "DOCS", "get"]).await;
+        if protocol == "2" {
+            assert_eq!(reply.items().len(), 2, "RESP2 COMMAND DOCS get gave {reply:?}");
+        } else {
+            assert!(matches!(reply, Resp::Map(_)), "RESP3 COMMAND DOCS get gave {reply:?}");
+        }
+        let pairs = map_pairs(&reply);
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].0, bulk("get"));
+        let doc = &pairs[0].1;
+        assert_eq!(map_field(doc, "summary"), Some(bulk("Returns the string value of a key.")));
+        assert_eq!(map_field(doc, "since"), Some(bulk("1.0.0")));
+        assert_eq!(map_field(doc, "group"), Some(bulk("string")));
+        assert_eq!(map_field(doc, "complexity"), Some(bulk("O(1)")));
+        let arguments = map_field(doc, "arguments").expect("GET's arguments");
+        let [key] = arguments.items() else { panic!("GET's arguments {arguments:?}") };
+        assert_eq!(map_field(key, "name"), Some(bulk("key")));
+        assert_eq!(map_field(key, "type"), Some(bulk("key")));
+    }
+    assert!(!matches!(c.cmd(&["HELLO", "2"]).await, Resp::Error(_)));
+
+    let count = c.cmd(&["COMMAND", "COUNT"]).await.int();
+    let all = map_pairs(&c.cmd(&["COMMAND", "DOCS"]).await);
+    assert_eq!(all.len() as i64, count, "COMMAND DOCS covers every command");
+    for (name, doc) in &all {
+        for field in ["summary", "since", "group", "complexity"] {
+            assert!(map_field(doc, field).is_some(), "{} lacks {field}", name.text());
+        }
+    }
+
+    let some = map_pairs(&c.cmd(&["COMMAND", "DOCS", "MULTI", "nosuchcommand", "unlink"]).await);
+    let names: Vec<String> = some.iter().map(|(name, _)| name.text()).collect();
+    assert_eq!(names, ["multi", "unlink"], "unknown names are skipped");
+    assert_eq!(map_field(&some[0].1, "group"), Some(bulk("transactions")));
+    assert_eq!(map_field(&some[1].1, "since"), Some(bulk("4.0.0")));
+    assert_eq!(c.cmd(&["COMMAND", "DOCS", "nosuchcommand"]).await, Resp::Array(vec![]));
+    stop(node).await;
+}

@@ -305,9 +305,59 @@ fn command(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
                 }
             }
         }
+        b"DOCS" => command_docs(ctx, &args[1..]),
         _ => ctx
             .reply
             .error(&format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", String::from_utf8_lossy(&args[0]))),
+    }
+}
+
+/// COMMAND DOCS: a map from command name to its documentation, for the named
+/// commands (unknown names skipped) or, with no names, for every command.
+fn command_docs(ctx: &mut Context<'_, '_>, names: &[Bytes]) {
+    let specs: Vec<&CommandSpec> = if names.is_empty() {
+        table().iter().collect()
+    } else {
+        names.iter().filter_map(|n| super::lookup(n)).collect()
+    };
+    let docs: Vec<(&str, &super::docs::Doc)> =
+        specs.iter().filter_map(|spec| super::docs::lookup(spec.name).map(|doc| (spec.name, doc))).collect();
+    ctx.reply.map(docs.len());
+    for (name, doc) in docs {
+        ctx.reply.bulk(name.as_bytes());
+        let has_arguments = !doc.arguments.is_empty();
+        ctx.reply.map(4 + usize::from(has_arguments));
+        for (field, value) in
+            [("summary", doc.summary), ("since", doc.since), ("group", doc.group), ("complexity", doc.complexity)]
+        {
+            ctx.reply.bulk(field.as_bytes());
+            ctx.reply.bulk(value.as_bytes());
+        }
+        if has_arguments {
+            ctx.reply.bulk(b"arguments");
+            ctx.reply.array(doc.arguments.len());
+            for arg in doc.arguments {
+                let fields = 3 + usize::from(arg.key_spec.is_some()) + usize::from(!arg.flags.is_empty());
+                ctx.reply.map(fields);
+                ctx.reply.bulk(b"name");
+                ctx.reply.bulk(arg.name.as_bytes());
+                ctx.reply.bulk(b"type");
+                ctx.reply.bulk(arg.kind.as_bytes());
+                ctx.reply.bulk(b"display_text");
+                ctx.reply.bulk(arg.name.as_bytes());
+                if let Some(index) = arg.key_spec {
+                    ctx.reply.bulk(b"key_spec_index");
+                    ctx.reply.integer(i64::from(index));
+                }
+                if !arg.flags.is_empty() {
+                    ctx.reply.bulk(b"flags");
+                    ctx.reply.array(arg.flags.len());
+                    for flag in arg.flags {
+                        ctx.reply.simple(flag);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! it. One module per command family, like mini-redis's `cmd/`.
 
 pub mod connection;
+pub mod docs;
 pub mod keys;
 pub mod server;
 pub mod strings;
