@@ -502,3 +502,30 @@ fn a_solo_keyspace_keeps_a_hot_counter_at_one_element() {
     assert_eq!(register.increments().len(), 1);
     a.keyspace.validate().unwrap();
 }
+
+#[test]
+fn rename_moves_what_it_observed_and_a_concurrent_write_to_the_source_survives() {
+    use meridian_crdt::keyspace::CopyOutcome;
+    let (mut a, mut b) = (Region::new(1), Region::new(2));
+    let d = a.keyspace.set(b"k", b"v", ExpiryChange::Clear, a.at());
+    a.send(d);
+    let (_, d) = a.keyspace.sadd(b"s", &[b"x"], a.at()).unwrap();
+    a.send(d);
+    sync(&mut [&mut a, &mut b]);
+    // A renames k to n and s to t; B concurrently writes the sources.
+    for (src, dst) in [(&b"k"[..], &b"n"[..]), (b"s", b"t")] {
+        let CopyOutcome::Copied(copied) = a.keyspace.copy(src, dst, true, a.at()) else { panic!("copied") };
+        a.send(*copied);
+        let (_, d) = a.keyspace.delete(src, a.at());
+        a.send(d);
+    }
+    let d = b.keyspace.set(b"k", b"w", ExpiryChange::Clear, b.at());
+    b.send(d);
+    let (_, d) = b.keyspace.sadd(b"s", &[b"y"], b.at()).unwrap();
+    b.send(d);
+    sync(&mut [&mut a, &mut b]);
+    assert_eq!(a.get("n").as_deref(), Some("v"));
+    assert_eq!(a.get("k").as_deref(), Some("w"));
+    assert_eq!(a.members("t"), vec!["x"]);
+    assert_eq!(a.members("s"), vec!["y"]);
+}
