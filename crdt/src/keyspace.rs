@@ -238,24 +238,17 @@ impl Keyspace {
                 } else if apply_small_fast(stored, delta, &self.context) {
                     Some(slot)
                 } else {
-                    let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
-                    let mut state = core::mem::replace(stored, placeholder).into_state();
-                    let before_deadline = state.owned_deadline(self.replica);
-                    let before_conflict = state.visible_types() > 1;
-                    state.apply(delta, &self.context);
-                    if !before_conflict && state.visible_types() > 1 {
+                    let context = core::mem::take(&mut self.context);
+                    let (conflict, kept) = self.update_slot(slot, |state| {
+                        let before_conflict = state.visible_types() > 1;
+                        state.apply(delta, &context);
+                        !before_conflict && state.visible_types() > 1
+                    });
+                    self.context = context;
+                    if conflict {
                         self.stats.type_conflicts += 1;
                     }
-                    let after_deadline = state.owned_deadline(self.replica);
-                    if state.can_drop() {
-                        self.table.remove_slot(slot);
-                        self.track_deadline(slot, before_deadline, None);
-                        None
-                    } else {
-                        *self.table.slot_mut(slot) = Stored::from_state(state);
-                        self.track_deadline(slot, before_deadline, after_deadline);
-                        Some(slot)
-                    }
+                    kept.then_some(slot)
                 }
             }
             None => {
@@ -292,19 +285,7 @@ impl Keyspace {
         self.stats.deltas_applied += 1;
         let slots: Vec<u32> = self.table.iter().map(|(slot, _, _)| slot).collect();
         for slot in slots {
-            let stored = self.table.slot_mut(slot);
-            let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
-            let mut state = core::mem::replace(stored, placeholder).into_state();
-            let before_deadline = state.owned_deadline(self.replica);
-            state.remove_covered(flushed);
-            if state.can_drop() {
-                self.table.remove_slot(slot);
-                self.track_deadline(slot, before_deadline, None);
-            } else {
-                let after_deadline = state.owned_deadline(self.replica);
-                *self.table.slot_mut(slot) = Stored::from_state(state);
-                self.track_deadline(slot, before_deadline, after_deadline);
-            }
+            self.update_slot(slot, |state| state.remove_covered(flushed));
         }
         self.context.join(flushed);
         for dot in flushed.cloud() {
@@ -313,6 +294,27 @@ impl Keyspace {
             }
         }
         self.last_seq = self.last_seq.max(self.context.vector().get(self.replica));
+    }
+
+    /// Takes the state out of `slot`, runs `work` on it, and puts it back in
+    /// its compact form — or removes the key if nothing is left — keeping the
+    /// deadline index in step. Returns `work`'s result and whether the key is
+    /// still there.
+    fn update_slot<R>(&mut self, slot: u32, work: impl FnOnce(&mut KeyState) -> R) -> (R, bool) {
+        let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
+        let mut state = core::mem::replace(self.table.slot_mut(slot), placeholder).into_state();
+        let before_deadline = state.owned_deadline(self.replica);
+        let result = work(&mut state);
+        if state.can_drop() {
+            self.table.remove_slot(slot);
+            self.track_deadline(slot, before_deadline, None);
+            (result, false)
+        } else {
+            let after_deadline = state.owned_deadline(self.replica);
+            *self.table.slot_mut(slot) = Stored::from_state(state);
+            self.track_deadline(slot, before_deadline, after_deadline);
+            (result, true)
+        }
     }
 
     fn track_deadline(&mut self, slot: u32, before: Option<u64>, after: Option<u64>) {
@@ -969,20 +971,7 @@ impl Keyspace {
         if matches!(self.table.slot(slot).1, Stored::Small { .. }) {
             return 0;
         }
-        let stored = self.table.slot_mut(slot);
-        let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
-        let mut state = core::mem::replace(stored, placeholder).into_state();
-        let before_deadline = state.owned_deadline(self.replica);
-        let collected = state.collect(stable);
-        if state.can_drop() {
-            self.table.remove_slot(slot);
-            self.track_deadline(slot, before_deadline, None);
-        } else {
-            let after_deadline = state.owned_deadline(self.replica);
-            *self.table.slot_mut(slot) = Stored::from_state(state);
-            self.track_deadline(slot, before_deadline, after_deadline);
-        }
-        collected
+        self.update_slot(slot, |state| state.collect(stable)).0
     }
 
     // ----- sorted sets -----
