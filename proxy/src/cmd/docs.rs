@@ -29,20 +29,25 @@ pub struct Doc {
     pub arguments: &'static [Arg],
 }
 
-const fn key(index: u8) -> Arg {
+/// A plain key argument with key specification `index`.
+pub const fn key(index: u8) -> Arg {
     Arg { name: "key", kind: "key", key_spec: Some(index), flags: &[] }
 }
 
-const fn arg(name: &'static str, kind: &'static str) -> Arg {
+/// A plain required argument.
+pub const fn arg(name: &'static str, kind: &'static str) -> Arg {
     Arg { name, kind, key_spec: None, flags: &[] }
 }
 
-const KEY: &[Arg] = &[key(0)];
-const KEYS: &[Arg] = &[Arg { name: "key", kind: "key", key_spec: Some(0), flags: &["multiple"] }];
+/// One key.
+pub const KEY: &[Arg] = &[key(0)];
+/// One or more keys.
+pub const KEYS: &[Arg] = &[Arg { name: "key", kind: "key", key_spec: Some(0), flags: &["multiple"] }];
 const KEY_VALUE: &[Arg] = &[key(0), arg("value", "string")];
 const RENAME: &[Arg] = &[key(0), Arg { name: "newkey", kind: "key", key_spec: Some(1), flags: &[] }];
 
-const fn doc(
+/// One command's documentation.
+pub const fn doc(
     summary: &'static str,
     since: &'static str,
     group: &'static str,
@@ -52,7 +57,8 @@ const fn doc(
     Doc { summary, since, group, complexity, arguments }
 }
 
-const O1: &str = "O(1)";
+/// The commonest complexity.
+pub const O1: &str = "O(1)";
 const BY_SUBCOMMAND: &str = "Depends on subcommand.";
 
 /// Every command's documentation, sorted by name.
@@ -430,7 +436,12 @@ pub static DOCS: &[(&str, Doc)] = &[
 
 /// The documentation of the command named `name` (lowercase).
 pub fn lookup(name: &str) -> Option<&'static Doc> {
-    DOCS.binary_search_by(|(n, _)| n.cmp(&name)).ok().map(|i| &DOCS[i].1)
+    families().iter().find_map(|docs| docs.binary_search_by(|(n, _)| n.cmp(&name)).ok().map(|i| &docs[i].1))
+}
+
+/// The documentation of every command family, each sorted by name.
+fn families() -> [&'static [(&'static str, Doc)]; 6] {
+    [DOCS, super::hashes::DOCS, super::sets::DOCS, super::zsets::DOCS, super::lists::DOCS, super::pubsub::DOCS]
 }
 
 #[cfg(test)]
@@ -439,17 +450,32 @@ mod tests {
 
     #[test]
     fn every_command_has_docs_and_no_doc_is_orphaned() {
-        for pair in DOCS.windows(2) {
-            assert!(pair[0].0 < pair[1].0, "DOCS not sorted at {}", pair[1].0);
+        for docs in families() {
+            for pair in docs.windows(2) {
+                assert!(pair[0].0 < pair[1].0, "DOCS not sorted at {}", pair[1].0);
+            }
         }
         for spec in super::super::table() {
             assert!(lookup(spec.name).is_some(), "no docs for {}", spec.name);
         }
-        for (name, doc) in DOCS {
+        for (name, doc) in families().into_iter().flatten() {
             assert!(super::super::lookup(name.as_bytes()).is_some(), "docs for unknown command {name}");
             assert!(!doc.summary.is_empty() && !doc.complexity.is_empty());
             assert!(
-                ["string", "generic", "connection", "server", "transactions", "scripting"].contains(&doc.group),
+                [
+                    "string",
+                    "generic",
+                    "connection",
+                    "server",
+                    "transactions",
+                    "scripting",
+                    "hash",
+                    "set",
+                    "sorted-set",
+                    "list",
+                    "pubsub"
+                ]
+                .contains(&doc.group),
                 "bad group for {name}"
             );
             let mut parts = doc.since.split('.');

@@ -4,10 +4,15 @@
 
 pub mod connection;
 pub mod docs;
+pub mod hashes;
 pub mod keys;
+pub mod lists;
+pub mod pubsub;
 pub mod server;
+pub mod sets;
 pub mod strings;
 pub mod transactions;
+pub mod zsets;
 
 use bytes::Bytes;
 use meridian_crdt::CommandError;
@@ -61,6 +66,11 @@ pub fn table() -> &'static [CommandSpec] {
         all.extend(connection::commands());
         all.extend(server::commands());
         all.extend(transactions::commands());
+        all.extend(hashes::commands());
+        all.extend(sets::commands());
+        all.extend(zsets::commands());
+        all.extend(lists::commands());
+        all.extend(pubsub::commands());
         all.sort_by(|a, b| a.name.cmp(b.name));
         for pair in all.windows(2) {
             assert_ne!(pair[0].name, pair[1].name, "command registered twice");
@@ -205,6 +215,17 @@ fn class_match(pattern: &[u8], start: usize, c: u8, nocase: bool) -> Option<(boo
     // An unterminated class matches up to the end of the pattern, as in Redis.
     let next = if i < pattern.len() { i + 1 } else { i };
     Some((matched != negate, next))
+}
+
+/// A fresh random generator for commands that pick at random (SPOP,
+/// SRANDMEMBER, HRANDFIELD, ZRANDMEMBER): seeded from the time and a
+/// process-wide counter, so two calls in one nanosecond still differ.
+pub fn rng() -> rand::rngs::SmallRng {
+    use rand::SeedableRng;
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    rand::rngs::SmallRng::seed_from_u64(nanos ^ calls.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 #[cfg(test)]
