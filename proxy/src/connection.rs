@@ -13,7 +13,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::cmd::{CommandSpec, arity_ok, lookup, transactions};
+use crate::blocking::Block;
+use crate::cmd::{CommandSpec, arity_ok, command_keys, lookup, transactions};
 use crate::context::{ClientHandle, ClientState, Context, ServerState};
 use crate::reply::Reply;
 use crate::request::{Limits, Parsed, RequestParser};
@@ -39,6 +40,7 @@ pub async fn serve(mut socket: TcpStream, server: Arc<ServerState>) {
     let _registration = Registration { server: &server, id: client.id };
     client.handle = Some(handle.clone());
     serve_client(&mut socket, &server, &mut client, &handle).await;
+    crate::cmd::pubsub::unsubscribe_all(&server, &mut client);
 }
 
 /// Removes a client from the registry when its connection ends.
@@ -49,6 +51,7 @@ struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
+        self.server.unblock(self.id);
         self.server.unwatch_all(self.id);
         self.server.deregister_client(self.id);
     }
@@ -76,6 +79,21 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                     if client.closing || handle.is_killed() {
                         let _ = socket.write_all(&output).await;
                         return;
+                    }
+                    if let Some(block) = client.blocked.take() {
+                        // A blocking command found nothing: write what came
+                        // before it, then wait for its reply.
+                        if !output.is_empty() {
+                            if socket.write_all(&output).await.is_err() {
+                                server.unblock(client.id);
+                                return;
+                            }
+                            output.clear();
+                        }
+                        match wait_unblocked(socket, server, client, handle, &mut input, &parser, block).await {
+                            Some(reply) => output.extend_from_slice(&reply),
+                            None => return,
+                        }
                     }
                     if let Some(pause) = client.sleep.take() {
                         // DEBUG SLEEP: only this connection waits.
@@ -122,13 +140,93 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
         if handle.is_killed() {
             return;
         }
-        // A kill wakes the task even while it waits for the client to send.
+        // A kill wakes the task even while it waits for the client to send;
+        // so do pub/sub messages, written as they come.
         tokio::select! {
             read = socket.read_buf(&mut input) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             },
             _ = handle.kill.notified() => return,
+            _ = handle.wake.notified() => {
+                if !write_messages(socket, handle).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the pub/sub messages waiting in the client's mailbox. False if the
+/// connection must close: the write failed, or the client was killed while
+/// the write waited on a subscriber that does not read (the output limit).
+async fn write_messages(socket: &mut TcpStream, handle: &ClientHandle) -> bool {
+    let Some(messages) = handle.take_messages() else {
+        return !handle.is_killed();
+    };
+    tokio::select! {
+        written = socket.write_all(&messages) => written.is_ok() && !handle.is_killed(),
+        _ = handle.kill.notified() => false,
+    }
+}
+
+/// Waits, for a client blocked by a blocking command, until a write serves
+/// it, its deadline passes (the reply is then a null array, as Redis's), or
+/// it goes away (disconnect, CLIENT KILL: `None`). Meanwhile it reads the
+/// socket only to notice a disconnect — pipelined commands wait in `input`
+/// (bounded by the query buffer limit) — and writes pub/sub messages.
+async fn wait_unblocked(
+    socket: &mut TcpStream,
+    server: &ServerState,
+    client: &ClientState,
+    handle: &ClientHandle,
+    input: &mut BytesMut,
+    parser: &RequestParser,
+    block: Block,
+) -> Option<BytesMut> {
+    let deadline = async {
+        match block.deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut armed = true;
+    loop {
+        if let Some(reply) = handle.take_unblocked() {
+            return Some(reply);
+        }
+        if handle.is_killed() {
+            server.unblock(client.id);
+            return None;
+        }
+        tokio::select! {
+            _ = handle.wake.notified() => {
+                if !write_messages(socket, handle).await {
+                    server.unblock(client.id);
+                    return None;
+                }
+            }
+            _ = handle.kill.notified() => {
+                server.unblock(client.id);
+                return None;
+            }
+            _ = &mut deadline, if armed => {
+                if server.unblock(client.id) {
+                    let mut reply = BytesMut::new();
+                    Reply::new(&mut reply, client.protocol).null_array();
+                    return Some(reply);
+                }
+                // Served just as the deadline passed: its reply is on the way.
+                armed = false;
+            }
+            read = socket.read_buf(input) => {
+                let closed = !matches!(read, Ok(n) if n > 0);
+                if closed || parser.check_query_buffer(input.len()).is_err() {
+                    server.unblock(client.id);
+                    return None;
+                }
+            }
         }
     }
 }
@@ -173,6 +271,10 @@ fn record_activity(client: &ClientState) {
     }
 }
 
+/// What a RESP2 client may run while subscribed to a channel or pattern.
+const SUBSCRIBED_CONTEXT_COMMANDS: &[&str] =
+    &["subscribe", "psubscribe", "unsubscribe", "punsubscribe", "ping", "quit", "reset"];
+
 /// Commands whose first argument is a subcommand (CLIENT LIST shows
 /// `cmd=client|list`, as Redis does).
 const CONTAINER_COMMANDS: &[&str] = &["client", "command", "config", "function"];
@@ -191,6 +293,12 @@ pub fn run_command(
         && spec.flags.contains(&"write")
     {
         server.touch_written(spec, args);
+        if client.in_exec {
+            // Served when EXEC ends, as Redis does.
+            client.exec_written.extend(command_keys(spec, args).cloned());
+        } else {
+            server.serve_blocked(command_keys(spec, args).map(|key| key.as_ref()));
+        }
     }
     ran
 }
@@ -216,6 +324,15 @@ pub fn validate(client: &ClientState, args: &[Bytes]) -> Result<&'static Command
     }
     if !arity_ok(spec, args.len()) {
         return Err(format!("ERR wrong number of arguments for '{}' command", spec.name));
+    }
+    if client.protocol == crate::reply::Protocol::Resp2
+        && (!client.channels.is_empty() || !client.patterns.is_empty())
+        && !SUBSCRIBED_CONTEXT_COMMANDS.contains(&spec.name)
+    {
+        return Err(format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            spec.name
+        ));
     }
     Ok(spec)
 }

@@ -6,12 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use meridian_replication::Shard;
 use tokio::sync::Notify;
 
+use crate::blocking::{Block, Blocked};
 use crate::cmd::CommandSpec;
 use crate::cmd::transactions::Transaction;
+use crate::pubsub::PubSub;
 use crate::reply::{Protocol, Reply};
 
 /// Server settings a command may read.
@@ -32,6 +34,9 @@ impl Default for Settings {
         Settings { requirepass: None, proto_max_bulk_len: 512 * 1024 * 1024, maxclients: 10_000, port: 6379 }
     }
 }
+
+/// The default hard output limit of a pub/sub subscriber, as Redis's.
+pub const PUBSUB_OUTPUT_LIMIT_DEFAULT: usize = 32 * 1024 * 1024;
 
 /// Counters for INFO stats.
 #[derive(Debug, Default)]
@@ -75,6 +80,17 @@ pub struct ServerState {
     /// The number of keys in `watches`: while it is 0 a write skips the
     /// registry's lock entirely.
     watched_keys: AtomicUsize,
+    /// Clients blocked on keys (see [`crate::blocking`]).
+    blocked: Mutex<Blocked>,
+    /// How many clients are blocked, or about to look at the keyspace before
+    /// blocking: while 0 a write skips the blocked registry entirely.
+    pub(crate) blocked_count: AtomicUsize,
+    /// Channel and pattern subscriptions (see [`crate::pubsub`]).
+    pub(crate) pubsub: RwLock<PubSub>,
+    /// The most bytes of unwritten pub/sub messages a subscriber may hold
+    /// before it is disconnected (Redis's `client-output-buffer-limit pubsub`
+    /// hard limit, 32 MiB by default; 0 = no limit).
+    pub pubsub_output_limit: AtomicUsize,
 }
 
 /// The WATCH registry: for each watched key, the watching clients' "touched"
@@ -100,6 +116,10 @@ impl ServerState {
             exec_lock: RwLock::new(()),
             watches: Mutex::new(Watches::default()),
             watched_keys: AtomicUsize::new(0),
+            blocked: Mutex::new(Blocked::default()),
+            blocked_count: AtomicUsize::new(0),
+            pubsub: RwLock::new(PubSub::default()),
+            pubsub_output_limit: AtomicUsize::new(PUBSUB_OUTPUT_LIMIT_DEFAULT),
         }
     }
 
@@ -174,13 +194,10 @@ impl ServerState {
         if self.watched_keys.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let watches = self.watches();
         if spec.name == "flushdb" || spec.name == "flushall" {
-            for flag in watches.by_key.values().flat_map(HashMap::values) {
-                flag.store(true, Ordering::Release);
-            }
-            return;
+            return self.touch_all_watched();
         }
+        let watches = self.watches();
         for key in crate::cmd::command_keys(spec, args) {
             if let Some(clients) = watches.by_key.get(key.as_ref()) {
                 for flag in clients.values() {
@@ -188,6 +205,38 @@ impl ServerState {
                 }
             }
         }
+    }
+
+    /// Flags the clients WATCHing any of `keys` (writes that did not come
+    /// from a command: deltas from a replica stream or another region).
+    pub fn touch_keys<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        if self.watched_keys.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let watches = self.watches();
+        for key in keys {
+            if let Some(clients) = watches.by_key.get(key) {
+                for flag in clients.values() {
+                    flag.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Flags every WATCHing client (a flush).
+    pub fn touch_all_watched(&self) {
+        if self.watched_keys.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        for flag in self.watches().by_key.values().flat_map(HashMap::values) {
+            flag.store(true, Ordering::Release);
+        }
+    }
+
+    /// The blocked-clients registry, locked.
+    pub(crate) fn blocked(&self) -> MutexGuard<'_, Blocked> {
+        // Every update leaves the registry consistent before it can panic.
+        self.blocked.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The shard, locked for one command. Why a mutex and not a channel to a
@@ -233,6 +282,9 @@ impl ServerState {
             }),
             kill: Notify::new(),
             killed: AtomicBool::new(false),
+            wake: Notify::new(),
+            unblocked: Mutex::new(None),
+            mailbox: Mutex::new(BytesMut::new()),
         });
         let previous = self.clients().insert(id, handle.clone());
         assert!(previous.is_none(), "client id {id} registered twice");
@@ -270,6 +322,14 @@ pub struct ClientHandle {
     pub kill: Notify,
     /// Set when the client is killed; the connection closes at its next check.
     pub killed: AtomicBool,
+    /// Wakes the connection's task when something arrived for it: the reply
+    /// that ends its wait in a blocking command, or pub/sub messages.
+    pub wake: Notify,
+    /// The reply that ends a blocking command's wait, once served.
+    unblocked: Mutex<Option<BytesMut>>,
+    /// Pub/sub messages not yet written to the socket (bounded: see
+    /// [`crate::pubsub`]).
+    pub(crate) mailbox: Mutex<BytesMut>,
 }
 
 impl ClientHandle {
@@ -289,6 +349,24 @@ impl ClientHandle {
     /// True once killed.
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
+    }
+
+    /// Hands a blocked client the reply that ends its wait.
+    pub(crate) fn deliver_unblocked(&self, reply: BytesMut) {
+        *self.unblocked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reply);
+        // `notify_one` keeps a permit if the task is not waiting right now.
+        self.wake.notify_one();
+    }
+
+    /// The reply that ended this client's wait, if it came.
+    pub(crate) fn take_unblocked(&self) -> Option<BytesMut> {
+        self.unblocked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+
+    /// The pub/sub messages waiting to be written, taken.
+    pub(crate) fn take_messages(&self) -> Option<BytesMut> {
+        let mut mailbox = self.mailbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (!mailbox.is_empty()).then(|| mailbox.split())
     }
 }
 
@@ -332,6 +410,18 @@ pub struct ClientState {
     pub watched: Vec<(Bytes, bool)>,
     /// Set by any write to a watched key (shared with the watch registry).
     pub watch_touched: Arc<AtomicBool>,
+    /// True while EXEC runs this client's queued commands (a blocking
+    /// command then answers at once).
+    pub in_exec: bool,
+    /// Keys written by the running EXEC: their blocked clients are served
+    /// when it ends.
+    pub exec_written: Vec<Bytes>,
+    /// Set by a blocking command that found nothing: the connection waits.
+    pub blocked: Option<Block>,
+    /// The channels this client is subscribed to.
+    pub channels: std::collections::HashSet<Bytes>,
+    /// The patterns this client is subscribed to.
+    pub patterns: std::collections::HashSet<Bytes>,
 }
 
 impl ClientState {
@@ -349,6 +439,11 @@ impl ClientState {
             multi: None,
             watched: Vec::new(),
             watch_touched: Arc::new(AtomicBool::new(false)),
+            in_exec: false,
+            exec_written: Vec::new(),
+            blocked: None,
+            channels: std::collections::HashSet::new(),
+            patterns: std::collections::HashSet::new(),
         }
     }
 }

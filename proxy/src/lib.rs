@@ -7,9 +7,11 @@
 
 #![deny(missing_docs)]
 
+pub mod blocking;
 pub mod cmd;
 pub mod connection;
 pub mod context;
+pub mod pubsub;
 pub mod reply;
 pub mod request;
 pub mod server;

@@ -30,6 +30,13 @@ pub fn commands() -> Vec<CommandSpec> {
 }
 
 fn ping(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    let subscribed = !ctx.client.channels.is_empty() || !ctx.client.patterns.is_empty();
+    if subscribed && ctx.client.protocol == Protocol::Resp2 && args.len() <= 1 {
+        // A subscribed RESP2 client gets PING's answer in pub/sub shape.
+        ctx.reply.array(2);
+        ctx.reply.bulk(b"pong");
+        return ctx.reply.bulk(args.first().map_or(&b""[..], |m| m.as_ref()));
+    }
     match args {
         [] => ctx.reply.simple("PONG"),
         [message] => ctx.reply.bulk(message),
@@ -121,6 +128,7 @@ fn hello(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
     ctx.client.protocol = protocol;
     ctx.reply.set_protocol(protocol);
+    super::pubsub::resubscribe(ctx.server, ctx.client);
     ctx.reply.map(7);
     ctx.reply.bulk(b"server");
     ctx.reply.bulk(b"redis");
@@ -186,13 +194,38 @@ fn client(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
             ctx.reply.ok()
         }
         (b"NO-EVICT" | b"NO-TOUCH", [_]) => ctx.reply.error(SYNTAX_ERROR),
+        (b"UNBLOCK", [id, rest @ ..]) if rest.len() <= 1 => client_unblock(ctx, id, rest.first()),
         _ => subcommand_error(
             ctx,
             "client",
             &args[0],
-            &["id", "getname", "setname", "setinfo", "list", "info", "kill", "no-evict", "no-touch"],
+            &["id", "getname", "setname", "setinfo", "list", "info", "kill", "no-evict", "no-touch", "unblock"],
         ),
     }
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: ends a blocked client's wait as if it
+/// timed out, or with an error; 1 if the client was blocked.
+fn client_unblock(ctx: &mut Context<'_, '_>, id: &[u8], mode: Option<&Bytes>) {
+    let error = match mode {
+        None => false,
+        Some(mode) if mode.eq_ignore_ascii_case(b"timeout") => false,
+        Some(mode) if mode.eq_ignore_ascii_case(b"error") => true,
+        Some(_) => return ctx.reply.error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"),
+    };
+    let Ok(id) = parse_int(id) else {
+        return ctx.reply.error("ERR value is not an integer or out of range");
+    };
+    let unblocked = u64::try_from(id).is_ok_and(|id| {
+        ctx.server.unblock_with(id, |reply| {
+            if error {
+                reply.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
+            } else {
+                reply.null_array();
+            }
+        })
+    });
+    ctx.reply.integer(i64::from(unblocked));
 }
 
 /// ACL categories of a command, from its flags and family (what COMMAND INFO
@@ -396,19 +429,23 @@ fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     if wanted("clients") {
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
             stats.clients.load(Relaxed),
-            ctx.server.settings.maxclients
+            ctx.server.settings.maxclients,
+            ctx.server.blocked_clients()
         );
     }
     if wanted("stats") {
+        let (pubsub_channels, pubsub_patterns) = ctx.server.pubsub_counts();
         let _ = write!(
             text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n\r\n",
             stats.connections.load(Relaxed),
             stats.commands.load(Relaxed),
             stats.rejected.load(Relaxed),
-            crdt.expired_deleted
+            crdt.expired_deleted,
+            pubsub_channels,
+            pubsub_patterns
         );
     }
     if wanted("replication") {

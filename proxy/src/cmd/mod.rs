@@ -40,6 +40,25 @@ pub struct CommandSpec {
     pub step: i32,
     /// The implementation.
     pub run: Handler,
+    /// For a command whose keys move with its arguments (`movablekeys`:
+    /// LMPOP's `numkeys`...), where its keys are.
+    pub movable_keys: Option<KeysFn>,
+}
+
+/// Where a `movablekeys` command's keys are, given all its arguments (the
+/// name included): the positions of its keys, as a range; empty if the
+/// arguments are malformed (the command itself then reports the error).
+pub type KeysFn = fn(&[Bytes]) -> std::ops::Range<usize>;
+
+/// Keys named by a `numkeys` argument at position `at`: `numkeys key ...`.
+pub fn numkeys_at(args: &[Bytes], at: usize) -> std::ops::Range<usize> {
+    match args.get(at).and_then(|n| parse_int(n).ok()) {
+        Some(n) if n > 0 && (n as u64) < args.len() as u64 => {
+            let first = at + 1;
+            first..(first + n as usize).min(args.len())
+        }
+        _ => 0..0,
+    }
 }
 
 impl CommandSpec {
@@ -52,7 +71,14 @@ impl CommandSpec {
         keys: (i32, i32, i32),
         run: Handler,
     ) -> CommandSpec {
-        CommandSpec { name, arity, flags, first_key: keys.0, last_key: keys.1, step: keys.2, run }
+        CommandSpec { name, arity, flags, first_key: keys.0, last_key: keys.1, step: keys.2, run, movable_keys: None }
+    }
+
+    /// The same command, its keys found by `keys` (add `movablekeys` to its
+    /// flags).
+    pub const fn with_movable_keys(mut self, keys: KeysFn) -> CommandSpec {
+        self.movable_keys = Some(keys);
+        self
     }
 }
 
@@ -96,12 +122,13 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
 /// The keys a command names, from its spec's key positions over `args`
 /// (the name included, at position 0).
 pub fn command_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
-    let len = args.len() as i64;
+    let movable = spec.movable_keys.map(|keys| &args[keys(args)]).unwrap_or_default();
+    let len = if spec.movable_keys.is_some() { 0 } else { args.len() as i64 };
     let first = i64::from(spec.first_key);
     let last = if spec.last_key < 0 { len + i64::from(spec.last_key) } else { i64::from(spec.last_key) };
     let step = i64::from(spec.step);
     let (first, last, step) = if first <= 0 || step <= 0 { (1, 0, 1) } else { (first, last.min(len - 1), step) };
-    (first..=last).step_by(step as usize).filter_map(move |i| args.get(i as usize))
+    movable.iter().chain((first..=last).step_by(step as usize).filter_map(move |i| args.get(i as usize)))
 }
 
 /// True if `argc` (including the name) fits the arity.

@@ -247,6 +247,7 @@ fn debug(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 
 fn reset(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
     super::transactions::reset(ctx);
+    super::pubsub::unsubscribe_all(ctx.server, ctx.client);
     ctx.client.protocol = Protocol::Resp2;
     ctx.reply.set_protocol(Protocol::Resp2);
     ctx.client.name = None;

@@ -145,6 +145,7 @@ fn exec(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
         return ctx.reply.null_array();
     }
     ctx.reply.array(tx.queued.len());
+    ctx.client.in_exec = true;
     for args in &tx.queued {
         ctx.server.stats.commands.fetch_add(1, Ordering::Relaxed);
         // Each command replies in the client's protocol at that point (a
@@ -152,6 +153,12 @@ fn exec(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
         let protocol = ctx.client.protocol;
         run_command(ctx.server, ctx.client, args, ctx.reply.nested(protocol));
     }
+    ctx.client.in_exec = false;
+    // Clients blocked on the keys written are served after the whole
+    // transaction, as Redis does.
+    let written = std::mem::take(&mut ctx.client.exec_written);
+    drop(_exclusive);
+    ctx.server.serve_blocked(written.iter().map(|key| key.as_ref()));
 }
 
 fn watch(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
