@@ -5,8 +5,9 @@
 #
 # Builds Meridian in release, installs redis-server/redis-benchmark if missing,
 # starts both servers on free loopback ports pinned to the same CPU (the load
-# generator runs on the other CPUs), runs redis-benchmark -c 50 -t set,get,incr
-# at -P 1 and -P 16 against each in the same run, and prints ops/s, p50 and p99
+# generator runs on the other CPUs), runs redis-benchmark -c 50 -t $TESTS
+# (default: set,get,incr,sadd,hset,zadd,lpush,lpop,lrange_100 — redis-benchmark's
+# own tests) at -P 1 and -P 16 against each in the same run, and prints ops/s, p50 and p99
 # for both with the ratio Meridian / Redis (median of REPEAT alternating runs). Then it loads 1,000,000 keys
 # (16-byte keys, 16-byte values) into each and prints RSS growth per key.
 # Everything it starts is stopped on exit.
@@ -18,6 +19,7 @@ REQUESTS=${1:-200000}
 # both see the same machine conditions; the median is reported.
 REPEAT=${REPEAT:-3}
 KEYS=${KEYS:-1000000}
+TESTS=${TESTS:-set,get,incr,sadd,hset,zadd,lpush,lpop,lrange_100}
 CLIENTS=50
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
@@ -56,8 +58,10 @@ done
 
 # run <port> <pipeline> -> lines "test rps p50 p99"
 run() {
-  $LOAD_CPU redis-benchmark -p "$1" -c "$CLIENTS" -n "$REQUESTS" -P "$2" -t set,get,incr --csv 2>/dev/null |
-    awk -F',' 'NR > 1 { gsub(/"/, ""); print $1, $2, $5, $7 }'
+  # The prefill rows ("LPUSH (needed to benchmark LRANGE)") are skipped, and
+  # "LRANGE_100 (first 100 elements)" is named by its first word.
+  $LOAD_CPU redis-benchmark -p "$1" -c "$CLIENTS" -n "$REQUESTS" -P "$2" -t "$TESTS" --csv 2>/dev/null |
+    awk -F',' 'NR > 1 { gsub(/"/, ""); if ($1 ~ /needed/) next; sub(/ .*/, "", $1); print $1, $2, $5, $7 }'
 }
 
 # median <lines "test rps p50 p99"...> -> per test, the line with the median rps
@@ -72,7 +76,7 @@ median() {
     }'
 }
 
-printf '%-6s %4s %14s %14s %8s %9s %9s %9s %9s\n' test P meridian_ops redis_ops ratio m_p50 r_p50 m_p99 r_p99
+printf '%-10s %4s %14s %14s %8s %9s %9s %9s %9s\n' test P meridian_ops redis_ops ratio m_p50 r_p50 m_p99 r_p99
 worst=999
 for pipeline in 1 16; do
   meridian_runs=""
@@ -83,12 +87,12 @@ for pipeline in 1 16; do
   done
   meridian=$(printf '%s' "$meridian_runs" | grep -v '^$' | median)
   redis=$(printf '%s' "$redis_runs" | grep -v '^$' | median)
-  for test in SET GET INCR; do
+  for test in $(echo "$TESTS" | tr 'a-z,' 'A-Z '); do
     read -r _ m_rps m_p50 m_p99 < <(echo "$meridian" | awk -v t="$test" '$1 == t')
     read -r _ r_rps r_p50 r_p99 < <(echo "$redis" | awk -v t="$test" '$1 == t')
     ratio=$(awk -v m="$m_rps" -v r="$r_rps" 'BEGIN { printf "%.2f", m / r }')
     worst=$(awk -v a="$worst" -v b="$ratio" 'BEGIN { print (b < a) ? b : a }')
-    printf '%-6s %4s %14.0f %14.0f %8s %9s %9s %9s %9s\n' "$test" "$pipeline" "$m_rps" "$r_rps" "$ratio" "$m_p50" "$r_p50" "$m_p99" "$r_p99"
+    printf '%-10s %4s %14.0f %14.0f %8s %9s %9s %9s %9s\n' "$test" "$pipeline" "$m_rps" "$r_rps" "$ratio" "$m_p50" "$r_p50" "$m_p99" "$r_p99"
   done
 done
 
