@@ -42,6 +42,13 @@ struct NodeArgs {
     /// Most clients at once.
     #[arg(long)]
     maxclients: Option<usize>,
+    /// Directory where the node keeps its data (journal and snapshots);
+    /// without it, nothing is persisted.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// When the journal is forced to disk: always, everysec (default) or no.
+    #[arg(long)]
+    appendfsync: Option<String>,
 }
 
 fn config_from(args: NodeArgs) -> anyhow::Result<NodeConfig> {
@@ -63,6 +70,12 @@ fn config_from(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(maxclients) = args.maxclients {
         config.maxclients = maxclients;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = Some(dir);
+    }
+    if let Some(fsync) = args.appendfsync {
+        config.appendfsync = fsync;
     }
     config.validate()?;
     Ok(config)

@@ -5,13 +5,14 @@
 //! configuration store and sharding join this with issue 4.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use meridian_crdt::ReplicaId;
 use meridian_crdt::clock::MAX_SKEW_MS_DEFAULT;
 use meridian_proxy::context::{ServerState, Settings};
 use meridian_replication::Shard;
+use meridian_replication::durability::Fsync;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,6 +31,10 @@ pub struct NodeConfig {
     pub log_level: String,
     /// Most clients at once.
     pub maxclients: usize,
+    /// Where the node keeps its data; `None`: nothing is persisted.
+    pub data_dir: Option<PathBuf>,
+    /// When the journal is forced to disk: `always`, `everysec` or `no`.
+    pub appendfsync: String,
 }
 
 impl Default for NodeConfig {
@@ -40,6 +45,8 @@ impl Default for NodeConfig {
             requirepass: None,
             log_level: "info".to_string(),
             maxclients: 10_000,
+            data_dir: None,
+            appendfsync: "everysec".to_string(),
         }
     }
 }
@@ -56,6 +63,9 @@ impl NodeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.maxclients == 0 {
             anyhow::bail!("maxclients must be at least 1");
+        }
+        if Fsync::parse(&self.appendfsync).is_none() {
+            anyhow::bail!("appendfsync must be always, everysec or no (got {:?})", self.appendfsync);
         }
         if self.requirepass.as_deref() == Some("") {
             anyhow::bail!("requirepass must not be empty (leave it out for no password)");
@@ -85,7 +95,25 @@ impl Node {
             port: addr.port(),
             ..Settings::default()
         };
-        let server = Arc::new(ServerState::new(Shard::new(ReplicaId(1), MAX_SKEW_MS_DEFAULT), settings));
+        let server = match &config.data_dir {
+            None => ServerState::new(Shard::new(ReplicaId(1), MAX_SKEW_MS_DEFAULT), settings),
+            Some(dir) => {
+                let dir = dir.join("shard-1");
+                let fsync = Fsync::parse(&config.appendfsync).expect("validated");
+                let (shard, journal, recovered) = Shard::recover(ReplicaId(1), MAX_SKEW_MS_DEFAULT, &dir, fsync)
+                    .map_err(|e| anyhow::anyhow!("cannot recover the data in {}: {e}", dir.display()))?;
+                tracing::info!(
+                    dir = %dir.display(),
+                    keys = shard.keyspace().len(),
+                    deltas_replayed = recovered.deltas_replayed,
+                    truncated_bytes = recovered.truncated_bytes,
+                    appendfsync = fsync.name(),
+                    "data recovered"
+                );
+                ServerState::new(shard, settings).with_journal(journal)
+            }
+        };
+        let server = Arc::new(server);
         let (shutdown, receiver) = watch::channel(false);
         let task = tokio::spawn(meridian_proxy::server::run(listener, server, receiver));
         Ok(Node { addr, shutdown, task })

@@ -100,6 +100,11 @@ pub struct Keyspace {
     /// applied dot is causally stable at once (see [`Keyspace::set_solo`]).
     solo: bool,
     stats: KeyspaceStats,
+    /// Every delta applied since the last [`Keyspace::take_journal`], when
+    /// journaling is on (the shard's durability and replication read it).
+    journal: Option<Vec<Delta>>,
+    /// Number of deltas ever journaled (a position in the journal stream).
+    journal_seq: u64,
 }
 
 /// Allocates the tags of one local write.
@@ -148,6 +153,36 @@ impl Keyspace {
             marked: hashbrown::HashSet::new(),
             solo: false,
             stats: KeyspaceStats::default(),
+            journal: None,
+            journal_seq: 0,
+        }
+    }
+
+    /// Turns journaling on or off. On, every delta this keyspace applies —
+    /// its own writes, expiry deletes, flushes, and deltas merged from
+    /// elsewhere — is also kept, in order, until [`Keyspace::take_journal`]
+    /// drains it: what a durable log or a replica stream must carry to rebuild
+    /// this state. Off (the default), nothing is kept and nothing is cloned.
+    pub fn set_journal(&mut self, on: bool) {
+        self.journal = on.then(Vec::new);
+    }
+
+    /// The deltas journaled since the last call, and the journal position
+    /// after them (the count of deltas ever journaled).
+    pub fn take_journal(&mut self) -> (Vec<Delta>, u64) {
+        let deltas = self.journal.as_mut().map(core::mem::take).unwrap_or_default();
+        (deltas, self.journal_seq)
+    }
+
+    /// The journal position: the count of deltas ever journaled.
+    pub fn journal_seq(&self) -> u64 {
+        self.journal_seq
+    }
+
+    fn record(&mut self, delta: impl FnOnce() -> Delta) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(delta());
+            self.journal_seq += 1;
         }
     }
 
@@ -199,11 +234,15 @@ impl Keyspace {
     pub fn apply(&mut self, delta: &Delta) {
         match delta {
             Delta::Key(key_delta) => self.apply_key(key_delta),
-            Delta::Flush(context) => self.apply_flush(context),
+            Delta::Flush(context) => {
+                self.record(|| delta.clone());
+                self.apply_flush(context)
+            }
         }
     }
 
     fn apply_key(&mut self, delta: &KeyDelta) {
+        self.record(|| Delta::Key(delta.clone()));
         self.stats.deltas_applied += 1;
         // The slot that holds the key after the merge, if any.
         let kept = match self.table.find(&delta.key) {

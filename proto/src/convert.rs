@@ -503,6 +503,14 @@ pub fn encode_snapshot(keyspace: &Keyspace) -> Vec<u8> {
     snapshot_to_wire(keyspace).encode_to_vec()
 }
 
+/// A snapshot taken earlier (its context and keys, as `Keyspace::context`
+/// and `Keyspace::snapshot` gave them) encoded as protobuf bytes: the same
+/// bytes as [`encode_snapshot`] of that keyspace, produced without holding it.
+pub fn encode_snapshot_parts(context: &CausalContext, keys: &[KeySnapshot]) -> Vec<u8> {
+    v1::ShardSnapshot { context: Some(context_to_wire(context)), keys: keys.iter().map(key_snapshot_to_wire).collect() }
+        .encode_to_vec()
+}
+
 /// A keyspace decoded from snapshot bytes.
 pub fn decode_snapshot(replica: ReplicaId, bytes: &[u8]) -> Result<Keyspace, DecodeError> {
     let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;

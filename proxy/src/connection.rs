@@ -77,21 +77,24 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                         parser.set_limits(Limits::unauthenticated());
                     }
                     if client.closing || handle.is_killed() {
-                        let _ = socket.write_all(&output).await;
+                        flush(socket, server, client, &mut output).await;
                         return;
                     }
                     if let Some(block) = client.blocked.take() {
                         // A blocking command found nothing: write what came
                         // before it, then wait for its reply.
-                        if !output.is_empty() {
-                            if socket.write_all(&output).await.is_err() {
-                                server.unblock(client.id);
-                                return;
-                            }
-                            output.clear();
+                        if !flush(socket, server, client, &mut output).await {
+                            server.unblock(client.id);
+                            return;
                         }
                         match wait_unblocked(socket, server, client, handle, &mut input, &parser, block).await {
-                            Some(reply) => output.extend_from_slice(&reply),
+                            Some(reply) => {
+                                // The pop that served it is a write of its own.
+                                if server.is_persistent() {
+                                    client.sync_target = Some(server.journal_position());
+                                }
+                                output.extend_from_slice(&reply)
+                            }
                             None => return,
                         }
                     }
@@ -102,11 +105,8 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                             _ = handle.kill.notified() => return,
                         }
                     }
-                    if output.len() >= OUTPUT_BYTES_FLUSH_AT {
-                        if socket.write_all(&output).await.is_err() {
-                            return;
-                        }
-                        output.clear();
+                    if output.len() >= OUTPUT_BYTES_FLUSH_AT && !flush(socket, server, client, &mut output).await {
+                        return;
                     }
                 }
                 Ok(Parsed::Incomplete) => {
@@ -115,23 +115,22 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                 }
                 Err(error) => {
                     Reply::new(&mut output, client.protocol).error(&error.to_redis_error());
-                    let _ = socket.write_all(&output).await;
+                    flush(socket, server, client, &mut output).await;
                     return;
                 }
             }
         }
-        if !output.is_empty() {
-            if socket.write_all(&output).await.is_err() {
+        if !output.is_empty() || client.sync_target.is_some() {
+            if !flush(socket, server, client, &mut output).await {
                 return;
             }
-            output.clear();
             if output.capacity() > BUFFER_BYTES_RETAINED_MAX {
                 output = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
             }
         }
         if let Err(error) = parser.check_query_buffer(input.len()) {
             Reply::new(&mut output, client.protocol).error(&error.to_redis_error());
-            let _ = socket.write_all(&output).await;
+            flush(socket, server, client, &mut output).await;
             return;
         }
         if input.capacity() - input.len() < 4096 {
@@ -155,6 +154,24 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
             }
         }
     }
+}
+
+/// Writes a batch of replies, once the journal holds the writes they
+/// acknowledge (see [`crate::persistence`]). False if the connection must
+/// close: the socket failed, or the writes could not be made durable (their
+/// replies are then never sent).
+async fn flush(socket: &mut TcpStream, server: &ServerState, client: &mut ClientState, output: &mut BytesMut) -> bool {
+    if let Some(target) = client.sync_target.take()
+        && !server.commit_writes(target)
+    {
+        return false;
+    }
+    if output.is_empty() {
+        return true;
+    }
+    let written = socket.write_all(output).await.is_ok();
+    output.clear();
+    written
 }
 
 /// Writes the pub/sub messages waiting in the client's mailbox. False if the
@@ -299,6 +316,9 @@ pub fn run_command(
         } else {
             server.serve_blocked(command_keys(spec, args).map(|key| key.as_ref()));
         }
+        if server.is_persistent() {
+            client.sync_target = Some(server.journal_position());
+        }
     }
     ran
 }
@@ -345,6 +365,10 @@ fn dispatch(
     mut reply: Reply<'_>,
 ) -> Option<&'static CommandSpec> {
     let spec = match validate(client, args) {
+        Ok(spec) if spec.flags.contains(&"write") && server.persistence_failing() => {
+            reply.error(&server.persistence_error());
+            return None;
+        }
         Ok(spec) => spec,
         Err(text) => {
             reply.error(&text);

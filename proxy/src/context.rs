@@ -91,6 +91,12 @@ pub struct ServerState {
     /// before it is disconnected (Redis's `client-output-buffer-limit pubsub`
     /// hard limit, 32 MiB by default; 0 = no limit).
     pub pubsub_output_limit: AtomicUsize,
+    /// The journal, when the node has a data directory.
+    pub(crate) persistence: Option<crate::persistence::Persistence>,
+    /// True while journal appends fail (write commands answer `MISCONF`).
+    pub(crate) persistence_failing: AtomicBool,
+    /// The last journal error.
+    pub(crate) persistence_error: Mutex<String>,
 }
 
 /// The WATCH registry: for each watched key, the watching clients' "touched"
@@ -120,7 +126,22 @@ impl ServerState {
             blocked_count: AtomicUsize::new(0),
             pubsub: RwLock::new(PubSub::default()),
             pubsub_output_limit: AtomicUsize::new(PUBSUB_OUTPUT_LIMIT_DEFAULT),
+            persistence: None,
+            persistence_failing: AtomicBool::new(false),
+            persistence_error: Mutex::new(String::new()),
         }
+    }
+
+    /// A server whose shard persists its deltas to `journal` (see
+    /// [`crate::persistence`]).
+    pub fn with_journal(mut self, journal: meridian_replication::durability::Journal) -> ServerState {
+        self.persistence = Some(crate::persistence::Persistence::new(journal));
+        self
+    }
+
+    /// True if the node persists its writes.
+    pub fn is_persistent(&self) -> bool {
+        self.persistence.is_some()
     }
 
     /// Held shared by every command except EXEC, for the whole command
@@ -418,6 +439,9 @@ pub struct ClientState {
     pub exec_written: Vec<Bytes>,
     /// Set by a blocking command that found nothing: the connection waits.
     pub blocked: Option<Block>,
+    /// The journal position after this client's last write, until the
+    /// journal holds it (persistence on).
+    pub sync_target: Option<u64>,
     /// The channels this client is subscribed to.
     pub channels: std::collections::HashSet<Bytes>,
     /// The patterns this client is subscribed to.
@@ -442,6 +466,7 @@ impl ClientState {
             in_exec: false,
             exec_written: Vec::new(),
             blocked: None,
+            sync_target: None,
             channels: std::collections::HashSet::new(),
             patterns: std::collections::HashSet::new(),
         }

@@ -49,6 +49,7 @@ pub async fn run(listener: TcpListener, server: Arc<ServerState>, mut shutdown: 
         }
     }
     maintenance.abort();
+    server.persistence_shutdown();
 }
 
 /// Background maintenance: deletes keys whose deadline this replica owns and
@@ -63,6 +64,9 @@ async fn maintenance_cycle(server: Arc<ServerState>, mut shutdown: watch::Receiv
                 if let Err(error) = step {
                     tracing::warn!(%error, "maintenance step skipped");
                 }
+                // File I/O (fsync, a rewrite) runs off the runtime's threads.
+                let persisting = server.clone();
+                let _ = tokio::task::spawn_blocking(move || persisting.persistence_tick()).await;
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { return; }

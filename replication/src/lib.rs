@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod backlog;
+pub mod durability;
 pub mod shard;
 pub mod slot;
 

@@ -9,6 +9,8 @@ use meridian_crdt::gc::{Report, StabilityTracker};
 use meridian_crdt::keyspace::Moment;
 use meridian_crdt::{Clock, ClockError, Keyspace, ReplicaId};
 
+use crate::durability::{Fsync, Journal, Recovered};
+
 /// Keys one maintenance step deletes by expiry at most (Redis: bounded work
 /// per active-expiry cycle).
 pub const EXPIRE_KEYS_PER_STEP_MAX: usize = 200;
@@ -44,6 +46,40 @@ impl Shard {
         let mut keyspace = Keyspace::new(replica);
         keyspace.set_solo(true);
         Shard { keyspace, clock: Clock::new(max_skew_ms), writes: 0, stability: StabilityTracker::new(), gc_cursor: 0 }
+    }
+
+    /// A shard recovered from the data directory `dir` (created if absent),
+    /// journaling every delta it applies from now on, with the journal that
+    /// persists them. The clock starts above every recovered timestamp.
+    pub fn recover(
+        replica: ReplicaId,
+        max_skew_ms: u64,
+        dir: &std::path::Path,
+        fsync: Fsync,
+    ) -> std::io::Result<(Shard, Journal, Recovered)> {
+        let (journal, mut recovered) = Journal::open(dir, fsync, replica, |keyspace| {
+            keyspace.set_solo(true);
+            keyspace.set_journal(true);
+        })?;
+        let mut keyspace = core::mem::replace(&mut recovered.keyspace, Keyspace::new(replica));
+        // What was replayed is on disk already.
+        keyspace.take_journal();
+        let clock = Clock::new(max_skew_ms);
+        if recovered.hlc_high_water > 0 {
+            clock
+                .seed(recovered.hlc_high_water)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        }
+        let shard = Shard { keyspace, clock, writes: 0, stability: StabilityTracker::new(), gc_cursor: 0 };
+        Ok((shard, journal, recovered))
+    }
+
+    /// The deltas applied since the last call (when journaling: see
+    /// [`Shard::recover`]), the journal position after them, and the clock's
+    /// high-water (a bound on every timestamp they carry).
+    pub fn take_journal(&mut self) -> (Vec<meridian_crdt::Delta>, u64, u64) {
+        let (deltas, upto) = self.keyspace.take_journal();
+        (deltas, upto, self.clock.high_water())
     }
 
     /// The keyspace, for reads.

@@ -29,9 +29,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meridian_cluster::node::NodeConfig;
@@ -1601,88 +1599,6 @@ async fn command_info_has_redis_7_fields() {
 // ---------------------------------------------------------------------------
 // 7. The binary.
 // ---------------------------------------------------------------------------
-
-/// The `meridian` binary, built once per test run.
-///
-/// `CARGO_BIN_EXE_meridian` only exists inside the crate that defines the
-/// binary, so the path is derived from the workspace layout. The build runs
-/// even when the binary exists: cargo makes it a no-op when it is up to date,
-/// and otherwise these tests would silently run a stale binary after the
-/// server's code changed. (cargo does not hold its build lock while tests
-/// run, so the nested build does not wait on the outer `cargo test`.)
-fn meridian_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
-        let binary = target.join("debug").join(format!("meridian{}", std::env::consts::EXE_SUFFIX));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "meridian-cluster", "--bin", "meridian"])
-            .current_dir(workspace)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("run cargo build");
-        let status = wait_until(&mut build, Duration::from_secs(900))
-            .expect("`cargo build -p meridian-cluster --bin meridian` took over 15 minutes");
-        assert!(status.success(), "building the meridian binary failed: {status}");
-        assert!(binary.exists(), "no binary at {}", binary.display());
-        binary
-    })
-}
-
-/// Waits for `child` to exit, polling, for at most `limit`.
-fn wait_until(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        // This runs in plain threads (std tests or the one-time build), never
-        // on a tokio worker.
-        #[allow(clippy::disallowed_methods)]
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child process that is killed if the test ends without reaping it.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// Runs the binary to completion (it is expected to fail fast) and returns
-/// its status and stderr.
-fn run_expecting_exit(args: &[&str]) -> (ExitStatus, String) {
-    let child = Command::new(meridian_binary())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start meridian");
-    let mut guard = ChildGuard(child);
-    let status = wait_until(&mut guard.0, Duration::from_secs(10)).expect("meridian did not exit within 10 s");
-    let mut stderr = String::new();
-    use std::io::Read;
-    guard.0.stderr.take().expect("stderr piped").read_to_string(&mut stderr).expect("read stderr");
-    (status, stderr)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_and_stops_on_sigterm() {

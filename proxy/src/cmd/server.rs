@@ -78,8 +78,9 @@ fn fixed_values(ctx: &Context<'_, '_>) -> Vec<(&'static str, String)> {
         ("port", settings.port.to_string()),
         ("proto-max-bulk-len", settings.proto_max_bulk_len.to_string()),
         ("requirepass", settings.requirepass.clone().unwrap_or_default()),
-        // No persistence yet (issue 4): say so truthfully.
-        ("appendonly", "no".to_string()),
+        // The journal is Meridian's append-only file (no RDB saves).
+        ("appendonly", if ctx.server.is_persistent() { "yes" } else { "no" }.to_string()),
+        ("appendfsync", ctx.server.appendfsync().map_or("everysec", |f| f.name()).to_string()),
         ("save", String::new()),
     ]
 }

@@ -1,0 +1,175 @@
+//! The node's durability on the command path: group commit of the shard's
+//! journal before replies are sent.
+//!
+//! Every delta the shard applies is journaled in memory (see
+//! `Keyspace::set_journal`). A connection that ran a write remembers the
+//! journal position after it; before it sends the replies of its batch, it
+//! makes sure the journal file holds everything up to that position — and,
+//! with `appendfsync always`, that it is on disk. One connection's commit
+//! carries every other connection's writes made before it (group commit), so
+//! a pipelined batch costs one append and at most one fsync.
+//!
+//! If the append fails (a full disk), the batch's replies are **not** sent:
+//! the connection is closed, so no client sees an acknowledgement for a write
+//! that is not in the journal; the deltas are kept and retried, and until an
+//! append succeeds again every write command answers Redis's `MISCONF` error.
+//! Reads keep working. The maintenance cycle retries, fsyncs once a second
+//! under `appendfsync everysec`, and rewrites the journal into a snapshot
+//! when it has grown.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use meridian_replication::durability::{Fsync, Journal, write_snapshot_file};
+
+use crate::context::ServerState;
+
+/// A journal with the time of its last fsync.
+#[derive(Debug)]
+pub struct Persistence {
+    journal: Mutex<Journal>,
+    last_sync: Mutex<Instant>,
+    /// Held by a rewrite for its whole length (one at a time).
+    rewriting: Mutex<()>,
+}
+
+impl Persistence {
+    /// Wraps an opened journal.
+    pub fn new(journal: Journal) -> Persistence {
+        Persistence { journal: Mutex::new(journal), last_sync: Mutex::new(Instant::now()), rewriting: Mutex::new(()) }
+    }
+
+    /// The journal, locked. Lock order: this, then the shard.
+    pub fn journal(&self) -> MutexGuard<'_, Journal> {
+        // The journal's fields stay consistent across a panic in an append.
+        self.journal.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// How often `appendfsync everysec` forces the journal to disk.
+pub const EVERYSEC_INTERVAL: Duration = Duration::from_secs(1);
+
+impl ServerState {
+    /// The journal position after every delta applied so far (0 without
+    /// persistence).
+    pub fn journal_position(&self) -> u64 {
+        if self.persistence.is_none() {
+            return 0;
+        }
+        self.shard().keyspace().journal_seq()
+    }
+
+    /// Makes the journal hold every delta up to position `target` (on disk,
+    /// with `appendfsync always`). False if it could not: the caller must
+    /// not acknowledge the writes.
+    pub fn commit_writes(&self, target: u64) -> bool {
+        let Some(persistence) = &self.persistence else {
+            return true;
+        };
+        let mut journal = persistence.journal();
+        let durable = if journal.fsync() == Fsync::Always { journal.synced_seq() } else { journal.written_seq() };
+        if durable >= target && !journal.is_failing() {
+            return true;
+        }
+        let (deltas, upto, hlc) = self.shard().take_journal();
+        match journal.append(deltas, upto, hlc) {
+            Ok(()) => {
+                if self.persistence_failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!("journal appends succeed again; accepting writes");
+                }
+                true
+            }
+            Err(error) => {
+                if !self.persistence_failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!(%error, "journal append failed: refusing writes (MISCONF) until it succeeds");
+                }
+                *self.persistence_error.lock().unwrap_or_else(|p| p.into_inner()) = error.to_string();
+                false
+            }
+        }
+    }
+
+    /// The fsync policy, when persistent.
+    pub fn appendfsync(&self) -> Option<Fsync> {
+        self.persistence.as_ref().map(|p| p.journal().fsync())
+    }
+
+    /// True while journal appends fail: write commands answer `MISCONF`.
+    pub fn persistence_failing(&self) -> bool {
+        self.persistence_failing.load(Ordering::Acquire)
+    }
+
+    /// The `MISCONF` error text for write commands while appends fail.
+    pub fn persistence_error(&self) -> String {
+        let error = self.persistence_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        format!("MISCONF Errors writing to the AOF file: {error}")
+    }
+
+    /// One maintenance step of persistence: commits what background work
+    /// applied (expiry, GC, merges), fsyncs once a second under `everysec`,
+    /// and rewrites the journal into a snapshot when it has grown.
+    pub fn persistence_tick(&self) {
+        let Some(persistence) = &self.persistence else {
+            return;
+        };
+        self.commit_writes(u64::MAX);
+        {
+            let mut journal = persistence.journal();
+            let mut last_sync = persistence.last_sync.lock().unwrap_or_else(|p| p.into_inner());
+            if journal.fsync() == Fsync::EverySec && last_sync.elapsed() >= EVERYSEC_INTERVAL {
+                if let Err(error) = journal.sync() {
+                    tracing::error!(%error, "journal fsync failed");
+                }
+                *last_sync = Instant::now();
+            }
+        }
+        if persistence.journal().needs_rewrite()
+            && let Err(error) = self.rewrite()
+        {
+            tracing::error!(%error, "journal rewrite failed; the journal keeps growing and will be retried");
+        }
+    }
+
+    /// At shutdown: appends and fsyncs everything applied so far.
+    pub fn persistence_shutdown(&self) {
+        let Some(persistence) = &self.persistence else {
+            return;
+        };
+        self.commit_writes(u64::MAX);
+        if let Err(error) = persistence.journal().sync() {
+            tracing::error!(%error, "journal fsync at shutdown failed");
+        }
+    }
+
+    /// Rewrites the journal: rotates to a new journal generation and writes a
+    /// snapshot of the state at the rotation, then deletes what it covers.
+    /// The shard is locked only to copy its state out; encoding and writing
+    /// happen while commands run (their deltas go to the new generation).
+    pub fn rewrite(&self) -> std::io::Result<()> {
+        let Some(persistence) = &self.persistence else {
+            return Ok(());
+        };
+        let _one_at_a_time = persistence.rewriting.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let (dir, covered, context, keys, hlc) = {
+            let mut journal = persistence.journal();
+            let mut shard = self.shard();
+            let (deltas, upto, hlc) = shard.take_journal();
+            journal.append(deltas, upto, hlc)?;
+            let covered = journal.rotate()?;
+            let keyspace = shard.keyspace();
+            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), keyspace.snapshot(), hlc)
+        };
+        let body = meridian_proto::convert::encode_snapshot_parts(&context, &keys);
+        let bytes = write_snapshot_file(&dir, covered, &body, hlc)?;
+        persistence.journal().set_snapshot_bytes(bytes);
+        tracing::info!(
+            keys = keys.len(),
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "journal rewritten into a snapshot"
+        );
+        Ok(())
+    }
+}

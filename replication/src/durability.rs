@@ -1,0 +1,681 @@
+//! On-disk durability of a shard: an append-only journal of deltas and
+//! periodic snapshots, in a data directory.
+//!
+//! ## Files
+//!
+//! - `journal-<g>.log`: frames appended in order. A frame is
+//!   `[len: u32 LE][crc32 of payload: u32 LE][payload]`; the payload is
+//!   `[HLC high-water: u64 LE][count: u32 LE]` then `count` deltas, each
+//!   `[len: u32 LE][protobuf Delta]` (the same encoding the WAN and replica
+//!   streams use). One frame is one group commit: every delta applied since
+//!   the previous one.
+//! - `snapshot-<g>.bin`: `MRDNSNAP`, a format version, the HLC high-water,
+//!   the length and CRC-32 of the body, and the body — a protobuf
+//!   `ShardSnapshot` (keys and causal context) covering every journal with a
+//!   generation ≤ `g`.
+//!
+//! ## Recovery
+//!
+//! The newest snapshot is loaded (a corrupt one is an error: the node refuses
+//! to start rather than silently lose data), then every journal with a
+//! greater generation is replayed in order. Deltas are CRDT merges, so
+//! replaying is idempotent and order-insensitive; the HLC is seeded above the
+//! greatest high-water seen, so no new write can carry an older timestamp. A
+//! torn or corrupt tail of the **last** journal — a crash in the middle of an
+//! append — is truncated away with a warning (those writes were never
+//! acknowledged: a reply is sent only after its frame is written); corruption
+//! anywhere else is an error.
+//!
+//! ## Rewrite
+//!
+//! When the journal has grown past [`REWRITE_MIN_BYTES`] and past the size of
+//! the last snapshot, the shard rotates to a new journal generation and writes
+//! a snapshot of its state (to a temporary file, fsynced, renamed, the
+//! directory fsynced), then deletes the journals and snapshots it covers. A
+//! crash at any point leaves either the old snapshot and all journals, or the
+//! new snapshot and the journals after it: both recover the same state.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use meridian_crdt::{Delta, Keyspace, ReplicaId};
+use meridian_proto::convert::{decode_delta, decode_snapshot, encode_delta, encode_snapshot};
+
+/// When an appended frame is forced to disk (Redis's `appendfsync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before any reply to the writes it holds is sent: nothing acknowledged
+    /// is lost on a crash or power loss.
+    Always,
+    /// Once a second: a power loss may lose the last second of acknowledged
+    /// writes; a process crash loses nothing (the frame is in the OS).
+    EverySec,
+    /// Never explicitly: the OS decides.
+    No,
+}
+
+impl Fsync {
+    /// Parses `always`, `everysec` or `no` (case-insensitive).
+    pub fn parse(text: &str) -> Option<Fsync> {
+        match text.to_ascii_lowercase().as_str() {
+            "always" => Some(Fsync::Always),
+            "everysec" => Some(Fsync::EverySec),
+            "no" => Some(Fsync::No),
+            _ => None,
+        }
+    }
+
+    /// The setting's name, as CONFIG GET reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::EverySec => "everysec",
+            Fsync::No => "no",
+        }
+    }
+}
+
+/// A journal larger than this (and than the last snapshot) is rewritten.
+pub const REWRITE_MIN_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest frame or snapshot body accepted when reading (a larger length
+/// field is corruption): 1 GiB more than the largest value a client may
+/// write (`proto-max-bulk-len`, 512 MiB).
+pub const RECORD_BYTES_MAX: u64 = 1536 * 1024 * 1024;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"MRDNSNAP";
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// What recovery found.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The state rebuilt from the snapshot and the journals.
+    pub keyspace: Keyspace,
+    /// The greatest HLC any recovered write carried (seed the clock above it).
+    pub hlc_high_water: u64,
+    /// Deltas replayed from journals.
+    pub deltas_replayed: u64,
+    /// Bytes cut from a torn journal tail (0 normally).
+    pub truncated_bytes: u64,
+}
+
+/// The append side of a shard's journal.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    fsync: Fsync,
+    generation: u64,
+    file: File,
+    /// Bytes in the current journal file.
+    journal_bytes: u64,
+    /// Size of the last snapshot written or loaded.
+    snapshot_bytes: u64,
+    /// True if a frame was written since the last fsync.
+    dirty: bool,
+    /// Journal position (see `Keyspace::journal_seq`) written so far.
+    written_seq: u64,
+    /// Journal position forced to disk so far (equal to `written_seq` unless
+    /// the policy defers fsync).
+    synced_seq: u64,
+    /// Deltas whose append failed, written first by the next append.
+    retry: Vec<Delta>,
+    /// Set when a failed append could not be cut back: nothing more may be
+    /// appended to this file (writes are refused until a restart).
+    broken: Option<String>,
+}
+
+/// An error with the file it concerns.
+fn context(path: &Path, error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+fn invalid(text: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, text)
+}
+
+/// Files of one kind in `dir`, by generation, ascending.
+fn generations(dir: &Path, prefix: &str, suffix: &str) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| context(dir, e))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(generation) = name.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(suffix))
+            && let Ok(generation) = generation.parse::<u64>()
+        {
+            found.push((generation, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn journal_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("journal-{generation:010}.log"))
+}
+
+fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("snapshot-{generation:010}.bin"))
+}
+
+/// Fsyncs a directory, so that a rename or a new file in it is durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| context(dir, e))
+}
+
+/// Encodes one frame holding `deltas`.
+pub fn encode_frame(deltas: &[Delta], hlc_high_water: u64) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(12 + deltas.len() * 64);
+    payload.extend_from_slice(&hlc_high_water.to_le_bytes());
+    payload.extend_from_slice(&(deltas.len() as u32).to_le_bytes());
+    for delta in deltas {
+        let bytes = encode_delta(delta);
+        payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&bytes);
+    }
+    let mut frame = Vec::with_capacity(8 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Decodes a frame's payload: its high-water and deltas.
+fn decode_payload(payload: &[u8]) -> Result<(u64, Vec<Delta>), String> {
+    let take = |at: usize, n: usize| payload.get(at..at + n).ok_or_else(|| "frame payload cut short".to_string());
+    let hlc = u64::from_le_bytes(take(0, 8)?.try_into().expect("8 bytes"));
+    let count = u32::from_le_bytes(take(8, 4)?.try_into().expect("4 bytes")) as usize;
+    let mut at = 12;
+    let mut deltas = Vec::with_capacity(count.min(payload.len() / 4));
+    for _ in 0..count {
+        let len = u32::from_le_bytes(take(at, 4)?.try_into().expect("4 bytes")) as usize;
+        let bytes = take(at + 4, len)?;
+        deltas.push(decode_delta(bytes).map_err(|e| format!("undecodable delta: {e}"))?);
+        at += 4 + len;
+    }
+    if at != payload.len() {
+        return Err("trailing bytes in frame".to_string());
+    }
+    Ok((hlc, deltas))
+}
+
+/// Reads the frames of one journal into `keyspace`: the good length of the
+/// file, the deltas applied, the greatest high-water, and why reading
+/// stopped early (`None` at a clean end).
+fn replay(path: &Path, keyspace: &mut Keyspace) -> io::Result<(u64, u64, u64, Option<String>)> {
+    let mut reader = BufReader::new(File::open(path).map_err(|e| context(path, e))?);
+    let (mut good, mut applied, mut hlc) = (0u64, 0u64, 0u64);
+    loop {
+        let mut header = [0u8; 8];
+        match read_full(&mut reader, &mut header)? {
+            0 => return Ok((good, applied, hlc, None)),
+            8 => {}
+            _ => return Ok((good, applied, hlc, Some("torn frame header".to_string()))),
+        }
+        let len = u64::from(u32::from_le_bytes(header[..4].try_into().expect("4 bytes")));
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if len > RECORD_BYTES_MAX {
+            return Ok((good, applied, hlc, Some(format!("frame length {len} is corrupt"))));
+        }
+        let mut payload = vec![0u8; len as usize];
+        if read_full(&mut reader, &mut payload)? < payload.len() {
+            return Ok((good, applied, hlc, Some("torn frame".to_string())));
+        }
+        if crc32fast::hash(&payload) != crc {
+            return Ok((good, applied, hlc, Some("frame checksum mismatch".to_string())));
+        }
+        let (frame_hlc, deltas) = match decode_payload(&payload) {
+            Ok(decoded) => decoded,
+            Err(e) => return Ok((good, applied, hlc, Some(e))),
+        };
+        for delta in &deltas {
+            keyspace.apply(delta);
+        }
+        applied += deltas.len() as u64;
+        hlc = hlc.max(frame_hlc);
+        good += 8 + len;
+    }
+}
+
+/// Reads until `buf` is full or the end: the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Loads a snapshot file: the keyspace and its high-water.
+fn load_snapshot(path: &Path, replica: ReplicaId) -> io::Result<(Keyspace, u64, u64)> {
+    let bytes = fs::read(path).map_err(|e| context(path, e))?;
+    let corrupt = |why: &str| invalid(format!("{}: snapshot is corrupt ({why}); refusing to start", path.display()));
+    if bytes.len() < 32 || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt("bad header"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != SNAPSHOT_VERSION {
+        return Err(corrupt(&format!("unknown version {version}")));
+    }
+    let hlc = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let len = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(bytes[28..32].try_into().expect("4 bytes"));
+    let body = &bytes[32..];
+    if len != body.len() as u64 || crc32fast::hash(body) != crc {
+        return Err(corrupt("length or checksum mismatch"));
+    }
+    let keyspace = decode_snapshot(replica, body).map_err(|e| corrupt(&format!("undecodable: {e}")))?;
+    Ok((keyspace, hlc, bytes.len() as u64))
+}
+
+impl Journal {
+    /// Opens (creating if needed) the data directory `dir` and recovers the
+    /// shard's state from it. `prepare` configures the fresh keyspace before
+    /// anything is replayed into it (e.g. its solo mode).
+    pub fn open(
+        dir: &Path,
+        fsync: Fsync,
+        replica: ReplicaId,
+        prepare: impl Fn(&mut Keyspace),
+    ) -> io::Result<(Journal, Recovered)> {
+        fs::create_dir_all(dir).map_err(|e| context(dir, e))?;
+        // Leftovers of a rewrite that crashed before its rename.
+        for (_, path) in generations(dir, "snapshot-", ".tmp")? {
+            let _ = fs::remove_file(path);
+        }
+        let snapshots = generations(dir, "snapshot-", ".bin")?;
+        let (mut keyspace, mut hlc, covered, snapshot_bytes) = match snapshots.last() {
+            Some((generation, path)) => {
+                let (keyspace, hlc, bytes) = load_snapshot(path, replica)?;
+                (keyspace, hlc, *generation, bytes)
+            }
+            None => (Keyspace::new(replica), 0, 0, 0),
+        };
+        prepare(&mut keyspace);
+        let journals: Vec<(u64, PathBuf)> =
+            generations(dir, "journal-", ".log")?.into_iter().filter(|(g, _)| *g > covered).collect();
+        let (mut replayed, mut truncated) = (0u64, 0u64);
+        let mut last = None;
+        for (index, (generation, path)) in journals.iter().enumerate() {
+            let (good, applied, frame_hlc, stopped) = replay(path, &mut keyspace)?;
+            replayed += applied;
+            hlc = hlc.max(frame_hlc);
+            if let Some(why) = stopped {
+                if index + 1 != journals.len() {
+                    return Err(invalid(format!(
+                        "{}: {why} at byte {good}, and later journals exist; refusing to start",
+                        path.display()
+                    )));
+                }
+                let length = fs::metadata(path)?.len();
+                truncated = length - good;
+                tracing::warn!(file = %path.display(), at = good, bytes = truncated, reason = %why,
+                    "journal ends with an incomplete or corrupt frame (a crash during an append); truncating it");
+                let file = OpenOptions::new().write(true).open(path).map_err(|e| context(path, e))?;
+                file.set_len(good).map_err(|e| context(path, e))?;
+                file.sync_all().map_err(|e| context(path, e))?;
+            }
+            last = Some((*generation, good));
+        }
+        let (generation, journal_bytes) = last.unwrap_or((covered + 1, 0));
+        let path = journal_path(dir, generation);
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| context(&path, e))?;
+        sync_dir(dir)?;
+        let seq = keyspace.journal_seq();
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            fsync,
+            generation,
+            file,
+            journal_bytes,
+            snapshot_bytes,
+            dirty: false,
+            written_seq: seq,
+            synced_seq: seq,
+            retry: Vec::new(),
+            broken: None,
+        };
+        Ok((
+            journal,
+            Recovered { keyspace, hlc_high_water: hlc, deltas_replayed: replayed, truncated_bytes: truncated },
+        ))
+    }
+
+    /// The fsync policy.
+    pub fn fsync(&self) -> Fsync {
+        self.fsync
+    }
+
+    /// Changes the fsync policy (CONFIG SET appendfsync).
+    pub fn set_fsync(&mut self, fsync: Fsync) {
+        self.fsync = fsync;
+    }
+
+    /// The journal position written to the file (see `Keyspace::journal_seq`).
+    pub fn written_seq(&self) -> u64 {
+        self.written_seq
+    }
+
+    /// The journal position forced to disk.
+    pub fn synced_seq(&self) -> u64 {
+        self.synced_seq
+    }
+
+    /// Appends one frame of `deltas`, which bring the journal to position
+    /// `upto`, and forces it to disk if the policy is [`Fsync::Always`]. On an
+    /// error nothing counts as written (a partial frame is cut at recovery).
+    pub fn append(&mut self, deltas: Vec<Delta>, upto: u64, hlc_high_water: u64) -> io::Result<()> {
+        let path = journal_path(&self.dir, self.generation);
+        if let Some(why) = &self.broken {
+            self.retry.extend(deltas);
+            return Err(io::Error::other(format!(
+                "{}: journal unusable since an earlier error: {why}",
+                path.display()
+            )));
+        }
+        let deltas = if self.retry.is_empty() {
+            deltas
+        } else {
+            let mut all = std::mem::take(&mut self.retry);
+            all.extend(deltas);
+            all
+        };
+        if !deltas.is_empty() {
+            let frame = encode_frame(&deltas, hlc_high_water);
+            if let Err(error) = self.file.write_all(&frame) {
+                // Keep the deltas for the next append, and cut what part of
+                // the frame reached the file: a torn frame in the middle of
+                // the journal would hide every later one at recovery.
+                if let Err(cut) = self.file.set_len(self.journal_bytes) {
+                    self.broken = Some(format!("{error}; cutting the partial frame failed: {cut}"));
+                }
+                self.retry = deltas;
+                return Err(context(&path, error));
+            }
+            self.journal_bytes += frame.len() as u64;
+            self.dirty = true;
+        }
+        self.written_seq = upto;
+        if self.fsync == Fsync::Always {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Forces what was written to disk (the once-a-second fsync).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            let path = journal_path(&self.dir, self.generation);
+            self.file.sync_data().map_err(|e| context(&path, e))?;
+            self.dirty = false;
+        }
+        self.synced_seq = self.written_seq;
+        Ok(())
+    }
+
+    /// True when the journal has grown enough to be replaced by a snapshot.
+    pub fn needs_rewrite(&self) -> bool {
+        self.journal_bytes >= REWRITE_MIN_BYTES.max(self.snapshot_bytes)
+    }
+
+    /// Size of the current journal file.
+    pub fn journal_bytes(&self) -> u64 {
+        self.journal_bytes
+    }
+
+    /// Starts a rewrite: forces the current journal to disk and moves on to
+    /// a new generation. Returns the generation the snapshot must cover —
+    /// take the snapshot of the state *now*, with every delta up to here
+    /// already appended.
+    pub fn rotate(&mut self) -> io::Result<u64> {
+        self.sync()?;
+        let covered = self.generation;
+        let next = covered + 1;
+        let path = journal_path(&self.dir, next);
+        self.file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| context(&path, e))?;
+        sync_dir(&self.dir)?;
+        self.generation = next;
+        self.journal_bytes = 0;
+        Ok(covered)
+    }
+
+    /// Finishes a rewrite: writes `keyspace`'s snapshot as covering
+    /// generation `covered` (from [`Journal::rotate`]), durably, then deletes
+    /// what it replaces.
+    pub fn write_snapshot(&mut self, covered: u64, keyspace: &Keyspace, hlc_high_water: u64) -> io::Result<()> {
+        let body = encode_snapshot(keyspace);
+        let bytes = write_snapshot_file(&self.dir, covered, &body, hlc_high_water)?;
+        self.snapshot_bytes = bytes;
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records the size of a snapshot written with [`write_snapshot_file`]
+    /// (outside the journal's lock), for the next rewrite decision.
+    pub fn set_snapshot_bytes(&mut self, bytes: u64) {
+        self.snapshot_bytes = bytes;
+    }
+
+    /// True while appends fail (the disk is full, or the file broke).
+    pub fn is_failing(&self) -> bool {
+        !self.retry.is_empty() || self.broken.is_some()
+    }
+}
+
+/// Writes a snapshot file for generation `covered` (temporary file, fsync,
+/// rename, directory fsync) and removes the snapshots and journals it
+/// covers. Returns its size.
+pub fn write_snapshot_file(dir: &Path, covered: u64, body: &[u8], hlc_high_water: u64) -> io::Result<u64> {
+    let final_path = snapshot_path(dir, covered);
+    let tmp = dir.join(format!("snapshot-{covered:010}.tmp"));
+    let mut file = File::create(&tmp).map_err(|e| context(&tmp, e))?;
+    let mut header = Vec::with_capacity(32);
+    header.extend_from_slice(SNAPSHOT_MAGIC);
+    header.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    header.extend_from_slice(&hlc_high_water.to_le_bytes());
+    header.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    file.write_all(&header).and_then(|()| file.write_all(body)).and_then(|()| file.sync_all()).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        context(&tmp, e)
+    })?;
+    fs::rename(&tmp, &final_path).map_err(|e| context(&final_path, e))?;
+    sync_dir(dir)?;
+    for (generation, path) in generations(dir, "journal-", ".log")? {
+        if generation <= covered {
+            let _ = fs::remove_file(path);
+        }
+    }
+    for (generation, path) in generations(dir, "snapshot-", ".bin")? {
+        if generation < covered {
+            let _ = fs::remove_file(path);
+        }
+    }
+    Ok(header.len() as u64 + body.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use meridian_crdt::keyspace::{End, ExpiryChange, Moment};
+
+    use super::*;
+
+    fn at(n: u64) -> Moment {
+        Moment { hlc: meridian_crdt::clock::hlc_from_unix_ms(1_790_000_000_000 + n, 0), wall_ms: 1_790_000_000_000 + n }
+    }
+
+    fn journaled() -> Keyspace {
+        let mut keyspace = Keyspace::new(ReplicaId(1));
+        keyspace.set_journal(true);
+        keyspace
+    }
+
+    fn open(dir: &Path) -> (Journal, Recovered) {
+        Journal::open(dir, Fsync::Always, ReplicaId(1), |k| k.set_journal(true)).expect("opens")
+    }
+
+    /// Appends what the keyspace journaled.
+    fn commit(journal: &mut Journal, keyspace: &mut Keyspace, hlc: u64) {
+        let (deltas, upto) = keyspace.take_journal();
+        journal.append(deltas, upto, hlc).expect("append");
+    }
+
+    fn without_journal(mut keyspace: Keyspace) -> Keyspace {
+        keyspace.set_journal(false);
+        keyspace
+    }
+
+    #[test]
+    fn a_reopened_directory_has_every_committed_write() {
+        let dir = tempdir();
+        let (mut journal, recovered) = open(&dir);
+        assert_eq!(recovered.deltas_replayed, 0);
+        let mut keyspace = journaled();
+        keyspace.set(b"a", b"1", ExpiryChange::Clear, at(1));
+        keyspace.incr_by(b"n", 5, at(2)).unwrap();
+        commit(&mut journal, &mut keyspace, at(2).hlc);
+        keyspace.push(b"l", &[b"x", b"y"], End::Back, at(3)).unwrap();
+        keyspace.delete(b"a", at(4));
+        keyspace.sadd(b"s", &[b"m"], at(5)).unwrap();
+        commit(&mut journal, &mut keyspace, at(5).hlc);
+        drop(journal);
+
+        let (_, recovered) = open(&dir);
+        assert_eq!(recovered.deltas_replayed, 5);
+        assert_eq!(recovered.hlc_high_water, at(5).hlc);
+        assert_eq!(recovered.truncated_bytes, 0);
+        assert_eq!(without_journal(recovered.keyspace), without_journal(keyspace));
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_what_came_before_survives() {
+        let dir = tempdir();
+        let (mut journal, _) = open(&dir);
+        let mut keyspace = journaled();
+        keyspace.set(b"kept", b"1", ExpiryChange::Clear, at(1));
+        commit(&mut journal, &mut keyspace, at(1).hlc);
+        let good = journal.journal_bytes();
+        let mut expected = Keyspace::new(ReplicaId(1));
+        expected.set(b"kept", b"1", ExpiryChange::Clear, at(1));
+        keyspace.set(b"torn", b"2", ExpiryChange::Clear, at(2));
+        commit(&mut journal, &mut keyspace, at(2).hlc);
+        drop(journal);
+        // Cut the second frame in the middle, as a crash mid-append would.
+        let path = journal_path(&dir, 1);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(good + 5).unwrap();
+        drop(file);
+
+        let (mut journal, recovered) = open(&dir);
+        assert_eq!(recovered.truncated_bytes, 5);
+        let mut more = recovered.keyspace;
+        more.take_journal();
+        assert_eq!(
+            without_journal(Keyspace::restore(ReplicaId(1), more.context().clone(), &more.snapshot()).unwrap()),
+            expected
+        );
+
+        assert_eq!(fs::metadata(&path).unwrap().len(), good, "the torn bytes are gone");
+        // Appending goes on after the good frames.
+        more.set(b"after", b"3", ExpiryChange::Clear, at(3));
+        commit(&mut journal, &mut more, at(3).hlc);
+        drop(journal);
+        let (_, recovered) = open(&dir);
+        assert!(recovered.keyspace.exists(b"after", at(3).wall_ms));
+        assert!(recovered.keyspace.exists(b"kept", at(3).wall_ms));
+        assert!(!recovered.keyspace.exists(b"torn", at(3).wall_ms));
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_last_frame_is_cut_but_in_an_older_journal_is_an_error() {
+        let dir = tempdir();
+        let (mut journal, _) = open(&dir);
+        let mut keyspace = journaled();
+        keyspace.set(b"a", b"1", ExpiryChange::Clear, at(1));
+        commit(&mut journal, &mut keyspace, at(1).hlc);
+        drop(journal);
+        let path = journal_path(&dir, 1);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+        let (_, recovered) = open(&dir);
+        assert_eq!(recovered.truncated_bytes, bytes.len() as u64);
+        assert!(!recovered.keyspace.exists(b"a", at(1).wall_ms));
+
+        // Corruption followed by a later journal cannot be a torn append.
+        fs::write(&path, &bytes).unwrap();
+        fs::write(journal_path(&dir, 2), b"").unwrap();
+        let error = Journal::open(&dir, Fsync::No, ReplicaId(1), |_| {}).unwrap_err();
+        assert!(error.to_string().contains("refusing to start"), "{error}");
+    }
+
+    #[test]
+    fn a_rewrite_replaces_journals_with_a_snapshot_and_recovers_the_same_state() {
+        let dir = tempdir();
+        let (mut journal, _) = open(&dir);
+        let mut keyspace = journaled();
+        for i in 0..100u64 {
+            keyspace.set(format!("k{i}").as_bytes(), b"v", ExpiryChange::Clear, at(i));
+            keyspace.push(b"list", &[format!("e{i}").as_bytes()], End::Back, at(i)).unwrap();
+        }
+        commit(&mut journal, &mut keyspace, at(100).hlc);
+        let covered = journal.rotate().unwrap();
+        assert_eq!(covered, 1);
+        journal.write_snapshot(covered, &keyspace, at(100).hlc).unwrap();
+        assert!(!journal_path(&dir, 1).exists(), "the covered journal is deleted");
+        keyspace.delete(b"k7", at(200));
+        commit(&mut journal, &mut keyspace, at(200).hlc);
+        drop(journal);
+
+        let (_, recovered) = open(&dir);
+        assert_eq!(recovered.deltas_replayed, 1, "only the journal after the snapshot is replayed");
+        assert_eq!(recovered.hlc_high_water, at(200).hlc);
+        assert_eq!(without_journal(recovered.keyspace), without_journal(keyspace));
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_refuses_to_start() {
+        let dir = tempdir();
+        let keyspace = Keyspace::new(ReplicaId(1));
+        write_snapshot_file(&dir, 3, &encode_snapshot(&keyspace), 0).unwrap();
+        let path = snapshot_path(&dir, 3);
+        let mut bytes = fs::read(&path).unwrap();
+        let at = 40.min(bytes.len() - 1);
+        bytes[at] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let error = Journal::open(&dir, Fsync::No, ReplicaId(1), |_| {}).unwrap_err();
+        assert!(error.to_string().contains("snapshot is corrupt"), "{error}");
+    }
+
+    #[test]
+    fn frames_decode_only_what_was_encoded() {
+        assert!(decode_payload(&[]).is_err());
+        assert!(decode_payload(&[0; 12]).is_ok());
+        let mut trailing = vec![0u8; 12];
+        trailing.push(7);
+        assert!(decode_payload(&trailing).is_err());
+        let mut huge_count = vec![0u8; 8];
+        huge_count.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_payload(&huge_count).is_err(), "a count beyond the payload is an error, not an allocation");
+    }
+
+    /// A fresh directory under the system temp dir, unique per test.
+    fn tempdir() -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("meridian-journal-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

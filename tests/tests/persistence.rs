@@ -1,0 +1,259 @@
+//! Durability: a node with `--data-dir` keeps every acknowledged write across
+//! a clean restart, a SIGKILL (under `appendfsync always` and `everysec`),
+//! a journal rewrite, and a torn journal tail; when the journal cannot be
+//! written (a full disk), writes are refused with `MISCONF` and nothing is
+//! acknowledged that is not in the journal.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use meridian_crdt::ReplicaId;
+use meridian_proxy::context::{ServerState, Settings};
+use meridian_replication::Shard;
+use meridian_replication::durability::Fsync;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{sleep, timeout};
+
+/// A fresh, empty directory for one test.
+fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meridian-persistence-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the data dir");
+    dir
+}
+
+fn config(dir: &Path, fsync: &str) -> NodeConfig {
+    NodeConfig { port: 0, data_dir: Some(dir.to_path_buf()), appendfsync: fsync.to_string(), ..NodeConfig::default() }
+}
+
+/// Writes one of each kind of value.
+async fn write_everything(c: &mut Client) {
+    assert_eq!(c.cmd(&["SET", "s", "v"]).await, ok());
+    assert_eq!(c.cmd(&["SET", "gone", "v"]).await, ok());
+    assert_eq!(c.cmd(&["DEL", "gone"]).await, int(1));
+    assert_eq!(c.cmd(&["INCRBY", "n", "41"]).await, int(41));
+    assert_eq!(c.cmd(&["INCR", "n"]).await, int(42));
+    assert_eq!(c.cmd(&["RPUSH", "l", "a", "b", "c"]).await, int(3));
+    assert_eq!(c.cmd(&["LPOP", "l"]).await, bulk("a"));
+    assert_eq!(c.cmd(&["SET", "ttl", "v", "EX", "1000"]).await, ok());
+    assert_eq!(c.cmd(&["SET", "short", "v", "PX", "1"]).await, ok());
+}
+
+/// Checks what `write_everything` wrote.
+async fn check_everything(c: &mut Client) {
+    assert_eq!(c.cmd(&["GET", "s"]).await, bulk("v"));
+    assert_eq!(c.cmd(&["EXISTS", "gone"]).await, int(0));
+    assert_eq!(c.cmd(&["GET", "n"]).await, bulk("42"));
+    assert_eq!(c.cmd(&["INCR", "n"]).await, int(43), "the counter goes on from its recovered value");
+    assert_eq!(c.cmd(&["LRANGE", "l", "0", "-1"]).await, Resp::Array(vec![bulk("b"), bulk("c")]));
+    let ttl = c.cmd(&["TTL", "ttl"]).await.int();
+    assert!((1..=1000).contains(&ttl), "the TTL survives: {ttl}");
+    assert_eq!(c.cmd(&["EXISTS", "short"]).await, int(0), "an expired key stays expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_has_everything_it_acknowledged() {
+    let dir = data_dir("restart");
+    for fsync in ["always", "everysec", "no"] {
+        let _ = std::fs::remove_dir_all(&dir);
+        let node = start_with(config(&dir, fsync)).await;
+        let mut c = Client::connect(node.addr).await;
+        assert_eq!(
+            c.cmd(&["CONFIG", "GET", "append*"]).await,
+            Resp::Array(vec![bulk("appendfsync"), bulk(fsync), bulk("appendonly"), bulk("yes")])
+        );
+        write_everything(&mut c).await;
+        stop(node).await;
+
+        let node = start_with(config(&dir, fsync)).await;
+        let mut c = Client::connect(node.addr).await;
+        check_everything(&mut c).await;
+        // A second generation of writes after recovery recovers too.
+        assert_eq!(c.cmd(&["SET", "second", "life"]).await, ok());
+        stop(node).await;
+        let node = start_with(config(&dir, fsync)).await;
+        let mut c = Client::connect(node.addr).await;
+        assert_eq!(c.cmd(&["GET", "second"]).await, bulk("life"), "{fsync}");
+        assert_eq!(c.cmd(&["GET", "n"]).await, bulk("43"));
+        stop(node).await;
+    }
+    // Without a data directory nothing is kept, and CONFIG says so.
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    assert_eq!(c.cmd(&["CONFIG", "GET", "appendonly"]).await, Resp::Array(vec![bulk("appendonly"), bulk("no")]));
+    stop(node).await;
+}
+
+/// Starts the binary with a data directory; waits until it answers PING.
+async fn spawn_node(dir: &Path, port: u16, fsync: &str) -> (ChildGuard, Client) {
+    let binary = tokio::task::spawn_blocking(meridian_binary).await.expect("locate the binary");
+    let child = Command::new(binary)
+        .args(["node", "--port", &port.to_string(), "--log-level", "warn", "--appendfsync", fsync, "--data-dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start meridian");
+    let mut guard = ChildGuard(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = guard.0.try_wait().expect("try_wait") {
+            panic!("meridian exited before serving: {status}");
+        }
+        if let Ok(Ok(stream)) = timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+            let mut c = Client { stream, input: Vec::new() };
+            if c.cmd(&["PING"]).await == simple("PONG") {
+                return (guard, c);
+            }
+        }
+        assert!(Instant::now() < deadline, "meridian did not answer PING within 20 s");
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_write() {
+    for fsync in ["always", "everysec"] {
+        let dir = data_dir(&format!("sigkill-{fsync}"));
+        let port = free_port();
+        let (mut guard, mut c) = spawn_node(&dir, port, fsync).await;
+        // Pipelined batches: every reply read is an acknowledgement.
+        let mut acknowledged = 0;
+        for batch in 0..20 {
+            let mut bytes = Vec::new();
+            for i in 0..100 {
+                let n = batch * 100 + i;
+                bytes.extend(encode(&["SET", &format!("key:{n}"), &format!("value:{n}")]));
+                bytes.extend(encode(&["RPUSH", "log", &n.to_string()]));
+            }
+            c.send(&bytes).await;
+            for _ in 0..100 {
+                assert_eq!(c.read().await, ok());
+                assert!(c.read().await.int() > 0);
+                acknowledged += 1;
+            }
+        }
+        guard.0.kill().expect("SIGKILL");
+        let _ = guard.0.wait();
+
+        let (_guard, mut c) = spawn_node(&dir, port, fsync).await;
+        assert_eq!(c.cmd(&["LLEN", "log"]).await, int(acknowledged), "{fsync}");
+        for n in [0, 999, acknowledged - 1] {
+            assert_eq!(c.cmd(&["GET", &format!("key:{n}")]).await, bulk(format!("value:{n}")), "{fsync}");
+        }
+        assert_eq!(c.cmd(&["DBSIZE"]).await, int(acknowledged + 1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_journal_tail_is_cut_and_the_node_starts() {
+    let dir = data_dir("torn");
+    let node = start_with(config(&dir, "always")).await;
+    let mut c = Client::connect(node.addr).await;
+    write_everything(&mut c).await;
+    stop(node).await;
+    // A crash in the middle of an append leaves half a frame.
+    let journal = std::fs::read_dir(dir.join("shard-1"))
+        .expect("shard dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .expect("a journal file");
+    let mut bytes = std::fs::read(&journal).expect("read journal");
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
+    std::fs::write(&journal, &bytes).expect("tear the journal");
+
+    let node = start_with(config(&dir, "always")).await;
+    let mut c = Client::connect(node.addr).await;
+    check_everything(&mut c).await;
+    stop(node).await;
+    // The torn bytes were cut; the frames after them are new, whole ones.
+    let good = bytes.len() - 10;
+    let now = std::fs::read(&journal).expect("read journal");
+    assert_eq!(&now[..good], &bytes[..good]);
+    assert_ne!(&now[good..], &bytes[good..], "the torn tail is gone");
+}
+
+/// A node on a `ServerState` the test holds (so it can trigger a rewrite).
+async fn start_server(dir: &Path) -> (Arc<ServerState>, SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let (shard, journal, _) = Shard::recover(ReplicaId(1), 1_000, dir, Fsync::Always).expect("recover");
+    let server = Arc::new(ServerState::new(shard, Settings::default()).with_journal(journal));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(meridian_proxy::server::run(listener, server.clone(), shutdown));
+    (server, addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_keeps_everything_and_replaces_the_journal() {
+    let dir = data_dir("rewrite");
+    let (server, addr, stop) = start_server(&dir).await;
+    let mut c = Client::connect(addr).await;
+    write_everything(&mut c).await;
+    server.rewrite().expect("rewrite");
+    assert_eq!(c.cmd(&["SET", "after", "rewrite"]).await, ok());
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().any(|f| f.starts_with("snapshot-")), "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.starts_with("journal-")).count(), 1, "{files:?}");
+    let _ = stop.send(true);
+    drop(c);
+    sleep(Duration::from_millis(200)).await;
+    drop(server);
+
+    let (_server, addr, stop) = start_server(&dir).await;
+    let mut c = Client::connect(addr).await;
+    check_everything(&mut c).await;
+    assert_eq!(c.cmd(&["GET", "after"]).await, bulk("rewrite"));
+    let _ = stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_and_acknowledges_nothing_unjournaled() {
+    let dir = data_dir("full");
+    let (server, addr, stop) = start_server(&dir).await;
+    let mut c = Client::connect(addr).await;
+    assert_eq!(c.cmd(&["SET", "before", "1"]).await, ok());
+    // The next journal generation is a full disk.
+    std::os::unix::fs::symlink("/dev/full", dir.join("journal-0000000002.log")).expect("symlink /dev/full");
+    server.rewrite().expect("rotate onto the full disk");
+
+    // The write is applied in memory but cannot be journaled: its reply is
+    // never sent, the connection closes.
+    c.send(&encode(&["SET", "lost", "1"])).await;
+    c.expect_closed().await;
+    // Every later write is refused; reads work.
+    let mut c = Client::connect(addr).await;
+    let refused = c.cmd(&["SET", "k", "v"]).await;
+    assert!(
+        matches!(&refused, Resp::Error(e) if e.starts_with("MISCONF Errors writing to the AOF file:") && e.contains("No space left")),
+        "{refused:?}"
+    );
+    assert_eq!(c.cmd(&["GET", "before"]).await, bulk("1"));
+    assert_eq!(c.cmd(&["PING"]).await, simple("PONG"));
+    let _ = stop.send(true);
+}
+
+#[test]
+fn the_binary_refuses_a_bad_fsync_policy_and_an_unusable_data_dir() {
+    let (status, stderr) = run_expecting_exit(&["node", "--port", "0", "--appendfsync", "sometimes"]);
+    assert!(!status.success());
+    assert!(stderr.contains("appendfsync must be always, everysec or no"), "{stderr}");
+    let file = std::env::temp_dir().join(format!("meridian-not-a-dir-{}", std::process::id()));
+    std::fs::write(&file, b"x").expect("write a file");
+    let (status, stderr) = run_expecting_exit(&["node", "--port", "0", "--data-dir", file.to_str().expect("utf-8")]);
+    assert!(!status.success());
+    assert!(stderr.contains("cannot recover the data in"), "{stderr}");
+    let _ = std::fs::remove_file(file);
+}
