@@ -213,6 +213,10 @@ fn acl_categories(spec: &CommandSpec) -> Vec<&'static str> {
         "@keyspace"
     } else if super::transactions::commands().iter().any(|c| c.name == spec.name) {
         "@transaction"
+    } else if super::hashes::commands().iter().any(|c| c.name == spec.name) {
+        "@hash"
+    } else if super::sets::commands().iter().any(|c| c.name == spec.name) {
+        "@set"
     } else {
         "@connection"
     };
