@@ -54,7 +54,10 @@ pub fn indices(len: usize, count: i64, rng: &mut impl Rng) -> Result<Vec<usize>,
 /// order of `indices`, found in one pass.
 pub fn resolve<T: Clone>(items: impl Iterator<Item = T>, indices: &[usize]) -> Vec<T> {
     let mut order: Vec<(usize, usize)> = indices.iter().enumerate().map(|(slot, &index)| (index, slot)).collect();
-    order.sort_unstable();
+    // A whole-collection pick comes in order already: no sort for it.
+    if !indices.is_sorted() {
+        order.sort_unstable();
+    }
     let mut found: Vec<Option<T>> = vec![None; indices.len()];
     let mut wanted = order.into_iter().peekable();
     for (index, item) in items.enumerate() {
