@@ -510,3 +510,41 @@ async fn redis_crate_hash_and_set_commands() {
     assert!(failure.to_string().contains("WRONGTYPE"), "{failure}");
     stop(node).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_commands_in_transactions_with_watch_and_expiry() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    let mut other = Client::connect(node.addr).await;
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["HSET", "h", "f", "1"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["HINCRBY", "h", "n", "2"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["HMGET", "h", "f", "n"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]).await, Resp::Array(vec![int(1), int(2), Resp::Array(vec![bulk("1"), bulk("2")])]));
+
+    // A hash write by another client aborts a transaction watching the key.
+    for write in [&["HSET", "h", "f", "x"][..], &["HDEL", "h", "n"], &["HINCRBYFLOAT", "h", "f2", "1.5"]] {
+        assert_eq!(c.cmd(&["WATCH", "h"]).await, ok());
+        other.cmd(write).await;
+        assert_eq!(c.cmd(&["MULTI"]).await, ok());
+        assert_eq!(c.cmd(&["HLEN", "h"]).await, simple("QUEUED"));
+        c.send(&encode(&["EXEC"])).await;
+        assert_eq!(c.read_raw(5, REPLY_TIMEOUT).await, b"*-1\r\n".to_vec(), "{write:?}");
+    }
+
+    // A hash keeps its TTL across field writes, and reads as missing once it
+    // has expired; the next write starts a fresh hash.
+    assert_eq!(c.cmd(&["HSET", "t", "f", "v"]).await, int(1));
+    assert_eq!(c.cmd(&["EXPIRE", "t", "100"]).await, int(1));
+    assert_eq!(c.cmd(&["HSET", "t", "g", "v"]).await, int(1));
+    assert_int_in(c.cmd(&["TTL", "t"]).await, 99..=100, "TTL after HSET");
+    assert_eq!(c.cmd(&["PEXPIRE", "t", "1"]).await, int(1));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(c.cmd(&["HLEN", "t"]).await, int(0));
+    assert_eq!(c.cmd(&["HGET", "t", "f"]).await, nil());
+    assert_eq!(c.cmd(&["HSETNX", "t", "f", "new"]).await, int(1), "the expired field is gone");
+    assert_eq!(pairs(&c.cmd(&["HGETALL", "t"]).await), map_of(&[("f", "new")]));
+    assert_eq!(c.cmd(&["TTL", "t"]).await, int(-1));
+    assert_eq!(c.cmd(&["HINCRBY", "t", "n", "1"]).await, int(1));
+    stop(node).await;
+}

@@ -439,3 +439,50 @@ async fn set_commands_report_redis_command_info() {
     assert_eq!(reply.items()[0].items()[2].items().to_vec(), vec![simple("readonly"), simple("movablekeys")]);
     stop(node).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_writes_touch_watched_keys_and_expired_sets_read_as_missing() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    let mut other = Client::connect(node.addr).await;
+    assert_eq!(other.cmd(&["SADD", "s", "a", "b", "c"]).await, int(3));
+    // Each write by another client aborts a transaction watching the key it
+    // writes: SMOVE both its keys, the STORE commands their destination.
+    for (watched, write) in [
+        ("s", &["SADD", "s", "z"][..]),
+        ("s", &["SPOP", "s"]),
+        ("s", &["SMOVE", "s", "moved", "z"]),
+        ("moved", &["SMOVE", "s", "moved", "a"]),
+        ("dst", &["SUNIONSTORE", "dst", "s"]),
+        ("dst", &["SDIFFSTORE", "dst", "s", "s"]),
+    ] {
+        // Put the moved and popped members back for the next round.
+        other.cmd(&["SADD", "s", "a", "z"]).await.int();
+        assert_eq!(c.cmd(&["WATCH", watched]).await, ok());
+        let reply = other.cmd(write).await;
+        assert!(!matches!(reply, Resp::Error(_)), "{write:?}: {reply:?}");
+        assert_eq!(c.cmd(&["MULTI"]).await, ok());
+        assert_eq!(c.cmd(&["SCARD", watched]).await, simple("QUEUED"));
+        c.send(&encode(&["EXEC"])).await;
+        assert_eq!(c.read_raw(5, REPLY_TIMEOUT).await, b"*-1\r\n".to_vec(), "{write:?}");
+    }
+    assert_eq!(c.cmd(&["MULTI"]).await, ok());
+    assert_eq!(c.cmd(&["SADD", "tx", "a", "b"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["SMEMBERS", "nothing"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["SCARD", "tx"]).await, simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]).await, Resp::Array(vec![int(2), empty_array(), int(2)]));
+
+    // An expired set reads as missing; the next SADD starts a fresh one.
+    assert_eq!(c.cmd(&["SADD", "e", "old"]).await, int(1));
+    assert_eq!(c.cmd(&["PEXPIRE", "e", "1"]).await, int(1));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(c.cmd(&["SCARD", "e"]).await, int(0));
+    assert_eq!(c.cmd(&["SISMEMBER", "e", "old"]).await, int(0));
+    assert_eq!(c.cmd(&["SPOP", "e"]).await, nil());
+    assert_eq!(c.cmd(&["SMOVE", "e", "f", "old"]).await, int(0));
+    assert_eq!(c.cmd(&["SUNION", "e"]).await, empty_array());
+    assert_eq!(c.cmd(&["SADD", "e", "new"]).await, int(1));
+    assert_eq!(c.cmd(&["SMEMBERS", "e"]).await, Resp::Array(vec![bulk("new")]));
+    assert_eq!(c.cmd(&["TTL", "e"]).await, int(-1));
+    stop(node).await;
+}
