@@ -548,3 +548,28 @@ async fn hash_commands_in_transactions_with_watch_and_expiry() {
     assert_eq!(c.cmd(&["HINCRBY", "t", "n", "1"]).await, int(1));
     stop(node).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_empty_key_name_and_huge_counts() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    assert_eq!(c.cmd(&["HSET", "", "f", "v"]).await, int(1));
+    assert_eq!(c.cmd(&["HGET", "", "f"]).await, bulk("v"));
+    assert_eq!(c.cmd(&["HLEN", ""]).await, int(1));
+    assert_eq!(c.cmd(&["TYPE", ""]).await, simple("hash"));
+    assert_eq!(c.cmd(&["HRANDFIELD", "", "-2"]).await, Resp::Array(vec![bulk("f"), bulk("f")]));
+    assert_eq!(c.cmd(&["HDEL", "", "f"]).await, int(1));
+    assert_eq!(c.cmd(&["EXISTS", ""]).await, int(0));
+
+    let mut command = vec!["HSET".to_string(), "big".to_string()];
+    for i in 0..300 {
+        command.push(format!("f{i}"));
+        command.push(i.to_string());
+    }
+    assert_eq!(c.cmd(&command).await, int(300));
+    let reply = c.cmd(&["HSCAN", "big", "0", "COUNT", "9223372036854775807"]).await;
+    assert_eq!(reply.items()[0], bulk("0"), "a COUNT above the size takes everything at once");
+    assert_eq!(reply.items()[1].items().len(), 600);
+    assert_eq!(c.cmd(&["HSCAN", "big", "0", "COUNT", "9223372036854775808"]).await, error(NOT_INTEGER));
+    stop(node).await;
+}

@@ -486,3 +486,36 @@ async fn set_writes_touch_watched_keys_and_expired_sets_read_as_missing() {
     assert_eq!(c.cmd(&["TTL", "e"]).await, int(-1));
     stop(node).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_empty_key_name_and_huge_counts() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    assert_eq!(c.cmd(&["SADD", "", "m"]).await, int(1));
+    assert_eq!(c.cmd(&["SISMEMBER", "", "m"]).await, int(1));
+    assert_eq!(c.cmd(&["TYPE", ""]).await, simple("set"));
+    assert_eq!(c.cmd(&["SUNIONSTORE", "copy", ""]).await, int(1));
+    assert_eq!(c.cmd(&["SMOVE", "", "copy", "m"]).await, int(1));
+    assert_eq!(c.cmd(&["EXISTS", ""]).await, int(0));
+    assert_eq!(c.cmd(&["SINTERSTORE", "", "copy"]).await, int(1));
+    assert_eq!(c.cmd(&["SPOP", ""]).await, bulk("m"));
+
+    let mut command = vec!["SADD".to_string(), "big".to_string()];
+    command.extend((0..300).map(|i| i.to_string()));
+    assert_eq!(c.cmd(&command).await, int(300));
+    assert_eq!(c.cmd(&["SINTERCARD", "1", "big", "LIMIT", "9223372036854775807"]).await, int(300));
+    assert_eq!(
+        c.cmd(&["SINTERCARD", "1", "big", "LIMIT", "9223372036854775808"]).await,
+        error("ERR LIMIT can't be negative")
+    );
+    assert_eq!(
+        c.cmd(&["SINTERCARD", "9223372036854775807", "big"]).await,
+        error("ERR Number of keys can't be greater than number of args")
+    );
+    let reply = c.cmd(&["SSCAN", "big", "0", "COUNT", "1000"]).await;
+    assert_eq!((reply.items()[0].clone(), reply.items()[1].items().len()), (bulk("0"), 300));
+    assert_eq!(c.cmd(&["SRANDMEMBER", "big", "-3"]).await.items().len(), 3);
+    assert_eq!(c.cmd(&["SPOP", "big", "1000"]).await.items().len(), 300);
+    assert_eq!(c.cmd(&["EXISTS", "big"]).await, int(0));
+    stop(node).await;
+}
