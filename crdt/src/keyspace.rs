@@ -866,6 +866,38 @@ impl Keyspace {
         })
     }
 
+    /// SINTERSTORE, SUNIONSTORE, SDIFFSTORE: makes `key` hold exactly the set
+    /// of `members` (duplicates ignored), whatever it held before and of
+    /// whatever type, with no TTL — or deletes it when `members` is empty, as
+    /// Redis does. One delta removes everything observed at `key` and adds the
+    /// members with fresh tags, so a peer region never sees the key half
+    /// replaced; writes the delta did not observe survive, as for DEL.
+    /// Returns the delta, or None if there was nothing to remove or add.
+    pub fn replace_with_set(&mut self, key: &[u8], members: &[&[u8]], at: Moment) -> Option<KeyDelta> {
+        let existing = self.table.get(key).map(Stored::to_state);
+        let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
+        let mut delta = match &existing {
+            Some(state) => state.removal(key, &mut || tags.next_tag()),
+            None => KeyDelta::new(key),
+        };
+        if !members.is_empty() {
+            let empty = OrSet::default();
+            let mut set = SetDelta::default();
+            let mut seen: hashbrown::HashSet<&[u8]> = hashbrown::HashSet::with_capacity(members.len());
+            for &member in members {
+                if seen.insert(member) {
+                    empty.add_to(&mut set, member, tags.next_tag());
+                }
+            }
+            delta.parts.push(TypedDelta::Set(set));
+        }
+        if delta.is_empty() {
+            return None;
+        }
+        self.apply_key(&delta);
+        Some(delta)
+    }
+
     // ----- hashes -----
 
     /// HSET: the number of fields created.
@@ -1369,4 +1401,55 @@ fn leaves_garbage(delta: &KeyDelta, solo: bool) -> bool {
             TypedDelta::List(d) => d.ops.iter().any(|op| matches!(op, crate::list::ListOp::Remove { .. })),
             TypedDelta::Set(_) => false,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moment(hlc: u64) -> Moment {
+        Moment { hlc, wall_ms: 1_000 }
+    }
+
+    fn sorted_members(keyspace: &Keyspace, key: &[u8]) -> Vec<Vec<u8>> {
+        let mut members: Vec<Vec<u8>> = keyspace
+            .set_value(key, 1_000)
+            .expect("a set")
+            .map(|s| s.members().map(|m| m.to_vec()).collect())
+            .unwrap_or_default();
+        members.sort();
+        members
+    }
+
+    #[test]
+    fn replace_with_set_overwrites_any_type_clears_the_ttl_and_deletes_when_empty() {
+        let mut keyspace = Keyspace::new(ReplicaId(1));
+        keyspace.set(b"dst", b"a string", ExpiryChange::At(50_000), moment(1));
+        let delta = keyspace.replace_with_set(b"dst", &[b"x", b"y", b"x"], moment(2)).expect("a write");
+        assert!(delta.expiry.is_some(), "the old TTL is removed in the same delta");
+        assert_eq!(sorted_members(&keyspace, b"dst"), vec![b"x".to_vec(), b"y".to_vec()]);
+        assert_eq!(keyspace.deadline(b"dst", 1_000), Some(None), "a stored result has no TTL");
+        // Replacing a set with another drops the members not named again.
+        keyspace.replace_with_set(b"dst", &[b"y", b"z"], moment(3)).expect("a write");
+        assert_eq!(sorted_members(&keyspace, b"dst"), vec![b"y".to_vec(), b"z".to_vec()]);
+        // An empty result deletes the key; on a missing key it does nothing.
+        assert!(keyspace.replace_with_set(b"dst", &[], moment(4)).is_some());
+        assert!(!keyspace.exists(b"dst", 1_000));
+        assert!(keyspace.replace_with_set(b"dst", &[], moment(5)).is_none());
+        keyspace.validate().expect("valid");
+    }
+
+    #[test]
+    fn replace_with_set_converges_with_a_concurrent_sadd() {
+        let (mut a, mut b) = (Keyspace::new(ReplicaId(1)), Keyspace::new(ReplicaId(2)));
+        let (_, first) = a.sadd(b"s", &[b"old"], moment(1)).expect("sadd");
+        b.apply(&Delta::Key(first.expect("a write")));
+        let replaced = a.replace_with_set(b"s", &[b"new"], moment(2)).expect("a write");
+        let (_, concurrent) = b.sadd(b"s", &[b"late"], moment(2)).expect("sadd");
+        a.apply(&Delta::Key(concurrent.expect("a write")));
+        b.apply(&Delta::Key(replaced));
+        assert_eq!(a, b);
+        // The add the replacement did not observe survives; the old member does not.
+        assert_eq!(sorted_members(&a, b"s"), vec![b"late".to_vec(), b"new".to_vec()]);
+    }
 }

@@ -48,12 +48,17 @@ pub enum Op {
     SAdd(u8, Vec<u8>),
     /// SREM key items.
     SRem(u8, Vec<u8>),
+    /// SINTERSTORE/SUNIONSTORE/SDIFFSTORE's write: key := the set of items
+    /// (deleted when there are none).
+    SStore(u8, Vec<u8>),
     /// HSET key field value.
     HSet(u8, u8, u8),
     /// HDEL key field.
     HDel(u8, u8),
     /// HINCRBY key field by.
     HIncrBy(u8, u8, i8),
+    /// HINCRBYFLOAT key field by/4.
+    HIncrByFloat(u8, u8, i8),
     /// ZADD key score member.
     ZAdd(u8, i8, u8),
     /// ZINCRBY key by member.
@@ -193,9 +198,16 @@ impl Sim {
                 let members: Vec<&[u8]> = items.iter().map(|i| item(*i)).collect();
                 one(ks.srem(key(*k), &members, at).ok().and_then(|r| r.1))
             }
+            Op::SStore(k, items) => {
+                let members: Vec<&[u8]> = items.iter().map(|i| item(*i)).collect();
+                one(ks.replace_with_set(key(*k), &members, at))
+            }
             Op::HSet(k, f, v) => one(ks.hset(key(*k), &[(item(*f), item(*v))], at).ok().and_then(|r| r.1)),
             Op::HDel(k, f) => one(ks.hdel(key(*k), &[item(*f)], at).ok().and_then(|r| r.1)),
             Op::HIncrBy(k, f, by) => one(ks.hincr_by(key(*k), item(*f), *by as i64, at).ok().map(|r| r.1)),
+            Op::HIncrByFloat(k, f, by) => {
+                one(ks.hincr_by_float(key(*k), item(*f), *by as f64 / 4.0, at).ok().map(|r| r.1))
+            }
             Op::ZAdd(k, score, m) => {
                 one(ks.zadd(key(*k), &[(*score as f64, item(*m))], ZAddFlags::default(), at).ok().and_then(|r| r.1))
             }

@@ -23,9 +23,11 @@ fn op() -> impl Strategy<Value = Op> {
         k.clone().prop_map(Op::Persist),
         (k.clone(), proptest::collection::vec(i.clone(), 1..3)).prop_map(|(k, m)| Op::SAdd(k, m)),
         (k.clone(), proptest::collection::vec(i.clone(), 1..3)).prop_map(|(k, m)| Op::SRem(k, m)),
+        (k.clone(), proptest::collection::vec(i.clone(), 0..3)).prop_map(|(k, m)| Op::SStore(k, m)),
         (k.clone(), i.clone(), i.clone()).prop_map(|(k, f, v)| Op::HSet(k, f, v)),
         (k.clone(), i.clone()).prop_map(|(k, f)| Op::HDel(k, f)),
         (k.clone(), i.clone(), -5i8..6).prop_map(|(k, f, by)| Op::HIncrBy(k, f, by)),
+        (k.clone(), i.clone(), -5i8..6).prop_map(|(k, f, by)| Op::HIncrByFloat(k, f, by)),
         (k.clone(), -5i8..6, i.clone()).prop_map(|(k, s, m)| Op::ZAdd(k, s, m)),
         (k.clone(), -5i8..6, i.clone()).prop_map(|(k, s, m)| Op::ZIncrBy(k, s, m)),
         (k.clone(), i.clone()).prop_map(|(k, m)| Op::ZRem(k, m)),
@@ -57,7 +59,8 @@ fn set_op() -> impl Strategy<Value = Op> {
     let items = proptest::collection::vec(0u8..4, 1..4);
     prop_oneof![
         (k.clone(), items.clone()).prop_map(|(k, m)| Op::SAdd(k, m)),
-        (k.clone(), items).prop_map(|(k, m)| Op::SRem(k, m)),
+        (k.clone(), items.clone()).prop_map(|(k, m)| Op::SRem(k, m)),
+        (k.clone(), items).prop_map(|(k, m)| Op::SStore(k, m)),
         k.prop_map(Op::Del),
     ]
 }
@@ -69,6 +72,7 @@ fn hash_op() -> impl Strategy<Value = Op> {
         (k.clone(), 0u8..4, 0u8..4).prop_map(|(k, f, v)| Op::HSet(k, f, v)),
         (k.clone(), 0u8..4).prop_map(|(k, f)| Op::HDel(k, f)),
         (k.clone(), 0u8..4, -5i8..6).prop_map(|(k, f, by)| Op::HIncrBy(k, f, by)),
+        (k.clone(), 0u8..4, -5i8..6).prop_map(|(k, f, by)| Op::HIncrByFloat(k, f, by)),
         k.prop_map(Op::Del),
     ]
 }

@@ -228,6 +228,9 @@ fn client_unblock(ctx: &mut Context<'_, '_>, id: &[u8], mode: Option<&Bytes>) {
     ctx.reply.integer(i64::from(unblocked));
 }
 
+/// A command family's table.
+type Family = fn() -> Vec<CommandSpec>;
+
 /// ACL categories of a command, from its flags and family (what COMMAND INFO
 /// reports in Redis 7).
 fn acl_categories(spec: &CommandSpec) -> Vec<&'static str> {
@@ -240,15 +243,23 @@ fn acl_categories(spec: &CommandSpec) -> Vec<&'static str> {
     if !spec.flags.contains(&"fast") {
         categories.push("@slow");
     }
-    let family = if super::strings::commands().iter().any(|c| c.name == spec.name) {
-        "@string"
-    } else if super::keys::commands().iter().any(|c| c.name == spec.name) {
-        "@keyspace"
-    } else if super::transactions::commands().iter().any(|c| c.name == spec.name) {
-        "@transaction"
-    } else {
-        "@connection"
-    };
+    if spec.flags.contains(&"blocking") {
+        categories.push("@blocking");
+    }
+    let families: [(Family, &'static str); 8] = [
+        (super::strings::commands, "@string"),
+        (super::keys::commands, "@keyspace"),
+        (super::transactions::commands, "@transaction"),
+        (super::hashes::commands, "@hash"),
+        (super::sets::commands, "@set"),
+        (super::zsets::commands, "@sortedset"),
+        (super::lists::commands, "@list"),
+        (super::pubsub::commands, "@pubsub"),
+    ];
+    let family = families
+        .iter()
+        .find(|(commands, _)| commands().iter().any(|c| c.name == spec.name))
+        .map_or("@connection", |(_, category)| category);
     categories.push(family);
     categories
 }

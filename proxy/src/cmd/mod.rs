@@ -8,6 +8,8 @@ pub mod hashes;
 pub mod keys;
 pub mod lists;
 pub mod pubsub;
+pub mod random;
+pub mod scan;
 pub mod server;
 pub mod sets;
 pub mod strings;
