@@ -95,6 +95,17 @@ impl ServerState {
         self.persistence.as_ref().map(|p| p.journal().fsync())
     }
 
+    /// CONFIG SET appendfsync: false if the node is not persistent.
+    pub fn set_appendfsync(&self, fsync: Fsync) -> bool {
+        match &self.persistence {
+            Some(persistence) => {
+                persistence.journal().set_fsync(fsync);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// True while journal appends fail: write commands answer `MISCONF`.
     pub fn persistence_failing(&self) -> bool {
         self.persistence_failing.load(Ordering::Acquire)

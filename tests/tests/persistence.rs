@@ -83,10 +83,26 @@ async fn a_restarted_node_has_everything_it_acknowledged() {
         assert_eq!(c.cmd(&["GET", "n"]).await, bulk("43"));
         stop(node).await;
     }
+    // The policy changes at run time.
+    let node = start_with(config(&dir, "everysec")).await;
+    let mut c = Client::connect(node.addr).await;
+    assert_eq!(c.cmd(&["CONFIG", "SET", "appendfsync", "always"]).await, ok());
+    assert_eq!(c.cmd(&["CONFIG", "GET", "appendfsync"]).await, Resp::Array(vec![bulk("appendfsync"), bulk("always")]));
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "appendfsync", "sometimes"]).await,
+        error(
+            "ERR CONFIG SET failed (possibly related to argument 'appendfsync') - argument(s) must be one of the following: always, everysec, no"
+        )
+    );
+    stop(node).await;
+
     // Without a data directory nothing is kept, and CONFIG says so.
     let node = start().await;
     let mut c = Client::connect(node.addr).await;
     assert_eq!(c.cmd(&["CONFIG", "GET", "appendonly"]).await, Resp::Array(vec![bulk("appendonly"), bulk("no")]));
+    assert!(
+        matches!(c.cmd(&["CONFIG", "SET", "appendfsync", "no"]).await, Resp::Error(e) if e.contains("no data directory"))
+    );
     stop(node).await;
 }
 

@@ -21,6 +21,8 @@ use bytes::Bytes;
 
 use super::connection::subcommand_error;
 use super::{CommandSpec, SYNTAX_ERROR, glob_match, parse_float, parse_int};
+use meridian_replication::durability::Fsync;
+
 use crate::context::{ClientHandle, Context};
 use crate::reply::Protocol;
 
@@ -134,10 +136,18 @@ fn config(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 fn config_set(ctx: &mut Context<'_, '_>, pairs: &[Bytes]) {
     let fixed = fixed_values(ctx);
     let mut updates: Vec<(&'static str, String)> = Vec::with_capacity(pairs.len() / 2);
+    let mut fsync_update = None;
     for pair in pairs.chunks_exact(2) {
         let given = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
         let failed =
             |reason: &str| format!("ERR CONFIG SET failed (possibly related to argument '{given}') - {reason}");
+        if given == "appendfsync" {
+            let Some(fsync) = std::str::from_utf8(&pair[1]).ok().and_then(Fsync::parse) else {
+                return ctx.reply.error(&failed("argument(s) must be one of the following: always, everysec, no"));
+            };
+            fsync_update = Some(fsync);
+            continue;
+        }
         let Some(t) = TUNABLES.iter().find(|t| t.name == given || t.alias == Some(given.as_str())) else {
             if fixed.iter().any(|(name, _)| *name == given) {
                 // Redis can change these at runtime; Meridian reads them once
@@ -159,6 +169,13 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[Bytes]) {
             return ctx.reply.error(&failed(&format!("argument must be between {} and {} inclusive", t.min, t.max)));
         }
         updates.push((t.name, value.to_string()));
+    }
+    if let Some(fsync) = fsync_update
+        && !ctx.server.set_appendfsync(fsync)
+    {
+        return ctx.reply.error(
+            "ERR CONFIG SET failed (possibly related to argument 'appendfsync') - the node has no data directory (start it with --data-dir)",
+        );
     }
     let mut stored = ctx.server.config();
     for (name, value) in updates {
