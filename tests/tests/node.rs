@@ -28,8 +28,7 @@
 //! test instead of hanging the suite.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meridian_cluster::node::NodeConfig;
@@ -1602,33 +1601,8 @@ async fn command_info_has_redis_7_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_and_stops_on_sigterm() {
-    let binary = tokio::task::spawn_blocking(meridian_binary).await.expect("locate the binary");
     let port = free_port();
-    let child = Command::new(binary)
-        .args(["node", "--port", &port.to_string(), "--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start meridian");
-    let mut guard = ChildGuard(child);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-
-    // Wait until it answers PING.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut c = loop {
-        if let Some(status) = guard.0.try_wait().expect("try_wait") {
-            panic!("meridian exited before serving: {status}");
-        }
-        if let Ok(Ok(stream)) = timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
-            let mut c = Client { stream, input: Vec::new() };
-            if c.cmd(&["PING"]).await == simple("PONG") {
-                break c;
-            }
-        }
-        assert!(Instant::now() < deadline, "meridian did not answer PING within 10 s");
-        sleep(Duration::from_millis(100)).await;
-    };
+    let (mut guard, mut c) = spawn_meridian(&["node", "--port", &port.to_string(), "--log-level", "warn"], port).await;
     assert_eq!(c.cmd(&["SET", "k", "v"]).await, ok());
     assert_eq!(c.cmd(&["GET", "k"]).await, bulk("v"));
     assert_eq!(c.cmd(&["CONFIG", "GET", "port"]).await, Resp::Array(vec![bulk("port"), bulk(port.to_string())]));

@@ -8,17 +8,16 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use meridian_crdt::ReplicaId;
 use meridian_proxy::context::{ServerState, Settings};
 use meridian_replication::Shard;
 use meridian_replication::durability::Fsync;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{sleep, timeout};
+use tokio::net::TcpListener;
+use tokio::time::sleep;
 
 /// A fresh, empty directory for one test.
 fn data_dir(name: &str) -> PathBuf {
@@ -108,31 +107,12 @@ async fn a_restarted_node_has_everything_it_acknowledged() {
 
 /// Starts the binary with a data directory; waits until it answers PING.
 async fn spawn_node(dir: &Path, port: u16, fsync: &str) -> (ChildGuard, Client) {
-    let binary = tokio::task::spawn_blocking(meridian_binary).await.expect("locate the binary");
-    let child = Command::new(binary)
-        .args(["node", "--port", &port.to_string(), "--log-level", "warn", "--appendfsync", fsync, "--data-dir"])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start meridian");
-    let mut guard = ChildGuard(child);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = guard.0.try_wait().expect("try_wait") {
-            panic!("meridian exited before serving: {status}");
-        }
-        if let Ok(Ok(stream)) = timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
-            let mut c = Client { stream, input: Vec::new() };
-            if c.cmd(&["PING"]).await == simple("PONG") {
-                return (guard, c);
-            }
-        }
-        assert!(Instant::now() < deadline, "meridian did not answer PING within 20 s");
-        sleep(Duration::from_millis(100)).await;
-    }
+    let dir = dir.to_str().expect("a UTF-8 temp path");
+    spawn_meridian(
+        &["node", "--port", &port.to_string(), "--log-level", "warn", "--appendfsync", fsync, "--data-dir", dir],
+        port,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -386,3 +386,32 @@ pub fn run_expecting_exit(args: &[&str]) -> (ExitStatus, String) {
     guard.0.stderr.take().expect("stderr piped").read_to_string(&mut stderr).expect("read stderr");
     (status, stderr)
 }
+
+/// Starts the `meridian` binary with `args` and waits (bounded) until the
+/// node on `port` answers PING: the child (killed when dropped) and a client.
+pub async fn spawn_meridian(args: &[&str], port: u16) -> (ChildGuard, Client) {
+    let binary = tokio::task::spawn_blocking(meridian_binary).await.expect("locate the binary");
+    let child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start meridian");
+    let mut guard = ChildGuard(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = guard.0.try_wait().expect("try_wait") {
+            panic!("meridian exited before serving: {status}");
+        }
+        if let Ok(Ok(stream)) = timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+            let mut c = Client { stream, input: Vec::new() };
+            if c.cmd(&["PING"]).await == Resp::Simple("PONG".to_string()) {
+                return (guard, c);
+            }
+        }
+        assert!(Instant::now() < deadline, "meridian did not answer PING within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
