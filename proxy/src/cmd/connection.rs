@@ -213,6 +213,8 @@ fn acl_categories(spec: &CommandSpec) -> Vec<&'static str> {
         "@keyspace"
     } else if super::transactions::commands().iter().any(|c| c.name == spec.name) {
         "@transaction"
+    } else if super::zsets::commands().iter().any(|c| c.name == spec.name) {
+        "@sortedset"
     } else {
         "@connection"
     };
