@@ -753,7 +753,12 @@ impl OrZSet {
     }
 
     /// The listpack walk for sets of several scores (see `lex_range`).
+    /// Like Redis's `zzlIsInLexRange`, it first requires the last member in
+    /// index order to be at or above `min` and the first at or below `max`.
     fn lex_run_scan(&self, min: LexBound<'_>, max: LexBound<'_>, rev: bool) -> Option<btree_set::Range<'_, IndexKey>> {
+        if !min.admits_from_below(&self.index.last()?.member) || !max.admits_from_above(&self.index.first()?.member) {
+            return None;
+        }
         let (low, high): (Bound<&IndexKey>, Bound<&IndexKey>) = if rev {
             let mut walk = self.index.iter().rev();
             let start = walk.by_ref().find(|k| max.admits_from_above(&k.member))?;
@@ -1499,7 +1504,11 @@ mod tests {
             ))
         };
         assert_eq!(range("[a", "[c", false), ["b"]);
-        assert_eq!(range("[c", "+", false), ["z", "c", "a"]);
+        // The last member in score order (a) is below `[c`: Redis's
+        // `zzlIsInLexRange` calls the whole range empty (checked on 7.0).
+        assert_eq!(range("[c", "+", false), Vec::<String>::new());
+        assert_eq!(range("(a", "[z", false), Vec::<String>::new());
+        assert_eq!(range("[a", "+", false), ["b", "z", "c", "a"]);
         assert_eq!(range("[c", "[d", false), Vec::<String>::new());
         assert_eq!(range("-", "[c", true), ["a", "c", "z", "b"]);
         assert_eq!(range("[y", "[y", false), Vec::<String>::new());
@@ -1979,8 +1988,10 @@ mod tests {
         listing.iter().filter(|(_, s)| above(*s) && below(*s)).cloned().collect()
     }
 
-    /// Redis's listpack walk: from the first member inside the near bound,
-    /// while members stay inside the far bound.
+    /// Redis's listpack walk: empty unless the last member is at or above
+    /// `min` and the first at or below `max` (`zzlIsInLexRange`); then from
+    /// the first member inside the near bound, while members stay inside the
+    /// far bound.
     fn model_lex_range(
         listing: &[(Vec<u8>, f64)],
         min: LexBound<'_>,
@@ -1989,6 +2000,10 @@ mod tests {
     ) -> Vec<(Vec<u8>, f64)> {
         if lex_range_is_empty(min, max) {
             return Vec::new();
+        }
+        match (listing.first(), listing.last()) {
+            (Some((first, _)), Some((last, _))) if min.admits_from_below(last) && max.admits_from_above(first) => {}
+            _ => return Vec::new(),
         }
         let mut order = listing.to_vec();
         if rev {

@@ -761,7 +761,10 @@ fn zrandmember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         }
         let count = count as usize;
         if count >= all.len() {
-            // The whole set, in order, as Redis does.
+            // The whole set, greatest first, as Redis does (it replies with
+            // the reversed rank range).
+            let mut all = all;
+            all.reverse();
             return reply_members(reply, &all, withscores);
         }
         // Distinct members: a partial Fisher-Yates shuffle.
