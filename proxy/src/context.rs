@@ -181,7 +181,7 @@ impl ServerState {
             }
             return;
         }
-        for key in crate::cmd::command_keys(spec, args) {
+        for key in crate::cmd::command_keys(spec, args).chain(crate::cmd::numkeys_keys(spec, args)) {
             if let Some(clients) = watches.by_key.get(key.as_ref()) {
                 for flag in clients.values() {
                     flag.store(true, Ordering::Release);

@@ -1050,6 +1050,15 @@ async fn transactions_and_watch_see_sorted_set_writes() {
     c.cmd(&["ZINCRBY", "z", "1", "b"]).await;
     c.cmd(&["ZRANGE", "z", "0", "-1", "WITHSCORES"]).await;
     assert_eq!(c.cmd(&["EXEC"]).await, arr(vec![int(1), bulk("3"), bulks(&["a", "1", "b", "3"])]));
+    // ZMPOP touches the key it pops from (its keys follow numkeys).
+    assert_eq!(c.cmd(&["WATCH", "z"]).await, ok());
+    assert_eq!(
+        other.cmd(&["ZMPOP", "2", "missing", "z", "MAX"]).await,
+        arr(vec![bulk("z"), arr(vec![bulks(&["b", "3"])])])
+    );
+    c.cmd(&["MULTI"]).await;
+    c.cmd(&["ZCARD", "z"]).await;
+    assert_eq!(c.cmd(&["EXEC"]).await, nil());
     // A store touches its destination.
     assert_eq!(c.cmd(&["WATCH", "d"]).await, ok());
     other.cmd(&["ZUNIONSTORE", "d", "1", "z"]).await;

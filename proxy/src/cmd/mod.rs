@@ -104,6 +104,23 @@ pub fn command_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> impl Iterator<
     (first..=last).step_by(step as usize).filter_map(move |i| args.get(i as usize))
 }
 
+/// The keys a write command with movable keys names after its `numkeys`
+/// argument: ZMPOP and LMPOP (numkeys at 1), BZMPOP and BLMPOP (at 2, after
+/// the timeout). Empty for every other command (their keys are at fixed
+/// positions, see [`command_keys`]) and for an invalid `numkeys`. WATCH uses
+/// it to see the keys such a command pops from.
+pub fn numkeys_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> &'a [Bytes] {
+    if spec.first_key != 0 || !spec.flags.contains(&"write") || !spec.flags.contains(&"movablekeys") {
+        return &[];
+    }
+    let at = if spec.name.starts_with('b') { 2 } else { 1 };
+    let Some(numkeys) = args.get(at).and_then(|arg| parse_int(arg).ok()).filter(|n| *n > 0) else {
+        return &[];
+    };
+    let rest = args.get(at + 1..).unwrap_or(&[]);
+    &rest[..rest.len().min(usize::try_from(numkeys).unwrap_or(usize::MAX))]
+}
+
 /// True if `argc` (including the name) fits the arity.
 pub fn arity_ok(spec: &CommandSpec, argc: usize) -> bool {
     let argc = argc as i64;
@@ -238,6 +255,19 @@ mod tests {
         assert!(lookup(b"gEt").is_some());
         assert!(lookup(b"nosuchcommand").is_none());
         assert!(lookup(&[b'a'; 100]).is_none());
+    }
+
+    #[test]
+    fn numkeys_keys_finds_the_keys_of_zmpop_only() {
+        let args: Vec<Bytes> = ["zmpop", "2", "a", "b", "MIN"].into_iter().map(Bytes::from).collect();
+        let zmpop = lookup(b"zmpop").expect("zmpop");
+        assert_eq!(numkeys_keys(zmpop, &args), &args[2..4]);
+        let huge: Vec<Bytes> = ["zmpop", "99", "a", "MIN"].into_iter().map(Bytes::from).collect();
+        assert_eq!(numkeys_keys(zmpop, &huge), &huge[2..], "numkeys beyond the arguments is clamped");
+        let bad: Vec<Bytes> = ["zmpop", "x", "a", "MIN"].into_iter().map(Bytes::from).collect();
+        assert!(numkeys_keys(zmpop, &bad).is_empty());
+        let store: Vec<Bytes> = ["zunionstore", "d", "1", "a"].into_iter().map(Bytes::from).collect();
+        assert!(numkeys_keys(lookup(b"zunionstore").expect("zunionstore"), &store).is_empty());
     }
 
     #[test]

@@ -1085,6 +1085,35 @@ fn scan_position(member: &[u8]) -> u64 {
     hash ^ (hash >> 31)
 }
 
+/// One ZSCAN call over the members at or after the cursor (`ahead`, with
+/// their positions, in any order): the batch to return, in position order,
+/// and the next cursor (0 when nothing is left). At most `take` members are
+/// returned, except that members sharing a position are never split: when
+/// the `take`-th and later members share the lowest position, all of them
+/// are returned and the cursor moves past it, so every call makes progress.
+fn scan_batch<T>(mut ahead: Vec<(u64, T)>, take: usize) -> (u64, Vec<(u64, T)>) {
+    let take = take.max(1);
+    let mut next = 0;
+    if ahead.len() > take {
+        // The first member not returned decides the next cursor; every member
+        // before it in position order is returned now.
+        ahead.select_nth_unstable_by_key(take, |(position, _)| *position);
+        let boundary = ahead[take].0;
+        if ahead[..take].iter().any(|(position, _)| *position < boundary) {
+            ahead.truncate(take);
+            ahead.retain(|(position, _)| *position < boundary);
+            next = boundary;
+        } else {
+            // Every member up to the boundary shares its position: return
+            // them all and move past it (past u64::MAX is the end, 0).
+            ahead.retain(|(position, _)| *position == boundary);
+            next = boundary.wrapping_add(1);
+        }
+    }
+    ahead.sort_unstable_by_key(|(position, _)| *position);
+    (next, ahead)
+}
+
 /// Parses a SCAN cursor as Redis's `strtoul` does: decimal digits, a leading
 /// `-` wrapping around (Redis accepts `-1` as 2^64-1).
 fn parse_cursor(arg: &[u8]) -> Option<u64> {
@@ -1160,32 +1189,13 @@ fn zscan(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let (next, batch): (u64, Vec<(&[u8], f64)>) = if zset.len() <= SCAN_SMALL_MAX {
         (0, collect(zset.iter()))
     } else {
-        let mut ahead: Vec<(u64, &[u8], f64)> = zset
+        let ahead: Vec<(u64, (&[u8], f64))> = zset
             .iter()
-            .map(|(m, s)| (scan_position(m), m.as_slice(), s))
-            .filter(|(position, _, _)| *position >= cursor)
+            .map(|(m, s)| (scan_position(m), (m.as_slice(), s)))
+            .filter(|(position, _)| *position >= cursor)
             .collect();
-        let take = count.max(zset.len().div_ceil(SCAN_CALLS_MAX));
-        let mut next = 0;
-        if ahead.len() > take {
-            // The first member not returned decides the next cursor; every
-            // member before it in position order is returned now.
-            ahead.select_nth_unstable_by_key(take, |(position, _, _)| *position);
-            let boundary = ahead[take].0;
-            let before = ahead[..take].iter().filter(|(position, _, _)| *position < boundary).count();
-            if before > 0 {
-                ahead.truncate(take);
-                ahead.retain(|(position, _, _)| *position < boundary);
-                next = boundary;
-            } else {
-                // Every member up to the boundary shares its position: return
-                // them all and move past it (past u64::MAX is the end, 0).
-                ahead.retain(|(position, _, _)| *position == boundary);
-                next = boundary.wrapping_add(1);
-            }
-            ahead.sort_unstable_by_key(|(position, _, _)| *position);
-        }
-        (next, ahead.into_iter().map(|(_, m, s)| (m, s)).collect())
+        let (next, batch) = scan_batch(ahead, count.max(zset.len().div_ceil(SCAN_CALLS_MAX)));
+        (next, batch.into_iter().map(|(_, item)| item).collect())
     };
     let batch: Vec<(&[u8], f64)> =
         batch.into_iter().filter(|(m, _)| pattern.is_none_or(|p| glob_match(p, m, false))).collect();
@@ -1514,3 +1524,91 @@ pub static DOCS: &[(&str, Doc)] = &[
         ),
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use meridian_crdt::ReplicaId;
+    use meridian_crdt::keyspace::{Keyspace, Moment};
+
+    use super::*;
+
+    const NOW: u64 = 1_790_000_000_000;
+
+    #[test]
+    fn score_bounds_parse_like_zsl_parse_range() {
+        assert_eq!(parse_score_bound(b"1.5"), Some(ScoreBound::inclusive(1.5)));
+        assert_eq!(parse_score_bound(b"(1.5"), Some(ScoreBound::exclusive(1.5)));
+        assert_eq!(parse_score_bound(b"-inf"), Some(ScoreBound::NEG_INF));
+        assert_eq!(parse_score_bound(b"(+inf"), Some(ScoreBound::exclusive(f64::INFINITY)));
+        assert_eq!(parse_score_bound(b""), Some(ScoreBound::inclusive(0.0)));
+        assert_eq!(parse_score_bound(b"("), Some(ScoreBound::exclusive(0.0)));
+        assert_eq!(parse_score_bound(b"  7"), Some(ScoreBound::inclusive(7.0)));
+        for bad in [&b"  "[..], b"7 ", b"nan", b"(nan", b"[1", b"abc", b"((1"] {
+            assert_eq!(parse_score_bound(bad), None, "{:?}", bad.escape_ascii().to_string());
+        }
+    }
+
+    #[test]
+    fn scan_batches_never_split_a_position_and_always_advance() {
+        let batch = |positions: &[u64], take| {
+            let (next, items) = scan_batch(positions.iter().map(|&p| (p, ())).collect(), take);
+            (next, items.into_iter().map(|(p, ())| p).collect::<Vec<_>>())
+        };
+        assert_eq!(batch(&[4, 1, 3, 2], 10), (0, vec![1, 2, 3, 4]), "everything left: the scan ends");
+        assert_eq!(batch(&[4, 1, 3, 2], 2), (3, vec![1, 2]));
+        assert_eq!(batch(&[1, 3, 2, 3, 4], 3), (3, vec![1, 2]), "the 3s go together in the next call");
+        assert_eq!(batch(&[5, 5, 7, 5], 2), (6, vec![5, 5, 5]), "a shared position is returned whole");
+        assert_eq!(batch(&[u64::MAX, u64::MAX], 1), (0, vec![u64::MAX, u64::MAX]), "past the last position is 0");
+        assert_eq!(batch(&[], 1), (0, vec![]));
+    }
+
+    #[test]
+    fn cursors_parse_like_strtoul() {
+        assert_eq!(parse_cursor(b"0"), Some(0));
+        assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
+        for bad in [&b""[..], b"x", b"1.5", b" 1", b"--1", b"-+1", b"18446744073709551616"] {
+            assert_eq!(parse_cursor(bad), None, "{:?}", bad.escape_ascii().to_string());
+        }
+        assert_ne!(scan_position(b"a"), scan_position(b"b"));
+        assert_eq!(scan_position(b"member"), scan_position(b"member"));
+    }
+
+    /// Plain sets are inputs whose members all score 1, as in Redis.
+    #[test]
+    fn set_algebra_reads_plain_sets_as_score_one() {
+        let mut keyspace = Keyspace::new(ReplicaId(1));
+        let at = Moment { hlc: 1, wall_ms: NOW };
+        keyspace.zadd(b"z", &[(2.0, b"y"), (3.0, b"x")], ZAddFlags::default(), at).unwrap();
+        let at = Moment { hlc: 2, wall_ms: NOW };
+        keyspace.sadd(b"s", &[b"y", b"w"], at).unwrap();
+        let zset = keyspace.zset_value(b"z", NOW).unwrap().unwrap();
+        let set = keyspace.set_value(b"s", NOW).unwrap().unwrap();
+        let sources = [Source::ZSet(zset), Source::Set(set)];
+        let options = |weights: Vec<f64>, aggregate| AlgebraOptions { weights, aggregate, withscores: true, limit: 0 };
+        let owned = |items: Vec<(&[u8], f64)>| -> Vec<(String, f64)> {
+            items.into_iter().map(|(m, s)| (String::from_utf8(m.to_vec()).unwrap(), s)).collect()
+        };
+        let union = compute(&sources, SetOp::Union, &options(vec![1.0, 1.0], Aggregate::Sum));
+        assert_eq!(owned(union), [("w".into(), 1.0), ("x".into(), 3.0), ("y".into(), 3.0)]);
+        let inter = compute(&sources, SetOp::Inter, &options(vec![1.0, 10.0], Aggregate::Max));
+        assert_eq!(owned(inter), [("y".into(), 10.0)]);
+        let diff =
+            compute(&[Source::Set(set), Source::ZSet(zset)], SetOp::Diff, &options(vec![1.0, 1.0], Aggregate::Sum));
+        assert_eq!(owned(diff), [("w".into(), 1.0)]);
+        assert_eq!(intersection_cardinality(&[Source::Set(set), Source::ZSet(zset), Source::Missing], 0), 0);
+        assert_eq!(intersection_cardinality(&sources, 0), 1);
+    }
+
+    #[test]
+    fn aggregates_follow_redis_for_infinities() {
+        let mut total = f64::INFINITY;
+        Aggregate::Sum.fold(&mut total, f64::NEG_INFINITY);
+        assert_eq!(total, 0.0, "inf + -inf is 0");
+        assert_eq!(weighted(f64::INFINITY, 0.0), 0.0, "inf × 0 is 0");
+        let mut low = 3.0;
+        Aggregate::Min.fold(&mut low, 1.0);
+        Aggregate::Max.fold(&mut low, 0.5);
+        assert_eq!(low, 1.0);
+    }
+}
