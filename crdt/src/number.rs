@@ -78,14 +78,18 @@ pub fn format_f64(value: f64) -> String {
 /// an integral value up to 2^62 as an integer; anything else as the shortest
 /// decimal that reads back to the same `f64`, laid out the way Redis's
 /// `fpconv_dtoa` lays it out (plain digits while the exponent is small,
-/// otherwise `d.ddde+N` / `d.ddde-N` with no zero padding). Zero is `0`
-/// whatever its sign: Redis too shows a score written as `-0` as `0`.
-/// (Redis's grisu2 may, rarely, print one digit more than the shortest form.)
+/// otherwise `d.ddde+N` / `d.ddde-N` with no zero padding); negative zero
+/// as `-0`. (Redis stores a `-0` score of a small sorted set as the integer
+/// 0, so ZSCORE shows `0`: the sorted-set commands store -0 as 0 to match.
+/// Redis's grisu2 may, rarely, print one digit more than the shortest form.)
 pub fn format_score(value: f64) -> String {
     if value.is_nan() {
         return "nan".into();
     }
-    if value == 0.0 || value.is_infinite() {
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    if value.is_infinite() {
         return format_f64(value);
     }
     const INTEGRAL_MAX: f64 = (i64::MAX / 2) as f64;
@@ -219,7 +223,7 @@ mod tests {
     fn scores_format_like_redis_7_2_d2string() {
         for (value, text) in [
             (0.0, "0"),
-            (-0.0, "0"),
+            (-0.0, "-0"),
             (1.0, "1"),
             (-3.0, "-3"),
             (1.5, "1.5"),

@@ -976,6 +976,15 @@ async fn scores_are_formatted_like_redis_7_2() {
         c.cmd(&["ZADD", "f", score, "m"]).await;
         assert_eq!(c.cmd(&["ZSCORE", "f", "m"]).await, bulk(text), "ZADD {score}");
     }
+    // A stored -0 reads as 0 (Redis keeps small sets' integral scores as
+    // integers); a computed -0 prints as `-0`, as Redis's d2string does.
+    assert_eq!(c.cmd(&["ZADD", "zero", "0", "a", "-0", "b"]).await, int(2));
+    assert_eq!(c.cmd(&["ZINCRBY", "zero", "-0", "c"]).await, bulk("0"));
+    assert_eq!(
+        c.cmd(&["ZUNION", "1", "zero", "WEIGHTS", "-1", "WITHSCORES"]).await,
+        bulks(&["a", "-0", "b", "-0", "c", "-0"])
+    );
+    assert_eq!(c.cmd(&["ZRANGE", "zero", "0", "-1", "WITHSCORES"]).await, bulks(&["a", "0", "b", "0", "c", "0"]));
     resp3(&mut c).await;
     c.cmd(&["ZADD", "f", "1e21", "m"]).await;
     assert_eq!(c.cmd(&["ZSCORE", "f", "m"]).await, dbl("1e+21"));

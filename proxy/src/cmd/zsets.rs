@@ -100,6 +100,13 @@ pub const SCAN_CALLS_MAX: usize = 64;
 /// cursor 0, as Redis does for its small (listpack) encoding.
 pub const SCAN_SMALL_MAX: usize = 128;
 
+/// Parses a score to store (ZADD, ZINCRBY). A `-0` is stored as 0, as Redis
+/// does for small sorted sets (its listpack keeps an integral score as an
+/// integer), so ZSCORE shows `0`.
+fn parse_score(arg: &[u8]) -> Result<f64, CommandError> {
+    parse_float(arg).map(|score| if score == 0.0 { 0.0 } else { score })
+}
+
 /// Parses one end of a score range as Redis's `zslParseRange` does: an
 /// optional `(` for an exclusive bound, then what `strtod` reads — leading
 /// spaces allowed, nothing after the number, not NaN; `inf`, `+inf`, `-inf`
@@ -201,7 +208,7 @@ fn zadd(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
     let mut items: Vec<(f64, &[u8])> = Vec::with_capacity(pairs.len() / 2);
     for pair in pairs.chunks(2) {
-        match parse_float(&pair[0]) {
+        match parse_score(&pair[0]) {
             Ok(score) => items.push((score, &pair[1])),
             Err(e) => return ctx.reply.error(&e.to_string()),
         }
@@ -221,7 +228,7 @@ fn zadd(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 }
 
 fn zincrby(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let by = match parse_float(&args[1]) {
+    let by = match parse_score(&args[1]) {
         Ok(by) => by,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
@@ -922,11 +929,17 @@ fn parse_algebra_options(
 /// Runs `op` over `sources`: the result in Redis order (score, then member).
 fn compute<'a>(sources: &[Source<'a>], op: SetOp, options: &AlgebraOptions) -> Vec<(&'a [u8], f64)> {
     let mut result: Vec<(&'a [u8], f64)> = Vec::new();
+    // Like Redis, union and intersection visit the inputs from the smallest
+    // to the largest (a stable sort, as glibc's qsort is): with infinite
+    // scores the order decides where a NaN sum turns into 0.
+    let mut order: Vec<usize> = (0..sources.len()).collect();
+    order.sort_by_key(|&i| sources[i].len());
     match op {
         SetOp::Union => {
             let mut scores: HashMap<&'a [u8], f64> = HashMap::new();
-            for (source, &weight) in sources.iter().zip(&options.weights) {
-                source.for_each(|member, score| {
+            for &i in &order {
+                let weight = options.weights[i];
+                sources[i].for_each(|member, score| {
                     let value = weighted(score, weight);
                     scores.entry(member).and_modify(|target| options.aggregate.fold(target, value)).or_insert(value);
                 });
@@ -935,14 +948,15 @@ fn compute<'a>(sources: &[Source<'a>], op: SetOp, options: &AlgebraOptions) -> V
         }
         SetOp::Inter => {
             // Walk the smallest input and look the others up, like Redis.
-            let mut order: Vec<usize> = (0..sources.len()).collect();
-            order.sort_by_key(|&i| sources[i].len());
             let (first, rest) = order.split_first().expect("at least one key");
             sources[*first].for_each(|member, score| {
                 let mut total = weighted(score, options.weights[*first]);
                 for &i in rest {
+                    // Redis fixes a NaN product (inf × 0) only for the first
+                    // input; here it reaches the aggregate, where a sum turns
+                    // it into 0 and MIN/MAX ignore it.
                     match sources[i].score(member) {
-                        Some(score) => options.aggregate.fold(&mut total, weighted(score, options.weights[i])),
+                        Some(score) => options.aggregate.fold(&mut total, score * options.weights[i]),
                         None => return,
                     }
                 }
