@@ -418,6 +418,9 @@ async fn zrange_by_lex_and_its_legacy_forms() {
     assert_eq!(c.cmd(&["ZRANGEBYLEX", "m", "[a", "+"]).await, bulks(&["b", "z", "c", "a"]));
     assert_eq!(c.cmd(&["ZREVRANGEBYLEX", "m", "[c", "-"]).await, bulks(&["a", "c", "z", "b"]));
     assert_eq!(c.cmd(&["ZLEXCOUNT", "m", "-", "+"]).await, int(4));
+    // LIMIT's offset steps over members without checking the range.
+    assert_eq!(c.cmd(&["ZRANGEBYLEX", "m", "[a", "(c", "LIMIT", "3", "-1"]).await, bulks(&["a"]));
+    assert_eq!(c.cmd(&["ZREVRANGEBYLEX", "m", "(c", "[a", "LIMIT", "1", "-1"]).await, bulks(&["c", "z", "b"]));
     // Errors.
     assert_eq!(c.cmd(&["ZRANGEBYLEX", "l", "b", "c"]).await, error(LEX_RANGE));
     assert_eq!(c.cmd(&["ZRANGEBYLEX", "l", "[a", "c"]).await, error(LEX_RANGE));
