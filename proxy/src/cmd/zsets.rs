@@ -723,11 +723,10 @@ fn zmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 fn zrandmember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let Some(count_arg) = args.get(1) else {
         return with_zset(ctx, &args[0], |zset, reply| {
-            let Some(zset) = zset else {
+            let Some(zset) = zset.filter(|z| !z.is_empty()) else {
                 return reply.null();
             };
-            // A sorted set is never empty, and its index has no random
-            // access: walk to a random rank.
+            // The index has no random access: walk to a random rank.
             let rank = rng().random_range(0..zset.len());
             match zset.iter().nth(rank) {
                 Some((member, _)) => reply.bulk(member),
@@ -755,7 +754,7 @@ fn zrandmember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         return ctx.reply.error("ERR value is out of range");
     }
     with_zset(ctx, &args[0], |zset, reply| {
-        let Some(zset) = zset else {
+        let Some(zset) = zset.filter(|z| !z.is_empty()) else {
             return reply.array(0);
         };
         let all: Vec<(&[u8], f64)> = collect(zset.iter());
@@ -948,7 +947,9 @@ fn compute<'a>(sources: &[Source<'a>], op: SetOp, options: &AlgebraOptions) -> V
         }
         SetOp::Inter => {
             // Walk the smallest input and look the others up, like Redis.
-            let (first, rest) = order.split_first().expect("at least one key");
+            let Some((first, rest)) = order.split_first() else {
+                return result;
+            };
             sources[*first].for_each(|member, score| {
                 let mut total = weighted(score, options.weights[*first]);
                 for &i in rest {
@@ -964,7 +965,9 @@ fn compute<'a>(sources: &[Source<'a>], op: SetOp, options: &AlgebraOptions) -> V
             });
         }
         SetOp::Diff => {
-            let (first, rest) = sources.split_first().expect("at least one key");
+            let Some((first, rest)) = sources.split_first() else {
+                return result;
+            };
             first.for_each(|member, score| {
                 if rest.iter().all(|source| source.score(member).is_none()) {
                     result.push((member, score));
