@@ -618,6 +618,8 @@ async fn zrandmember_counts_and_shapes() {
     );
     // Meridian's bound on repetitions (Redis would try to build the reply).
     assert_eq!(c.cmd(&["ZRANDMEMBER", "z", "-9223372036854775807"]).await, error("ERR value is out of range"));
+    assert_eq!(c.cmd(&["ZRANDMEMBER", "z", "-1000001"]).await, error("ERR value is out of range"));
+    assert_eq!(c.cmd(&["ZRANDMEMBER", "z", "-1000"]).await.items().len(), 1000);
     assert_eq!(c.cmd(&["ZRANDMEMBER", "z", "9223372036854775807"]).await.items().len(), 3, "a huge positive count");
     // A larger set: distinct picks cover it over a few calls.
     let mut args: Vec<String> = vec!["ZADD".into(), "big".into()];

@@ -88,8 +88,9 @@ const POSITIVE_ERROR: &str = "ERR value is out of range, must be positive";
 /// The most elements ZRANDMEMBER with a negative count (repetitions allowed)
 /// returns. Redis has no bound and would try to build a reply of up to 2^63
 /// elements; Meridian refuses counts above this with "value is out of range"
-/// so a single command cannot exhaust the node's memory.
-pub const RANDMEMBER_REPEAT_MAX: u64 = 10_000_000;
+/// so a single command cannot exhaust the node's memory (a million short
+/// members is a reply of some tens of megabytes).
+pub const RANDMEMBER_REPEAT_MAX: u64 = 1_000_000;
 
 /// A full ZSCAN of a large sorted set takes at most about this many calls
 /// whatever COUNT says: each call costs O(n) (see [`zscan`]), so each call
@@ -760,10 +761,22 @@ fn zrandmember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         let all: Vec<(&[u8], f64)> = collect(zset.iter());
         let mut rng = rng();
         if count < 0 {
-            // Repetitions allowed: `-count` independent picks.
-            let picks: Vec<(&[u8], f64)> =
-                (0..count.unsigned_abs()).map(|_| all[rng.random_range(0..all.len())]).collect();
-            return reply_members(reply, &picks, withscores);
+            // Repetitions allowed: `-count` independent picks, written as
+            // they are drawn.
+            let picks = count.unsigned_abs() as usize;
+            let nested = withscores && reply.protocol() == Protocol::Resp3;
+            reply.array(if withscores && !nested { picks * 2 } else { picks });
+            for _ in 0..picks {
+                let (member, score) = all[rng.random_range(0..all.len())];
+                if nested {
+                    reply.array(2);
+                }
+                reply.bulk(member);
+                if withscores {
+                    reply.double(score);
+                }
+            }
+            return;
         }
         let count = count as usize;
         if count >= all.len() {
