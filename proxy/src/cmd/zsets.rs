@@ -1244,24 +1244,25 @@ fn zscan(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 // COMMAND DOCS.
 // ---------------------------------------------------------------------------
 
-/// COMMAND DOCS for the sorted-set commands, sorted by name (summaries and
-/// complexities as Redis reports them; arguments where they are a plain list).
+/// COMMAND DOCS for the sorted-set commands, sorted by name: Redis 7.2's
+/// summaries, Redis's complexities, and the arguments where they are a plain
+/// list (commands with options leave them undescribed, as the other families do).
 pub static DOCS: &[(&str, Doc)] = &[
     (
         "zadd",
         doc(
-            "Add one or more members to a sorted set, or update its score if it already exists",
+            "Adds one or more members to a sorted set, or updates their scores. Creates the key if it doesn't exist.",
             "1.2.0",
             "sorted-set",
             "O(log(N)) for each item added, where N is the number of elements in the sorted set.",
             &[],
         ),
     ),
-    ("zcard", doc("Get the number of members in a sorted set", "1.2.0", "sorted-set", "O(1)", KEY)),
+    ("zcard", doc("Returns the number of members in a sorted set.", "1.2.0", "sorted-set", "O(1)", KEY)),
     (
         "zcount",
         doc(
-            "Count the members in a sorted set with scores within the given values",
+            "Returns the count of members in a sorted set that have scores within a range.",
             "2.0.0",
             "sorted-set",
             "O(log(N)) with N being the number of elements in the sorted set.",
@@ -1271,7 +1272,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zdiff",
         doc(
-            "Subtract multiple sorted sets",
+            "Returns the difference between multiple sorted sets.",
             "6.2.0",
             "sorted-set",
             "O(L + (N-K)log(N)) worst case where L is the total number of elements in all the sets, N is the size of the first set, and K is the size of the result set.",
@@ -1281,7 +1282,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zdiffstore",
         doc(
-            "Subtract multiple sorted sets and store the resulting sorted set in a new key",
+            "Stores the difference of multiple sorted sets in a key.",
             "6.2.0",
             "sorted-set",
             "O(L + (N-K)log(N)) worst case where L is the total number of elements in all the sets, N is the size of the first set, and K is the size of the result set.",
@@ -1295,7 +1296,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zincrby",
         doc(
-            "Increment the score of a member in a sorted set",
+            "Increments the score of a member in a sorted set.",
             "1.2.0",
             "sorted-set",
             "O(log(N)) where N is the number of elements in the sorted set.",
@@ -1305,7 +1306,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zinter",
         doc(
-            "Intersect multiple sorted sets",
+            "Returns the intersect of multiple sorted sets.",
             "6.2.0",
             "sorted-set",
             "O(N*K)+O(M*log(M)) worst case with N being the smallest input sorted set, K being the number of input sorted sets and M being the number of elements in the resulting sorted set.",
@@ -1315,7 +1316,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zintercard",
         doc(
-            "Intersect multiple sorted sets and return the cardinality of the result",
+            "Returns the number of members of the intersect of multiple sorted sets.",
             "7.0.0",
             "sorted-set",
             "O(N*K) worst case with N being the smallest input sorted set, K being the number of input sorted sets.",
@@ -1325,7 +1326,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zinterstore",
         doc(
-            "Intersect multiple sorted sets and store the resulting sorted set in a new key",
+            "Stores the intersect of multiple sorted sets in a key.",
             "2.0.0",
             "sorted-set",
             "O(N*K)+O(M*log(M)) worst case with N being the smallest input sorted set, K being the number of input sorted sets and M being the number of elements in the resulting sorted set.",
@@ -1335,7 +1336,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zlexcount",
         doc(
-            "Count the number of members in a sorted set between a given lexicographical range",
+            "Returns the number of members in a sorted set within a lexicographical range.",
             "2.8.9",
             "sorted-set",
             "O(log(N)) with N being the number of elements in the sorted set.",
@@ -1345,7 +1346,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zmpop",
         doc(
-            "Remove and return members with scores in a sorted set",
+            "Returns the highest- or lowest-scoring members from one or more sorted sets after removing them. Deletes the sorted set if the last member was popped.",
             "7.0.0",
             "sorted-set",
             "O(K) + O(M*log(N)) where K is the number of provided keys, N being the number of elements in the sorted set, and M being the number of elements popped.",
@@ -1355,7 +1356,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zmscore",
         doc(
-            "Get the score associated with the given members in a sorted set",
+            "Returns the score of one or more members in a sorted set.",
             "6.2.0",
             "sorted-set",
             "O(N) where N is the number of members being requested.",
@@ -1365,7 +1366,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zpopmax",
         doc(
-            "Remove and return members with the highest scores in a sorted set",
+            "Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.",
             "5.0.0",
             "sorted-set",
             "O(log(N)*M) with N being the number of elements in the sorted set, and M being the number of elements popped.",
@@ -1375,7 +1376,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zpopmin",
         doc(
-            "Remove and return members with the lowest scores in a sorted set",
+            "Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.",
             "5.0.0",
             "sorted-set",
             "O(log(N)*M) with N being the number of elements in the sorted set, and M being the number of elements popped.",
@@ -1385,7 +1386,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zrandmember",
         doc(
-            "Get one or multiple random elements from a sorted set",
+            "Returns one or more random members from a sorted set.",
             "6.2.0",
             "sorted-set",
             "O(N) where N is the number of elements returned",
@@ -1395,7 +1396,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zrange",
         doc(
-            "Return a range of members in a sorted set",
+            "Returns members in a sorted set within a range of indexes.",
             "1.2.0",
             "sorted-set",
             "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned.",
@@ -1405,7 +1406,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zrangebylex",
         doc(
-            "Return a range of members in a sorted set, by lexicographical range",
+            "Returns members in a sorted set within a lexicographical range.",
             "2.8.9",
             "sorted-set",
             "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
@@ -1415,7 +1416,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zrangebyscore",
         doc(
-            "Return a range of members in a sorted set, by score",
+            "Returns members in a sorted set within a range of scores.",
             "1.0.5",
             "sorted-set",
             "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
@@ -1425,18 +1426,27 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zrangestore",
         doc(
-            "Store a range of members from sorted set into another key",
+            "Stores a range of members from sorted set in a key.",
             "6.2.0",
             "sorted-set",
             "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements stored into the destination key.",
             &[],
         ),
     ),
-    ("zrank", doc("Determine the index of a member in a sorted set", "2.0.0", "sorted-set", "O(log(N))", &[])),
+    (
+        "zrank",
+        doc(
+            "Returns the index of a member in a sorted set ordered by ascending scores.",
+            "2.0.0",
+            "sorted-set",
+            "O(log(N))",
+            &[],
+        ),
+    ),
     (
         "zrem",
         doc(
-            "Remove one or more members from a sorted set",
+            "Removes one or more members from a sorted set. Deletes the sorted set if all members were removed.",
             "1.2.0",
             "sorted-set",
             "O(M*log(N)) with N being the number of elements in the sorted set and M the number of elements to be removed.",
@@ -1446,7 +1456,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zremrangebylex",
         doc(
-            "Remove all members in a sorted set between the given lexicographical range",
+            "Removes members in a sorted set within a lexicographical range. Deletes the sorted set if all members were removed.",
             "2.8.9",
             "sorted-set",
             "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation.",
@@ -1456,7 +1466,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zremrangebyrank",
         doc(
-            "Remove all members in a sorted set within the given indexes",
+            "Removes members in a sorted set within a range of indexes. Deletes the sorted set if all members were removed.",
             "2.0.0",
             "sorted-set",
             "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation.",
@@ -1466,7 +1476,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zremrangebyscore",
         doc(
-            "Remove all members in a sorted set within the given scores",
+            "Removes members in a sorted set within a range of scores. Deletes the sorted set if all members were removed.",
             "1.2.0",
             "sorted-set",
             "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation.",
@@ -1476,7 +1486,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zrevrange",
         doc(
-            "Return a range of members in a sorted set, by index, with scores ordered from high to low",
+            "Returns members in a sorted set within a range of indexes in reverse order.",
             "1.2.0",
             "sorted-set",
             "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned.",
@@ -1486,7 +1496,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zrevrangebylex",
         doc(
-            "Return a range of members in a sorted set, by lexicographical range, ordered from higher to lower strings.",
+            "Returns members in a sorted set within a lexicographical range in reverse order.",
             "2.8.9",
             "sorted-set",
             "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
@@ -1496,7 +1506,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zrevrangebyscore",
         doc(
-            "Return a range of members in a sorted set, by score, with scores ordered from high to low",
+            "Returns members in a sorted set within a range of scores in reverse order.",
             "2.2.0",
             "sorted-set",
             "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
@@ -1506,7 +1516,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zrevrank",
         doc(
-            "Determine the index of a member in a sorted set, with scores ordered from high to low",
+            "Returns the index of a member in a sorted set ordered by descending scores.",
             "2.0.0",
             "sorted-set",
             "O(log(N))",
@@ -1516,7 +1526,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zscan",
         doc(
-            "Incrementally iterate sorted sets elements and associated scores",
+            "Iterates over members and scores of a sorted set.",
             "2.8.0",
             "sorted-set",
             "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection..",
@@ -1526,7 +1536,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zscore",
         doc(
-            "Get the score associated with the given member in a sorted set",
+            "Returns the score of a member in a sorted set.",
             "1.2.0",
             "sorted-set",
             "O(1)",
@@ -1536,7 +1546,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zunion",
         doc(
-            "Add multiple sorted sets",
+            "Returns the union of multiple sorted sets.",
             "6.2.0",
             "sorted-set",
             "O(N)+O(M*log(M)) with N being the sum of the sizes of the input sorted sets, and M being the number of elements in the resulting sorted set.",
@@ -1546,7 +1556,7 @@ pub static DOCS: &[(&str, Doc)] = &[
     (
         "zunionstore",
         doc(
-            "Add multiple sorted sets and store the resulting sorted set in a new key",
+            "Stores the union of multiple sorted sets in a key.",
             "2.0.0",
             "sorted-set",
             "O(N)+O(M log(M)) with N being the sum of the sizes of the input sorted sets, and M being the number of elements in the resulting sorted set.",
