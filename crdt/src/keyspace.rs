@@ -25,10 +25,21 @@ use crate::short_bytes::ShortBytes;
 use crate::table::KeyTable;
 use crate::value::{KeySnapshot, KeyState, Stored, TypedValue, ValueType};
 pub use crate::zset::ZAddFlags;
-use crate::zset::{OrZSet, ZAddTotals};
+use crate::zset::{LexBound, OrZSet, ScoreBound, ZAddTotals};
 
 /// A sorted-set member with its score, as ZPOPMIN/ZPOPMAX return them.
 pub type ScoredMember = (ShortBytes, f64);
+
+/// Which members [`Keyspace::zrem_range`] removes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ZRemoveRange<'a> {
+    /// ZREMRANGEBYRANK start stop (ZRANGE's index rules).
+    Rank(i64, i64),
+    /// ZREMRANGEBYSCORE min max.
+    Score(ScoreBound, ScoreBound),
+    /// ZREMRANGEBYLEX min max.
+    Lex(LexBound<'a>, LexBound<'a>),
+}
 
 /// What [`Keyspace::copy`] did.
 #[derive(Clone, Debug, PartialEq)]
@@ -1120,6 +1131,60 @@ impl Keyspace {
         })
     }
 
+    /// ZREMRANGEBYRANK / ZREMRANGEBYSCORE / ZREMRANGEBYLEX: removes the
+    /// members `range` selects, each with exactly the score elements observed
+    /// (a concurrent ZADD or ZINCRBY of a member survives, add wins). Returns
+    /// the number of members removed. The range is found through the ordered
+    /// index: O(log n + m) for scores and same-score lex ranges.
+    pub fn zrem_range(
+        &mut self,
+        key: &[u8],
+        range: ZRemoveRange<'_>,
+        at: Moment,
+    ) -> Result<(usize, Option<KeyDelta>), CommandError> {
+        self.mutate(key, at, ValueType::ZSet, |current, _| {
+            let Some(TypedValue::ZSet(zset)) = current else {
+                return Ok((0, None));
+            };
+            let (removed, delta) = match range {
+                ZRemoveRange::Rank(start, stop) => zset.remove_range_by_rank(start, stop),
+                ZRemoveRange::Score(min, max) => zset.remove_range_by_score(min, max),
+                ZRemoveRange::Lex(min, max) => zset.remove_range_by_lex(min, max),
+            };
+            Ok((removed, (!delta.is_empty()).then_some(TypedDelta::ZSet(delta))))
+        })
+    }
+
+    /// The write of the sorted-set store commands (ZUNIONSTORE, ZINTERSTORE,
+    /// ZDIFFSTORE, ZRANGESTORE): replaces whatever `key` holds — any type, and
+    /// its TTL — by a sorted set of `items`, in one delta that removes
+    /// everything observed at `key` and adds every member with a fresh tag.
+    /// No items deletes the key, as Redis does. A write at `key` the store did
+    /// not observe (a concurrent ZADD in another region) survives the merge.
+    /// Returns the new cardinality and the delta (none when nothing changed).
+    ///
+    /// Errors: `NotFloat` for a NaN score (the commands never produce one).
+    pub fn zstore(
+        &mut self,
+        key: &[u8],
+        items: &[(f64, &[u8])],
+        at: Moment,
+    ) -> Result<(usize, Option<KeyDelta>), CommandError> {
+        if items.is_empty() {
+            return Ok((0, self.delete(key, at).1));
+        }
+        let existing = self.table.get(key).map(Stored::to_state);
+        let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
+        let mut delta = match &existing {
+            Some(state) => state.removal(key, &mut || tags.next_tag()),
+            None => KeyDelta::new(key),
+        };
+        let (totals, zset) = OrZSet::default().zadd_many(items, ZAddFlags::default(), &mut || tags.next_tag())?;
+        delta.parts.push(TypedDelta::ZSet(zset.unwrap_or_default()));
+        self.apply_key(&delta);
+        Ok((totals.added, Some(delta)))
+    }
+
     // ----- lists -----
 
     /// LPUSH (`End::Front`) / RPUSH: the list's length after the push.
@@ -1451,5 +1516,55 @@ mod tests {
         assert_eq!(a, b);
         // The add the replacement did not observe survives; the old member does not.
         assert_eq!(sorted_members(&a, b"s"), vec![b"late".to_vec(), b"new".to_vec()]);
+    }
+
+    fn zmoment(hlc: u64) -> Moment {
+        Moment { hlc, wall_ms: 1_790_000_000_000 }
+    }
+
+    fn members(keyspace: &Keyspace, key: &[u8]) -> Vec<(Vec<u8>, f64)> {
+        let zset = keyspace.zset_value(key, 1_790_000_000_000).unwrap();
+        zset.map(|z| z.iter().map(|(m, s)| (m.to_vec(), s)).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn zrem_range_removes_the_selected_members_only() {
+        let mut keyspace = Keyspace::new(ReplicaId(1));
+        let items: Vec<(f64, &[u8])> = vec![(1.0, b"a"), (2.0, b"b"), (3.0, b"c"), (4.0, b"d")];
+        keyspace.zadd(b"z", &items, ZAddFlags::default(), zmoment(1)).unwrap();
+        let range = ZRemoveRange::Score(ScoreBound::exclusive(1.0), ScoreBound::inclusive(3.0));
+        let (removed, delta) = keyspace.zrem_range(b"z", range, zmoment(2)).unwrap();
+        assert_eq!((removed, delta.is_some()), (2, true));
+        assert_eq!(members(&keyspace, b"z"), vec![(b"a".to_vec(), 1.0), (b"d".to_vec(), 4.0)]);
+        let (removed, delta) = keyspace.zrem_range(b"z", ZRemoveRange::Rank(5, 10), zmoment(3)).unwrap();
+        assert_eq!((removed, delta), (0, None), "an empty range writes nothing");
+        let lex = ZRemoveRange::Lex(LexBound::Inclusive(b"b"), LexBound::Max);
+        assert_eq!(keyspace.zrem_range(b"z", lex, zmoment(4)).unwrap().0, 1);
+        assert_eq!(members(&keyspace, b"z"), vec![(b"a".to_vec(), 1.0)]);
+        let (removed, _) = keyspace.zrem_range(b"z", ZRemoveRange::Rank(0, -1), zmoment(5)).unwrap();
+        assert_eq!(removed, 1);
+        assert!(!keyspace.exists(b"z", 1_790_000_000_000), "removing every member deletes the key");
+        assert_eq!(keyspace.zrem_range(b"missing", ZRemoveRange::Rank(0, -1), zmoment(6)).unwrap(), (0, None));
+        keyspace.set(b"s", b"v", ExpiryChange::Clear, zmoment(7));
+        assert_eq!(keyspace.zrem_range(b"s", ZRemoveRange::Rank(0, -1), zmoment(8)), Err(CommandError::WrongType));
+        keyspace.validate().unwrap();
+    }
+
+    #[test]
+    fn zstore_replaces_any_value_and_deletes_on_empty() {
+        let mut keyspace = Keyspace::new(ReplicaId(1));
+        keyspace.set(b"d", b"string", ExpiryChange::At(1_790_000_100_000), zmoment(1));
+        let (len, delta) = keyspace.zstore(b"d", &[(2.0, b"x"), (1.0, b"y")], zmoment(2)).unwrap();
+        assert_eq!((len, delta.is_some()), (2, true));
+        assert_eq!(members(&keyspace, b"d"), vec![(b"y".to_vec(), 1.0), (b"x".to_vec(), 2.0)]);
+        assert_eq!(keyspace.deadline(b"d", 1_790_000_000_000), Some(None), "the store drops the old TTL");
+        let (len, _) = keyspace.zstore(b"d", &[(5.0, b"z")], zmoment(3)).unwrap();
+        assert_eq!(len, 1);
+        assert_eq!(members(&keyspace, b"d"), vec![(b"z".to_vec(), 5.0)], "members not stored again are gone");
+        let (len, delta) = keyspace.zstore(b"d", &[], zmoment(4)).unwrap();
+        assert_eq!((len, delta.is_some()), (0, true));
+        assert!(!keyspace.exists(b"d", 1_790_000_000_000));
+        assert_eq!(keyspace.zstore(b"d", &[], zmoment(5)).unwrap(), (0, None), "nothing to delete");
+        keyspace.validate().unwrap();
     }
 }

@@ -74,10 +74,66 @@ pub fn format_f64(value: f64) -> String {
     format!("{value}")
 }
 
-/// Formats a score as Redis replies with it (`%.17g`-like shortest form,
-/// `inf`/`-inf`).
+/// Formats a score as Redis 7.2 replies with it (`d2string`): `inf`/`-inf`;
+/// an integral value up to 2^62 as an integer; anything else as the shortest
+/// decimal that reads back to the same `f64`, laid out the way Redis's
+/// `fpconv_dtoa` lays it out (plain digits while the exponent is small,
+/// otherwise `d.ddde+N` / `d.ddde-N` with no zero padding); negative zero
+/// as `-0`. (Redis stores a `-0` score of a small sorted set as the integer
+/// 0, so ZSCORE shows `0`: the sorted-set commands store -0 as 0 to match.
+/// Redis's grisu2 may, rarely, print one digit more than the shortest form.)
 pub fn format_score(value: f64) -> String {
-    format_f64(value)
+    if value.is_nan() {
+        return "nan".into();
+    }
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    if value.is_infinite() {
+        return format_f64(value);
+    }
+    const INTEGRAL_MAX: f64 = (i64::MAX / 2) as f64;
+    if value.abs() <= INTEGRAL_MAX && value.fract() == 0.0 {
+        return (value as i64).to_string();
+    }
+    // `{:e}` prints the shortest round-trip digits as `d.ddde±x`.
+    let scientific = format!("{:e}", value.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific.as_str(), "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let ndigits = digits.len() as i32;
+    // value = digits × 10^k (fpconv's K).
+    let k = exponent - (ndigits - 1);
+    let magnitude = exponent.abs();
+    let mut out = String::with_capacity(24);
+    if value < 0.0 {
+        out.push('-');
+    }
+    if k >= 0 && magnitude < ndigits + 7 {
+        out.push_str(&digits);
+        out.extend(core::iter::repeat_n('0', k as usize));
+    } else if k < 0 && (k > -7 || magnitude < 4) {
+        let offset = ndigits + k;
+        if offset <= 0 {
+            out.push_str("0.");
+            out.extend(core::iter::repeat_n('0', (-offset) as usize));
+            out.push_str(&digits);
+        } else {
+            out.push_str(&digits[..offset as usize]);
+            out.push('.');
+            out.push_str(&digits[offset as usize..]);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if ndigits > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if exponent < 0 { '-' } else { '+' });
+        out.push_str(&magnitude.to_string());
+    }
+    out
 }
 
 /// The value a string register shows: the winning entry plus the sum of live
@@ -161,5 +217,36 @@ mod tests {
         assert_eq!(format_f64(10.5 + 0.1), "10.6");
         assert_eq!(format_f64(5000.0 + 200.0), "5200");
         assert_eq!(format_f64(1e20), "100000000000000000000");
+    }
+
+    #[test]
+    fn scores_format_like_redis_7_2_d2string() {
+        for (value, text) in [
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (-3.0, "-3"),
+            (1.5, "1.5"),
+            (1.1, "1.1"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e8, "100000000"),
+            (4611686018427387904.0, "4611686018427387904"),
+            (1.2345678901234568e20, "123456789012345680000"),
+            (1e21, "1e+21"),
+            (1e300, "1e+300"),
+            (-1.5e300, "-1.5e+300"),
+            (1e-7, "1e-7"),
+            (1.5e-7, "1.5e-7"),
+            (0.000001, "0.000001"),
+            (0.0001234, "1.234e-4"),
+            (0.001234, "0.001234"),
+            (123.456, "123.456"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
+        ] {
+            assert_eq!(format_score(value), text, "{value:e}");
+        }
     }
 }

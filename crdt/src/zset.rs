@@ -719,7 +719,7 @@ impl OrZSet {
         let first = self.index.first()?;
         let last = self.index.last()?;
         if first.score != last.score {
-            return self.lex_run_scan(min, max, rev);
+            return self.lex_run_scan(min, max, rev, 0);
         }
         let score = first.score.0;
         let (low_probe, high_probe);
@@ -753,31 +753,68 @@ impl OrZSet {
     }
 
     /// The listpack walk for sets of several scores (see `lex_range`).
-    fn lex_run_scan(&self, min: LexBound<'_>, max: LexBound<'_>, rev: bool) -> Option<btree_set::Range<'_, IndexKey>> {
+    /// Like Redis's `zzlIsInLexRange`, it first requires the last member in
+    /// index order to be at or above `min` and the first at or below `max`.
+    /// Then it starts at the first member inside the near bound (which must
+    /// be inside the far bound too), steps over `skip` members without
+    /// looking at them (Redis's LIMIT offset), and runs while members stay
+    /// inside the far bound.
+    fn lex_run_scan(
+        &self,
+        min: LexBound<'_>,
+        max: LexBound<'_>,
+        rev: bool,
+        skip: usize,
+    ) -> Option<btree_set::Range<'_, IndexKey>> {
+        if !min.admits_from_below(&self.index.last()?.member) || !max.admits_from_above(&self.index.first()?.member) {
+            return None;
+        }
+        fn walk<'k>(
+            mut keys: impl Iterator<Item = &'k IndexKey>,
+            near: impl Fn(&[u8]) -> bool,
+            far: impl Fn(&[u8]) -> bool,
+            skip: usize,
+        ) -> Option<(&'k IndexKey, Option<&'k IndexKey>)> {
+            let start = keys.by_ref().find(|k| near(&k.member))?;
+            if !far(&start.member) {
+                return None;
+            }
+            let first = if skip == 0 { start } else { keys.by_ref().nth(skip - 1)? };
+            if !far(&first.member) {
+                return None;
+            }
+            Some((first, keys.find(|k| !far(&k.member))))
+        }
         let (low, high): (Bound<&IndexKey>, Bound<&IndexKey>) = if rev {
-            let mut walk = self.index.iter().rev();
-            let start = walk.by_ref().find(|k| max.admits_from_above(&k.member))?;
-            if !min.admits_from_below(&start.member) {
-                return None;
-            }
-            let end = walk.find(|k| !min.admits_from_below(&k.member));
-            (end.map_or(Bound::Unbounded, Bound::Excluded), Bound::Included(start))
+            let near = |m: &[u8]| max.admits_from_above(m);
+            let far = |m: &[u8]| min.admits_from_below(m);
+            let (first, end) = walk(self.index.iter().rev(), near, far, skip)?;
+            (end.map_or(Bound::Unbounded, Bound::Excluded), Bound::Included(first))
         } else {
-            let mut walk = self.index.iter();
-            let start = walk.by_ref().find(|k| min.admits_from_below(&k.member))?;
-            if !max.admits_from_above(&start.member) {
-                return None;
-            }
-            let end = walk.find(|k| !max.admits_from_above(&k.member));
-            (Bound::Included(start), end.map_or(Bound::Unbounded, Bound::Excluded))
+            let near = |m: &[u8]| min.admits_from_below(m);
+            let far = |m: &[u8]| max.admits_from_above(m);
+            let (first, end) = walk(self.index.iter(), near, far, skip)?;
+            (Bound::Included(first), end.map_or(Bound::Unbounded, Bound::Excluded))
         };
         Some(self.index.range::<IndexKey, _>((low, high)))
     }
 
     /// ZRANGEBYLEX min max [LIMIT offset count]; with `rev`, from the top
     /// (ZREVRANGEBYLEX max min: the caller swaps its arguments).
+    ///
+    /// Redis steps over the LIMIT offset without checking the far bound.
+    /// With one score the range is contiguous and that is the same as
+    /// skipping inside it; with several scores (a walk, see `lex_range`) the
+    /// offset may step over members outside the range, as in Redis.
     pub fn range_by_lex(&self, min: LexBound<'_>, max: LexBound<'_>, rev: bool, limit: Limit) -> ZSetIter<'_> {
         let (skip, take) = limit.window();
+        let several_scores = match (self.index.first(), self.index.last()) {
+            (Some(first), Some(last)) => first.score != last.score,
+            _ => false,
+        };
+        if skip > 0 && take > 0 && several_scores && !lex_range_is_empty(min, max) {
+            return self.iter_over(self.lex_run_scan(min, max, rev, skip), rev, 0, take);
+        }
         self.iter_over(self.lex_range(min, max, rev), rev, skip, take)
     }
 
@@ -1499,11 +1536,30 @@ mod tests {
             ))
         };
         assert_eq!(range("[a", "[c", false), ["b"]);
-        assert_eq!(range("[c", "+", false), ["z", "c", "a"]);
+        // The last member in score order (a) is below `[c`: Redis's
+        // `zzlIsInLexRange` calls the whole range empty (checked on 7.0).
+        assert_eq!(range("[c", "+", false), Vec::<String>::new());
+        assert_eq!(range("(a", "[z", false), Vec::<String>::new());
+        assert_eq!(range("[a", "+", false), ["b", "z", "c", "a"]);
         assert_eq!(range("[c", "[d", false), Vec::<String>::new());
         assert_eq!(range("-", "[c", true), ["a", "c", "z", "b"]);
         assert_eq!(range("[y", "[y", false), Vec::<String>::new());
         assert_eq!(z.count_in_lex_range(LexBound::Min, LexBound::Max), 4);
+        // LIMIT's offset is stepped over without checking the far bound
+        // (checked on Redis 7.0 over b z c a).
+        let limited = |min: &'static str, max: &'static str, rev, offset| {
+            members(z.range_by_lex(
+                LexBound::parse(min.as_bytes()).unwrap(),
+                LexBound::parse(max.as_bytes()).unwrap(),
+                rev,
+                Limit { offset, count: -1 },
+            ))
+        };
+        assert_eq!(range("[a", "(c", false), ["b"]);
+        assert_eq!(limited("[a", "(c", false, 1), Vec::<String>::new());
+        assert_eq!(limited("[a", "(c", false, 3), ["a"]);
+        assert_eq!(limited("[a", "(c", true, 1), ["c", "z", "b"]);
+        assert_eq!(limited("[a", "+", true, 2), ["z", "b"]);
     }
 
     #[test]
@@ -1526,9 +1582,9 @@ mod tests {
             for &max in &bounds {
                 let fast = keys(z.lex_range(min, max, false));
                 let scan =
-                    if lex_range_is_empty(min, max) { Vec::new() } else { keys(z.lex_run_scan(min, max, false)) };
+                    if lex_range_is_empty(min, max) { Vec::new() } else { keys(z.lex_run_scan(min, max, false, 0)) };
                 let scan_rev =
-                    if lex_range_is_empty(min, max) { Vec::new() } else { keys(z.lex_run_scan(min, max, true)) };
+                    if lex_range_is_empty(min, max) { Vec::new() } else { keys(z.lex_run_scan(min, max, true, 0)) };
                 assert_eq!(fast, scan, "{min:?} {max:?}");
                 assert_eq!(fast, scan_rev, "{min:?} {max:?}");
             }
@@ -1979,8 +2035,10 @@ mod tests {
         listing.iter().filter(|(_, s)| above(*s) && below(*s)).cloned().collect()
     }
 
-    /// Redis's listpack walk: from the first member inside the near bound,
-    /// while members stay inside the far bound.
+    /// Redis's listpack walk: empty unless the last member is at or above
+    /// `min` and the first at or below `max` (`zzlIsInLexRange`); then from
+    /// the first member inside the near bound, while members stay inside the
+    /// far bound.
     fn model_lex_range(
         listing: &[(Vec<u8>, f64)],
         min: LexBound<'_>,
@@ -1990,6 +2048,10 @@ mod tests {
         if lex_range_is_empty(min, max) {
             return Vec::new();
         }
+        match (listing.first(), listing.last()) {
+            (Some((first, _)), Some((last, _))) if min.admits_from_below(last) && max.admits_from_above(first) => {}
+            _ => return Vec::new(),
+        }
         let mut order = listing.to_vec();
         if rev {
             order.reverse();
@@ -1997,6 +2059,36 @@ mod tests {
         let near = |m: &[u8]| if rev { max.admits_from_above(m) } else { min.admits_from_below(m) };
         let far = |m: &[u8]| if rev { min.admits_from_below(m) } else { max.admits_from_above(m) };
         order.into_iter().skip_while(|(m, _)| !near(m)).take_while(|(m, _)| far(m)).collect()
+    }
+
+    /// ZRANGEBYLEX with LIMIT as Redis runs it: the walk of
+    /// `model_lex_range`, except that the offset is stepped over without
+    /// checking the far bound.
+    fn model_lex_limited(
+        listing: &[(Vec<u8>, f64)],
+        min: LexBound<'_>,
+        max: LexBound<'_>,
+        rev: bool,
+        limit: Limit,
+    ) -> Vec<(Vec<u8>, u64)> {
+        let (skip, take) = limit.window();
+        if take == 0 || model_lex_range(listing, min, max, rev).is_empty() {
+            return Vec::new();
+        }
+        let mut order = listing.to_vec();
+        if rev {
+            order.reverse();
+        }
+        let near = |m: &[u8]| if rev { max.admits_from_above(m) } else { min.admits_from_below(m) };
+        let far = |m: &[u8]| if rev { min.admits_from_below(m) } else { max.admits_from_above(m) };
+        order
+            .into_iter()
+            .skip_while(|(m, _)| !near(m))
+            .skip(skip)
+            .take_while(|(m, _)| far(m))
+            .take(take)
+            .map(|(m, s)| (m, s.to_bits()))
+            .collect()
     }
 
     fn model_limit(items: Vec<(Vec<u8>, f64)>, rev: bool, limit: Limit) -> Vec<(Vec<u8>, u64)> {
@@ -2052,7 +2144,11 @@ mod tests {
             if rev {
                 by_lex.reverse(); // model_limit reverses again
             }
-            prop_assert_eq!(bits(zset.range_by_lex(min, max, rev, limit)), model_limit(by_lex, rev, limit));
+            prop_assert_eq!(bits(zset.range_by_lex(min, max, rev, Limit::ALL)), model_limit(by_lex, rev, Limit::ALL));
+            prop_assert_eq!(
+                bits(zset.range_by_lex(min, max, rev, limit)),
+                model_lex_limited(&sorted, min, max, rev, limit)
+            );
         }
         Ok(())
     }

@@ -123,11 +123,18 @@ impl<'a> Reply<'a> {
         }
     }
 
-    /// A double (RESP2: as a bulk string, the way Redis formats it).
+    /// A double, formatted as Redis 7.2's `d2string` does (RESP2: as a bulk
+    /// string). RESP3 doubles are written here rather than by the library so
+    /// that both protocols show the same digits (`1e+21`, `inf`).
     pub fn double(&mut self, value: f64) {
+        let text = meridian_crdt::number::format_score(value);
         match self.protocol {
-            Protocol::Resp2 => self.bulk(meridian_crdt::number::format_score(value).as_bytes()),
-            Protocol::Resp3 => self.resp3(&Resp3::Double { data: value, attributes: None }),
+            Protocol::Resp2 => self.bulk(text.as_bytes()),
+            Protocol::Resp3 => {
+                self.out.put_u8(b',');
+                self.out.put_slice(text.as_bytes());
+                self.out.put_slice(b"\r\n");
+            }
         }
     }
 

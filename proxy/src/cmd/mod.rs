@@ -125,7 +125,7 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
 /// (the name included, at position 0).
 pub fn command_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
     let movable = spec.movable_keys.map(|keys| &args[keys(args)]).unwrap_or_default();
-    let len = if spec.movable_keys.is_some() { 0 } else { args.len() as i64 };
+    let len = args.len() as i64;
     let first = i64::from(spec.first_key);
     let last = if spec.last_key < 0 { len + i64::from(spec.last_key) } else { i64::from(spec.last_key) };
     let step = i64::from(spec.step);
@@ -267,6 +267,24 @@ mod tests {
         assert!(lookup(b"gEt").is_some());
         assert!(lookup(b"nosuchcommand").is_none());
         assert!(lookup(&[b'a'; 100]).is_none());
+    }
+
+    #[test]
+    fn command_keys_follow_numkeys_for_movable_commands() {
+        let keys = |args: &[&str]| -> Vec<String> {
+            let args: Vec<Bytes> = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+            let spec = lookup(&args[0]).expect("a command");
+            command_keys(spec, &args).map(|k| String::from_utf8_lossy(k).into_owned()).collect()
+        };
+        assert_eq!(keys(&["zmpop", "2", "a", "b", "MIN"]), ["a", "b"]);
+        assert_eq!(keys(&["lmpop", "1", "a", "LEFT"]), ["a"]);
+        assert_eq!(keys(&["blmpop", "0", "2", "a", "b", "LEFT"]), ["a", "b"]);
+        assert_eq!(keys(&["zmpop", "99", "a", "MIN"]), Vec::<String>::new(), "numkeys beyond the arguments");
+        assert_eq!(keys(&["zmpop", "x", "a", "MIN"]), Vec::<String>::new());
+        assert_eq!(keys(&["zunionstore", "d", "2", "a", "b"]), ["a", "b", "d"]);
+        assert_eq!(keys(&["zinter", "2", "a", "b", "WITHSCORES"]), ["a", "b"]);
+        assert_eq!(keys(&["sintercard", "2", "a", "b", "LIMIT", "1"]), ["a", "b"]);
+        assert_eq!(keys(&["mset", "a", "1", "b", "2"]), ["a", "b"]);
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub fn commands() -> Vec<CommandSpec> {
         CommandSpec::new("sdiff", -2, R, ALL, sdiff),
         CommandSpec::new("sdiffstore", -3, W, ALL, sdiffstore),
         CommandSpec::new("sinter", -2, R, ALL, sinter),
-        CommandSpec::new("sintercard", -3, &["readonly", "movablekeys"], (0, 0, 0), sintercard),
+        CommandSpec::new("sintercard", -3, &["readonly", "movablekeys"], (0, 0, 0), sintercard)
+            .with_movable_keys(|args| super::numkeys_at(args, 1)),
         CommandSpec::new("sinterstore", -3, W, ALL, sinterstore),
         CommandSpec::new("sismember", 3, RF, KEY, sismember),
         CommandSpec::new("smembers", 2, R, KEY, smembers),
