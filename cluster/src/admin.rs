@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -96,9 +97,22 @@ impl From<WriteError> for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Parses a JSON body, answering malformed input with a JSON 400.
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+/// A request body as read (or refused: too large, broken connection).
+type Body = Result<Bytes, BytesRejection>;
+
+/// Parses a JSON body, answering malformed input with a JSON 400 and a body
+/// over [`REQUEST_BODY_BYTES_MAX`] with a JSON 413.
+fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_request" };
+        ApiError::new(
+            status,
+            code,
+            format!("request body: {} (at most {REQUEST_BODY_BYTES_MAX} bytes)", rejection.body_text()),
+        )
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
 }
 
 fn parse_uid(text: &str, what: &str) -> Result<u64, ApiError> {
@@ -174,8 +188,8 @@ async fn wait_applied(control: &ControlPlane, ready: impl Fn(&ClusterConfig) -> 
     }
 }
 
-async fn create_bdb(State(control): State<ControlPlane>, body: Bytes) -> ApiResult {
-    let spec: BdbSpec = parse_body(&body)?;
+async fn create_bdb(State(control): State<ControlPlane>, body: Body) -> ApiResult {
+    let spec: BdbSpec = parse_body(body)?;
     let uid = match control.write(Command::CreateBdb(spec)).await? {
         Applied::BdbCreated { uid } => uid,
         other => return Err(ApiError::bad_request(format!("unexpected outcome {other:?}"))),
@@ -185,9 +199,9 @@ async fn create_bdb(State(control): State<ControlPlane>, body: Bytes) -> ApiResu
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-async fn update_bdb(State(control): State<ControlPlane>, Path(uid): Path<String>, body: Bytes) -> ApiResult {
+async fn update_bdb(State(control): State<ControlPlane>, Path(uid): Path<String>, body: Body) -> ApiResult {
     let uid = parse_uid(&uid, "database uid")?;
-    let update: BdbUpdate = parse_body(&body)?;
+    let update: BdbUpdate = parse_body(body)?;
     let expected = update.clone();
     control.write(Command::UpdateBdb { uid, update }).await?;
     wait_applied(&control, |c| {
@@ -215,9 +229,9 @@ pub struct FailoverRequest {
     pub shard_uid: u64,
 }
 
-async fn failover(State(control): State<ControlPlane>, Path(uid): Path<String>, body: Bytes) -> ApiResult {
+async fn failover(State(control): State<ControlPlane>, Path(uid): Path<String>, body: Body) -> ApiResult {
     let uid = parse_uid(&uid, "database uid")?;
-    let request: FailoverRequest = parse_body(&body)?;
+    let request: FailoverRequest = parse_body(body)?;
     let belongs = control.with_config(|c| {
         if !c.bdbs.contains_key(&uid) {
             return Err(ApiError::not_found(format!("no database {uid}")));
