@@ -29,7 +29,9 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::config::{Applied, BdbSpec, ClusterConfig, Command, CommandError, NodeInfo, NodeState};
-use crate::raft::{LogStore, Network, NodeId, Outcome, RAFT_MESSAGE_BYTES_MAX, Raft, RpcClient, StateMachineStore};
+use crate::raft::{
+    LogStore, Network, NodeId, Origin, Outcome, Proposal, RAFT_MESSAGE_BYTES_MAX, Raft, RpcClient, StateMachineStore,
+};
 
 /// How long a configuration write may wait for a leader (elections, a
 /// forward to the leader, the commit) before the caller gets "unavailable".
@@ -106,6 +108,10 @@ pub struct ControlPlane {
 
 struct Shared {
     node_id: NodeId,
+    /// This process run's id, so proposal serials need not survive restarts.
+    boot: u64,
+    /// The serial of the last proposal made here.
+    serial: std::sync::atomic::AtomicU64,
     raft: Raft,
     state: StateMachineStore,
     cluster_addr: SocketAddr,
@@ -186,7 +192,15 @@ impl RunningControl {
 
         let raft = Raft::new(settings.node_id, raft_config()?, Network, log, state.clone()).await?;
         let control = ControlPlane {
-            shared: Arc::new(Shared { node_id: settings.node_id, raft, state, cluster_addr, admin_addr }),
+            shared: Arc::new(Shared {
+                node_id: settings.node_id,
+                boot: boot_id(),
+                serial: Default::default(),
+                raft,
+                state,
+                cluster_addr,
+                admin_addr,
+            }),
         };
         let (shutdown, receiver) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -323,9 +337,17 @@ impl ControlPlane {
         }
     }
 
+    /// Wraps `command` in a proposal with a fresh serial.
+    fn propose(&self, command: Command) -> Proposal {
+        let serial = self.shared.serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        Proposal { origin: Origin { node: self.shared.node_id, boot: self.shared.boot, serial }, command }
+    }
+
     /// Applies `command` through Raft: here if this node leads, else at the
-    /// leader. Waits (bounded by [`WRITE_TIMEOUT`]) through elections.
+    /// leader. Waits (bounded by [`WRITE_TIMEOUT`]) through elections; every
+    /// retry is the same proposal, so the command applies at most once.
     pub async fn write(&self, command: Command) -> Result<Applied, WriteError> {
+        let command = self.propose(command);
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let mut last_error = "no leader elected".to_string();
         loop {
@@ -356,7 +378,7 @@ impl ControlPlane {
 
     /// Applies `command` only if this node is the leader (the receiving end
     /// of a forward: never forwarded again, so forwards cannot loop).
-    async fn write_here(&self, command: Command) -> ClusterReply {
+    async fn write_here(&self, command: Proposal) -> ClusterReply {
         match timeout(WRITE_TIMEOUT, self.shared.raft.client_write(command)).await {
             Ok(Ok(response)) => outcome_reply(&response.data),
             Ok(Err(e)) => unavailable(e.to_string()),
@@ -364,7 +386,7 @@ impl ControlPlane {
         }
     }
 
-    async fn forward(&self, leader: &str, command: &Command, deadline: Duration) -> Result<Outcome, String> {
+    async fn forward(&self, leader: &str, command: &Proposal, deadline: Duration) -> Result<Outcome, String> {
         let client = RpcClient::new(leader).map_err(|e| e.to_string())?;
         let data = serde_json::to_vec(command).map_err(|e| e.to_string())?;
         let reply = client.forward(data, deadline).await.map_err(|e| format!("leader at {leader}: {}", e.message()))?;
@@ -398,7 +420,7 @@ impl ControlPlane {
             rack_id: Some(request.rack).filter(|r| !r.is_empty()),
             status: NodeState::Active,
         };
-        let reply = self.write_here(Command::AddNode(node)).await;
+        let reply = self.write_here(self.propose(Command::AddNode(node))).await;
         if reply.status != 0 {
             return reply;
         }
@@ -462,6 +484,16 @@ impl ControlPlane {
         tracing::info!(node_id = self.shared.node_id, "initialised a new one-node cluster");
         Ok(())
     }
+}
+
+/// A number that differs between two runs of a node: the start time in
+/// nanoseconds mixed with the process id.
+fn boot_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    nanos ^ (u64::from(std::process::id()) << 48)
 }
 
 fn outcome_reply(outcome: &Outcome) -> ClusterReply {

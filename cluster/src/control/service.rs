@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use super::ControlPlane;
-use crate::config::Command;
+use crate::raft::Proposal;
 
 pub(super) struct RaftService {
     pub(super) control: ControlPlane,
@@ -54,7 +54,7 @@ impl ClusterRaft for RaftService {
     }
 
     async fn forward(&self, request: Request<RaftPayload>) -> Result<Response<ClusterReply>, Status> {
-        let command: Command = match decode(request) {
+        let command: Proposal = match decode(request) {
             Ok(command) => command,
             Err(status) => {
                 return Ok(Response::new(ClusterReply {

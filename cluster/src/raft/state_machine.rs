@@ -10,6 +10,7 @@
 //! state; a snapshot taken later than openraft asked for is still a valid
 //! snapshot, since every applied entry is committed.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -21,7 +22,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::log_store::{sync_dir, write_synced};
-use super::{Entry, NodeId, Outcome, StorageError, TypeConfig};
+use super::{Entry, NodeId, Origin, Outcome, Proposal, StorageError, TypeConfig};
 use crate::config::{Applied, ClusterConfig};
 
 /// What the state machine holds (and writes to `state.json`).
@@ -33,6 +34,45 @@ pub struct StoredState {
     pub last_membership: StoredMembership<NodeId, BasicNode>,
     /// The cluster configuration.
     pub config: ClusterConfig,
+    /// Recent proposal outcomes per proposing node, to answer retries.
+    #[serde(default)]
+    pub sessions: BTreeMap<NodeId, Session>,
+}
+
+/// Outcomes remembered per proposing node. A retry comes within seconds of
+/// its first attempt, while at most a few other proposals of the same node
+/// are in flight, so a short window covers it and bounds the state.
+pub const SESSION_OUTCOMES_MAX: usize = 128;
+
+/// One node's recent proposals and their outcomes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// The proposer's process run these serials belong to.
+    pub boot: u64,
+    /// (serial, outcome), oldest first, at most [`SESSION_OUTCOMES_MAX`].
+    pub outcomes: VecDeque<(u64, Outcome)>,
+}
+
+impl StoredState {
+    /// Applies a proposal once: a repeat of a remembered one (same origin)
+    /// gets the first outcome and changes nothing.
+    pub fn apply_proposal(&mut self, proposal: &Proposal) -> Outcome {
+        let Origin { node, boot, serial } = proposal.origin;
+        let session = self.sessions.entry(node).or_default();
+        if session.boot != boot {
+            *session = Session { boot, outcomes: VecDeque::new() };
+        }
+        if let Some((_, outcome)) = session.outcomes.iter().find(|(s, _)| *s == serial) {
+            return outcome.clone();
+        }
+        let outcome = self.config.apply(&proposal.command);
+        let session = self.sessions.get_mut(&node).expect("created above");
+        session.outcomes.push_back((serial, outcome.clone()));
+        while session.outcomes.len() > SESSION_OUTCOMES_MAX {
+            session.outcomes.pop_front();
+        }
+        outcome
+    }
 }
 
 /// The state machine. Clones share one state; readers (the admin API) take
@@ -140,10 +180,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 state.last_applied = Some(entry.log_id);
                 let outcome = match entry.payload {
                     EntryPayload::Blank => Ok(Applied::Done),
-                    EntryPayload::Normal(command) => {
-                        let outcome = state.config.apply(&command);
+                    EntryPayload::Normal(proposal) => {
+                        let outcome = state.apply_proposal(&proposal);
                         if let Err(error) = &outcome {
-                            tracing::debug!(?command, %error, "configuration command refused");
+                            tracing::debug!(?proposal, %error, "configuration command refused");
                         }
                         outcome
                     }
@@ -187,5 +227,45 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(None);
         }
         self.snapshot_of(&state).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Applied, BdbSpec, Command, NodeInfo, NodeState};
+
+    fn proposal(boot: u64, serial: u64, command: Command) -> Proposal {
+        Proposal { origin: Origin { node: 1, boot, serial }, command }
+    }
+
+    #[test]
+    fn a_retried_proposal_applies_once_and_gets_the_first_outcome() {
+        let mut state = StoredState::default();
+        let node =
+            NodeInfo { uid: 1, addr: "a:1".into(), admin_addr: "a:2".into(), rack_id: None, status: NodeState::Active };
+        state.apply_proposal(&proposal(7, 1, Command::AddNode(node))).unwrap();
+        let create = Command::CreateBdb(BdbSpec {
+            name: "db".into(),
+            port: 1000,
+            shards_count: 1,
+            replication: false,
+            password: None,
+            oss_cluster: false,
+        });
+        let first = state.apply_proposal(&proposal(7, 2, create.clone()));
+        assert_eq!(first, Ok(Applied::BdbCreated { uid: 1 }));
+        // The retry is not refused as a duplicate name: it is the same request.
+        assert_eq!(state.apply_proposal(&proposal(7, 2, create.clone())), first);
+        assert_eq!(state.config.bdbs.len(), 1);
+        // A new request with the same command is a new write (and a duplicate).
+        assert!(state.apply_proposal(&proposal(7, 3, create.clone())).is_err());
+        // A new run of the node starts its serials again.
+        assert!(state.apply_proposal(&proposal(8, 2, create)).is_err());
+        assert_eq!(state.sessions[&1].outcomes.len(), 1);
+        for serial in 0..(SESSION_OUTCOMES_MAX as u64 + 10) {
+            let _ = state.apply_proposal(&proposal(8, 100 + serial, Command::DeleteBdb { uid: 99 }));
+        }
+        assert_eq!(state.sessions[&1].outcomes.len(), SESSION_OUTCOMES_MAX, "the window is bounded");
     }
 }
