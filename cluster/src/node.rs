@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub admin_port: Option<u16>,
     /// Rack or zone label of this node.
     pub rack: Option<String>,
+    /// Raft log entries between two snapshots of the cluster configuration.
+    pub raft_snapshot_logs: u64,
 }
 
 impl Default for NodeConfig {
@@ -72,6 +74,7 @@ impl Default for NodeConfig {
             cluster_port: None,
             admin_port: None,
             rack: None,
+            raft_snapshot_logs: crate::control::SNAPSHOT_LOGS_DEFAULT,
         }
     }
 }
@@ -97,6 +100,9 @@ impl NodeConfig {
         }
         if self.region.is_empty() {
             anyhow::bail!("region must not be empty");
+        }
+        if self.raft_snapshot_logs == 0 {
+            anyhow::bail!("raft_snapshot_logs must be 1 or more");
         }
         if self.join.as_deref() == Some("") {
             anyhow::bail!("join must be a host:port (leave it out to start a new cluster)");
@@ -151,6 +157,7 @@ impl Node {
                 password: config.requirepass.clone(),
                 oss_cluster: false,
             },
+            snapshot_logs: config.raft_snapshot_logs,
         };
         let control = match RunningControl::start(&settings, crate::admin::router).await {
             Ok(control) => control,

@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use meridian_cluster::config::{BdbUpdate, Command as ConfigCommand};
 use meridian_cluster::ctl::{Method, StatusCode, request};
 use serde_json::{Value, json};
 use tokio::time::{sleep, timeout};
@@ -223,6 +224,55 @@ async fn three_nodes_join_replicate_survive_the_leader_and_catch_up() {
     let all: Vec<&Node> = nodes.iter().flatten().collect();
     agreed_leader(&all, &[1, 2, 3]).await;
 
+    for node in nodes.into_iter().flatten() {
+        stop(node).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_too_far_behind_catches_up_from_a_snapshot() {
+    let dirs = [TempDir::new("s1"), TempDir::new("s2"), TempDir::new("s3")];
+    let config = |id: u64, dir: &TempDir, join: Option<SocketAddr>, port: u16| NodeConfig {
+        raft_snapshot_logs: 10,
+        ..member_config(id, &dir.0, join, port)
+    };
+    let n1 = start_with(config(1, &dirs[0], None, 0)).await;
+    let n2 = start_with(config(2, &dirs[1], Some(n1.cluster_addr), 0)).await;
+    let n3 = start_with(config(3, &dirs[2], Some(n1.cluster_addr), 0)).await;
+    let leader = agreed_leader(&[&n1, &n2, &n3], &[1, 2, 3]).await;
+    let mut nodes = vec![Some(n1), Some(n2), Some(n3)];
+
+    // Stop a follower, then write enough for the others to snapshot and
+    // purge the entries it would need.
+    let follower_index = nodes.iter().position(|n| n.as_ref().unwrap().control().node_id() != leader).unwrap();
+    let follower = nodes[follower_index].take().unwrap();
+    let (follower_id, follower_port) = (follower.control().node_id(), follower.cluster_addr.port());
+    stop(follower).await;
+    let writer = nodes.iter().flatten().next().unwrap();
+    for round in 0..60 {
+        let update = BdbUpdate { name: Some(format!("v{round}")), ..BdbUpdate::default() };
+        let outcome = timeout(REQUEST_TIMEOUT, writer.control().write(ConfigCommand::UpdateBdb { uid: 1, update }))
+            .await
+            .expect("a write timed out");
+        outcome.unwrap_or_else(|e| panic!("write {round}: {e}"));
+    }
+    let rest: Vec<&Node> = nodes.iter().flatten().collect();
+    for node in &rest {
+        eventually("the others purge their log", || async {
+            let cluster = get(node, "/v1/cluster").await;
+            (raft(&cluster)["purged_index"].as_u64()? > 20).then_some(())
+        })
+        .await;
+    }
+
+    let restarted = start_with(config(follower_id, &dirs[follower_index], None, follower_port)).await;
+    eventually("the restarted member installs the snapshot", || async {
+        let bdb = get(&restarted, "/v1/bdbs/1").await;
+        let cluster = get(&restarted, "/v1/cluster").await;
+        (bdb["name"] == "v59" && raft(&cluster)["snapshot_index"].as_u64()? > 20).then_some(())
+    })
+    .await;
+    nodes[follower_index] = Some(restarted);
     for node in nodes.into_iter().flatten() {
         stop(node).await;
     }

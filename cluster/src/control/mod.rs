@@ -68,6 +68,8 @@ pub struct ControlSettings {
     pub admin_port: Option<u16>,
     /// The default database a new cluster gets.
     pub default_bdb: BdbSpec,
+    /// Log entries between two snapshots ([`SNAPSHOT_LOGS_DEFAULT`]).
+    pub snapshot_logs: u64,
 }
 
 /// Why a configuration write did not happen.
@@ -98,6 +100,10 @@ pub struct RaftStatus {
     pub voters: Vec<NodeId>,
     /// Non-voting members (catching up after a join).
     pub learners: Vec<NodeId>,
+    /// Index of the last entry in this node's snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Index of the last entry purged from this node's log.
+    pub purged_index: Option<u64>,
 }
 
 /// A handle on this node's control plane; cheap to clone.
@@ -147,7 +153,13 @@ pub async fn bind_port(bind: IpAddr, port: Option<u16>, default: u16, what: &str
     }
 }
 
-fn raft_config() -> anyhow::Result<Arc<openraft::Config>> {
+/// Log entries between two snapshots, unless configured otherwise.
+pub const SNAPSHOT_LOGS_DEFAULT: u64 = 1000;
+
+fn raft_config(snapshot_logs: u64) -> anyhow::Result<Arc<openraft::Config>> {
+    if snapshot_logs == 0 {
+        anyhow::bail!("raft_snapshot_logs must be 1 or more");
+    }
     let config = openraft::Config {
         cluster_name: "meridian".to_string(),
         // Generous for a control plane on small, busy machines: a missed
@@ -156,9 +168,9 @@ fn raft_config() -> anyhow::Result<Arc<openraft::Config>> {
         election_timeout_min: 1500,
         election_timeout_max: 3000,
         // The configuration is tiny; a snapshot every 1000 entries keeps the
-        // log short, and a lagging member gets the snapshot.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
-        max_in_snapshot_log_to_keep: 100,
+        // log short, and a member too far behind gets the snapshot.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
+        max_in_snapshot_log_to_keep: snapshot_logs.min(100),
         // JSON triples the size of bytes; 1 MiB chunks stay far below
         // RAFT_MESSAGE_BYTES_MAX.
         snapshot_max_chunk_size: 1024 * 1024,
@@ -190,7 +202,8 @@ impl RunningControl {
         let cluster_addr = cluster_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
-        let raft = Raft::new(settings.node_id, raft_config()?, Network, log, state.clone()).await?;
+        let raft =
+            Raft::new(settings.node_id, raft_config(settings.snapshot_logs)?, Network, log, state.clone()).await?;
         let control = ControlPlane {
             shared: Arc::new(Shared {
                 node_id: settings.node_id,
@@ -324,6 +337,8 @@ impl ControlPlane {
             last_applied_index: metrics.last_applied.map(|l| l.index),
             voters: voters.into_iter().collect(),
             learners,
+            snapshot_index: metrics.snapshot.map(|l| l.index),
+            purged_index: metrics.purged.map(|l| l.index),
         }
     }
 
