@@ -1,5 +1,6 @@
 //! The admin REST API (axum), shaped like Redis Enterprise's: `/v1/cluster`,
-//! `/v1/nodes`, `/v1/bdbs`, `/v1/shards` and the failover action.
+//! `/v1/nodes` (and a node's placement state), `/v1/bdbs`, `/v1/shards` and
+//! the failover action.
 //!
 //! Reads answer from this node's applied configuration (a follower may be a
 //! few entries behind the leader). Writes become [`Command`]s and go through
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep};
 
-use crate::config::{Applied, Bdb, BdbSpec, BdbUpdate, ClusterConfig, Command, NodeInfo, ShardInfo};
+use crate::config::{Applied, Bdb, BdbSpec, BdbUpdate, ClusterConfig, Command, NodeInfo, NodeState, ShardInfo};
 use crate::control::{ControlPlane, WriteError, refusal_status};
 
 /// Largest request body the API reads, in bytes.
@@ -38,7 +39,7 @@ pub fn router(control: ControlPlane) -> Router {
     Router::new()
         .route("/v1/cluster", get(cluster))
         .route("/v1/nodes", get(nodes))
-        .route("/v1/nodes/{uid}", get(node))
+        .route("/v1/nodes/{uid}", get(node).put(update_node))
         .route("/v1/bdbs", get(bdbs).post(create_bdb))
         .route("/v1/bdbs/{uid}", get(bdb).put(update_bdb).delete(delete_bdb))
         .route("/v1/bdbs/{uid}/actions/failover", post(failover))
@@ -160,6 +161,26 @@ async fn nodes(State(control): State<ControlPlane>) -> ApiResult {
 
 async fn node(State(control): State<ControlPlane>, Path(uid): Path<String>) -> ApiResult {
     let uid = parse_uid(&uid, "node id")?;
+    control
+        .with_config(|c| c.nodes.get(&uid).map(|n| node_view(c, n)))
+        .map(|body| Json(body).into_response())
+        .ok_or_else(|| ApiError::not_found(format!("no node {uid}")))
+}
+
+/// The body of `PUT /v1/nodes/{uid}`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeUpdate {
+    /// New placement state: `active`, `maintenance` or `down`.
+    pub status: NodeState,
+}
+
+async fn update_node(State(control): State<ControlPlane>, Path(uid): Path<String>, body: Body) -> ApiResult {
+    let uid = parse_uid(&uid, "node id")?;
+    let update: NodeUpdate = parse_body(body)?;
+    let status = update.status;
+    control.write(Command::SetNodeState { uid, status }).await?;
+    wait_applied(&control, |c| c.nodes.get(&uid).is_some_and(|n| n.status == status)).await;
     control
         .with_config(|c| c.nodes.get(&uid).map(|n| node_view(c, n)))
         .map(|body| Json(body).into_response())

@@ -74,6 +74,14 @@ pub enum NodeCommand {
         /// Node id.
         uid: u64,
     },
+    /// Sets a node's placement state (`maintenance` and `down` get no new shards).
+    Update {
+        /// Node id.
+        uid: u64,
+        /// `active`, `maintenance` or `down`.
+        #[arg(long)]
+        status: String,
+    },
 }
 
 /// `ctl bdb ...`
@@ -157,6 +165,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Cluster(ClusterCommand::Info) => (Method::GET, "/v1/cluster".into(), None, View::Cluster),
         CtlCommand::Node(NodeCommand::List) => (Method::GET, "/v1/nodes".into(), None, View::Nodes),
         CtlCommand::Node(NodeCommand::Get { uid }) => (Method::GET, format!("/v1/nodes/{uid}"), None, View::Nodes),
+        CtlCommand::Node(NodeCommand::Update { uid, status }) => {
+            (Method::PUT, format!("/v1/nodes/{uid}"), Some(json!({ "status": status })), View::Nodes)
+        }
         CtlCommand::Bdb(BdbCommand::Create { name, port, shards, replication, password, oss_cluster }) => {
             let mut body = json!({
                 "name": name, "port": port, "shards_count": shards,

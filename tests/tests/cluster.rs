@@ -384,6 +384,18 @@ async fn a_node_with_no_cluster_flags_is_a_one_node_cluster_and_bad_requests_get
     // Nothing of the refused requests was applied.
     assert_eq!(get(&node, "/v1/bdbs").await.as_array().unwrap().len(), 2);
 
+    // A node in maintenance gets no new shards; back to active, it does.
+    let (status, answer) = api(&node, Method::PUT, "/v1/nodes/1", Some(json!({"status": "maintenance"}))).await;
+    assert_eq!((status, answer["status"].as_str()), (StatusCode::OK, Some("maintenance")), "{answer}");
+    let (status, answer) = api(&node, Method::POST, "/v1/bdbs", Some(json!({"name": "m", "port": 15002}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let (status, answer) = api(&node, Method::PUT, "/v1/nodes/1", Some(json!({"status": "sleeping"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, answer) = api(&node, Method::PUT, "/v1/nodes/9", Some(json!({"status": "down"}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let (status, _) = api(&node, Method::PUT, "/v1/nodes/1", Some(json!({"status": "active"}))).await;
+    assert_eq!(status, StatusCode::OK);
+
     let (status, answer) = api(&node, Method::DELETE, &format!("/v1/bdbs/{uid}"), None).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(get(&node, "/v1/bdbs").await.as_array().unwrap().len(), 1);
@@ -575,6 +587,8 @@ async fn binary_nodes_join_with_flags_and_ctl_drives_them() {
     assert!(err.contains("409") && err.contains("already named"), "{err}");
     let (ok, _, err) = ctl(admin_ports[0], &["bdb", "get", "42"]).await;
     assert!(!ok && err.contains("404"), "{err}");
+    let (ok, out, err) = ctl(admin_ports[2], &["node", "update", "3", "--status", "maintenance"]).await;
+    assert!(ok && out.contains("maintenance"), "node update: {out} {err}");
     let (ok, _, err) = ctl(admin_ports[2], &["bdb", "delete", "2"]).await;
     assert!(ok, "delete failed: {err}");
     ctl_until(admin_ports[1], &["bdb", "list"], |out| !out.contains("web")).await;
