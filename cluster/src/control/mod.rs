@@ -447,12 +447,19 @@ impl ControlPlane {
             };
         }
         let learner = BasicNode { addr: request.cluster_addr };
-        if let Err(e) = self.shared.raft.add_learner(request.node_id, learner, true).await {
-            return unavailable(format!("adding node {} as a learner: {e}", request.node_id));
+        // Blocking: returns once the learner has caught up, so it becomes a
+        // voter without stalling commits. Bounded, since a joiner that went
+        // away never catches up; it retries the (idempotent) join.
+        match timeout(JOIN_TIMEOUT, self.shared.raft.add_learner(request.node_id, learner, true)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return unavailable(format!("adding node {} as a learner: {e}", request.node_id)),
+            Err(_) => return unavailable(format!("node {} did not catch up in time", request.node_id)),
         }
         let voters = ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id]));
-        if let Err(e) = self.shared.raft.change_membership(voters, false).await {
-            return unavailable(format!("making node {} a voter: {e}", request.node_id));
+        match timeout(WRITE_TIMEOUT, self.shared.raft.change_membership(voters, false)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return unavailable(format!("making node {} a voter: {e}", request.node_id)),
+            Err(_) => return unavailable(format!("making node {} a voter did not commit in time", request.node_id)),
         }
         tracing::info!(node_id = request.node_id, "node joined the cluster");
         outcome_reply(&Ok(Applied::Done))
