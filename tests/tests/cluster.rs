@@ -412,6 +412,10 @@ async fn a_restarted_node_keeps_its_log_vote_and_configuration() {
     stop(node).await;
 
     let node = start_with(member_config(5, &dir.0, None, 0)).await;
+    // A second node on the same directory is refused while the first runs.
+    let second = timeout(REQUEST_TIMEOUT, Node::start(&member_config(6, &dir.0, None, 0))).await.expect("start");
+    let error = second.err().expect("a second node started on a data directory in use").to_string();
+    assert!(error.contains("in use by another meridian node"), "{error}");
     let bdbs = get(&node, "/v1/bdbs").await;
     let names: Vec<&str> = bdbs.as_array().unwrap().iter().filter_map(|b| b["name"].as_str()).collect();
     assert_eq!(names, vec!["default", "kept"], "the configuration came back without a new initialisation");

@@ -130,6 +130,27 @@ pub struct RunningControl {
     pub control: ControlPlane,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    _lock: Option<std::fs::File>,
+}
+
+/// Takes the exclusive lock on `dir/lock`, creating the directory if needed.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", dir.display()))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("the data directory {} is in use by another meridian node", dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => anyhow::bail!("cannot lock {}: {e}", path.display()),
+    }
 }
 
 /// Binds `port` on `bind`: the exact port if one was given (0 = any), else
@@ -187,6 +208,13 @@ impl RunningControl {
         if settings.node_id == 0 {
             anyhow::bail!("node id 0 is reserved; use 1 or more");
         }
+        // One process per data directory: two Raft members writing one log
+        // would corrupt it. The lock is held until `stop` and released by
+        // the OS if the process dies.
+        let lock = match &settings.data_dir {
+            Some(dir) => Some(lock_data_dir(dir)?),
+            None => None,
+        };
         let (log, state) = match &settings.data_dir {
             Some(dir) => (
                 LogStore::open(dir)
@@ -248,7 +276,7 @@ impl RunningControl {
                 tracing::error!("the admin API server failed: {e}");
             }
         }));
-        let running = RunningControl { control: control.clone(), shutdown, tasks };
+        let running = RunningControl { control: control.clone(), shutdown, tasks, _lock: lock };
 
         let me = control.node_info(settings.rack.clone());
         let initialized = control.shared.raft.is_initialized().await?;
