@@ -3,11 +3,13 @@
 //! tonic-prost-build.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/meridian/v1/crdt.proto"];
+    let protos = ["proto/meridian/v1/crdt.proto", "proto/meridian/v1/cluster.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["proto"])?;
-    tonic_prost_build::configure().bytes(".").compile_fds(descriptors)?;
+    // Service stubs without tonic's transport helpers (`connect`): the crate
+    // that serves or dials brings the transport, so this one stays lean.
+    tonic_prost_build::configure().bytes(".").build_transport(false).compile_fds(descriptors)?;
     Ok(())
 }

@@ -3,11 +3,23 @@
 //! The cluster crate grows into the node (the `meridian` binary), the
 //! Raft-replicated cluster configuration, failure detection and failover,
 //! resharding, database lifecycle, the admin REST API and CLI, and metrics
-//! (issues 3 and 4). It has the [`node`] (configuration and a running database
-//! endpoint) and the pure [`placement`] rules that decide where a database's
-//! shards live.
+//! (issues 3 and 4). It has:
+//! - [`config`]: the cluster configuration and the commands that change it
+//!   (pure, deterministic);
+//! - [`placement`]: the pure rules that decide where a database's shards live;
+//! - [`raft`]: openraft's storage (a checked append-only log, the state
+//!   machine) and its gRPC transport;
+//! - [`control`]: this node's member of the configuration store — start,
+//!   join, writes forwarded to the leader;
+//! - [`admin`]: the admin REST API, and [`ctl`], its command-line client;
+//! - [`node`]: a node's configuration and the running node.
 
 #![deny(missing_docs)]
 
+pub mod admin;
+pub mod config;
+pub mod control;
+pub mod ctl;
 pub mod node;
 pub mod placement;
+pub mod raft;

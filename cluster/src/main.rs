@@ -1,12 +1,16 @@
 //! The `meridian` binary.
 //!
 //! `meridian node` runs a node: with no flags, a one-node cluster serving one
-//! database on 127.0.0.1:6379. `demo` and `ctl` join with issues 4 and 5.
+//! database on 127.0.0.1:6379; with `--node-id`, `--data-dir` and `--join`, a
+//! member of a larger cluster. `meridian ctl` drives a cluster's admin API.
+//! `demo` joins with issue 5.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use meridian_cluster::ctl::CtlArgs;
 use meridian_cluster::node::{Node, NodeConfig};
 
 #[derive(Parser)]
@@ -20,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run a node (with no flags: one database on 127.0.0.1:6379).
     Node(NodeArgs),
+    /// Drive a cluster through its admin REST API.
+    Ctl(CtlArgs),
 }
 
 #[derive(clap::Args)]
@@ -42,13 +48,31 @@ struct NodeArgs {
     /// Most clients at once.
     #[arg(long)]
     maxclients: Option<usize>,
-    /// Directory where the node keeps its data (journal and snapshots);
-    /// without it, nothing is persisted.
+    /// Region this node's cluster serves.
     #[arg(long)]
-    data_dir: Option<std::path::PathBuf>,
+    region: Option<String>,
+    /// This node's id in its cluster (1 or more; default 1).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Directory of the node's data: the Raft log and configuration, and
+    /// the database's journal and snapshots (default: kept in memory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// When the journal is forced to disk: always, everysec (default) or no.
     #[arg(long)]
     appendfsync: Option<String>,
+    /// Cluster address (host:port) of a member to join on first start.
+    #[arg(long)]
+    join: Option<String>,
+    /// Port of the cluster (Raft) RPCs (default 9444, or a free port if taken).
+    #[arg(long)]
+    cluster_port: Option<u16>,
+    /// Port of the admin REST API (default 9443, or a free port if taken).
+    #[arg(long)]
+    admin_port: Option<u16>,
+    /// Rack or zone label of this node.
+    #[arg(long)]
+    rack: Option<String>,
 }
 
 fn config_from(args: NodeArgs) -> anyhow::Result<NodeConfig> {
@@ -71,8 +95,26 @@ fn config_from(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     if let Some(maxclients) = args.maxclients {
         config.maxclients = maxclients;
     }
-    if let Some(dir) = args.data_dir {
-        config.data_dir = Some(dir);
+    if let Some(region) = args.region {
+        config.region = region;
+    }
+    if let Some(node_id) = args.node_id {
+        config.node_id = node_id;
+    }
+    if args.data_dir.is_some() {
+        config.data_dir = args.data_dir;
+    }
+    if args.join.is_some() {
+        config.join = args.join;
+    }
+    if args.cluster_port.is_some() {
+        config.cluster_port = args.cluster_port;
+    }
+    if args.admin_port.is_some() {
+        config.admin_port = args.admin_port;
+    }
+    if args.rack.is_some() {
+        config.rack = args.rack;
     }
     if let Some(fsync) = args.appendfsync {
         config.appendfsync = fsync;
@@ -98,12 +140,30 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-fn main() -> anyhow::Result<()> {
+/// The log filter: a bare level (`info`) keeps openraft at `warn`, whose
+/// `info` lines describe every vote and replication step; a full tracing
+/// filter is taken as given.
+fn log_filter(level: &str) -> String {
+    if level.contains('=') || level.contains(',') { level.to_string() } else { format!("{level},openraft=warn") }
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Ctl(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            // An API error is the answer, not a crash: one line, exit code 1.
+            match runtime.block_on(meridian_cluster::ctl::run(args)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Node(args) => {
             let config = config_from(args)?;
-            let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+            let filter = tracing_subscriber::EnvFilter::try_new(log_filter(&config.log_level))
                 .map_err(|e| anyhow::anyhow!("invalid --log-level {:?}: {e}", config.log_level))?;
             tracing_subscriber::fmt().with_env_filter(filter).init();
             // One CPU (a container limit, taskset): a current-thread runtime
@@ -117,11 +177,18 @@ fn main() -> anyhow::Result<()> {
             };
             runtime.block_on(async {
                 let node = Node::start(&config).await?;
-                tracing::info!(addr = %node.addr, "meridian node ready; try: redis-cli -p {}", node.addr.port());
+                tracing::info!(
+                    addr = %node.addr,
+                    admin = %node.admin_addr,
+                    cluster = %node.cluster_addr,
+                    "meridian node ready; try: redis-cli -p {}, or meridian ctl --url http://{} cluster info",
+                    node.addr.port(),
+                    node.admin_addr
+                );
                 shutdown_signal().await;
                 tracing::info!("shutting down");
                 node.stop().await;
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             })
         }
     }

@@ -1,8 +1,12 @@
-//! The node: configuration, and running one database endpoint.
+//! The node: configuration, one database endpoint, and the control plane.
 //!
 //! With no configuration a node is a one-node cluster serving one database on
-//! 127.0.0.1:6379, so `redis-cli` works at once. The cluster manager, Raft
-//! configuration store and sharding join this with issue 4.
+//! 127.0.0.1:6379, so `redis-cli` works at once: it initialises the cluster
+//! configuration through Raft (in memory without `data_dir`) and records
+//! that database in it. With `node_id`, `data_dir` and `join` it is one member
+//! of a larger cluster ([`crate::control`]). The data path still serves the
+//! one database of `port` on every node; routing per database and shard
+//! follows from the configuration in a later issue.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,6 +20,9 @@ use meridian_replication::durability::Fsync;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::config::BdbSpec;
+use crate::control::{ControlPlane, ControlSettings, RunningControl};
 
 /// A node's configuration: flags, or a TOML file with the same names.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -31,9 +38,28 @@ pub struct NodeConfig {
     pub log_level: String,
     /// Most clients at once.
     pub maxclients: usize,
-    /// Where the node keeps its data; `None`: nothing is persisted.
+    /// Region this node's cluster serves.
+    pub region: String,
+    /// This node's id in its cluster (1 or more).
+    pub node_id: u64,
+    /// Where the node keeps its Raft log and configuration; none keeps them
+    /// in memory (a throwaway one-node cluster).
     pub data_dir: Option<PathBuf>,
-    /// When the journal is forced to disk: `always`, `everysec` or `no`.
+    /// A member's cluster address (`host:port`) to join through on first
+    /// start; ignored once the data directory holds Raft state.
+    pub join: Option<String>,
+    /// Port of the cluster (Raft) RPCs; default 9444, or a free port if that
+    /// one is taken. 0 picks a free port.
+    pub cluster_port: Option<u16>,
+    /// Port of the admin REST API; default 9443, or a free port if that one
+    /// is taken. 0 picks a free port.
+    pub admin_port: Option<u16>,
+    /// Rack or zone label of this node.
+    pub rack: Option<String>,
+    /// Raft log entries between two snapshots of the cluster configuration.
+    pub raft_snapshot_logs: u64,
+    /// When the database's journal is forced to disk: `always`, `everysec`
+    /// or `no` (with a data directory).
     pub appendfsync: String,
 }
 
@@ -45,7 +71,14 @@ impl Default for NodeConfig {
             requirepass: None,
             log_level: "info".to_string(),
             maxclients: 10_000,
+            region: "local".to_string(),
+            node_id: 1,
             data_dir: None,
+            join: None,
+            cluster_port: None,
+            admin_port: None,
+            rack: None,
+            raft_snapshot_logs: crate::control::SNAPSHOT_LOGS_DEFAULT,
             appendfsync: "everysec".to_string(),
         }
     }
@@ -70,6 +103,18 @@ impl NodeConfig {
         if self.requirepass.as_deref() == Some("") {
             anyhow::bail!("requirepass must not be empty (leave it out for no password)");
         }
+        if self.node_id == 0 {
+            anyhow::bail!("node_id must be 1 or more");
+        }
+        if self.region.is_empty() {
+            anyhow::bail!("region must not be empty");
+        }
+        if self.raft_snapshot_logs == 0 {
+            anyhow::bail!("raft_snapshot_logs must be 1 or more");
+        }
+        if self.join.as_deref() == Some("") {
+            anyhow::bail!("join must be a host:port (leave it out to start a new cluster)");
+        }
         Ok(())
     }
 }
@@ -78,8 +123,13 @@ impl NodeConfig {
 pub struct Node {
     /// Where clients connect.
     pub addr: SocketAddr,
+    /// Where the admin REST API listens.
+    pub admin_addr: SocketAddr,
+    /// Where the cluster (Raft) RPCs listen.
+    pub cluster_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    control: RunningControl,
 }
 
 impl Node {
@@ -95,13 +145,43 @@ impl Node {
             port: addr.port(),
             ..Settings::default()
         };
+        let control_settings = ControlSettings {
+            node_id: config.node_id,
+            region: config.region.clone(),
+            rack: config.rack.clone(),
+            data_dir: config.data_dir.clone(),
+            join: config.join.clone(),
+            bind: config.bind,
+            cluster_port: config.cluster_port,
+            admin_port: config.admin_port,
+            default_bdb: BdbSpec {
+                name: "default".to_string(),
+                port: addr.port(),
+                shards_count: 1,
+                replication: false,
+                password: config.requirepass.clone(),
+                oss_cluster: false,
+            },
+            snapshot_logs: config.raft_snapshot_logs,
+        };
+        // The control plane first: it takes the data directory's lock, so a
+        // second node on the same directory is refused before it can touch
+        // the database's journal.
+        let control = RunningControl::start(&control_settings, crate::admin::router).await?;
         let server = match &config.data_dir {
             None => ServerState::new(Shard::new(ReplicaId(1), MAX_SKEW_MS_DEFAULT), settings),
             Some(dir) => {
                 let dir = dir.join("shard-1");
                 let fsync = Fsync::parse(&config.appendfsync).expect("validated");
-                let (shard, journal, recovered) = Shard::recover(ReplicaId(1), MAX_SKEW_MS_DEFAULT, &dir, fsync)
-                    .map_err(|e| anyhow::anyhow!("cannot recover the data in {}: {e}", dir.display()))?;
+                let recovered = Shard::recover(ReplicaId(1), MAX_SKEW_MS_DEFAULT, &dir, fsync)
+                    .map_err(|e| anyhow::anyhow!("cannot recover the data in {}: {e}", dir.display()));
+                let (shard, journal, recovered) = match recovered {
+                    Ok(recovered) => recovered,
+                    Err(e) => {
+                        control.stop().await;
+                        return Err(e);
+                    }
+                };
                 tracing::info!(
                     dir = %dir.display(),
                     keys = shard.keyspace().len(),
@@ -116,11 +196,24 @@ impl Node {
         let server = Arc::new(server);
         let (shutdown, receiver) = watch::channel(false);
         let task = tokio::spawn(meridian_proxy::server::run(listener, server, receiver));
-        Ok(Node { addr, shutdown, task })
+        Ok(Node {
+            addr,
+            admin_addr: control.control.admin_addr(),
+            cluster_addr: control.control.cluster_addr(),
+            shutdown,
+            task,
+            control,
+        })
     }
 
-    /// Stops accepting clients and ends the server loop.
+    /// This node's control plane (configuration, Raft state, writes).
+    pub fn control(&self) -> &ControlPlane {
+        &self.control.control
+    }
+
+    /// Stops the control plane, stops accepting clients and ends the server loop.
     pub async fn stop(self) {
+        self.control.stop().await;
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
     }
@@ -137,5 +230,10 @@ mod tests {
         assert_eq!(config.bind, IpAddr::from([127, 0, 0, 1]));
         assert!(toml::from_str::<NodeConfig>("prot = 7000").is_err(), "a misspelt key is an error");
         assert!(NodeConfig { maxclients: 0, ..NodeConfig::default() }.validate().is_err());
+        assert!(NodeConfig { node_id: 0, ..NodeConfig::default() }.validate().is_err());
+        let config: NodeConfig =
+            toml::from_str("node_id = 2\nregion = \"eu\"\ndata_dir = \"/var/lib/meridian\"\njoin = \"10.0.0.1:9444\"\ncluster_port = 9500\nadmin_port = 9501\nrack = \"r1\"").unwrap();
+        assert_eq!((config.node_id, config.cluster_port, config.admin_port), (2, Some(9500), Some(9501)));
+        assert_eq!(config.join.as_deref(), Some("10.0.0.1:9444"));
     }
 }

@@ -18,7 +18,7 @@ use thiserror::Error;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     /// Node id.
-    pub node: u32,
+    pub node: u64,
     /// Rack or zone label, if the operator set one.
     pub rack: Option<String>,
 }
@@ -27,9 +27,9 @@ pub struct Candidate {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardPlacement {
     /// Node of the master.
-    pub master: u32,
+    pub master: u64,
     /// Nodes of the replicas.
-    pub replicas: Vec<u32>,
+    pub replicas: Vec<u64>,
 }
 
 /// Why a placement is impossible.
@@ -54,7 +54,7 @@ pub fn place(
     shards: usize,
     replicas: usize,
     nodes: &[Candidate],
-    load: &BTreeMap<u32, usize>,
+    load: &BTreeMap<u64, usize>,
 ) -> Result<Vec<ShardPlacement>, PlacementError> {
     if shards == 0 {
         return Err(PlacementError::NoShards);
@@ -63,7 +63,7 @@ pub fn place(
     if nodes.len() < copies {
         return Err(PlacementError::NotEnoughNodes { copies, nodes: nodes.len() });
     }
-    let mut load: BTreeMap<u32, usize> =
+    let mut load: BTreeMap<u64, usize> =
         nodes.iter().map(|n| (n.node, load.get(&n.node).copied().unwrap_or(0))).collect();
     let mut placements = Vec::with_capacity(shards);
     for _ in 0..shards {
@@ -91,7 +91,7 @@ pub fn place(
 mod tests {
     use super::*;
 
-    fn node(node: u32, rack: Option<&str>) -> Candidate {
+    fn node(node: u64, rack: Option<&str>) -> Candidate {
         Candidate { node, rack: rack.map(str::to_string) }
     }
 
@@ -107,7 +107,7 @@ mod tests {
             }
         }
         assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
-        let masters: Vec<u32> = placements.iter().map(|p| p.master).collect();
+        let masters: Vec<u64> = placements.iter().map(|p| p.master).collect();
         assert_eq!(masters, vec![1, 3, 2]);
     }
 

@@ -4,7 +4,9 @@
 //! (protox, so no `protoc` is needed). [`convert`] maps them to and from the
 //! `meridian-crdt` types. Decoding is total: malformed or hostile input gives a
 //! [`DecodeError`], never a panic. The WAN sync and monitoring services join
-//! this crate with the syncer (issue 5).
+//! this crate with the syncer (issue 5). The `ClusterRaft` service
+//! (`cluster.proto`) carries the region control plane's Raft RPCs, joins and
+//! forwarded configuration writes.
 
 #![deny(missing_docs)]
 

@@ -246,10 +246,20 @@ fn the_binary_refuses_a_bad_fsync_policy_and_an_unusable_data_dir() {
     let (status, stderr) = run_expecting_exit(&["node", "--port", "0", "--appendfsync", "sometimes"]);
     assert!(!status.success());
     assert!(stderr.contains("appendfsync must be always, everysec or no"), "{stderr}");
+    // A data directory that is a file.
     let file = std::env::temp_dir().join(format!("meridian-not-a-dir-{}", std::process::id()));
     std::fs::write(&file, b"x").expect("write a file");
     let (status, stderr) = run_expecting_exit(&["node", "--port", "0", "--data-dir", file.to_str().expect("utf-8")]);
     assert!(!status.success());
-    assert!(stderr.contains("cannot recover the data in"), "{stderr}");
+    assert!(stderr.contains("cannot create the data directory"), "{stderr}");
     let _ = std::fs::remove_file(file);
+    // A damaged snapshot: the node refuses to start rather than serve
+    // partial data.
+    let dir = data_dir("damaged");
+    std::fs::create_dir_all(dir.join("shard-1")).expect("shard dir");
+    std::fs::write(dir.join("shard-1").join("snapshot-0000000001.bin"), b"MRDNSNAP and then garbage").expect("write");
+    let (status, stderr) = run_expecting_exit(&["node", "--port", "0", "--data-dir", dir.to_str().expect("utf-8")]);
+    assert!(!status.success());
+    assert!(stderr.contains("cannot recover the data in") && stderr.contains("snapshot is corrupt"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -272,8 +272,12 @@ impl Client {
 // Nodes.
 // ---------------------------------------------------------------------------
 
+/// How long a node may take to start: it initialises its one-node cluster
+/// through Raft before it returns.
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub async fn start_with(config: NodeConfig) -> Node {
-    timeout(REPLY_TIMEOUT, Node::start(&config)).await.expect("node start timed out").expect("node starts")
+    timeout(NODE_START_TIMEOUT, Node::start(&config)).await.expect("node start timed out").expect("node starts")
 }
 
 pub async fn start() -> Node {
@@ -281,7 +285,7 @@ pub async fn start() -> Node {
 }
 
 pub async fn stop(node: Node) {
-    timeout(REPLY_TIMEOUT, node.stop()).await.expect("node stop timed out");
+    timeout(NODE_START_TIMEOUT, node.stop()).await.expect("node stop timed out");
 }
 
 pub fn now_ms() -> u64 {

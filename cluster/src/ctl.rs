@@ -1,0 +1,388 @@
+//! `meridian ctl`: the admin REST API from the command line.
+//!
+//! Each subcommand is one request to a node's admin API (`--url`, default
+//! `http://127.0.0.1:9443`; any node will do — writes are forwarded to the
+//! leader). Answers print as aligned tables, or as the API's raw JSON with
+//! `--json`. An error answer prints the API's description and exits non-zero.
+//! The HTTP client is hyper's, which the tree already has through tonic and
+//! axum.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Request;
+/// The HTTP method and status types of [`request`].
+pub use hyper::{Method, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+/// The admin API a `ctl` command talks to by default.
+pub const URL_DEFAULT: &str = "http://127.0.0.1:9443";
+/// How long one request may take (a write may wait out an election).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
+/// Largest answer `ctl` reads, in bytes.
+const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// `meridian ctl` arguments.
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// Admin API of any node of the cluster.
+    #[arg(long, default_value = URL_DEFAULT, global = true)]
+    pub url: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// The `ctl` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// The cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Databases.
+    #[command(subcommand)]
+    Bdb(BdbCommand),
+    /// Shards.
+    #[command(subcommand)]
+    Shard(ShardCommand),
+}
+
+/// `ctl cluster ...`
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Name, region, counts and this node's Raft state.
+    Info,
+}
+
+/// `ctl node ...`
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Every node.
+    List,
+    /// One node.
+    Get {
+        /// Node id.
+        uid: u64,
+    },
+    /// Sets a node's placement state (`maintenance` and `down` get no new shards).
+    Update {
+        /// Node id.
+        uid: u64,
+        /// `active`, `maintenance` or `down`.
+        #[arg(long)]
+        status: String,
+    },
+}
+
+/// `ctl bdb ...`
+#[derive(Subcommand, Debug)]
+pub enum BdbCommand {
+    /// Creates a database.
+    Create {
+        /// Unique name.
+        #[arg(long)]
+        name: String,
+        /// Client port.
+        #[arg(long)]
+        port: u16,
+        /// Number of master shards.
+        #[arg(long, default_value_t = 1)]
+        shards: u16,
+        /// A replica for every shard, on another node.
+        #[arg(long)]
+        replication: bool,
+        /// Password of the default user.
+        #[arg(long)]
+        password: Option<String>,
+        /// OSS Cluster API mode.
+        #[arg(long)]
+        oss_cluster: bool,
+    },
+    /// Every database.
+    List,
+    /// One database.
+    Get {
+        /// Database uid.
+        uid: u64,
+    },
+    /// Changes a database (only the given fields).
+    Update {
+        /// Database uid.
+        uid: u64,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// New password ("" removes it).
+        #[arg(long)]
+        password: Option<String>,
+        /// OSS Cluster API mode on or off.
+        #[arg(long)]
+        oss_cluster: Option<bool>,
+    },
+    /// Deletes a database.
+    Delete {
+        /// Database uid.
+        uid: u64,
+    },
+    /// Makes a replica of a shard its master.
+    Failover {
+        /// Database uid.
+        uid: u64,
+        /// Any copy of the shard.
+        #[arg(long)]
+        shard: u64,
+    },
+}
+
+/// `ctl shard ...`
+#[derive(Subcommand, Debug)]
+pub enum ShardCommand {
+    /// Every shard copy.
+    List {
+        /// Only this database's shards.
+        #[arg(long)]
+        bdb: Option<u64>,
+    },
+}
+
+/// Runs one `ctl` command and prints its answer.
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/').to_string();
+    let (method, path, body, view): (Method, String, Option<Value>, View) = match args.command {
+        CtlCommand::Cluster(ClusterCommand::Info) => (Method::GET, "/v1/cluster".into(), None, View::Cluster),
+        CtlCommand::Node(NodeCommand::List) => (Method::GET, "/v1/nodes".into(), None, View::Nodes),
+        CtlCommand::Node(NodeCommand::Get { uid }) => (Method::GET, format!("/v1/nodes/{uid}"), None, View::Nodes),
+        CtlCommand::Node(NodeCommand::Update { uid, status }) => {
+            (Method::PUT, format!("/v1/nodes/{uid}"), Some(json!({ "status": status })), View::Nodes)
+        }
+        CtlCommand::Bdb(BdbCommand::Create { name, port, shards, replication, password, oss_cluster }) => {
+            let mut body = json!({
+                "name": name, "port": port, "shards_count": shards,
+                "replication": replication, "oss_cluster": oss_cluster,
+            });
+            if let Some(password) = password {
+                body["password"] = json!(password);
+            }
+            (Method::POST, "/v1/bdbs".into(), Some(body), View::Bdbs)
+        }
+        CtlCommand::Bdb(BdbCommand::List) => (Method::GET, "/v1/bdbs".into(), None, View::Bdbs),
+        CtlCommand::Bdb(BdbCommand::Get { uid }) => (Method::GET, format!("/v1/bdbs/{uid}"), None, View::Bdbs),
+        CtlCommand::Bdb(BdbCommand::Update { uid, name, port, password, oss_cluster }) => {
+            let mut body = serde_json::Map::new();
+            if let Some(name) = name {
+                body.insert("name".into(), json!(name));
+            }
+            if let Some(port) = port {
+                body.insert("port".into(), json!(port));
+            }
+            if let Some(password) = password {
+                body.insert("password".into(), json!(password));
+            }
+            if let Some(oss_cluster) = oss_cluster {
+                body.insert("oss_cluster".into(), json!(oss_cluster));
+            }
+            (Method::PUT, format!("/v1/bdbs/{uid}"), Some(Value::Object(body)), View::Bdbs)
+        }
+        CtlCommand::Bdb(BdbCommand::Delete { uid }) => (Method::DELETE, format!("/v1/bdbs/{uid}"), None, View::Raw),
+        CtlCommand::Bdb(BdbCommand::Failover { uid, shard }) => {
+            (Method::POST, format!("/v1/bdbs/{uid}/actions/failover"), Some(json!({ "shard_uid": shard })), View::Raw)
+        }
+        CtlCommand::Shard(ShardCommand::List { bdb }) => (Method::GET, "/v1/shards".into(), None, View::Shards(bdb)),
+    };
+    let (status, answer) = request(method, &format!("{base}{path}"), body).await?;
+    if !status.is_success() {
+        let description = answer.get("description").and_then(Value::as_str).map(str::to_string);
+        anyhow::bail!("{status}: {}", description.unwrap_or_else(|| answer.to_string()));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", render(&view, &answer));
+    }
+    Ok(())
+}
+
+/// Sends one request; returns the status and the JSON answer.
+pub async fn request(method: Method, url: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let bytes = match &body {
+        Some(body) => Bytes::from(serde_json::to_vec(body)?),
+        None => Bytes::new(),
+    };
+    let request = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(bytes))
+        .map_err(|e| anyhow::anyhow!("bad URL {url}: {e}"))?;
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), RESPONSE_BYTES_MAX)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the answer of {url}: {e}"))?
+            .to_bytes();
+        // A non-JSON answer (a proxy's or the HTTP layer's error page) is
+        // shown as its text.
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| json!({ "description": String::from_utf8_lossy(&body).trim().to_string() }))
+        };
+        anyhow::Ok((status, value))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("{url} did not answer in {}s", REQUEST_TIMEOUT.as_secs()))?
+}
+
+enum View {
+    Cluster,
+    Nodes,
+    Bdbs,
+    Shards(Option<u64>),
+    Raw,
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(","),
+        Value::Object(map) if map.contains_key("start") && map.contains_key("end") => {
+            format!("{}-{}", cell(&map["start"]), cell(&map["end"]))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn rows(answer: &Value) -> Vec<&Value> {
+    match answer {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    }
+}
+
+/// Renders `rows` as a table of the given columns (header, JSON field).
+fn table(columns: &[(&str, &str)], rows: &[&Value]) -> String {
+    let cells: Vec<Vec<String>> =
+        rows.iter().map(|row| columns.iter().map(|(_, field)| cell(&row[*field])).collect()).collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (header, _))| cells.iter().map(|r| r[i].len()).chain([header.len()]).max().unwrap_or(0))
+        .collect();
+    let line = |values: Vec<&str>| -> String {
+        let padded: Vec<String> = values.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(columns.iter().map(|(h, _)| *h).collect());
+    for row in &cells {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn render(view: &View, answer: &Value) -> String {
+    match view {
+        View::Cluster => {
+            let raft = &answer["raft"];
+            format!(
+                "name:    {}\nregion:  {}\nnodes:   {}\nbdbs:    {}\nshards:  {}\nnode:    {} ({})\nleader:  {}\nterm:    {}\nvoters:  {}\nlearners: {}\n",
+                cell(&answer["name"]),
+                cell(&answer["region"]),
+                cell(&answer["nodes_count"]),
+                cell(&answer["bdbs_count"]),
+                cell(&answer["shards_count"]),
+                cell(&raft["node_id"]),
+                cell(&raft["role"]),
+                cell(&raft["leader_id"]),
+                cell(&raft["term"]),
+                cell(&raft["voters"]),
+                cell(&raft["learners"]),
+            )
+        }
+        View::Nodes => table(
+            &[
+                ("ID", "uid"),
+                ("ADDRESS", "addr"),
+                ("ADMIN", "admin_addr"),
+                ("RACK", "rack_id"),
+                ("STATUS", "status"),
+                ("SHARDS", "shard_count"),
+            ],
+            &rows(answer),
+        ),
+        View::Bdbs => table(
+            &[
+                ("UID", "uid"),
+                ("NAME", "name"),
+                ("PORT", "port"),
+                ("SHARDS", "shards_count"),
+                ("REPLICATION", "replication"),
+                ("OSS_CLUSTER", "oss_cluster"),
+                ("AUTH", "authentication"),
+                ("SHARD_LIST", "shard_list"),
+            ],
+            &rows(answer),
+        ),
+        View::Shards(bdb) => {
+            let all = rows(answer);
+            let shown: Vec<&Value> =
+                all.into_iter().filter(|s| bdb.is_none_or(|b| s["bdb_uid"].as_u64() == Some(b))).collect();
+            table(
+                &[
+                    ("UID", "uid"),
+                    ("BDB", "bdb_uid"),
+                    ("NODE", "node_uid"),
+                    ("ROLE", "role"),
+                    ("SLOTS", "assigned_slots"),
+                    ("EPOCH", "epoch"),
+                ],
+                &shown,
+            )
+        }
+        View::Raw => {
+            let mut out = String::new();
+            if let Value::Object(map) = answer {
+                for (key, value) in map {
+                    out.push_str(&format!("{key}: {}\n", cell(value)));
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_show_slot_ranges() {
+        let shards = json!([
+            {"uid": 1, "bdb_uid": 1, "node_uid": 2, "role": "master", "assigned_slots": [{"start": 0, "end": 16383}], "epoch": 1},
+            {"uid": 12, "bdb_uid": 1, "node_uid": 3, "role": "replica", "assigned_slots": [{"start": 0, "end": 16383}], "epoch": 1},
+        ]);
+        let text = render(&View::Shards(None), &shards);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "UID  BDB  NODE  ROLE     SLOTS    EPOCH");
+        assert_eq!(lines[2], "12   1    3     replica  0-16383  1");
+        assert_eq!(render(&View::Shards(Some(9)), &shards).lines().count(), 1, "filtered to the header");
+    }
+}
