@@ -416,6 +416,52 @@ async fn blocked_clients_leave_on_disconnect_kill_and_unblock() {
     stop(node).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sorted_set_blocking_pops() {
+    let node = start().await;
+    let mut c = Client::connect(node.addr).await;
+    assert_eq!(c.cmd(&["ZADD", "z", "1", "a", "2", "b", "3", "c"]).await, int(3));
+    assert_eq!(c.cmd(&["BZPOPMIN", "missing", "z", "0"]).await, texts(&["z", "a", "1"]));
+    assert_eq!(c.cmd(&["BZPOPMAX", "z", "0"]).await, texts(&["z", "c", "3"]));
+    assert_eq!(
+        c.cmd(&["BZMPOP", "0", "2", "missing", "z", "MIN", "COUNT", "5"]).await,
+        Resp::Array(vec![bulk("z"), Resp::Array(vec![texts(&["b", "2"])])])
+    );
+    c.send(&encode(&["BZPOPMIN", "z", "0.05"])).await;
+    assert_eq!(c.read_raw(5, Duration::from_secs(5)).await, b"*-1\r\n");
+    c.send(&encode(&["BZMPOP", "0.05", "1", "z", "MAX"])).await;
+    assert_eq!(c.read_raw(5, Duration::from_secs(5)).await, b"*-1\r\n");
+    assert_eq!(c.cmd(&["BZPOPMIN", "z", "-1"]).await, error("ERR timeout is negative"));
+    assert_eq!(c.cmd(&["BZMPOP", "0", "1", "z", "UP"]).await, error(SYNTAX));
+    assert_eq!(c.cmd(&["BZMPOP", "0", "0", "z", "MIN"]).await, error("ERR numkeys should be greater than 0"));
+    assert_eq!(c.cmd(&["SET", "s", "v"]).await, ok());
+    assert_eq!(c.cmd(&["BZPOPMIN", "s", "0"]).await, error(WRONGTYPE));
+
+    // Blocked, then served by a ZADD from another client, in FIFO order.
+    let mut first = Client::connect(node.addr).await;
+    let mut second = Client::connect(node.addr).await;
+    first.send(&encode(&["BZPOPMIN", "q", "0"])).await;
+    wait_blocked(&mut c, 1).await;
+    second.send(&encode(&["BZMPOP", "0", "1", "q", "MAX", "COUNT", "2"])).await;
+    wait_blocked(&mut c, 2).await;
+    assert_eq!(c.cmd(&["ZADD", "q", "5", "x", "6", "y", "7", "z"]).await, int(3));
+    assert_eq!(first.read().await, texts(&["q", "x", "5"]));
+    assert_eq!(
+        second.read().await,
+        Resp::Array(vec![bulk("q"), Resp::Array(vec![texts(&["z", "7"]), texts(&["y", "6"])])])
+    );
+    assert_eq!(c.cmd(&["EXISTS", "q"]).await, int(0));
+
+    // RESP3: the score is a double.
+    assert!(matches!(first.cmd(&["HELLO", "3"]).await, Resp::Map(_)));
+    assert_eq!(c.cmd(&["ZADD", "r", "1.5", "m"]).await, int(1));
+    assert_eq!(
+        first.cmd(&["BZPOPMAX", "r", "0"]).await,
+        Resp::Array(vec![bulk("r"), bulk("m"), Resp::Double("1.5".to_string())])
+    );
+    stop(node).await;
+}
+
 /// A node on a `ServerState` the test holds, so that it can apply deltas
 /// "from another region" directly.
 async fn start_server() -> (Arc<ServerState>, std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {

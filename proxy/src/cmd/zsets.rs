@@ -24,7 +24,8 @@ use rand::Rng;
 
 use super::docs::{Arg, Doc, KEY, arg, doc, key};
 use super::{CommandSpec, SYNTAX_ERROR, glob_match, numkeys_at, parse_float, parse_int, rng};
-use crate::context::Context;
+use crate::blocking::{Attempt, NullReply, TryServe, block_on, parse_timeout};
+use crate::context::{Context, ServerState};
 use crate::reply::{Protocol, Reply};
 
 /// The sorted-set commands, with Redis 7.2's arity, flags and key positions.
@@ -60,6 +61,10 @@ pub fn commands() -> Vec<CommandSpec> {
         CommandSpec::new("zpopmax", -2, WF, (1, 1, 1), zpopmax),
         CommandSpec::new("zmpop", -4, &["write", "movablekeys"], (0, 0, 0), zmpop)
             .with_movable_keys(|args| numkeys_at(args, 1)),
+        CommandSpec::new("bzpopmin", -3, &["write", "noscript", "blocking", "fast"], (1, -2, 1), bzpopmin),
+        CommandSpec::new("bzpopmax", -3, &["write", "noscript", "blocking", "fast"], (1, -2, 1), bzpopmax),
+        CommandSpec::new("bzmpop", -5, &["write", "blocking", "movablekeys"], (0, 0, 0), bzmpop)
+            .with_movable_keys(|args| numkeys_at(args, 2)),
         CommandSpec::new("zrandmember", -2, R, (1, 1, 1), zrandmember),
         CommandSpec::new("zremrangebyrank", 4, W, (1, 1, 1), zremrangebyrank),
         CommandSpec::new("zremrangebyscore", 4, W, (1, 1, 1), zremrangebyscore),
@@ -576,7 +581,6 @@ pub(crate) enum PopShape {
     },
     /// BZPOPMIN/BZPOPMAX: a flat array (key, member, score) in both
     /// protocols.
-    #[allow(dead_code, reason = "the shape of BZPOPMIN/BZPOPMAX, which the blocking module builds on pop_reply")]
     KeyFlat,
     /// ZMPOP/BZMPOP: [key, [[member, score], ...]] in both protocols.
     KeyNested,
@@ -588,14 +592,30 @@ pub(crate) enum PopShape {
 /// Returns false, writing nothing, when `key` holds no sorted set, so that a
 /// multi-key or blocking caller can try the next key or wait.
 pub(crate) fn pop_reply(ctx: &mut Context<'_, '_>, key: &[u8], max: bool, count: usize, shape: PopShape) -> bool {
-    let mut shard = ctx.server.shard();
+    pop_into(ctx.server, &mut ctx.reply, key, max, count, shape, true)
+}
+
+/// [`pop_reply`] on a server and a reply: what the blocking pops try, also
+/// for a blocked client being served (`first` false: a key of another type
+/// is then passed over, as Redis does, instead of answering `WRONGTYPE`).
+fn pop_into(
+    server: &ServerState,
+    reply: &mut Reply<'_>,
+    key: &[u8],
+    max: bool,
+    count: usize,
+    shape: PopShape,
+    first: bool,
+) -> bool {
+    let mut shard = server.shard();
     let now = shard.wall_ms();
     match shard.keyspace().zset_value(key, now) {
         Ok(Some(_)) => {}
         Ok(None) => return false,
+        Err(_) if !first => return false,
         Err(e) => {
             drop(shard);
-            ctx.reply.error(&e.to_string());
+            reply.error(&e.to_string());
             return true;
         }
     }
@@ -605,11 +625,10 @@ pub(crate) fn pop_reply(ctx: &mut Context<'_, '_>, key: &[u8], max: bool, count:
     let popped = match result {
         Ok((popped, _)) => popped,
         Err(e) => {
-            ctx.reply.error(&e.to_string());
+            reply.error(&e.to_string());
             return true;
         }
     };
-    let reply = &mut ctx.reply;
     match shape {
         PopShape::Plain { counted } => {
             let nested = counted && reply.protocol() == Protocol::Resp3;
@@ -716,6 +735,71 @@ fn zmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         }
     }
     ctx.reply.null_array();
+}
+
+/// BZPOPMIN/BZPOPMAX's try: `[key, member, score]` from the first key
+/// holding a sorted set.
+fn bzpop_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool, max: bool) -> Attempt {
+    for key in &args[..args.len() - 1] {
+        if pop_into(server, reply, key, max, 1, PopShape::KeyFlat, first) {
+            return Attempt::Served { pushed: None };
+        }
+    }
+    Attempt::Waiting
+}
+
+fn bzpopmin_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
+    bzpop_try(server, args, reply, first, false)
+}
+
+fn bzpopmax_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
+    bzpop_try(server, args, reply, first, true)
+}
+
+fn bzpop(ctx: &mut Context<'_, '_>, args: &[Bytes], try_serve: TryServe) {
+    let timeout = match parse_timeout(&args[args.len() - 1]) {
+        Ok(timeout) => timeout,
+        Err(e) => return ctx.reply.error(e),
+    };
+    block_on(ctx, args, &args[..args.len() - 1], timeout, try_serve, NullReply::Array);
+}
+
+fn bzpopmin(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    bzpop(ctx, args, bzpopmin_try);
+}
+
+fn bzpopmax(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    bzpop(ctx, args, bzpopmax_try);
+}
+
+/// BZMPOP's try (timeout numkeys key ... MIN|MAX [COUNT n]; checked when it
+/// arrived).
+fn bzmpop_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
+    let (keys, max, count) = match parse_mpop(&args[1..]) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            reply.error(&e);
+            return Attempt::Served { pushed: None };
+        }
+    };
+    for key in keys {
+        if pop_into(server, reply, key, max, count, PopShape::KeyNested, first) {
+            return Attempt::Served { pushed: None };
+        }
+    }
+    Attempt::Waiting
+}
+
+fn bzmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    let timeout = match parse_timeout(&args[0]) {
+        Ok(timeout) => timeout,
+        Err(e) => return ctx.reply.error(e),
+    };
+    let keys = match parse_mpop(&args[1..]) {
+        Ok((keys, _, _)) => keys.to_vec(),
+        Err(e) => return ctx.reply.error(&e),
+    };
+    block_on(ctx, args, &keys, timeout, bzmpop_try, NullReply::Array);
 }
 
 // ---------------------------------------------------------------------------
@@ -1245,10 +1329,44 @@ fn zscan(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 // COMMAND DOCS.
 // ---------------------------------------------------------------------------
 
+/// The arguments of BZPOPMIN and BZPOPMAX.
+const BLOCKING_KEYS: &[Arg] =
+    &[Arg { name: "key", kind: "key", key_spec: Some(0), flags: &["multiple"] }, arg("timeout", "double")];
+
 /// COMMAND DOCS for the sorted-set commands, sorted by name: Redis 7.2's
 /// summaries, Redis's complexities, and the arguments where they are a plain
 /// list (commands with options leave them undescribed, as the other families do).
 pub static DOCS: &[(&str, Doc)] = &[
+    (
+        "bzmpop",
+        doc(
+            "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
+            "7.0.0",
+            "sorted-set",
+            "O(K) + O(M*log(N)) where K is the number of provided keys, N being the number of elements in the sorted set, and M being the number of elements popped.",
+            &[],
+        ),
+    ),
+    (
+        "bzpopmax",
+        doc(
+            "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.",
+            "5.0.0",
+            "sorted-set",
+            "O(log(N)) with N being the number of elements in the sorted set.",
+            BLOCKING_KEYS,
+        ),
+    ),
+    (
+        "bzpopmin",
+        doc(
+            "Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
+            "5.0.0",
+            "sorted-set",
+            "O(log(N)) with N being the number of elements in the sorted set.",
+            BLOCKING_KEYS,
+        ),
+    ),
     (
         "zadd",
         doc(
