@@ -36,15 +36,27 @@ pub enum OutboxRead {
 #[derive(Debug)]
 pub struct Outbox {
     log_id: u64,
+    /// The log began with the database, empty: offset 0 is its whole history.
+    from_empty: bool,
     backlog: Mutex<Backlog<Bytes>>,
     next_offset: watch::Sender<u64>,
 }
 
 impl Outbox {
     /// An empty outbox with a fresh log id, holding at most `bytes_max`
-    /// bytes of encoded deltas (at least one delta, whatever its size).
+    /// bytes of encoded deltas (at least one delta, whatever its size), for a
+    /// database that may already hold state: a destination without a cursor
+    /// takes a snapshot.
     pub fn new(bytes_max: usize) -> Outbox {
         Outbox::with_log_id(fresh_log_id(), bytes_max)
+    }
+
+    /// An outbox that starts with the database, empty (a database just
+    /// created): while offset 0 is retained, a destination without a cursor
+    /// reads the log from 0 instead of taking a snapshot. A node that
+    /// restarts with recovered state must use [`Outbox::new`].
+    pub fn for_new_database(bytes_max: usize) -> Outbox {
+        Outbox { from_empty: true, ..Outbox::with_log_id(fresh_log_id(), bytes_max) }
     }
 
     /// An empty outbox with a given log id (nonzero; tests and restarts that
@@ -52,7 +64,7 @@ impl Outbox {
     pub fn with_log_id(log_id: u64, bytes_max: usize) -> Outbox {
         assert!(log_id != 0, "log id 0 means no log");
         let (next_offset, _) = watch::channel(0);
-        Outbox { log_id, backlog: Mutex::new(Backlog::new(0, bytes_max)), next_offset }
+        Outbox { log_id, from_empty: false, backlog: Mutex::new(Backlog::new(0, bytes_max)), next_offset }
     }
 
     /// The id of this log incarnation.
@@ -98,13 +110,14 @@ impl Outbox {
         }
     }
 
-    /// True if a reader at `offset` of log `log_id` can continue from it.
+    /// True if a reader at `offset` of log `log_id` can continue from it
+    /// (log 0, offset 0: a reader with no cursor yet).
     pub fn covers(&self, log_id: u64, offset: u64) -> bool {
-        if log_id != self.log_id {
-            return false;
-        }
         let backlog = self.backlog.lock().expect("outbox lock");
-        offset >= backlog.first_offset() && offset <= backlog.next_offset()
+        if log_id == 0 && offset == 0 {
+            return self.from_empty && backlog.first_offset() == 0;
+        }
+        log_id == self.log_id && offset >= backlog.first_offset() && offset <= backlog.next_offset()
     }
 
     /// The offset the next delta will get.
@@ -177,5 +190,16 @@ mod tests {
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), 1);
         assert_ne!(Outbox::new(1).log_id(), Outbox::new(1).log_id());
+    }
+
+    #[test]
+    fn a_reader_without_cursor_reads_a_new_database_log_from_the_start() {
+        let outbox = Outbox::for_new_database(10);
+        assert!(outbox.covers(0, 0));
+        outbox.push_encoded(Bytes::from(vec![0; 6]));
+        assert!(outbox.covers(0, 0), "offset 0 still retained");
+        outbox.push_encoded(Bytes::from(vec![1; 6]));
+        assert!(!outbox.covers(0, 0), "offset 0 trimmed: snapshot");
+        assert!(!Outbox::new(10).covers(0, 0), "a log over recovered state needs a snapshot");
     }
 }

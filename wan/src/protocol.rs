@@ -30,6 +30,9 @@ pub const COMPRESS_MIN_BYTES: usize = 4 * 1024;
 pub const ZSTD_LEVEL: i32 = 3;
 /// Encoded bytes of one snapshot chunk at most (before compression).
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+// A chunk, and a batch, always fit in one message.
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX <= MESSAGE_BYTES_MAX && BATCH_BYTES_MAX <= MESSAGE_BYTES_MAX);
+
 /// Encoded bytes of a whole snapshot a destination accepts at most.
 pub const SNAPSHOT_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
 /// Responses queued for one stream at most (the gRPC send buffer).

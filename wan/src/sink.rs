@@ -30,7 +30,7 @@ use crate::error::WanError;
 use crate::inbound::Inbound;
 use crate::protocol::{
     self, BatchPlan, Cursor, IDLE_TIMEOUT_MS, MESSAGE_BYTES_MAX, PROTOCOL_VERSION, RESPONSE_QUEUE_MAX,
-    SNAPSHOT_BYTES_MAX_DEFAULT, SNAPSHOT_CHUNK_BYTES_MAX,
+    SNAPSHOT_BYTES_MAX_DEFAULT,
 };
 use crate::stats::{LinkState, LinkStats};
 
@@ -201,9 +201,11 @@ impl Session<'_> {
         LinkStats::add(&self.stats.connects, 1);
         match v1::SyncMode::try_from(accepted.mode) {
             Ok(v1::SyncMode::Partial) => {
-                if accepted.log_id != self.cursor.log_id || accepted.start_offset != self.cursor.offset {
+                let fresh = self.cursor == Cursor::default();
+                if (accepted.log_id != self.cursor.log_id && !fresh) || accepted.start_offset != self.cursor.offset {
                     return Err(WanError::Protocol("partial sync from another position than the cursor".into()));
                 }
+                self.cursor.log_id = accepted.log_id;
                 LinkStats::add(&self.stats.partial_syncs, 1);
             }
             Ok(v1::SyncMode::Full) => {
@@ -253,7 +255,6 @@ impl Session<'_> {
                 break;
             }
         }
-        debug_assert!(SNAPSHOT_CHUNK_BYTES_MAX <= MESSAGE_BYTES_MAX);
         // The replica id only names who would write locally: the snapshot is read, never written.
         let snapshot = meridian_proto::decode_snapshot(ReplicaId(u16::MAX), &buffer)?;
         drop(buffer);

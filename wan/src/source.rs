@@ -34,13 +34,15 @@ use crate::protocol::{
 use crate::stats::{LinkState, LinkStats};
 
 type Responses = mpsc::Sender<Result<v1::SyncResponse, Status>>;
+/// Counters of the streams served, by (database, destination region).
+type StatsByStream = HashMap<(String, u16), Arc<LinkStats>>;
 
 /// The sync service of one region: the databases it serves, by name.
 #[derive(Clone)]
 pub struct SyncSource {
     region: u16,
     databases: Arc<RwLock<HashMap<String, Arc<dyn Outbound>>>>,
-    stats: Arc<Mutex<HashMap<(String, u16), Arc<LinkStats>>>>,
+    stats: Arc<Mutex<StatsByStream>>,
 }
 
 impl SyncSource {
