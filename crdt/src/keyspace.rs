@@ -1336,8 +1336,8 @@ impl Keyspace {
     /// survives if both hold it, or if one holds it and the other never saw
     /// its dot; the contexts are joined. Idempotent, like every merge.
     ///
-    /// One case is not joined: a key holding a list on both sides where
-    /// `other` has elements this keyspace lacks. A list's elements cannot be
+    /// One case is not joined: a key holding a list on both sides where the
+    /// lists differ (after the removals above). A list's elements cannot be
     /// re-inserted without their original anchors (garbage collection may
     /// have dropped them), so the local list is kept and the key counted in
     /// the returned [`SnapshotMerge::lists_kept`]; the elements arrive again
@@ -1484,11 +1484,9 @@ fn join_states(
             TypedValue::List(list) => {
                 let at = joined.values.partition_point(|v| v.value_type() < ValueType::List);
                 match joined.values.get(at) {
-                    Some(TypedValue::List(_)) => {
-                        let mut missing = false;
-                        list.for_each_dot(|d| missing |= !local_dots.contains(&d));
-                        list_kept |= missing;
-                    }
+                    // Only identical lists are joined; any difference keeps ours
+                    // and is reported, never silently dropped.
+                    Some(TypedValue::List(mine)) => list_kept |= mine != list,
                     _ => joined.values.insert(at, TypedValue::List(list.clone())),
                 }
             }
