@@ -12,7 +12,7 @@ use crate::context::CausalContext;
 use crate::dot::Dot;
 use crate::expiry::ExpiryDelta;
 use crate::hash::HashDelta;
-use crate::list::ListDelta;
+use crate::list::{ListDelta, ListOp};
 use crate::register::RegisterDelta;
 use crate::set::SetDelta;
 use crate::short_bytes::ShortBytes;
@@ -103,6 +103,50 @@ pub enum Delta {
 }
 
 impl Delta {
+    /// Every HLC timestamp the delta carries (the tags of the elements it
+    /// adds): what a receiver shows its clock (DESIGN.md §4 invariant 5). A
+    /// flush carries none.
+    pub fn for_each_hlc(&self, mut f: impl FnMut(u64)) {
+        let Delta::Key(key) = self else {
+            return;
+        };
+        fn register<V>(d: &RegisterDelta<V>, f: &mut impl FnMut(u64)) {
+            if let Some(entry) = &d.entry {
+                f(entry.tag.hlc);
+            }
+            if let Some(increment) = &d.increment {
+                f(increment.tag.hlc);
+            }
+        }
+        for part in &key.parts {
+            match part {
+                TypedDelta::Str(d) => register(d, &mut f),
+                TypedDelta::Set(d) => d.adds.iter().for_each(|(_, tag)| f(tag.hlc)),
+                TypedDelta::Hash(d) => d.fields.iter().for_each(|(_, d)| register(d, &mut f)),
+                TypedDelta::ZSet(d) => d.changes.iter().for_each(|(_, d)| register(d, &mut f)),
+                TypedDelta::List(d) => {
+                    for op in &d.ops {
+                        match op {
+                            ListOp::Insert { id, .. } => f(id.hlc),
+                            ListOp::Assign { tag, .. } => f(tag.hlc),
+                            ListOp::Remove { .. } => {}
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((tag, _)) = key.expiry.as_ref().and_then(|e| e.entry) {
+            f(tag.hlc);
+        }
+    }
+
+    /// The largest HLC timestamp the delta carries, if any.
+    pub fn max_hlc(&self) -> Option<u64> {
+        let mut max = None;
+        self.for_each_hlc(|hlc| max = max.max(Some(hlc)));
+        max
+    }
+
     /// The key changed, if the delta is about one key.
     pub fn key(&self) -> Option<&[u8]> {
         match self {

@@ -114,8 +114,24 @@ pub struct Keyspace {
     /// Every delta applied since the last [`Keyspace::take_journal`], when
     /// journaling is on (the shard's durability and replication read it).
     journal: Option<Vec<Delta>>,
+    /// For each journaled delta, in step with `journal`: true if this
+    /// keyspace originated it (a local mutator, expiry, FLUSH), false if it
+    /// was merged through [`Keyspace::apply`]. The WAN syncer ships only the
+    /// former (DESIGN.md §4 invariant 2: no back-propagation).
+    journal_local: Vec<bool>,
     /// Number of deltas ever journaled (a position in the journal stream).
     journal_seq: u64,
+}
+
+/// One journaled delta and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JournalEntry {
+    /// The delta applied.
+    pub delta: Delta,
+    /// True if this keyspace originated it (a local write, an expiry delete,
+    /// a FLUSH); false if it was merged from elsewhere through
+    /// [`Keyspace::apply`] (a replica stream, a peer region, a recovery).
+    pub local: bool,
 }
 
 /// Allocates the tags of one local write.
@@ -165,6 +181,7 @@ impl Keyspace {
             solo: false,
             stats: KeyspaceStats::default(),
             journal: None,
+            journal_local: Vec::new(),
             journal_seq: 0,
         }
     }
@@ -176,13 +193,27 @@ impl Keyspace {
     /// this state. Off (the default), nothing is kept and nothing is cloned.
     pub fn set_journal(&mut self, on: bool) {
         self.journal = on.then(Vec::new);
+        self.journal_local.clear();
     }
 
     /// The deltas journaled since the last call, and the journal position
-    /// after them (the count of deltas ever journaled).
+    /// after them (the count of deltas ever journaled). Drops their origins;
+    /// [`Keyspace::take_journal_entries`] keeps them.
     pub fn take_journal(&mut self) -> (Vec<Delta>, u64) {
         let deltas = self.journal.as_mut().map(core::mem::take).unwrap_or_default();
+        self.journal_local.clear();
         (deltas, self.journal_seq)
+    }
+
+    /// Like [`Keyspace::take_journal`], each delta with its origin: the
+    /// reader that feeds both durability and the WAN syncer calls this once
+    /// and hands only the local entries to the syncer.
+    pub fn take_journal_entries(&mut self) -> (Vec<JournalEntry>, u64) {
+        let deltas = self.journal.as_mut().map(core::mem::take).unwrap_or_default();
+        debug_assert_eq!(deltas.len(), self.journal_local.len(), "journal origins out of step");
+        let entries =
+            deltas.into_iter().zip(self.journal_local.drain(..)).map(|(delta, local)| JournalEntry { delta, local });
+        (entries.collect(), self.journal_seq)
     }
 
     /// The journal position: the count of deltas ever journaled.
@@ -190,9 +221,10 @@ impl Keyspace {
         self.journal_seq
     }
 
-    fn record(&mut self, delta: impl FnOnce() -> Delta) {
+    fn record(&mut self, local: bool, delta: impl FnOnce() -> Delta) {
         if let Some(journal) = &mut self.journal {
             journal.push(delta());
+            self.journal_local.push(local);
             self.journal_seq += 1;
         }
     }
@@ -241,19 +273,29 @@ impl Keyspace {
     // ----- merging -----
 
     /// Merges a delta from anywhere (this replica's own, a replica stream, a
-    /// peer region). Commutative, associative and idempotent.
+    /// peer region). Commutative, associative and idempotent. The journal
+    /// records it as merged, not originated here (see [`JournalEntry`]).
     pub fn apply(&mut self, delta: &Delta) {
+        self.apply_from(delta, false);
+    }
+
+    fn apply_from(&mut self, delta: &Delta, local: bool) {
         match delta {
-            Delta::Key(key_delta) => self.apply_key(key_delta),
+            Delta::Key(key_delta) => self.apply_key_from(key_delta, local),
             Delta::Flush(context) => {
-                self.record(|| delta.clone());
+                self.record(local, || delta.clone());
                 self.apply_flush(context)
             }
         }
     }
 
+    /// Applies a delta a local mutator of this keyspace produced.
     fn apply_key(&mut self, delta: &KeyDelta) {
-        self.record(|| Delta::Key(delta.clone()));
+        self.apply_key_from(delta, true);
+    }
+
+    fn apply_key_from(&mut self, delta: &KeyDelta, local: bool) {
+        self.record(local, || Delta::Key(delta.clone()));
         self.stats.deltas_applied += 1;
         // The slot that holds the key after the merge, if any.
         let kept = match self.table.find(&delta.key) {
@@ -718,7 +760,7 @@ impl Keyspace {
     /// FLUSHDB/FLUSHALL: removes everything this replica has seen, everywhere.
     pub fn flush(&mut self) -> Delta {
         let delta = Delta::Flush(self.context.clone());
-        self.apply(&delta);
+        self.apply_from(&delta, true);
         delta
     }
 
@@ -1353,6 +1395,64 @@ impl Keyspace {
         Ok(keyspace)
     }
 
+    /// Joins another replica's whole state into this one (a full sync from a
+    /// peer region whose log no longer covers what this keyspace missed).
+    /// Afterwards this keyspace holds the join of both states: an element
+    /// survives if both hold it, or if one holds it and the other never saw
+    /// its dot; the contexts are joined. Idempotent, like every merge.
+    ///
+    /// One case is not joined: a key holding a list on both sides where the
+    /// lists differ (after the removals above). A list's elements cannot be
+    /// re-inserted without their original anchors (garbage collection may
+    /// have dropped them), so the local list is kept and the key counted in
+    /// the returned [`SnapshotMerge::lists_kept`]; the elements arrive again
+    /// with the peer's next write to the key or the next full sync after it.
+    /// Snapshot merges are not journaled: the caller rewrites its durable
+    /// snapshot after one.
+    pub fn merge_snapshot(&mut self, other: &Keyspace) -> SnapshotMerge {
+        let mut outcome = SnapshotMerge::default();
+        let mut keys: BTreeSet<ShortBytes> = other.table.iter().map(|(_, k, _)| k.clone()).collect();
+        // Local keys whose elements `other` has seen may lose some.
+        for (_, key, stored) in self.table.iter() {
+            if keys.contains(key) {
+                continue;
+            }
+            let mut covered = false;
+            stored.to_state().for_each_dot(|dot| covered |= other.context.contains(dot));
+            if covered {
+                keys.insert(key.clone());
+            }
+        }
+        for key in keys {
+            let local = self.table.get(&key).map(Stored::to_state);
+            let theirs = other.table.get(&key).map(Stored::to_state);
+            let (joined, list_kept) = join_states(local.as_ref(), &self.context, theirs.as_ref(), &other.context);
+            outcome.keys_merged += 1;
+            outcome.lists_kept += usize::from(list_kept);
+            match self.table.find(&key) {
+                Some(slot) => {
+                    self.update_slot(slot, |state| *state = joined);
+                    self.marked.insert(slot);
+                }
+                None if !joined.can_drop() => {
+                    let deadline = joined.owned_deadline(self.replica);
+                    let slot = self.table.insert_new(&key, Stored::from_state(joined));
+                    self.track_deadline(slot, None, deadline);
+                    self.marked.insert(slot);
+                }
+                None => {}
+            }
+        }
+        self.context.join(&other.context);
+        for dot in other.context.cloud() {
+            if dot.replica() == self.replica {
+                self.last_seq = self.last_seq.max(dot.seq());
+            }
+        }
+        self.last_seq = self.last_seq.max(self.context.vector().get(self.replica));
+        outcome
+    }
+
     // ----- checking -----
 
     /// Checks the keyspace's invariants (tests and debug builds): the context
@@ -1400,6 +1500,74 @@ impl Keyspace {
     pub fn table_bytes(&self) -> usize {
         self.table.table_bytes()
     }
+}
+
+/// What [`Keyspace::merge_snapshot`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotMerge {
+    /// Keys whose state was joined (present on either side and touched).
+    pub keys_merged: usize,
+    /// Keys whose list could not be joined and was kept as it was here.
+    pub lists_kept: usize,
+}
+
+/// The join of one key's states `local` (seen with `local_context`) and
+/// `theirs` (seen with `their_context`), and whether a list had to be kept.
+fn join_states(
+    local: Option<&KeyState>,
+    local_context: &CausalContext,
+    theirs: Option<&KeyState>,
+    their_context: &CausalContext,
+) -> (KeyState, bool) {
+    let dots = |state: Option<&KeyState>| {
+        let mut dots = hashbrown::HashSet::new();
+        if let Some(state) = state {
+            state.for_each_dot(|d| {
+                dots.insert(d);
+            });
+        }
+        dots
+    };
+    let (local_dots, their_dots) = (dots(local), dots(theirs));
+    // What one side saw and dropped, the other drops too.
+    let drop_local: Vec<Dot> =
+        local_dots.iter().copied().filter(|d| their_context.contains(*d) && !their_dots.contains(d)).collect();
+    let drop_theirs: Vec<Dot> =
+        their_dots.iter().copied().filter(|d| local_context.contains(*d) && !local_dots.contains(d)).collect();
+    let mut joined = local.cloned().unwrap_or_default();
+    joined.remove_covered(&CausalContext::from_parts(VersionVector::new(), drop_local));
+    let Some(theirs) = theirs else {
+        return (joined, false);
+    };
+    let mut theirs = theirs.clone();
+    theirs.remove_covered(&CausalContext::from_parts(VersionVector::new(), drop_theirs));
+    // Both sides now agree on every element they share: add theirs.
+    let nothing_seen = CausalContext::new();
+    let mut list_kept = false;
+    for value in &theirs.values {
+        match value {
+            TypedValue::List(list) => {
+                let at = joined.values.partition_point(|v| v.value_type() < ValueType::List);
+                match joined.values.get(at) {
+                    // Only identical lists are joined; any difference keeps ours
+                    // and is reported, never silently dropped.
+                    Some(TypedValue::List(mine)) => list_kept |= mine != list,
+                    _ => joined.values.insert(at, TypedValue::List(list.clone())),
+                }
+            }
+            other => {
+                let mut delta = KeyDelta::new(b"");
+                delta.parts = other.as_parts().into_iter().collect();
+                joined.apply(&delta, &nothing_seen);
+            }
+        }
+    }
+    for &(tag, deadline) in theirs.expiry.entries() {
+        joined
+            .expiry
+            .apply(&crate::expiry::ExpiryDelta { removed: Vec::new(), entry: Some((tag, deadline)) }, &nothing_seen);
+    }
+    (joined, list_kept)
 }
 
 /// Equality of what two keyspaces hold: the same context and, key by key, the
@@ -1484,6 +1652,80 @@ mod tests {
             .unwrap_or_default();
         members.sort();
         members
+    }
+
+    fn copy_of(keyspace: &Keyspace) -> Keyspace {
+        Keyspace::restore(keyspace.replica(), keyspace.context().clone(), &keyspace.snapshot()).expect("restore")
+    }
+
+    #[test]
+    fn the_journal_tells_local_writes_from_merged_deltas() {
+        let (mut a, mut b) = (Keyspace::new(ReplicaId(1)), Keyspace::new(ReplicaId(2)));
+        a.set_journal(true);
+        let remote = b.set(b"k", b"from b", ExpiryChange::Keep, moment(1));
+        a.set(b"x", b"mine", ExpiryChange::Keep, moment(2));
+        a.apply(&Delta::Key(remote.clone()));
+        a.delete(b"x", moment(3));
+        let flush = a.flush();
+        let (entries, upto) = a.take_journal_entries();
+        assert_eq!(upto, 4);
+        let origins: Vec<bool> = entries.iter().map(|e| e.local).collect();
+        assert_eq!(origins, vec![true, false, true, true]);
+        assert_eq!(entries[1].delta, Delta::Key(remote));
+        assert_eq!(entries[3].delta, flush);
+        // The plain variant still works and keeps origins in step.
+        a.apply(&Delta::Key(b.set(b"k", b"again", ExpiryChange::Keep, moment(4))));
+        assert_eq!(a.take_journal().0.len(), 1);
+        a.set(b"y", b"local", ExpiryChange::Keep, moment(5));
+        let (entries, _) = a.take_journal_entries();
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].local);
+    }
+
+    #[test]
+    fn merging_a_snapshot_is_the_join_of_both_states() {
+        let (mut a, mut b) = (Keyspace::new(ReplicaId(1)), Keyspace::new(ReplicaId(2)));
+        let mut a_deltas = Vec::new();
+        let mut b_deltas = Vec::new();
+        // Shared history: both see a's first writes.
+        a_deltas.push(Delta::Key(a.set(b"s", b"v1", ExpiryChange::Keep, moment(1))));
+        a_deltas.push(Delta::Key(a.sadd(b"set", &[b"m1", b"m2"], moment(2)).unwrap().1.unwrap()));
+        a_deltas.push(Delta::Key(a.push(b"list", &[b"x"], End::Back, moment(3)).unwrap().1));
+        for d in &a_deltas {
+            b.apply(d);
+        }
+        a_deltas.clear();
+        // Concurrent: a removes m1 and overwrites s; b adds m3, deletes the
+        // string, writes its own key and pushes to a list a does not touch.
+        a_deltas.push(Delta::Key(a.srem(b"set", &[b"m1"], moment(10)).unwrap().1.unwrap()));
+        a_deltas.push(Delta::Key(a.set(b"only-a", b"1", ExpiryChange::At(99_000), moment(11))));
+        b_deltas.push(Delta::Key(b.sadd(b"set", &[b"m3"], moment(12)).unwrap().1.unwrap()));
+        b_deltas.push(Delta::Key(b.delete(b"s", moment(13)).1.unwrap()));
+        b_deltas.push(Delta::Key(b.set(b"only-b", b"2", ExpiryChange::Keep, moment(14))));
+        b_deltas.push(Delta::Key(b.push(b"list2", &[b"y"], End::Back, moment(15)).unwrap().1));
+        // The reference: exchange the deltas.
+        let (mut a_ref, mut b_ref) = (copy_of(&a), copy_of(&b));
+        for d in &b_deltas {
+            a_ref.apply(d);
+        }
+        for d in &a_deltas {
+            b_ref.apply(d);
+        }
+        assert_eq!(a_ref, b_ref);
+        // Full syncs instead, in both directions, twice (idempotence).
+        let (a_before, b_before) = (copy_of(&a), copy_of(&b));
+        for _ in 0..2 {
+            assert_eq!(a.merge_snapshot(&b_before).lists_kept, 0);
+            assert_eq!(b.merge_snapshot(&a_before).lists_kept, 0);
+        }
+        a.validate().expect("a valid");
+        b.validate().expect("b valid");
+        assert_eq!(a, a_ref);
+        assert_eq!(b, a_ref);
+        // A fresh keyspace that merges a snapshot equals the snapshot.
+        let mut fresh = Keyspace::new(ReplicaId(3));
+        fresh.merge_snapshot(&a);
+        assert_eq!(fresh, a);
     }
 
     #[test]

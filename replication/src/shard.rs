@@ -82,6 +82,14 @@ impl Shard {
         (deltas, upto, self.clock.high_water())
     }
 
+    /// Like [`Shard::take_journal`], each delta with its origin (local write or
+    /// merged from elsewhere): the one journal reader of a node that feeds both
+    /// durability (every entry) and the WAN outbox (local entries only).
+    pub fn take_journal_entries(&mut self) -> (Vec<meridian_crdt::JournalEntry>, u64, u64) {
+        let (entries, upto) = self.keyspace.take_journal_entries();
+        (entries, upto, self.clock.high_water())
+    }
+
     /// The keyspace, for reads.
     pub fn keyspace(&self) -> &Keyspace {
         &self.keyspace

@@ -1,0 +1,136 @@
+//! `Keyspace::merge_snapshot` is the state join: for any history of writes at
+//! three replicas and any partial delivery of their deltas, joining the
+//! replicas' whole states gives what delivering every delta gives — the full
+//! sync of the WAN syncer reaches the same state as its delta stream.
+
+use meridian_crdt::keyspace::{End, ExpiryChange, Moment};
+use meridian_crdt::{Delta, Keyspace, ReplicaId};
+use proptest::prelude::*;
+
+const KEYS: [&[u8]; 3] = [b"a", b"b", b"c"];
+const ITEMS: [&[u8]; 3] = [b"x", b"y", b"z"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Set(u8, u8),
+    Incr(u8),
+    SAdd(u8, u8),
+    SRem(u8, u8),
+    HSet(u8, u8),
+    HDel(u8, u8),
+    Push(u8, u8),
+    Pop(u8),
+    Del(u8),
+    Expire(u8),
+    Flush,
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Local(u8, Op),
+    Deliver(u8, u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let k = 0u8..3;
+    let i = 0u8..3;
+    prop_oneof![
+        (k.clone(), i.clone()).prop_map(|(k, i)| Op::Set(k, i)),
+        k.clone().prop_map(Op::Incr),
+        (k.clone(), i.clone()).prop_map(|(k, i)| Op::SAdd(k, i)),
+        (k.clone(), i.clone()).prop_map(|(k, i)| Op::SRem(k, i)),
+        (k.clone(), i.clone()).prop_map(|(k, i)| Op::HSet(k, i)),
+        (k.clone(), i.clone()).prop_map(|(k, i)| Op::HDel(k, i)),
+        (k.clone(), i).prop_map(|(k, i)| Op::Push(k, i)),
+        k.clone().prop_map(Op::Pop),
+        k.clone().prop_map(Op::Del),
+        k.prop_map(Op::Expire),
+        Just(Op::Flush),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0u8..3, op()).prop_map(|(r, op)| Step::Local(r, op)),
+        2 => (0u8..3, any::<u16>()).prop_map(|(r, pick)| Step::Deliver(r, pick)),
+    ]
+}
+
+fn local(keyspace: &mut Keyspace, op: &Op, at: Moment) -> Vec<Delta> {
+    let key = |k: &u8| KEYS[*k as usize];
+    let item = |i: &u8| ITEMS[*i as usize];
+    let one = |d: Option<meridian_crdt::KeyDelta>| d.map(Delta::Key).into_iter().collect::<Vec<_>>();
+    match op {
+        Op::Set(k, i) => vec![Delta::Key(keyspace.set(key(k), item(i), ExpiryChange::Keep, at))],
+        Op::Incr(k) => keyspace.incr_by(key(k), 1, at).map(|(_, d)| vec![Delta::Key(d)]).unwrap_or_default(),
+        Op::SAdd(k, i) => keyspace.sadd(key(k), &[item(i)], at).map(|(_, d)| one(d)).unwrap_or_default(),
+        Op::SRem(k, i) => keyspace.srem(key(k), &[item(i)], at).map(|(_, d)| one(d)).unwrap_or_default(),
+        Op::HSet(k, i) => keyspace.hset(key(k), &[(item(i), b"v")], at).map(|(_, d)| one(d)).unwrap_or_default(),
+        Op::HDel(k, i) => keyspace.hdel(key(k), &[item(i)], at).map(|(_, d)| one(d)).unwrap_or_default(),
+        Op::Push(k, i) => {
+            keyspace.push(key(k), &[item(i)], End::Back, at).map(|(_, d)| vec![Delta::Key(d)]).unwrap_or_default()
+        }
+        Op::Pop(k) => keyspace.pop(key(k), End::Front, 1, at).map(|(_, d)| one(d)).unwrap_or_default(),
+        Op::Del(k) => one(keyspace.delete(key(k), at).1),
+        Op::Expire(k) => one(keyspace.set_expiry(key(k), meridian_crdt::expiry::Deadline::At(at.wall_ms + 60_000), at)),
+        Op::Flush => vec![keyspace.flush()],
+    }
+}
+
+fn copy(keyspace: &Keyspace) -> Keyspace {
+    Keyspace::restore(keyspace.replica(), keyspace.context().clone(), &keyspace.snapshot()).expect("restore")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn joining_whole_states_equals_delivering_every_delta(steps in proptest::collection::vec(step(), 1..60)) {
+        let mut regions: Vec<Keyspace> = (1..=3).map(|r| Keyspace::new(ReplicaId(r))).collect();
+        let mut log: Vec<Delta> = Vec::new();
+        for (time, step) in steps.iter().enumerate() {
+            match step {
+                Step::Local(r, op) => {
+                    let at = Moment { hlc: meridian_crdt::clock::hlc_from_unix_ms(1_790_000_000_000 + time as u64, 0), wall_ms: 1_000 };
+                    log.extend(local(&mut regions[*r as usize], op, at));
+                }
+                Step::Deliver(r, pick) if !log.is_empty() => {
+                    let delta = &log[*pick as usize % log.len()];
+                    regions[*r as usize].apply(delta);
+                }
+                Step::Deliver(..) => {}
+            }
+        }
+        // Full syncs: region 0 joins the others' states, then they join its.
+        let mut joined: Vec<Keyspace> = regions.iter().map(copy).collect();
+        let mut lists_kept = 0;
+        for region in &regions[1..] {
+            lists_kept += joined[0].merge_snapshot(region).lists_kept;
+        }
+        let hub = copy(&joined[0]);
+        for region in joined.iter_mut().skip(1) {
+            lists_kept += region.merge_snapshot(&hub).lists_kept;
+        }
+        for region in &joined {
+            region.validate().map_err(TestCaseError::fail)?;
+        }
+        // The reference: every delta delivered everywhere.
+        for region in regions.iter_mut() {
+            for delta in &log {
+                region.apply(delta);
+            }
+        }
+        prop_assert!(regions[1] == regions[0] && regions[2] == regions[0]);
+        let has_lists = steps.iter().any(|s| matches!(s, Step::Local(_, Op::Push(..))));
+        prop_assert!(has_lists || lists_kept == 0, "a list was kept with no list written");
+        if lists_kept == 0 {
+            for (i, region) in joined.iter().enumerate() {
+                prop_assert!(*region == regions[0], "region {} joined:\n{:?}\nexpected:\n{:?}", i, region, regions[0]);
+            }
+        }
+        // Joining again changes nothing (idempotence).
+        let again = copy(&joined[1]);
+        joined[1].merge_snapshot(&hub);
+        prop_assert!(joined[1] == again);
+    }
+}

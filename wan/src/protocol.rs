@@ -1,0 +1,283 @@
+//! The sync protocol's rules without I/O: limits, batch encoding and
+//! compression, the source's unacknowledged window and the destination's
+//! cursor. The gRPC source ([`crate::source`]) and sink ([`crate::sink`])
+//! only move messages; every decision they make is a call into this module,
+//! so it is tested here without a network (STYLE.md §1).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use meridian_crdt::{Delta, Dot, ReplicaId, VersionVector};
+use meridian_proto::v1;
+use prost::Message;
+
+use crate::error::WanError;
+
+/// The protocol version this crate speaks (`sync.proto`).
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest gRPC message either side decodes (tonic's
+/// `max_decoding_message_size`); a larger one fails the stream.
+pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Deltas in one batch at most.
+pub const BATCH_DELTAS_MAX: usize = 4_096;
+/// Encoded bytes of one batch's deltas at most (before compression); one
+/// delta larger than this travels alone.
+pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Batches sent and not yet acknowledged at most: the source stops reading
+/// its log while this many are in flight (backpressure).
+pub const IN_FLIGHT_BATCHES_MAX: usize = 8;
+/// Payloads at least this large are compressed with zstd.
+pub const COMPRESS_MIN_BYTES: usize = 4 * 1024;
+/// zstd level: fast, most of the gain on repetitive deltas.
+pub const ZSTD_LEVEL: i32 = 3;
+/// Encoded bytes of one snapshot chunk at most (before compression).
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+// A chunk, and a batch, always fit in one message.
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX <= MESSAGE_BYTES_MAX && BATCH_BYTES_MAX <= MESSAGE_BYTES_MAX);
+
+/// Encoded bytes of a whole snapshot a destination accepts at most.
+pub const SNAPSHOT_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
+/// Responses queued for one stream at most (the gRPC send buffer).
+pub const RESPONSE_QUEUE_MAX: usize = 4;
+/// How long a source waits for the Subscribe that opens a stream.
+pub const SUBSCRIBE_TIMEOUT_MS: u64 = 10_000;
+/// Heartbeat period of an idle stream (lag accounting, dead-peer detection).
+pub const HEARTBEAT_MS: u64 = 1_000;
+/// A destination that hears nothing for this long drops the stream.
+pub const IDLE_TIMEOUT_MS: u64 = 10 * HEARTBEAT_MS;
+
+/// A destination's position in one source's log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// The source log incarnation (0: none yet, a full sync is needed).
+    pub log_id: u64,
+    /// The next offset wanted; every offset below is applied.
+    pub offset: u64,
+}
+
+/// What a destination does with a batch `[first, first + count)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchPlan {
+    /// Apply the deltas from index `skip` on (the first `skip` were applied
+    /// before: redelivered, harmless by idempotence, counted).
+    Apply {
+        /// Deltas at the front already applied.
+        skip: usize,
+    },
+    /// The batch leaves a hole after the cursor: a protocol error.
+    Gap {
+        /// The offset the destination expected.
+        expected: u64,
+    },
+}
+
+impl Cursor {
+    /// How a batch starting at `first` with `count` deltas relates to this cursor.
+    pub fn plan(&self, first: u64, count: u64) -> BatchPlan {
+        if first > self.offset {
+            return BatchPlan::Gap { expected: self.offset };
+        }
+        let skip = (self.offset - first).min(count) as usize;
+        BatchPlan::Apply { skip }
+    }
+}
+
+/// The source's window of sent, unacknowledged batches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Everything below is acknowledged.
+    acked: u64,
+    /// The next offset to send.
+    sent: u64,
+    /// End offsets of the batches in flight, oldest first.
+    in_flight: std::collections::VecDeque<u64>,
+}
+
+impl Window {
+    /// A window starting at `offset` (nothing in flight).
+    pub fn new(offset: u64) -> Window {
+        Window { acked: offset, sent: offset, in_flight: Default::default() }
+    }
+
+    /// The next offset to send.
+    pub fn next_to_send(&self) -> u64 {
+        self.sent
+    }
+
+    /// Everything below is acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// True if another batch may be sent.
+    pub fn has_room(&self) -> bool {
+        self.in_flight.len() < IN_FLIGHT_BATCHES_MAX
+    }
+
+    /// Batches in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Records a batch of `count` deltas sent from [`Window::next_to_send`].
+    pub fn sent(&mut self, count: u64) {
+        assert!(self.has_room(), "a batch sent with the window full");
+        assert!(count > 0, "an empty batch");
+        self.sent += count;
+        self.in_flight.push_back(self.sent);
+    }
+
+    /// An acknowledgement that everything below `applied` is applied. It
+    /// must not go backwards nor beyond what was sent.
+    pub fn ack(&mut self, applied: u64) -> Result<(), WanError> {
+        if applied < self.acked || applied > self.sent {
+            return Err(WanError::Protocol(format!(
+                "ack of offset {applied} outside the window [{}, {}]",
+                self.acked, self.sent
+            )));
+        }
+        self.acked = applied;
+        while self.in_flight.front().is_some_and(|&end| end <= applied) {
+            self.in_flight.pop_front();
+        }
+        Ok(())
+    }
+}
+
+/// A payload ready to send: bytes, how they are compressed, the raw size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload {
+    /// The bytes on the wire.
+    pub bytes: Bytes,
+    /// How they are compressed.
+    pub compression: v1::Compression,
+    /// Size before compression.
+    pub raw_bytes: usize,
+}
+
+/// Compresses `raw` with zstd when it is large enough and compression pays.
+pub fn compress(raw: Bytes) -> Payload {
+    let raw_bytes = raw.len();
+    if raw_bytes >= COMPRESS_MIN_BYTES
+        && let Ok(packed) = zstd::bulk::compress(&raw, ZSTD_LEVEL)
+        && packed.len() < raw_bytes
+    {
+        return Payload { bytes: Bytes::from(packed), compression: v1::Compression::Zstd, raw_bytes };
+    }
+    Payload { bytes: raw, compression: v1::Compression::None, raw_bytes }
+}
+
+/// The raw bytes of a received payload, refusing one that claims or
+/// decompresses to more than `raw_max` bytes or to another size than claimed.
+pub fn decompress(bytes: Bytes, compression: i32, raw_bytes: u32, raw_max: usize) -> Result<Bytes, WanError> {
+    let raw_bytes = raw_bytes as usize;
+    if raw_bytes > raw_max {
+        return Err(WanError::Protocol(format!("payload of {raw_bytes} bytes over the bound of {raw_max}")));
+    }
+    let raw = match v1::Compression::try_from(compression) {
+        Ok(v1::Compression::None) => bytes,
+        Ok(v1::Compression::Zstd) => Bytes::from(
+            zstd::bulk::decompress(&bytes, raw_bytes)
+                .map_err(|e| WanError::Protocol(format!("bad zstd payload: {e}")))?,
+        ),
+        Err(_) => return Err(WanError::Protocol(format!("unknown compression {compression}"))),
+    };
+    if raw.len() != raw_bytes {
+        return Err(WanError::Protocol(format!("payload of {} bytes, {raw_bytes} announced", raw.len())));
+    }
+    Ok(raw)
+}
+
+/// Encodes already encoded wire `Delta`s as one `DeltaList` by framing each
+/// as field 1 (no decode, no re-encode).
+pub fn delta_list(encoded: &[Bytes]) -> Bytes {
+    let len: usize = encoded.iter().map(|d| 1 + prost::length_delimiter_len(d.len()) + d.len()).sum();
+    let mut out = BytesMut::with_capacity(len);
+    for delta in encoded {
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(delta.len() as u64, &mut out);
+        out.put_slice(delta);
+    }
+    out.freeze()
+}
+
+/// Decodes a `DeltaList` into deltas (total: errors, never panics).
+pub fn decode_delta_list(raw: Bytes) -> Result<Vec<Delta>, WanError> {
+    let list = v1::DeltaList::decode(raw).map_err(|e| WanError::Protocol(format!("malformed delta list: {e}")))?;
+    list.deltas.iter().map(|d| meridian_proto::delta_from_wire(d).map_err(WanError::Decode)).collect()
+}
+
+/// A version vector as packed dots (replica << 48 | seq).
+pub fn vector_to_wire(vector: &VersionVector) -> Vec<u64> {
+    vector.iter().filter(|&(_, seq)| seq > 0).map(|(replica, seq)| Dot::new(replica, seq).packed()).collect()
+}
+
+/// A version vector from packed dots; a zero sequence is refused.
+pub fn vector_from_wire(packed: &[u64]) -> Result<VersionVector, WanError> {
+    let mut entries: Vec<(ReplicaId, u64)> = Vec::with_capacity(packed.len());
+    for &p in packed {
+        let dot = Dot::from_packed(p).ok_or_else(|| WanError::Protocol(format!("bad dot {p:#x} in vector")))?;
+        entries.push((dot.replica(), dot.seq()));
+    }
+    Ok(VersionVector::from_entries(entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_bounds_batches_in_flight_and_checks_acks() {
+        let mut window = Window::new(10);
+        for _ in 0..IN_FLIGHT_BATCHES_MAX {
+            assert!(window.has_room());
+            window.sent(5);
+        }
+        assert!(!window.has_room(), "backpressure: the window is full");
+        assert_eq!(window.next_to_send(), 10 + 5 * IN_FLIGHT_BATCHES_MAX as u64);
+        window.ack(17).unwrap();
+        assert_eq!(window.in_flight(), IN_FLIGHT_BATCHES_MAX - 1, "only whole batches leave");
+        assert!(window.ack(12).is_err(), "acks never go backwards");
+        assert!(window.ack(10_000).is_err(), "nor beyond what was sent");
+        window.ack(window.next_to_send()).unwrap();
+        assert_eq!(window.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_cursor_skips_redelivered_deltas_and_refuses_gaps() {
+        let cursor = Cursor { log_id: 1, offset: 100 };
+        assert_eq!(cursor.plan(100, 5), BatchPlan::Apply { skip: 0 });
+        assert_eq!(cursor.plan(98, 5), BatchPlan::Apply { skip: 2 });
+        assert_eq!(cursor.plan(90, 5), BatchPlan::Apply { skip: 5 });
+        assert_eq!(cursor.plan(101, 5), BatchPlan::Gap { expected: 100 });
+    }
+
+    #[test]
+    fn payloads_compress_when_large_and_decompress_within_bounds() {
+        let small = Bytes::from_static(b"tiny");
+        assert_eq!(compress(small.clone()).compression, v1::Compression::None);
+        let large = Bytes::from(vec![b'a'; 64 * 1024]);
+        let payload = compress(large.clone());
+        assert_eq!(payload.compression, v1::Compression::Zstd);
+        assert!(payload.bytes.len() < 1024);
+        let raw = decompress(payload.bytes.clone(), payload.compression as i32, payload.raw_bytes as u32, 1 << 20);
+        assert_eq!(raw.unwrap(), large);
+        // A lying size, a bound too small, garbage: errors, not panics.
+        assert!(decompress(payload.bytes.clone(), 1, 100, 1 << 20).is_err());
+        assert!(decompress(payload.bytes.clone(), 1, payload.raw_bytes as u32, 1024).is_err());
+        assert!(decompress(Bytes::from_static(b"garbage"), 1, 10, 1 << 20).is_err());
+        assert!(decompress(Bytes::from_static(b"x"), 9, 1, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn delta_lists_frame_encoded_deltas() {
+        use meridian_crdt::keyspace::{ExpiryChange, Moment};
+        let mut keyspace = meridian_crdt::Keyspace::new(ReplicaId(3));
+        let deltas: Vec<Delta> = (0..3u64)
+            .map(|i| Delta::Key(keyspace.set(&[i as u8], b"v", ExpiryChange::Keep, Moment { hlc: i + 1, wall_ms: 0 })))
+            .collect();
+        let encoded: Vec<Bytes> = deltas.iter().map(|d| Bytes::from(meridian_proto::encode_delta(d))).collect();
+        assert_eq!(decode_delta_list(delta_list(&encoded)).unwrap(), deltas);
+        assert!(decode_delta_list(Bytes::from_static(b"\x0a\xff\xff")).is_err());
+        let vector = VersionVector::from_entries([(ReplicaId(1), 5), (ReplicaId(9), 1)]);
+        assert_eq!(vector_from_wire(&vector_to_wire(&vector)).unwrap(), vector);
+    }
+}

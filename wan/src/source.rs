@@ -1,0 +1,280 @@
+//! The source side of WAN sync: the gRPC `WanSync` service a region serves
+//! to its peers.
+//!
+//! Each stream belongs to one destination region and one database. The
+//! destination opens it with a Subscribe naming its cursor; the source
+//! answers Accepted and, if its outbox still covers the cursor, streams
+//! batches from it (partial sync); otherwise it sends a snapshot in bounded
+//! chunks and streams from the offset the snapshot covers (full sync). At most
+//! [`IN_FLIGHT_BATCHES_MAX`] batches are unacknowledged: past that the stream
+//! stops reading the outbox until an Ack arrives, so a slow peer costs a
+//! bounded queue here, never memory proportional to its lag. A peer that
+//! breaks the protocol gets a gRPC status that says why; the server and every
+//! other stream carry on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use meridian_crdt::CausalContext;
+use meridian_proto::v1::wan_sync_server::{WanSync, WanSyncServer};
+use meridian_proto::v1::{self, sync_request, sync_response};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::WanError;
+use crate::outbound::{Outbound, Snapshot};
+use crate::outbox::OutboxRead;
+use crate::protocol::{
+    self, BATCH_BYTES_MAX, BATCH_DELTAS_MAX, HEARTBEAT_MS, MESSAGE_BYTES_MAX, PROTOCOL_VERSION, RESPONSE_QUEUE_MAX,
+    SNAPSHOT_CHUNK_BYTES_MAX, SUBSCRIBE_TIMEOUT_MS, Window,
+};
+use crate::stats::{LinkState, LinkStats};
+
+type Responses = mpsc::Sender<Result<v1::SyncResponse, Status>>;
+/// Counters of the streams served, by (database, destination region).
+type StatsByStream = HashMap<(String, u16), Arc<LinkStats>>;
+
+/// The sync service of one region: the databases it serves, by name.
+#[derive(Clone)]
+pub struct SyncSource {
+    region: u16,
+    databases: Arc<RwLock<HashMap<String, Arc<dyn Outbound>>>>,
+    stats: Arc<Mutex<StatsByStream>>,
+}
+
+impl SyncSource {
+    /// A service for region `region` serving no database yet.
+    pub fn new(region: u16) -> SyncSource {
+        SyncSource { region, databases: Default::default(), stats: Default::default() }
+    }
+
+    /// Serves `database` from `outbound` (replacing an earlier one).
+    pub fn add_database(&self, database: &str, outbound: Arc<dyn Outbound>) {
+        self.databases.write().expect("databases lock").insert(database.to_owned(), outbound);
+    }
+
+    /// Stops serving `database` (open streams end at their next step).
+    pub fn remove_database(&self, database: &str) {
+        self.databases.write().expect("databases lock").remove(database);
+    }
+
+    /// The counters of the stream to `destination` for `database`.
+    pub fn stats(&self, database: &str, destination: u16) -> Option<Arc<LinkStats>> {
+        self.stats.lock().expect("stats lock").get(&(database.to_owned(), destination)).cloned()
+    }
+
+    /// The tonic service, with the message bounds of [`protocol`].
+    pub fn into_service(self) -> WanSyncServer<SyncSource> {
+        WanSyncServer::new(self)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    fn link_stats(&self, database: &str, destination: u16) -> Arc<LinkStats> {
+        self.stats.lock().expect("stats lock").entry((database.to_owned(), destination)).or_default().clone()
+    }
+
+    /// Checks a Subscribe and finds its database.
+    fn admit(&self, subscribe: &v1::Subscribe) -> Result<(Arc<dyn Outbound>, u16), Status> {
+        if subscribe.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version {} not supported (this source speaks {PROTOCOL_VERSION})",
+                subscribe.protocol_version
+            )));
+        }
+        if subscribe.source_region != u32::from(self.region) {
+            return Err(Status::failed_precondition(format!(
+                "this is region {}, not region {}",
+                self.region, subscribe.source_region
+            )));
+        }
+        let destination =
+            u16::try_from(subscribe.destination_region).ok().filter(|&d| d != self.region).ok_or_else(|| {
+                Status::invalid_argument(format!("bad destination region {}", subscribe.destination_region))
+            })?;
+        let outbound = self.databases.read().expect("databases lock").get(&subscribe.database).cloned();
+        let outbound =
+            outbound.ok_or_else(|| Status::not_found(format!("unknown database {:?}", subscribe.database)))?;
+        Ok((outbound, destination))
+    }
+}
+
+#[tonic::async_trait]
+impl WanSync for SyncSource {
+    type SyncStream = ReceiverStream<Result<v1::SyncResponse, Status>>;
+
+    async fn sync(&self, request: Request<Streaming<v1::SyncRequest>>) -> Result<Response<Self::SyncStream>, Status> {
+        let mut requests = request.into_inner();
+        let first = tokio::time::timeout(Duration::from_millis(SUBSCRIBE_TIMEOUT_MS), requests.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Subscribe within the timeout"))??
+            .ok_or_else(|| Status::invalid_argument("stream closed before Subscribe"))?;
+        let Some(sync_request::Kind::Subscribe(subscribe)) = first.kind else {
+            return Err(Status::invalid_argument("the first message must be a Subscribe"));
+        };
+        let (outbound, destination) = self.admit(&subscribe)?;
+        let stats = self.link_stats(&subscribe.database, destination);
+        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE_MAX);
+        let region = self.region;
+        tokio::spawn(async move {
+            stats.set_state(LinkState::Connecting);
+            let result = serve_stream(region, destination, &*outbound, &subscribe, requests, &tx, &stats).await;
+            if let Err(error) = result {
+                stats.fail(&error.to_string());
+                tracing::debug!(destination, database = %subscribe.database, %error, "wan stream ended");
+                let status = match error {
+                    WanError::Rpc(status) => status,
+                    WanError::Protocol(message) => Status::invalid_argument(message),
+                    WanError::Closed => Status::cancelled("stream closed"),
+                    other => Status::failed_precondition(other.to_string()),
+                };
+                let _ = tx.send(Err(status)).await;
+            }
+            stats.set_state(LinkState::Idle);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn send(tx: &Responses, kind: sync_response::Kind) -> Result<(), WanError> {
+    tx.send(Ok(v1::SyncResponse { kind: Some(kind) })).await.map_err(|_| WanError::Closed)
+}
+
+/// One stream, from Accepted to its end.
+async fn serve_stream(
+    region: u16,
+    destination: u16,
+    outbound: &dyn Outbound,
+    subscribe: &v1::Subscribe,
+    mut requests: Streaming<v1::SyncRequest>,
+    tx: &Responses,
+    stats: &LinkStats,
+) -> Result<(), WanError> {
+    let outbox = outbound.outbox();
+    // Subscribe before reading, so no append between the read and the wait is missed.
+    let mut wake = outbox.subscribe();
+    let partial = outbox.covers(subscribe.log_id, subscribe.cursor);
+    let snapshot = if partial {
+        LinkStats::add(&stats.partial_syncs, 1);
+        None
+    } else {
+        LinkStats::add(&stats.full_syncs, 1);
+        stats.set_state(LinkState::FullSync);
+        Some(outbound.snapshot())
+    };
+    let start = snapshot.as_ref().map_or(subscribe.cursor, |s| s.resume_offset);
+    let accepted = v1::Accepted {
+        protocol_version: PROTOCOL_VERSION,
+        source_region: u32::from(region),
+        log_id: outbox.log_id(),
+        mode: if partial { v1::SyncMode::Partial } else { v1::SyncMode::Full } as i32,
+        start_offset: start,
+    };
+    send(tx, sync_response::Kind::Accepted(accepted)).await?;
+    if let Some(snapshot) = snapshot {
+        send_snapshot(&snapshot, tx, stats).await?;
+    }
+    LinkStats::add(&stats.connects, 1);
+    stats.set_state(LinkState::Streaming);
+    tracing::debug!(destination, database = %subscribe.database, partial, start, "wan stream accepted");
+
+    let mut window = Window::new(start);
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
+    loop {
+        while window.has_room() {
+            let entries = match outbox.read(window.next_to_send(), BATCH_DELTAS_MAX, BATCH_BYTES_MAX) {
+                OutboxRead::Entries(entries) if entries.is_empty() => break,
+                OutboxRead::Entries(entries) => entries,
+                OutboxRead::NotCovered => {
+                    return Err(WanError::Rpc(Status::out_of_range(
+                        "the destination fell out of the source log while streaming; resubscribe",
+                    )));
+                }
+            };
+            let count = entries.len() as u64;
+            let payload = protocol::compress(protocol::delta_list(&entries));
+            LinkStats::add(&stats.bytes_out_raw, payload.raw_bytes as u64);
+            LinkStats::add(&stats.bytes_out_wire, payload.bytes.len() as u64);
+            LinkStats::add(&stats.deltas, count);
+            LinkStats::add(&stats.batches, 1);
+            let batch = v1::DeltaBatch {
+                first_offset: window.next_to_send(),
+                count: count as u32,
+                compression: payload.compression as i32,
+                raw_bytes: payload.raw_bytes as u32,
+                payload: payload.bytes,
+                source_next_offset: outbox.next_offset(),
+                source_wall_ms: meridian_crdt::clock::system_wall_ms(),
+            };
+            send(tx, sync_response::Kind::Batch(batch)).await?;
+            window.sent(count);
+        }
+        stats.set_lag(outbox.next_offset().saturating_sub(window.acked()), meridian_crdt::clock::system_wall_ms());
+        tokio::select! {
+            message = requests.message() => match message? {
+                Some(v1::SyncRequest { kind: Some(sync_request::Kind::Ack(ack)) }) => {
+                    window.ack(ack.applied_offset)?;
+                    outbound.peer_applied(destination, protocol::vector_from_wire(&ack.applied_vector)?);
+                }
+                Some(_) => return Err(WanError::Protocol("only Acks may follow the Subscribe".into())),
+                None => return Ok(()),
+            },
+            changed = wake.changed() => {
+                if changed.is_err() {
+                    return Err(WanError::Closed);
+                }
+            }
+            _ = heartbeat.tick() => {
+                let beat = v1::Heartbeat {
+                    source_next_offset: outbox.next_offset(),
+                    source_wall_ms: meridian_crdt::clock::system_wall_ms(),
+                };
+                send(tx, sync_response::Kind::Heartbeat(beat)).await?;
+            }
+            () = tx.closed() => return Ok(()),
+        }
+    }
+}
+
+/// Sends a snapshot as chunks of at most [`SNAPSHOT_CHUNK_BYTES_MAX`] bytes
+/// (one key larger than that travels alone). Each chunk is an encoded
+/// `ShardSnapshot`; concatenated they decode as one (protobuf merges
+/// repeated fields), the context travelling in the first.
+async fn send_snapshot(snapshot: &Snapshot, tx: &Responses, stats: &LinkStats) -> Result<(), WanError> {
+    let empty = CausalContext::new();
+    let mut chunk = BytesMut::from(&meridian_proto::convert::encode_snapshot_parts(&snapshot.context, &[])[..]);
+    let mut index = 0u32;
+    let mut keys = snapshot.keys.iter().peekable();
+    loop {
+        let next =
+            keys.peek().map(|key| meridian_proto::convert::encode_snapshot_parts(&empty, std::slice::from_ref(*key)));
+        let last = next.is_none();
+        let full = next
+            .as_ref()
+            .is_some_and(|bytes| !chunk.is_empty() && chunk.len() + bytes.len() > SNAPSHOT_CHUNK_BYTES_MAX);
+        if last || full {
+            let payload = protocol::compress(Bytes::from(std::mem::take(&mut chunk)));
+            LinkStats::add(&stats.bytes_out_raw, payload.raw_bytes as u64);
+            LinkStats::add(&stats.bytes_out_wire, payload.bytes.len() as u64);
+            let message = v1::SnapshotChunk {
+                index,
+                last,
+                compression: payload.compression as i32,
+                raw_bytes: payload.raw_bytes as u32,
+                payload: payload.bytes,
+            };
+            send(tx, sync_response::Kind::SnapshotChunk(message)).await?;
+            index += 1;
+        }
+        match next {
+            None => return Ok(()),
+            Some(bytes) => {
+                chunk.extend_from_slice(&bytes);
+                keys.next();
+            }
+        }
+    }
+}

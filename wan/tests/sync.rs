@@ -1,0 +1,532 @@
+//! WAN sync over real tonic on 127.0.0.1: regions are in-process keyspaces
+//! behind the syncer's `Outbound`/`Inbound` traits, each serving its outbox on
+//! an ephemeral port and pulling from its peers with `Link`s. Every wait is
+//! bounded by a timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_crdt::clock::{Observation, hlc_to_unix_ms, system_wall_ms};
+use meridian_crdt::keyspace::{End, ExpiryChange, Moment};
+use meridian_crdt::{Clock, ClockError, Delta, Keyspace, ReplicaId, SnapshotMerge, VersionVector};
+use meridian_proto::v1;
+use meridian_wan::outbox::OUTBOX_BYTES_DEFAULT;
+use meridian_wan::{Cursor, Inbound, Link, LinkConfig, Outbound, Outbox, Snapshot, SyncSource};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, oneshot};
+
+const DB: &str = "db";
+const WAIT: Duration = Duration::from_secs(30);
+
+// ----- a region: one keyspace, its clock, its outbox, its cursors -----
+
+struct RegionState {
+    keyspace: Keyspace,
+    cursors: HashMap<u16, Cursor>,
+    reports: HashMap<u16, VersionVector>,
+}
+
+struct Region {
+    id: u16,
+    skew_ms: u64,
+    clock: Clock<hlc_gen::source::ManualClock>,
+    outbox: Outbox,
+    state: Mutex<RegionState>,
+    /// Deltas merged from peers (duplicates included).
+    merged: AtomicU64,
+    /// Local deltas appended to the outbox.
+    originated: AtomicU64,
+}
+
+impl Region {
+    fn new(id: u16) -> Arc<Region> {
+        Region::with(id, 0, OUTBOX_BYTES_DEFAULT)
+    }
+
+    /// A region whose wall clock runs `skew_ms` ahead, with an outbox of `outbox_bytes`.
+    fn with(id: u16, skew_ms: u64, outbox_bytes: usize) -> Arc<Region> {
+        let mut keyspace = Keyspace::new(ReplicaId(id));
+        keyspace.set_journal(true);
+        Arc::new(Region {
+            id,
+            skew_ms,
+            clock: Clock::manual(1_000, system_wall_ms() + skew_ms),
+            outbox: Outbox::for_new_database(outbox_bytes),
+            state: Mutex::new(RegionState { keyspace, cursors: HashMap::new(), reports: HashMap::new() }),
+            merged: AtomicU64::new(0),
+            originated: AtomicU64::new(0),
+        })
+    }
+
+    fn tick(&self) {
+        self.clock.set_wall_ms(system_wall_ms() + self.skew_ms);
+    }
+
+    /// A local write, then what the node's journal reader does: every entry
+    /// goes to durability (not modelled), the local ones to the outbox.
+    fn write<R>(&self, f: impl FnOnce(&mut Keyspace, Moment) -> R) -> R {
+        let mut state = self.state.lock().unwrap();
+        self.tick();
+        let (hlc, wall_ms) = self.clock.now_with_wall().expect("clock");
+        let result = f(&mut state.keyspace, Moment { hlc, wall_ms });
+        let (entries, _) = state.keyspace.take_journal_entries();
+        for entry in entries {
+            assert!(entry.local, "a local write journals local deltas");
+            self.outbox.push(&entry.delta);
+            self.originated.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn set(&self, key: &str, value: &[u8]) {
+        self.write(|ks, at| ks.set(key.as_bytes(), value, ExpiryChange::Keep, at));
+    }
+
+    fn incr(&self, key: &str) {
+        self.write(|ks, at| ks.incr_by(key.as_bytes(), 1, at).expect("incr"));
+    }
+
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let state = self.state.lock().unwrap();
+        state.keyspace.get(key.as_bytes(), system_wall_ms()).expect("a string").map(|v| v.to_vec())
+    }
+
+    fn same_as(&self, other: &Region) -> bool {
+        let a = self.state.lock().unwrap();
+        let b = other.state.lock().unwrap();
+        a.keyspace == b.keyspace
+    }
+
+    fn cursor(&self, source: u16) -> Option<Cursor> {
+        self.state.lock().unwrap().cursors.get(&source).copied()
+    }
+}
+
+impl Outbound for Region {
+    fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let state = self.state.lock().unwrap();
+        // Appends happen under the same lock, so the offset and the state agree.
+        Snapshot {
+            resume_offset: self.outbox.next_offset(),
+            context: state.keyspace.context().clone(),
+            keys: state.keyspace.snapshot(),
+        }
+    }
+
+    fn peer_applied(&self, region: u16, applied: VersionVector) {
+        self.state.lock().unwrap().reports.insert(region, applied);
+    }
+}
+
+impl Inbound for Region {
+    fn observe(&self, hlc: u64) -> Result<Observation, ClockError> {
+        self.tick();
+        self.clock.observe(hlc)
+    }
+
+    fn apply(&self, deltas: &[Delta]) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap();
+        for delta in deltas {
+            state.keyspace.apply(delta);
+        }
+        // Merged deltas are journaled as remote: none reaches the outbox.
+        let (entries, _) = state.keyspace.take_journal_entries();
+        assert!(entries.iter().all(|e| !e.local), "a merged delta journaled as local");
+        self.merged.fetch_add(deltas.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn apply_snapshot(&self, snapshot: &Keyspace) -> Result<SnapshotMerge, String> {
+        let mut state = self.state.lock().unwrap();
+        let merged = state.keyspace.merge_snapshot(snapshot);
+        state.keyspace.validate()?;
+        Ok(merged)
+    }
+
+    fn load_cursor(&self, source_region: u16) -> Option<Cursor> {
+        self.cursor(source_region)
+    }
+
+    fn store_cursor(&self, source_region: u16, cursor: Cursor) -> Result<(), String> {
+        self.state.lock().unwrap().cursors.insert(source_region, cursor);
+        Ok(())
+    }
+
+    fn applied_vector(&self) -> VersionVector {
+        self.state.lock().unwrap().keyspace.context().vector().clone()
+    }
+}
+
+// ----- servers, links, a cuttable proxy -----
+
+struct Server {
+    addr: SocketAddr,
+    source: SyncSource,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn serve(region: &Arc<Region>) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let source = SyncSource::new(region.id);
+    source.add_database(DB, region.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let service = source.clone();
+    tokio::spawn(async move {
+        meridian_wan::serve(listener, service, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("serve");
+    });
+    Server { addr, source, _stop: stop }
+}
+
+fn link(to: &Arc<Region>, from: &Arc<Region>, addr: SocketAddr) -> Link {
+    let mut config = LinkConfig::new(DB, to.id, from.id, format!("http://{addr}"));
+    config.backoff_ms = (10, 200);
+    config.idle_timeout = Duration::from_secs(5);
+    Link::spawn(config, to.clone())
+}
+
+/// A TCP forwarder whose connections can all be cut at once.
+struct Proxy {
+    addr: SocketAddr,
+    cut: broadcast::Sender<()>,
+}
+
+async fn proxy(target: SocketAddr) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, _) = broadcast::channel(4);
+    let cuts = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { return };
+            let mut cut = cuts.subscribe();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.recv() => {}
+                }
+            });
+        }
+    });
+    Proxy { addr, cut }
+}
+
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn mesh_links(regions: &[&Arc<Region>], servers: &[&Server]) -> Vec<Link> {
+    let mut links = Vec::new();
+    for (i, to) in regions.iter().enumerate() {
+        for (j, from) in regions.iter().enumerate() {
+            if i != j {
+                links.push(link(to, from, servers[j].addr));
+            }
+        }
+    }
+    links
+}
+
+// ----- the tests -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_regions_writing_the_same_keys_concurrently_converge() {
+    let (a, b) = (Region::new(1), Region::new(2));
+    let (sa, sb) = (serve(&a).await, serve(&b).await);
+    let links = mesh_links(&[&a, &b], &[&sa, &sb]);
+    let writers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|region| {
+            tokio::spawn(async move {
+                for i in 0..300u32 {
+                    let key = format!("k{}", i % 7);
+                    match i % 5 {
+                        0 => region.set(&key, format!("{}-{i}", region.id).as_bytes()),
+                        1 => region.incr("counter"),
+                        2 => {
+                            region.write(|ks, at| ks.sadd(b"set", &[format!("m{}", i % 11).as_bytes()], at).unwrap());
+                        }
+                        3 => {
+                            region.write(|ks, at| ks.push(b"list", &[&i.to_be_bytes()], End::Back, at).unwrap());
+                        }
+                        _ => {
+                            region.write(|ks, at| ks.delete(key.as_bytes(), at));
+                        }
+                    }
+                    if i % 50 == 0 {
+                        // Large, repetitive values: batches get compressed.
+                        region.set("big", &vec![b'x'; 16 * 1024]);
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    eventually("a and b converge", || a.same_as(&b)).await;
+    // 60 increments from each region add up.
+    assert_eq!(a.get("counter"), Some(b"120".to_vec()));
+    a.state.lock().unwrap().keyspace.validate().unwrap();
+    // Every link streamed, compressed, and the sources heard the applied vectors.
+    for link in &links {
+        let stats = link.stats().read(system_wall_ms());
+        assert_eq!(stats.errors, 0, "{stats:?}");
+        assert!(stats.bytes_in_wire < stats.bytes_in_raw, "compression: {stats:?}");
+    }
+    eventually("acks carry applied vectors", || {
+        a.state.lock().unwrap().reports.contains_key(&2) && b.state.lock().unwrap().reports.contains_key(&1)
+    })
+    .await;
+    // What a sent to b, b applied, once.
+    let sent = sa.source.stats(DB, 2).expect("a serves b").read(system_wall_ms());
+    let received = links[1].stats().read(system_wall_ms());
+    assert_eq!(sent.deltas, received.deltas, "{sent:?} {received:?}");
+    assert_eq!(received.deltas_redelivered, 0);
+    assert!(a.originated.load(Ordering::Relaxed) >= received.deltas);
+    for link in links {
+        link.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_reconnects_resumes_from_its_cursor_without_loss_or_double_effect() {
+    let (a, b) = (Region::new(1), Region::new(2));
+    let sa = serve(&a).await;
+    let cut = proxy(sa.addr).await;
+    let link_b = link(&b, &a, cut.addr);
+    eventually("b streaming", || link_b.stats().state() == meridian_wan::LinkState::Streaming).await;
+    for _ in 0..100 {
+        a.incr("n");
+    }
+    eventually("b has the first 100", || b.get("n") == Some(b"100".to_vec())).await;
+    // The connection breaks (a WAN partition); writes go on meanwhile.
+    let _ = cut.cut.send(());
+    for _ in 0..100 {
+        a.incr("n");
+        let _ = cut.cut.send(());
+    }
+    eventually("b has all 200", || b.get("n") == Some(b"200".to_vec())).await;
+    assert!(a.same_as(&b));
+    let stats = link_b.stats().read(system_wall_ms());
+    assert!(stats.errors >= 1 && stats.connects >= 2, "the link reconnected: {stats:?}");
+    assert_eq!(stats.full_syncs, 0, "a new database's log is read from offset 0: {stats:?}");
+    assert!(stats.partial_syncs >= 2, "{stats:?}");
+    assert_eq!(stats.deltas, 200, "every delta applied once: {stats:?}");
+    assert_eq!(stats.deltas_redelivered, 0);
+    link_b.stop().await;
+
+    // A lost cursor write (a crash after applying, before persisting): the
+    // source redelivers, the merge is idempotent, the counter does not double.
+    let cursor = b.cursor(1).expect("a cursor");
+    b.store_cursor(1, Cursor { offset: cursor.offset - 50, ..cursor }).unwrap();
+    for _ in 0..10 {
+        a.incr("n");
+    }
+    let link_b = link(&b, &a, sa.addr);
+    eventually("b has 210", || b.get("n") == Some(b"210".to_vec())).await;
+    let stats = link_b.stats().read(system_wall_ms());
+    assert_eq!((stats.partial_syncs, stats.full_syncs), (1, 0), "{stats:?}");
+    assert_eq!(stats.deltas, 60, "50 redelivered and 10 new, all applied: {stats:?}");
+    assert!(a.same_as(&b));
+    link_b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_whose_cursor_left_the_bounded_log_catches_up_by_snapshot() {
+    // A's outbox holds about 4 KiB of deltas.
+    let (a, b) = (Region::with(1, 0, 4 * 1024), Region::new(2));
+    let (sa, sb) = (serve(&a).await, serve(&b).await);
+    let link_b = link(&b, &a, sa.addr);
+    a.set("before", b"1");
+    eventually("b follows a", || b.get("before").is_some()).await;
+    link_b.stop().await;
+    // B is away while A writes far more than its outbox holds; B writes too.
+    for i in 0..500u32 {
+        a.set(&format!("a{}", i % 100), &i.to_be_bytes());
+        a.incr("shared");
+    }
+    a.write(|ks, at| ks.delete(b"before", at));
+    for i in 0..50u32 {
+        b.set(&format!("b{i}"), b"mine");
+        b.incr("shared");
+    }
+    let cursor = b.cursor(1).expect("b had a cursor");
+    assert!(!a.outbox.covers(cursor.log_id, cursor.offset), "the cursor fell out of the log");
+    let links = vec![link(&b, &a, sa.addr), link(&a, &b, sb.addr)];
+    eventually("a and b converge", || a.same_as(&b)).await;
+    assert_eq!(b.get("shared"), Some(b"550".to_vec()));
+    assert_eq!(b.get("before"), None, "the delete reached b through the snapshot");
+    assert_eq!(b.get("b7"), Some(b"mine".to_vec()), "b's own writes survive the merge");
+    let stats = links[0].stats().read(system_wall_ms());
+    assert_eq!((stats.full_syncs, stats.partial_syncs), (1, 0), "{stats:?}");
+    assert_eq!(stats.snapshot_lists_kept, 0);
+    // After the snapshot, B streams from the offset it covered.
+    a.set("after", b"2");
+    eventually("b streams again", || b.get("after").is_some()).await;
+    assert_eq!(links[0].stats().read(system_wall_ms()).full_syncs, 1);
+    for link in links {
+        link.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_clock_far_ahead_is_clamped_and_counted() {
+    // A's clock runs a minute ahead; B allows 1 s of skew.
+    let (a, b) = (Region::with(1, 60_000, OUTBOX_BYTES_DEFAULT), Region::new(2));
+    let sa = serve(&a).await;
+    let link_b = link(&b, &a, sa.addr);
+    for i in 0..20u32 {
+        a.set(&format!("k{i}"), b"from the future");
+    }
+    eventually("b has a's writes", || a.same_as(&b)).await;
+    let stats = link_b.stats().read(system_wall_ms());
+    assert!(stats.clamped_timestamps >= 20, "{stats:?}");
+    assert!(b.clock.stats().clamped_total.load(Ordering::Relaxed) >= 20);
+    // B's own clock did not follow A a minute ahead.
+    b.tick();
+    let local = b.clock.now().unwrap();
+    assert!(hlc_to_unix_ms(local) <= system_wall_ms() + 1_000 + 500, "b's clock jumped ahead");
+    link_b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_get_clear_errors_and_the_server_survives() {
+    use meridian_proto::v1::wan_sync_client::WanSyncClient;
+    use tonic::Code;
+
+    let a = Region::new(1);
+    let sa = serve(&a).await;
+    a.set("k", b"v");
+
+    // Garbage bytes instead of HTTP/2: the connection is dropped.
+    let mut raw = TcpStream::connect(sa.addr).await.unwrap();
+    raw.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(4096)).await.unwrap();
+    drop(raw);
+
+    let endpoint = format!("http://{}", sa.addr);
+    let channel = tonic::transport::Endpoint::from_shared(endpoint).unwrap().connect().await.unwrap();
+    let mut client = WanSyncClient::new(channel);
+    let subscribe = |database: &str, source: u32, version: u32| v1::SyncRequest {
+        kind: Some(v1::sync_request::Kind::Subscribe(v1::Subscribe {
+            protocol_version: version,
+            database: database.to_owned(),
+            source_region: source,
+            destination_region: 9,
+            log_id: 0,
+            cursor: 0,
+            stream: 0,
+        })),
+    };
+    async fn open(client: &mut WanSyncClient<tonic::transport::Channel>, first: v1::SyncRequest) -> tonic::Status {
+        let call = client.sync(tokio_stream::iter(vec![first]));
+        let result = tokio::time::timeout(WAIT, call).await.expect("an answer in time");
+        match result {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match tokio::time::timeout(WAIT, stream.message()).await.expect("an answer in time") {
+                        Err(status) => return status,
+                        Ok(Some(_)) => {}
+                        Ok(None) => panic!("the stream ended without an error"),
+                    }
+                }
+            }
+        }
+    }
+    let status = open(&mut client, subscribe("nope", 1, 1)).await;
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("unknown database"), "{status:?}");
+    let status = open(&mut client, subscribe(DB, 7, 1)).await;
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("not region 7"), "{status:?}");
+    let status = open(&mut client, subscribe(DB, 1, 99)).await;
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("protocol version"), "{status:?}");
+    let ack = v1::SyncRequest { kind: Some(v1::sync_request::Kind::Ack(v1::Ack::default())) };
+    let status = open(&mut client, ack).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("Subscribe"), "{status:?}");
+    // A message over the bound: refused, not buffered.
+    let huge = subscribe(&"x".repeat(meridian_wan::protocol::MESSAGE_BYTES_MAX + 1), 1, 1);
+    let status = open(&mut client, huge).await;
+    assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted | Code::Internal), "{status:?}");
+    // An ack beyond what was sent ends that stream with a clear error.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(subscribe(DB, 1, 1)).await.unwrap();
+    let response = client.sync(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap();
+    let mut stream = response.into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.kind, Some(v1::sync_response::Kind::Accepted(_))));
+    tx.send(v1::SyncRequest {
+        kind: Some(v1::sync_request::Kind::Ack(v1::Ack { applied_offset: 1_000_000, applied_vector: vec![] })),
+    })
+    .await
+    .unwrap();
+    let status = loop {
+        match tokio::time::timeout(WAIT, stream.message()).await.expect("an answer in time") {
+            Err(status) => break status,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without an error"),
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("outside the window"), "{status:?}");
+
+    // The server still serves an honest peer.
+    let b = Region::new(2);
+    let link_b = link(&b, &a, sa.addr);
+    eventually("b syncs after the hostile peers", || a.same_as(&b)).await;
+    link_b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_merged_from_b_into_a_is_never_shipped_by_a_to_c() {
+    let (a, b, c) = (Region::new(1), Region::new(2), Region::new(3));
+    let (sa, sb) = (serve(&a).await, serve(&b).await);
+    // A pulls from B; C pulls from A only.
+    let a_from_b = link(&a, &b, sb.addr);
+    let c_from_a = link(&c, &a, sa.addr);
+    // Both links are past their (empty) initial snapshot: what follows is deltas.
+    eventually("links streaming", || {
+        a_from_b.stats().state() == meridian_wan::LinkState::Streaming
+            && c_from_a.stats().state() == meridian_wan::LinkState::Streaming
+    })
+    .await;
+    b.set("from-b", b"1");
+    eventually("a merged b's write", || a.get("from-b").is_some()).await;
+    a.set("from-a", b"1");
+    eventually("c has a's write", || c.get("from-a").is_some()).await;
+    // Give a wrong implementation time to forward b's delta.
+    a.set("from-a-2", b"1");
+    eventually("c has a's second write", || c.get("from-a-2").is_some()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(c.get("from-b"), None, "a shipped a delta it did not originate");
+    assert_eq!(a.outbox.next_offset(), 2, "a's outbox holds only a's own writes");
+    assert_eq!(c_from_a.stats().read(system_wall_ms()).deltas, 2);
+    // With a link from B, C converges with everyone.
+    let c_from_b = link(&c, &b, sb.addr);
+    eventually("c has b's write from b", || c.get("from-b").is_some()).await;
+    for link in [a_from_b, c_from_a, c_from_b] {
+        link.stop().await;
+    }
+}
