@@ -20,6 +20,7 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod ctl;
+pub mod demo;
 pub mod node;
 pub mod placement;
 pub mod raft;

@@ -90,7 +90,7 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                         match wait_unblocked(socket, server, client, handle, &mut input, &parser, block).await {
                             Some(reply) => {
                                 // The pop that served it is a write of its own.
-                                if server.is_persistent() {
+                                if server.is_journaling() {
                                     client.sync_target = Some(server.journal_position());
                                 }
                                 output.extend_from_slice(&reply)
@@ -316,7 +316,7 @@ pub fn run_command(
         } else {
             server.serve_blocked(command_keys(spec, args).map(|key| key.as_ref()));
         }
-        if server.is_persistent() {
+        if server.is_journaling() {
             client.sync_target = Some(server.journal_position());
         }
     }

@@ -97,6 +97,13 @@ pub struct ServerState {
     pub(crate) persistence_failing: AtomicBool,
     /// The last journal error.
     pub(crate) persistence_error: Mutex<String>,
+    /// Where locally originated deltas go once committed (the WAN outbox).
+    pub(crate) journal_sink: Option<crate::persistence::JournalSink>,
+    /// Serializes commits when there is no persistence journal to lock, and
+    /// holds local deltas not yet shipped because their append failed.
+    pub(crate) commit: Mutex<Vec<meridian_crdt::Delta>>,
+    /// Journal position committed so far without persistence.
+    pub(crate) committed_seq: AtomicU64,
 }
 
 /// The WATCH registry: for each watched key, the watching clients' "touched"
@@ -129,6 +136,9 @@ impl ServerState {
             persistence: None,
             persistence_failing: AtomicBool::new(false),
             persistence_error: Mutex::new(String::new()),
+            journal_sink: None,
+            commit: Mutex::new(Vec::new()),
+            committed_seq: AtomicU64::new(0),
         }
     }
 
@@ -142,6 +152,21 @@ impl ServerState {
     /// True if the node persists its writes.
     pub fn is_persistent(&self) -> bool {
         self.persistence.is_some()
+    }
+
+    /// Hands every delta this database originates, once committed (see
+    /// [`crate::persistence`]), to `sink` — the WAN syncer's outbox. Turns
+    /// the shard's journal on.
+    pub fn with_journal_sink(mut self, sink: crate::persistence::JournalSink) -> ServerState {
+        self.shard().keyspace_mut().set_journal(true);
+        self.journal_sink = Some(sink);
+        self
+    }
+
+    /// True if applied deltas are journaled (persistence, or a journal sink):
+    /// a write's reply then waits for its commit.
+    pub fn is_journaling(&self) -> bool {
+        self.persistence.is_some() || self.journal_sink.is_some()
     }
 
     /// Held shared by every command except EXEC, for the whole command

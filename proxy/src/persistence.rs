@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use meridian_crdt::Delta;
 use meridian_replication::durability::{Fsync, Journal, write_snapshot_file};
 
 use crate::context::ServerState;
@@ -47,24 +48,43 @@ impl Persistence {
     }
 }
 
+/// Receives the locally originated deltas of each commit, in order (the WAN
+/// syncer's outbox).
+pub type JournalSink = Box<dyn Fn(&[Delta]) + Send + Sync>;
+
 /// How often `appendfsync everysec` forces the journal to disk.
 pub const EVERYSEC_INTERVAL: Duration = Duration::from_secs(1);
 
 impl ServerState {
     /// The journal position after every delta applied so far (0 without
-    /// persistence).
+    /// journaling).
     pub fn journal_position(&self) -> u64 {
-        if self.persistence.is_none() {
+        if !self.is_journaling() {
             return 0;
         }
         self.shard().keyspace().journal_seq()
     }
 
-    /// Makes the journal hold every delta up to position `target` (on disk,
-    /// with `appendfsync always`). False if it could not: the caller must
-    /// not acknowledge the writes.
+    /// Commits the journal up to position `target`: appends it to the
+    /// journal file (on disk, with `appendfsync always`) if the node is
+    /// persistent, then hands the locally originated deltas to the journal
+    /// sink (the WAN outbox) — only once they are durable here, so a peer
+    /// region never holds a write this region could lose (DESIGN §4,
+    /// invariant 2). False if the append failed: the caller must not
+    /// acknowledge the writes.
     pub fn commit_writes(&self, target: u64) -> bool {
+        if !self.is_journaling() {
+            return true;
+        }
         let Some(persistence) = &self.persistence else {
+            let mut unshipped = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+            if self.committed_seq.load(Ordering::Acquire) >= target {
+                return true;
+            }
+            let (entries, upto, _) = self.shard().take_journal_entries();
+            unshipped.extend(entries.into_iter().filter(|e| e.local).map(|e| e.delta));
+            self.ship(&mut unshipped);
+            self.committed_seq.store(upto, Ordering::Release);
             return true;
         };
         let mut journal = persistence.journal();
@@ -72,12 +92,20 @@ impl ServerState {
         if durable >= target && !journal.is_failing() {
             return true;
         }
-        let (deltas, upto, hlc) = self.shard().take_journal();
+        let (entries, upto, hlc) = self.shard().take_journal_entries();
+        let mut unshipped = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let deltas = if self.journal_sink.is_some() {
+            unshipped.extend(entries.iter().filter(|e| e.local).map(|e| e.delta.clone()));
+            entries.into_iter().map(|e| e.delta).collect()
+        } else {
+            entries.into_iter().map(|e| e.delta).collect()
+        };
         match journal.append(deltas, upto, hlc) {
             Ok(()) => {
                 if self.persistence_failing.swap(false, Ordering::AcqRel) {
                     tracing::info!("journal appends succeed again; accepting writes");
                 }
+                self.ship(&mut unshipped);
                 true
             }
             Err(error) => {
@@ -88,6 +116,16 @@ impl ServerState {
                 false
             }
         }
+    }
+
+    /// Hands committed local deltas to the journal sink.
+    fn ship(&self, unshipped: &mut Vec<Delta>) {
+        if let Some(sink) = &self.journal_sink
+            && !unshipped.is_empty()
+        {
+            sink(unshipped);
+        }
+        unshipped.clear();
     }
 
     /// The fsync policy, when persistent.
@@ -121,10 +159,10 @@ impl ServerState {
     /// applied (expiry, GC, merges), fsyncs once a second under `everysec`,
     /// and rewrites the journal into a snapshot when it has grown.
     pub fn persistence_tick(&self) {
+        self.commit_writes(u64::MAX);
         let Some(persistence) = &self.persistence else {
             return;
         };
-        self.commit_writes(u64::MAX);
         {
             let mut journal = persistence.journal();
             let mut last_sync = persistence.last_sync.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,15 +201,25 @@ impl ServerState {
         };
         let _one_at_a_time = persistence.rewriting.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
-        let (dir, covered, context, keys, hlc) = {
+        let (dir, covered, context, keys, hlc, local) = {
             let mut journal = persistence.journal();
             let mut shard = self.shard();
-            let (deltas, upto, hlc) = shard.take_journal();
-            journal.append(deltas, upto, hlc)?;
+            let (entries, upto, hlc) = shard.take_journal_entries();
+            let local: Vec<Delta> = if self.journal_sink.is_some() {
+                entries.iter().filter(|e| e.local).map(|e| e.delta.clone()).collect()
+            } else {
+                Vec::new()
+            };
+            journal.append(entries.into_iter().map(|e| e.delta).collect(), upto, hlc)?;
             let covered = journal.rotate()?;
             let keyspace = shard.keyspace();
-            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), keyspace.snapshot(), hlc)
+            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), keyspace.snapshot(), hlc, local)
         };
+        {
+            let mut unshipped = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+            unshipped.extend(local);
+            self.ship(&mut unshipped);
+        }
         let body = meridian_proto::convert::encode_snapshot_parts(&context, &keys);
         let bytes = write_snapshot_file(&dir, covered, &body, hlc)?;
         persistence.journal().set_snapshot_bytes(bytes);

@@ -35,6 +35,11 @@ pub struct Shard {
     writes: u64,
     stability: StabilityTracker,
     gc_cursor: u64,
+    /// The peer regions of an active-active database (their region ids,
+    /// which are also their replica ids).
+    peers: Vec<u16>,
+    /// The peers that have reported their applied vector at least once.
+    reported: std::collections::BTreeSet<u16>,
 }
 
 impl Shard {
@@ -45,7 +50,15 @@ impl Shard {
         // keyspace may merge counter increments as they are applied.
         let mut keyspace = Keyspace::new(replica);
         keyspace.set_solo(true);
-        Shard { keyspace, clock: Clock::new(max_skew_ms), writes: 0, stability: StabilityTracker::new(), gc_cursor: 0 }
+        Shard {
+            keyspace,
+            clock: Clock::new(max_skew_ms),
+            writes: 0,
+            stability: StabilityTracker::new(),
+            gc_cursor: 0,
+            peers: Vec::new(),
+            reported: Default::default(),
+        }
     }
 
     /// A shard recovered from the data directory `dir` (created if absent),
@@ -70,7 +83,15 @@ impl Shard {
                 .seed(recovered.hlc_high_water)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         }
-        let shard = Shard { keyspace, clock, writes: 0, stability: StabilityTracker::new(), gc_cursor: 0 };
+        let shard = Shard {
+            keyspace,
+            clock,
+            writes: 0,
+            stability: StabilityTracker::new(),
+            gc_cursor: 0,
+            peers: Vec::new(),
+            reported: Default::default(),
+        };
         Ok((shard, journal, recovered))
     }
 
@@ -88,6 +109,26 @@ impl Shard {
     pub fn take_journal_entries(&mut self) -> (Vec<meridian_crdt::JournalEntry>, u64, u64) {
         let (entries, upto) = self.keyspace.take_journal_entries();
         (entries, upto, self.clock.high_water())
+    }
+
+    /// Declares the peer regions of this shard's database (active-active):
+    /// with peers, counters are no longer merged as applied (solo mode off)
+    /// and garbage collection waits for every peer's applied vector.
+    pub fn set_peers(&mut self, peers: &[u16]) {
+        for gone in self.peers.iter().filter(|p| !peers.contains(p)) {
+            self.stability.remove_region(*gone);
+            self.reported.remove(gone);
+        }
+        self.peers = peers.to_vec();
+        self.keyspace.set_solo(peers.is_empty());
+    }
+
+    /// A peer region reports what it has applied (over the WAN).
+    pub fn peer_applied(&mut self, region: u16, applied: meridian_crdt::VersionVector) {
+        if self.peers.contains(&region) {
+            self.stability.report(region, Report { applied, own: vec![ReplicaId(region)] });
+            self.reported.insert(region);
+        }
     }
 
     /// The keyspace, for reads.
@@ -130,8 +171,16 @@ impl Shard {
         let at = self.moment()?;
         let expired = self.keyspace.expire_due(at, EXPIRE_KEYS_PER_STEP_MAX).len();
         let replica = self.keyspace.replica();
-        self.stability.report(0, Report { applied: self.keyspace.context().vector().clone(), own: vec![replica] });
-        let stable = self.stability.advance().clone();
+        self.stability
+            .report(replica.0, Report { applied: self.keyspace.context().vector().clone(), own: vec![replica] });
+        // Until every peer region has reported what it applied, nothing is
+        // known to be causally stable beyond what already was: collect with
+        // the last stable vector (nothing new).
+        let stable = if self.peers.iter().all(|peer| self.reported.contains(peer)) {
+            self.stability.advance().clone()
+        } else {
+            self.stability.stable().clone()
+        };
         let mut collected = self.keyspace.collect_marked(&stable, GC_MARKED_KEYS_PER_STEP_MAX);
         let (next, pass) = self.keyspace.collect(&stable, self.gc_cursor, GC_PASS_KEYS_PER_STEP_MAX);
         self.gc_cursor = next;
