@@ -530,3 +530,85 @@ async fn a_delta_merged_from_b_into_a_is_never_shipped_by_a_to_c() {
         link.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_stops_acking_stalls_the_source_after_the_window() {
+    use meridian_proto::v1::wan_sync_client::WanSyncClient;
+    use meridian_wan::protocol::{BATCH_DELTAS_MAX, IN_FLIGHT_BATCHES_MAX, MESSAGE_BYTES_MAX};
+
+    let a = Region::new(1);
+    let sa = serve(&a).await;
+    // Enough deltas for twice the window of full batches.
+    let total = (2 * IN_FLIGHT_BATCHES_MAX * BATCH_DELTAS_MAX) as u32;
+    for i in 0..total {
+        a.set(&format!("k{}", i % 64), b"v");
+    }
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", sa.addr)).unwrap().connect().await.unwrap();
+    let mut client = WanSyncClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::SyncRequest {
+        kind: Some(v1::sync_request::Kind::Subscribe(v1::Subscribe {
+            protocol_version: 1,
+            database: DB.into(),
+            source_region: 1,
+            destination_region: 2,
+            log_id: 0,
+            cursor: 0,
+            stream: 0,
+        })),
+    })
+    .await
+    .unwrap();
+    let mut stream = client.sync(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    // Collects the batches the source sends until none came for a while
+    // (heartbeats keep coming: they do not count).
+    async fn batches_until_quiet(stream: &mut tonic::Streaming<v1::SyncResponse>) -> Vec<u64> {
+        let mut ends = Vec::new();
+        let mut quiet_until = tokio::time::Instant::now() + Duration::from_millis(1_500);
+        while let Ok(message) = tokio::time::timeout_at(quiet_until, stream.message()).await {
+            if let Some(v1::sync_response::Kind::Batch(batch)) = message.unwrap().unwrap().kind {
+                ends.push(batch.first_offset + u64::from(batch.count));
+                quiet_until = tokio::time::Instant::now() + Duration::from_millis(1_500);
+            }
+        }
+        ends
+    }
+    let batch_ends = batches_until_quiet(&mut stream).await;
+    assert_eq!(batch_ends.len(), IN_FLIGHT_BATCHES_MAX, "the source stops at the window");
+    assert!(*batch_ends.last().unwrap() < u64::from(total));
+    let source = sa.source.stats(DB, 2).unwrap().read(system_wall_ms());
+    assert_eq!(source.lag_ops, u64::from(total), "nothing acknowledged: {source:?}");
+    // One ack frees one batch's room: exactly one more batch comes.
+    tx.send(v1::SyncRequest {
+        kind: Some(v1::sync_request::Kind::Ack(v1::Ack { applied_offset: batch_ends[0], applied_vector: vec![] })),
+    })
+    .await
+    .unwrap();
+    assert_eq!(batches_until_quiet(&mut stream).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_to_a_broken_source_reports_the_error_and_keeps_retrying() {
+    // A "source" that answers every connection with garbage.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicU64::new(0));
+    let counter = accepts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot grpc at all").await;
+        }
+    });
+    let b = Region::new(2);
+    let a = Region::new(1);
+    let link_b = link(&b, &a, addr);
+    eventually("several attempts", || accepts.load(Ordering::Relaxed) >= 3).await;
+    let stats = link_b.stats().read(system_wall_ms());
+    assert!(stats.errors >= 2, "{stats:?}");
+    assert!(stats.last_error.is_some(), "{stats:?}");
+    assert_eq!(stats.connects, 0);
+    assert!(b.state.lock().unwrap().keyspace.is_empty());
+    link_b.stop().await;
+}
