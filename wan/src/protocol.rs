@@ -41,6 +41,9 @@ pub const RESPONSE_QUEUE_MAX: usize = 4;
 pub const SUBSCRIBE_TIMEOUT_MS: u64 = 10_000;
 /// Heartbeat period of an idle stream (lag accounting, dead-peer detection).
 pub const HEARTBEAT_MS: u64 = 1_000;
+/// Concurrent streams on one connection at most (HTTP/2): a peer has one
+/// stream per database it syncs, so this bounds what one connection can open.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 /// A destination that hears nothing for this long drops the stream.
 pub const IDLE_TIMEOUT_MS: u64 = 10 * HEARTBEAT_MS;
 

@@ -462,6 +462,13 @@ async fn hostile_peers_get_clear_errors_and_the_server_survives() {
     let status = open(&mut client, subscribe(DB, 1, 99)).await;
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("protocol version"), "{status:?}");
+    let mut other_stream = subscribe(DB, 1, 1);
+    if let Some(v1::sync_request::Kind::Subscribe(s)) = &mut other_stream.kind {
+        s.stream = 5;
+    }
+    let status = open(&mut client, other_stream).await;
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("shard stream 5"), "{status:?}");
     let ack = v1::SyncRequest { kind: Some(v1::sync_request::Kind::Ack(v1::Ack::default())) };
     let status = open(&mut client, ack).await;
     assert_eq!(status.code(), Code::InvalidArgument);
