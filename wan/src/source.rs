@@ -91,6 +91,12 @@ impl SyncSource {
                 self.region, subscribe.source_region
             )));
         }
+        if subscribe.stream != 0 {
+            return Err(Status::failed_precondition(format!(
+                "shard stream {} not served: regions sync whole databases (stream 0)",
+                subscribe.stream
+            )));
+        }
         let destination =
             u16::try_from(subscribe.destination_region).ok().filter(|&d| d != self.region).ok_or_else(|| {
                 Status::invalid_argument(format!("bad destination region {}", subscribe.destination_region))
