@@ -298,6 +298,7 @@ async fn two_regions_writing_the_same_keys_concurrently_converge() {
     .await;
     // What a sent to b, b applied, once.
     let sent = sa.source.stats(DB, 2).expect("a serves b").read(system_wall_ms());
+    eventually("counted", || links[1].stats().read(0).deltas >= sent.deltas).await;
     let received = links[1].stats().read(system_wall_ms());
     assert_eq!(sent.deltas, received.deltas, "{sent:?} {received:?}");
     assert_eq!(received.deltas_redelivered, 0);
@@ -325,6 +326,7 @@ async fn a_region_that_reconnects_resumes_from_its_cursor_without_loss_or_double
         let _ = cut.cut.send(());
     }
     eventually("b has all 200", || b.get("n") == Some(b"200".to_vec())).await;
+    eventually("counted", || link_b.stats().read(0).deltas >= 200).await;
     assert!(a.same_as(&b));
     let stats = link_b.stats().read(system_wall_ms());
     assert!(stats.errors >= 1 && stats.connects >= 2, "the link reconnected: {stats:?}");
@@ -343,6 +345,8 @@ async fn a_region_that_reconnects_resumes_from_its_cursor_without_loss_or_double
     }
     let link_b = link(&b, &a, sa.addr);
     eventually("b has 210", || b.get("n") == Some(b"210".to_vec())).await;
+    // The counters move right after the apply.
+    eventually("counted", || link_b.stats().read(0).deltas >= 60).await;
     let stats = link_b.stats().read(system_wall_ms());
     assert_eq!((stats.partial_syncs, stats.full_syncs), (1, 0), "{stats:?}");
     assert_eq!(stats.deltas, 60, "50 redelivered and 10 new, all applied: {stats:?}");
