@@ -126,6 +126,30 @@ impl Window {
         assert!(count > 0, "an empty batch");
         self.sent += count;
         self.in_flight.push_back(self.sent);
+        debug_assert_eq!(self.validate(), Ok(()));
+    }
+
+    /// Checks the window's invariants: acknowledged ≤ sent, at most
+    /// [`IN_FLIGHT_BATCHES_MAX`] batches in flight, their ends increasing
+    /// within (acknowledged, sent], the last one at sent.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.acked > self.sent {
+            return Err(format!("acknowledged {} beyond sent {}", self.acked, self.sent));
+        }
+        if self.in_flight.len() > IN_FLIGHT_BATCHES_MAX {
+            return Err(format!("{} batches in flight", self.in_flight.len()));
+        }
+        let mut previous = self.acked;
+        for &end in &self.in_flight {
+            if end <= previous || end > self.sent {
+                return Err(format!("batch end {end} out of order"));
+            }
+            previous = end;
+        }
+        if self.in_flight.back().is_some_and(|&end| end != self.sent) {
+            return Err("the newest batch does not end at sent".into());
+        }
+        Ok(())
     }
 
     /// An acknowledgement that everything below `applied` is applied. It
@@ -141,6 +165,7 @@ impl Window {
         while self.in_flight.front().is_some_and(|&end| end <= applied) {
             self.in_flight.pop_front();
         }
+        debug_assert_eq!(self.validate(), Ok(()));
         Ok(())
     }
 }

@@ -286,6 +286,13 @@ async fn two_regions_writing_the_same_keys_concurrently_converge() {
     // 60 increments from each region add up.
     assert_eq!(a.get("counter"), Some(b"120".to_vec()));
     a.state.lock().unwrap().keyspace.validate().unwrap();
+    eventually("links report no lag", || {
+        links.iter().all(|l| {
+            let stats = l.stats().read(system_wall_ms());
+            stats.lag_ops == 0 && stats.lag_ms == 0 && stats.state == "streaming"
+        })
+    })
+    .await;
     // Every link streamed, compressed, and the sources heard the applied vectors.
     for link in &links {
         let stats = link.stats().read(system_wall_ms());
