@@ -23,7 +23,8 @@
 //!   `Keyspace::set_solo(false)`, when a peer joins).
 //! - [`Inbound`] over the database: route each delta to the shard owning its
 //!   slot (a flush to all), `observe` with that shard's clock, persist the
-//!   cursor per source region in the data directory, join snapshots with
+//!   cursor per source region with a [`CursorStore`] in the data directory,
+//!   join snapshots with
 //!   `Keyspace::merge_snapshot` and rewrite the durable snapshot after one.
 //! - [`serve`] a [`SyncSource`] on the node's sync port and [`Link::spawn`]
 //!   one link per (database, peer region); read counters with
@@ -32,6 +33,7 @@
 #![deny(missing_docs)]
 
 pub mod backoff;
+pub mod cursor_store;
 pub mod error;
 pub mod inbound;
 pub mod outbound;
@@ -42,6 +44,7 @@ pub mod source;
 pub mod stats;
 
 pub use backoff::Backoff;
+pub use cursor_store::CursorStore;
 pub use error::WanError;
 pub use inbound::Inbound;
 pub use outbound::{Outbound, Snapshot};
