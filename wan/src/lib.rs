@@ -26,6 +26,8 @@
 //!   cursor per source region with a [`CursorStore`] in the data directory,
 //!   join snapshots with
 //!   `Keyspace::merge_snapshot` and rewrite the durable snapshot after one.
+//! - [`ShardDatabase`] does all of the above for a database held by one
+//!   shard (its `drain_journal` replaces `Shard::take_journal`).
 //! - [`serve`] a [`SyncSource`] on the node's sync port and [`Link::spawn`]
 //!   one link per (database, peer region); read counters with
 //!   [`LinkStats::read`] and [`SyncSource::stats`].
@@ -39,6 +41,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod outbox;
 pub mod protocol;
+pub mod shard_database;
 pub mod sink;
 pub mod source;
 pub mod stats;
@@ -50,6 +53,7 @@ pub use inbound::Inbound;
 pub use outbound::{Outbound, Snapshot};
 pub use outbox::Outbox;
 pub use protocol::Cursor;
+pub use shard_database::ShardDatabase;
 pub use sink::{Link, LinkConfig};
 pub use source::SyncSource;
 pub use stats::{LinkState, LinkStats, LinkStatsSnapshot};
