@@ -710,3 +710,69 @@ async fn three_regions_converge_through_random_cuts_and_snapshots() {
         }
     }
 }
+
+/// A source that answers every stream with canned responses.
+#[derive(Clone)]
+struct CannedSource(Vec<v1::SyncResponse>);
+
+#[tonic::async_trait]
+impl v1::wan_sync_server::WanSync for CannedSource {
+    type SyncStream = tokio_stream::Iter<std::vec::IntoIter<Result<v1::SyncResponse, tonic::Status>>>;
+
+    async fn sync(
+        &self,
+        _request: tonic::Request<tonic::Streaming<v1::SyncRequest>>,
+    ) -> Result<tonic::Response<Self::SyncStream>, tonic::Status> {
+        let responses: Vec<_> = self.0.iter().cloned().map(Ok).collect();
+        Ok(tonic::Response::new(tokio_stream::iter(responses)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_source_gets_a_clear_error_and_nothing_is_applied() {
+    use v1::sync_response::Kind;
+    let accepted = Kind::Accepted(v1::Accepted {
+        protocol_version: 1,
+        source_region: 1,
+        log_id: 77,
+        mode: v1::SyncMode::Partial as i32,
+        start_offset: 0,
+    });
+    let batch = |first_offset: u64, count: u32, compression: v1::Compression, raw_bytes: u32, payload: &[u8]| {
+        Kind::Batch(v1::DeltaBatch {
+            first_offset,
+            count,
+            compression: compression as i32,
+            raw_bytes,
+            payload: bytes::Bytes::copy_from_slice(payload),
+            source_next_offset: 0,
+            source_wall_ms: 0,
+        })
+    };
+    let bomb = zstd::bulk::compress(&vec![0u8; 1 << 20], 3).unwrap();
+    let cases: Vec<(Vec<Kind>, &str)> = vec![
+        (vec![batch(0, 0, v1::Compression::None, 0, b"")], "the first response must be Accepted"),
+        (vec![accepted.clone(), batch(5, 1, v1::Compression::None, 0, b"")], "batch from offset 5 where 0 was due"),
+        (vec![accepted.clone(), batch(0, 1, v1::Compression::None, 3, b"\x0a\xff\xff")], "malformed delta list"),
+        (vec![accepted.clone(), batch(0, 1, v1::Compression::Zstd, 1 << 30, &bomb)], "over the bound"),
+        (vec![accepted.clone(), batch(0, 1, v1::Compression::Zstd, 10, &bomb)], "bad zstd payload"),
+        (vec![accepted.clone(), batch(0, 2, v1::Compression::None, 0, b"")], "announced as 2"),
+    ];
+    for (responses, expected) in cases {
+        let responses = responses.into_iter().map(|kind| v1::SyncResponse { kind: Some(kind) }).collect();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = v1::wan_sync_server::WanSyncServer::new(CannedSource(responses));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let (a, b) = (Region::new(1), Region::new(2));
+        let link_b = link(&b, &a, addr);
+        eventually(expected, || link_b.stats().read(0).last_error.is_some_and(|e| e.contains(expected))).await;
+        assert!(b.state.lock().unwrap().keyspace.is_empty(), "{expected}: nothing applied");
+        assert_eq!(b.cursor(1), None, "{expected}: no cursor moved");
+        link_b.stop().await;
+    }
+}
