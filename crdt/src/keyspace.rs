@@ -196,6 +196,11 @@ impl Keyspace {
         self.journal_local.clear();
     }
 
+    /// True if journaling is on.
+    pub fn journaling(&self) -> bool {
+        self.journal.is_some()
+    }
+
     /// The deltas journaled since the last call, and the journal position
     /// after them (the count of deltas ever journaled). Drops their origins;
     /// [`Keyspace::take_journal_entries`] keeps them.

@@ -3,10 +3,11 @@
 //! The messages are generated from `proto/meridian/v1/*.proto` at build time
 //! (protox, so no `protoc` is needed). [`convert`] maps them to and from the
 //! `meridian-crdt` types. Decoding is total: malformed or hostile input gives a
-//! [`DecodeError`], never a panic. The WAN sync and monitoring services join
-//! this crate with the syncer (issue 5). The `ClusterRaft` service
-//! (`cluster.proto`) carries the region control plane's Raft RPCs, joins and
-//! forwarded configuration writes.
+//! [`DecodeError`], never a panic. `sync.proto` holds the WAN sync service
+//! (`v1::wan_sync_server`, `v1::wan_sync_client`, generated without tonic's
+//! transport; the `meridian-wan` crate serves and dials it). The
+//! `ClusterRaft` service (`cluster.proto`) carries the region control plane's
+//! Raft RPCs, joins and forwarded configuration writes.
 
 #![deny(missing_docs)]
 

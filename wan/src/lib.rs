@@ -7,26 +7,53 @@
 //! [`inbound::Inbound`] and persists a cursor. The protocol's rules — limits,
 //! windows, cursors, compression — live without I/O in [`protocol`]; the wire
 //! schema is `proto/meridian/v1/sync.proto`. Counters for monitoring are in
-//! [`stats`]. Decisions: `docs/ARCHITECTURE.md`, "WAN syncer".
+//! [`stats`]. Decisions: `docs/ARCHITECTURE.md`, "WAN syncer" (D50–D57).
+//!
+//! # Wiring it into a node
+//!
+//! - Per active-active database (and shard stream), one [`Outbox`]:
+//!   [`Outbox::for_new_database`] when the database is created empty,
+//!   [`Outbox::new`] when a node starts over recovered state.
+//! - The node's one journal reader calls `Shard::take_journal_entries`, hands
+//!   every entry to durability and, once the local replicas hold them, pushes
+//!   the `local` ones to the outbox in order (invariant 2).
+//! - [`Outbound`] over the database: `snapshot` reads the outbox's next offset
+//!   and the keyspace under the lock appends take; `peer_applied` feeds the
+//!   shard's `gc::StabilityTracker` (and the keyspace leaves solo mode,
+//!   `Keyspace::set_solo(false)`, when a peer joins).
+//! - [`Inbound`] over the database: route each delta to the shard owning its
+//!   slot (a flush to all), `observe` with that shard's clock, persist the
+//!   cursor per source region with a [`CursorStore`] in the data directory,
+//!   join snapshots with
+//!   `Keyspace::merge_snapshot` and rewrite the durable snapshot after one.
+//! - [`ShardDatabase`] does all of the above for a database held by one
+//!   shard (its `drain_journal` replaces `Shard::take_journal`).
+//! - [`serve`] a [`SyncSource`] on the node's sync port and [`Link::spawn`]
+//!   one link per (database, peer region); read counters with
+//!   [`LinkStats::read`] and [`SyncSource::stats`].
 
 #![deny(missing_docs)]
 
 pub mod backoff;
+pub mod cursor_store;
 pub mod error;
 pub mod inbound;
 pub mod outbound;
 pub mod outbox;
 pub mod protocol;
+pub mod shard_database;
 pub mod sink;
 pub mod source;
 pub mod stats;
 
 pub use backoff::Backoff;
+pub use cursor_store::CursorStore;
 pub use error::WanError;
 pub use inbound::Inbound;
 pub use outbound::{Outbound, Snapshot};
 pub use outbox::Outbox;
 pub use protocol::Cursor;
+pub use shard_database::ShardDatabase;
 pub use sink::{Link, LinkConfig};
 pub use source::SyncSource;
 pub use stats::{LinkState, LinkStats, LinkStatsSnapshot};
@@ -39,6 +66,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .max_concurrent_streams(protocol::STREAMS_PER_CONNECTION_MAX)
+        .http2_keepalive_interval(Some(std::time::Duration::from_millis(protocol::HEARTBEAT_MS * 5)))
         .add_service(source.into_service())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await

@@ -41,6 +41,9 @@ pub const RESPONSE_QUEUE_MAX: usize = 4;
 pub const SUBSCRIBE_TIMEOUT_MS: u64 = 10_000;
 /// Heartbeat period of an idle stream (lag accounting, dead-peer detection).
 pub const HEARTBEAT_MS: u64 = 1_000;
+/// Concurrent streams on one connection at most (HTTP/2): a peer has one
+/// stream per database it syncs, so this bounds what one connection can open.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 /// A destination that hears nothing for this long drops the stream.
 pub const IDLE_TIMEOUT_MS: u64 = 10 * HEARTBEAT_MS;
 
@@ -123,6 +126,30 @@ impl Window {
         assert!(count > 0, "an empty batch");
         self.sent += count;
         self.in_flight.push_back(self.sent);
+        debug_assert_eq!(self.validate(), Ok(()));
+    }
+
+    /// Checks the window's invariants: acknowledged ≤ sent, at most
+    /// [`IN_FLIGHT_BATCHES_MAX`] batches in flight, their ends increasing
+    /// within (acknowledged, sent], the last one at sent.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.acked > self.sent {
+            return Err(format!("acknowledged {} beyond sent {}", self.acked, self.sent));
+        }
+        if self.in_flight.len() > IN_FLIGHT_BATCHES_MAX {
+            return Err(format!("{} batches in flight", self.in_flight.len()));
+        }
+        let mut previous = self.acked;
+        for &end in &self.in_flight {
+            if end <= previous || end > self.sent {
+                return Err(format!("batch end {end} out of order"));
+            }
+            previous = end;
+        }
+        if self.in_flight.back().is_some_and(|&end| end != self.sent) {
+            return Err("the newest batch does not end at sent".into());
+        }
+        Ok(())
     }
 
     /// An acknowledgement that everything below `applied` is applied. It
@@ -138,6 +165,7 @@ impl Window {
         while self.in_flight.front().is_some_and(|&end| end <= applied) {
             self.in_flight.pop_front();
         }
+        debug_assert_eq!(self.validate(), Ok(()));
         Ok(())
     }
 }

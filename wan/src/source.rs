@@ -91,6 +91,12 @@ impl SyncSource {
                 self.region, subscribe.source_region
             )));
         }
+        if subscribe.stream != 0 {
+            return Err(Status::failed_precondition(format!(
+                "shard stream {} not served: regions sync whole databases (stream 0)",
+                subscribe.stream
+            )));
+        }
         let destination =
             u16::try_from(subscribe.destination_region).ok().filter(|&d| d != self.region).ok_or_else(|| {
                 Status::invalid_argument(format!("bad destination region {}", subscribe.destination_region))
@@ -121,7 +127,7 @@ impl WanSync for SyncSource {
         let region = self.region;
         tokio::spawn(async move {
             stats.set_state(LinkState::Connecting);
-            let result = serve_stream(region, destination, &*outbound, &subscribe, requests, &tx, &stats).await;
+            let result = serve_stream(region, destination, &outbound, &subscribe, requests, &tx, &stats).await;
             if let Err(error) = result {
                 stats.fail(&error.to_string());
                 tracing::debug!(destination, database = %subscribe.database, %error, "wan stream ended");
@@ -147,7 +153,7 @@ async fn send(tx: &Responses, kind: sync_response::Kind) -> Result<(), WanError>
 async fn serve_stream(
     region: u16,
     destination: u16,
-    outbound: &dyn Outbound,
+    outbound: &Arc<dyn Outbound>,
     subscribe: &v1::Subscribe,
     mut requests: Streaming<v1::SyncRequest>,
     tx: &Responses,
@@ -163,7 +169,12 @@ async fn serve_stream(
     } else {
         LinkStats::add(&stats.full_syncs, 1);
         stats.set_state(LinkState::FullSync);
-        Some(outbound.snapshot())
+        // Taking a snapshot walks the whole keyspace: off the async workers.
+        let taker = outbound.clone();
+        let snapshot = tokio::task::spawn_blocking(move || taker.snapshot())
+            .await
+            .map_err(|e| WanError::Local(format!("snapshot task failed: {e}")))?;
+        Some(snapshot)
     };
     let start = snapshot.as_ref().map_or(subscribe.cursor, |s| s.resume_offset);
     let accepted = v1::Accepted {

@@ -1,0 +1,144 @@
+//! A ready-made [`Outbound`] and [`Inbound`] over one `replication::Shard`:
+//! what a node with single-shard active-active databases plugs into the
+//! syncer, and the pattern a multi-shard one follows per shard.
+//!
+//! The shard journals every delta it applies. The node's one journal reader
+//! calls [`ShardDatabase::drain_journal`] instead of `Shard::take_journal`:
+//! it pushes the locally originated deltas to the outbox (in apply order,
+//! under the shard lock) and returns every entry for durability. Deltas
+//! merged from peers are journaled as remote and never reach the outbox.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use meridian_crdt::clock::Observation;
+use meridian_crdt::{ClockError, Delta, JournalEntry, Keyspace, SnapshotMerge, VersionVector};
+use meridian_replication::Shard;
+
+use crate::cursor_store::CursorStore;
+use crate::inbound::Inbound;
+use crate::outbound::{Outbound, Snapshot};
+use crate::outbox::Outbox;
+use crate::protocol::Cursor;
+
+/// One database held by one shard, as the syncer sees it.
+pub struct ShardDatabase {
+    database: String,
+    shard: Arc<Mutex<Shard>>,
+    outbox: Outbox,
+    /// Durable cursors; `None` keeps them in memory (tests, no data directory).
+    cursors: Option<CursorStore>,
+    memory_cursors: Mutex<HashMap<u16, Cursor>>,
+    peer_reports: Mutex<HashMap<u16, VersionVector>>,
+}
+
+impl ShardDatabase {
+    /// The syncer's view of `database` held by `shard`, shipping through
+    /// `outbox`. Turns the shard's journal on and its solo mode off (it has
+    /// peers now).
+    pub fn new(
+        database: &str,
+        shard: Arc<Mutex<Shard>>,
+        outbox: Outbox,
+        cursors: Option<CursorStore>,
+    ) -> ShardDatabase {
+        {
+            let mut guard = shard.lock().expect("shard lock");
+            let keyspace = guard.keyspace_mut();
+            keyspace.set_solo(false);
+            if !keyspace.journaling() {
+                keyspace.set_journal(true);
+            }
+        }
+        ShardDatabase {
+            database: database.to_owned(),
+            shard,
+            outbox,
+            cursors,
+            memory_cursors: Mutex::new(HashMap::new()),
+            peer_reports: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn shard(&self) -> MutexGuard<'_, Shard> {
+        self.shard.lock().expect("shard lock")
+    }
+
+    /// Takes the shard's journal: local deltas go to the outbox, every entry
+    /// is returned (for durability) with the journal position and the clock's
+    /// high-water, like `Shard::take_journal`.
+    pub fn drain_journal(&self) -> (Vec<JournalEntry>, u64, u64) {
+        let mut shard = self.shard();
+        let (entries, upto, hlc) = shard.take_journal_entries();
+        for entry in entries.iter().filter(|e| e.local) {
+            self.outbox.push(&entry.delta);
+        }
+        (entries, upto, hlc)
+    }
+
+    /// The latest applied vector each peer region reported (for the shard's
+    /// causal-stability tracker).
+    pub fn peer_reports(&self) -> HashMap<u16, VersionVector> {
+        self.peer_reports.lock().expect("reports lock").clone()
+    }
+}
+
+impl Outbound for ShardDatabase {
+    fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let shard = self.shard();
+        // Under the shard lock, the state holds every delta the outbox has
+        // (pushes happen after the apply, under this lock).
+        Snapshot {
+            resume_offset: self.outbox.next_offset(),
+            context: shard.keyspace().context().clone(),
+            keys: shard.keyspace().snapshot(),
+        }
+    }
+
+    fn peer_applied(&self, region: u16, applied: VersionVector) {
+        self.peer_reports.lock().expect("reports lock").insert(region, applied);
+    }
+}
+
+impl Inbound for ShardDatabase {
+    fn observe(&self, hlc: u64) -> Result<Observation, ClockError> {
+        self.shard().clock().observe(hlc)
+    }
+
+    fn apply(&self, deltas: &[Delta]) -> Result<(), String> {
+        let mut shard = self.shard();
+        for delta in deltas {
+            shard.keyspace_mut().apply(delta);
+        }
+        Ok(())
+    }
+
+    fn apply_snapshot(&self, snapshot: &Keyspace) -> Result<SnapshotMerge, String> {
+        Ok(self.shard().keyspace_mut().merge_snapshot(snapshot))
+    }
+
+    fn load_cursor(&self, source_region: u16) -> Option<Cursor> {
+        match &self.cursors {
+            Some(store) => store.load(&self.database, source_region).ok().flatten(),
+            None => self.memory_cursors.lock().expect("cursors lock").get(&source_region).copied(),
+        }
+    }
+
+    fn store_cursor(&self, source_region: u16, cursor: Cursor) -> Result<(), String> {
+        match &self.cursors {
+            Some(store) => store.store(&self.database, source_region, cursor).map_err(|e| e.to_string()),
+            None => {
+                self.memory_cursors.lock().expect("cursors lock").insert(source_region, cursor);
+                Ok(())
+            }
+        }
+    }
+
+    fn applied_vector(&self) -> VersionVector {
+        self.shard().keyspace().context().vector().clone()
+    }
+}
