@@ -134,6 +134,9 @@ pub struct JournalEntry {
     pub local: bool,
 }
 
+/// Up to this many arguments, repeated members are found by a linear scan.
+const DEDUP_LINEAR_MAX: usize = 16;
+
 /// Allocates the tags of one local write.
 pub struct TagSource<'a> {
     replica: ReplicaId,
@@ -883,15 +886,21 @@ impl Keyspace {
             };
             let mut delta = SetDelta::default();
             let mut added = 0;
-            let mut fresh: Vec<&[u8]> = Vec::new();
             // A member already present is added again with a new tag (the reply
             // does not count it): that re-assertion is what makes SADD win over
             // a concurrent SREM that observed the old tag (add wins).
-            for &member in members {
-                if fresh.contains(&member) {
+            // Repeated members count once: a linear check for the usual few,
+            // a hash set for long argument lists (no quadratic cost).
+            let mut seen: Option<hashbrown::HashSet<&[u8]>> =
+                (members.len() > DEDUP_LINEAR_MAX).then(|| hashbrown::HashSet::with_capacity(members.len()));
+            for (index, &member) in members.iter().enumerate() {
+                let repeated = match &mut seen {
+                    Some(seen) => !seen.insert(member),
+                    None => members[..index].contains(&member),
+                };
+                if repeated {
                     continue;
                 }
-                fresh.push(member);
                 if set.add_to(&mut delta, member, tags.next_tag()) {
                     added += 1;
                 }

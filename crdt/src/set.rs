@@ -120,7 +120,10 @@ impl OrSet {
         for (member, dots) in &delta.removes {
             if let Some(tags) = self.members.get_mut(member.as_slice()) {
                 tags.retain(|t| !dots.contains(&t.dot));
-                if tags.is_empty() {
+                // A member re-added by the same delta (SADD of a present
+                // member) keeps its entry: no remove and re-insert.
+                let readded = || delta.adds.iter().any(|(added, tag)| added == member && !seen.contains(tag.dot));
+                if tags.is_empty() && !readded() {
                     self.members.remove(member.as_slice());
                 }
             }
