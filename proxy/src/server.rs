@@ -65,8 +65,10 @@ async fn maintenance_cycle(server: Arc<ServerState>, mut shutdown: watch::Receiv
                     tracing::warn!(%error, "maintenance step skipped");
                 }
                 // File I/O (fsync, a rewrite) runs off the runtime's threads.
-                let persisting = server.clone();
-                let _ = tokio::task::spawn_blocking(move || persisting.persistence_tick()).await;
+                if server.is_journaling() {
+                    let persisting = server.clone();
+                    let _ = tokio::task::spawn_blocking(move || persisting.persistence_tick()).await;
+                }
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { return; }
