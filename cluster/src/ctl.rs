@@ -55,6 +55,43 @@ pub enum CtlCommand {
     /// Shards.
     #[command(subcommand)]
     Shard(ShardCommand),
+    /// Active-active databases across regions.
+    #[command(subcommand)]
+    Crdb(CrdbCommand),
+}
+
+/// `ctl crdb ...`
+#[derive(Subcommand, Debug)]
+pub enum CrdbCommand {
+    /// Creates an active-active database with an instance in every given
+    /// region; the region behind `--url` coordinates.
+    Create {
+        /// Name (the same in every region).
+        #[arg(long)]
+        name: String,
+        /// Client port (the same in every region).
+        #[arg(long)]
+        port: u16,
+        /// Admin API URL of one region's cluster; once per region, in region
+        /// id order (1, 2, ...).
+        #[arg(long = "instance", required = true)]
+        instances: Vec<String>,
+        /// Password of the default user.
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// The active-active databases with an instance in this cluster.
+    List,
+    /// Every instance of one, with its WAN link figures.
+    Status {
+        /// The crdb's guid.
+        guid: String,
+    },
+    /// Deletes every instance of one.
+    Delete {
+        /// The crdb's guid.
+        guid: String,
+    },
 }
 
 /// `ctl cluster ...`
@@ -201,6 +238,20 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             (Method::POST, format!("/v1/bdbs/{uid}/actions/failover"), Some(json!({ "shard_uid": shard })), View::Raw)
         }
         CtlCommand::Shard(ShardCommand::List { bdb }) => (Method::GET, "/v1/shards".into(), None, View::Shards(bdb)),
+        CtlCommand::Crdb(CrdbCommand::Create { name, port, instances, password }) => {
+            let mut body = json!({ "name": name, "port": port, "instances": instances });
+            if let Some(password) = password {
+                body["password"] = json!(password);
+            }
+            (Method::POST, "/v1/crdbs".into(), Some(body), View::CrdbCreated)
+        }
+        CtlCommand::Crdb(CrdbCommand::List) => (Method::GET, "/v1/crdbs".into(), None, View::Crdbs),
+        CtlCommand::Crdb(CrdbCommand::Status { guid }) => {
+            (Method::GET, format!("/v1/crdbs/{guid}"), None, View::CrdbStatus)
+        }
+        CtlCommand::Crdb(CrdbCommand::Delete { guid }) => {
+            (Method::DELETE, format!("/v1/crdbs/{guid}"), None, View::CrdbDeleted)
+        }
     };
     let (status, answer) = request(method, &format!("{base}{path}"), body).await?;
     if !status.is_success() {
@@ -256,6 +307,10 @@ enum View {
     Nodes,
     Bdbs,
     Shards(Option<u64>),
+    Crdbs,
+    CrdbCreated,
+    CrdbStatus,
+    CrdbDeleted,
     Raw,
 }
 
@@ -357,6 +412,27 @@ fn render(view: &View, answer: &Value) -> String {
                 &shown,
             )
         }
+        View::Crdbs => table(
+            &[("GUID", "guid"), ("NAME", "name"), ("PORT", "port"), ("REGION", "region_id"), ("BDB", "bdb_uid")],
+            &rows(answer),
+        ),
+        View::CrdbCreated => {
+            let head = format!(
+                "guid: {}\nname: {}\nport: {}\n",
+                cell(&answer["guid"]),
+                cell(&answer["name"]),
+                cell(&answer["port"])
+            );
+            head + &table(
+                &[("REGION", "region_id"), ("ADMIN", "admin_url"), ("SYNC", "sync_endpoint"), ("BDB", "bdb_uid")],
+                &rows(&answer["instances"]),
+            )
+        }
+        View::CrdbDeleted => {
+            format!("guid: {}\n", cell(&answer["guid"]))
+                + &table(&[("REGION", "region_id"), ("RESULT", "result")], &rows(&answer["instances"]))
+        }
+        View::CrdbStatus => render_crdb_status(answer),
         View::Raw => {
             let mut out = String::new();
             if let Value::Object(map) = answer {
@@ -367,6 +443,54 @@ fn render(view: &View, answer: &Value) -> String {
             out
         }
     }
+}
+
+/// One block per instance: where it is, its endpoint's state, and one line
+/// per incoming WAN link (from each peer region).
+fn render_crdb_status(answer: &Value) -> String {
+    let mut out =
+        format!("guid: {}\nname: {}\nport: {}\n", cell(&answer["guid"]), cell(&answer["name"]), cell(&answer["port"]));
+    for instance in rows(&answer["instances"]) {
+        let view = &instance["instance"];
+        let status = &view["endpoint_status"];
+        out.push_str(&format!(
+            "\nregion {}  admin {}  sync {}\n",
+            cell(&instance["region_id"]),
+            cell(&instance["admin_url"]),
+            cell(&instance["sync_endpoint"])
+        ));
+        if let Some(error) = view.get("error") {
+            out.push_str(&format!("  unreachable: {}\n", cell(error)));
+            continue;
+        }
+        out.push_str(&format!(
+            "  bdb {}  node {}  endpoint {}  status {}\n",
+            cell(&view["uid"]),
+            cell(&status["node_uid"]),
+            cell(&status["endpoint"]),
+            cell(&status["status"])
+        ));
+        if let Some(error) = status.get("error") {
+            out.push_str(&format!("  error: {}\n", cell(error)));
+        }
+        let links = table(
+            &[
+                ("FROM", "region_id"),
+                ("STATE", "state"),
+                ("LAG_OPS", "lag_ops"),
+                ("LAG_MS", "lag_ms"),
+                ("DELTAS", "deltas"),
+                ("BYTES", "bytes_in_wire"),
+                ("ERRORS", "errors"),
+                ("LAST_ERROR", "last_error"),
+            ],
+            &rows(&status["links"]).into_iter().filter(|l| !l.is_null()).collect::<Vec<_>>(),
+        );
+        for line in links.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -37,11 +37,17 @@ type Responses = mpsc::Sender<Result<v1::SyncResponse, Status>>;
 /// Counters of the streams served, by (database, destination region).
 type StatsByStream = HashMap<(String, u16), Arc<LinkStats>>;
 
+/// The served databases by name, each with its region id and source side.
+type DatabasesByName = HashMap<String, (u16, Arc<dyn Outbound>)>;
+
 /// The sync service of one region: the databases it serves, by name.
 #[derive(Clone)]
 pub struct SyncSource {
     region: u16,
-    databases: Arc<RwLock<HashMap<String, Arc<dyn Outbound>>>>,
+    /// Each database with the region id this cluster has in it (a node
+    /// serving several active-active databases may be a different region in
+    /// each: ids are assigned per database).
+    databases: Arc<RwLock<DatabasesByName>>,
     stats: Arc<Mutex<StatsByStream>>,
 }
 
@@ -51,9 +57,16 @@ impl SyncSource {
         SyncSource { region, databases: Default::default(), stats: Default::default() }
     }
 
-    /// Serves `database` from `outbound` (replacing an earlier one).
+    /// Serves `database` from `outbound` (replacing an earlier one), as
+    /// this source's region.
     pub fn add_database(&self, database: &str, outbound: Arc<dyn Outbound>) {
-        self.databases.write().expect("databases lock").insert(database.to_owned(), outbound);
+        self.add_database_in_region(database, self.region, outbound);
+    }
+
+    /// Serves `database` from `outbound` as region `region` of that
+    /// database (replacing an earlier one).
+    pub fn add_database_in_region(&self, database: &str, region: u16, outbound: Arc<dyn Outbound>) {
+        self.databases.write().expect("databases lock").insert(database.to_owned(), (region, outbound));
     }
 
     /// Stops serving `database` (open streams end at their next step).
@@ -78,27 +91,27 @@ impl SyncSource {
     }
 
     /// Checks a Subscribe and finds its database.
-    fn admit(&self, subscribe: &v1::Subscribe) -> Result<(Arc<dyn Outbound>, u16), Status> {
+    fn admit(&self, subscribe: &v1::Subscribe) -> Result<(Arc<dyn Outbound>, u16, u16), Status> {
         if subscribe.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "protocol version {} not supported (this source speaks {PROTOCOL_VERSION})",
                 subscribe.protocol_version
             )));
         }
-        if subscribe.source_region != u32::from(self.region) {
+        let entry = self.databases.read().expect("databases lock").get(&subscribe.database).cloned();
+        let (region, outbound) =
+            entry.ok_or_else(|| Status::not_found(format!("unknown database {:?}", subscribe.database)))?;
+        if subscribe.source_region != u32::from(region) {
             return Err(Status::failed_precondition(format!(
-                "this is region {}, not region {}",
-                self.region, subscribe.source_region
+                "this is region {region}, not region {}",
+                subscribe.source_region
             )));
         }
         let destination =
-            u16::try_from(subscribe.destination_region).ok().filter(|&d| d != self.region).ok_or_else(|| {
+            u16::try_from(subscribe.destination_region).ok().filter(|&d| d != region).ok_or_else(|| {
                 Status::invalid_argument(format!("bad destination region {}", subscribe.destination_region))
             })?;
-        let outbound = self.databases.read().expect("databases lock").get(&subscribe.database).cloned();
-        let outbound =
-            outbound.ok_or_else(|| Status::not_found(format!("unknown database {:?}", subscribe.database)))?;
-        Ok((outbound, destination))
+        Ok((outbound, destination, region))
     }
 }
 
@@ -115,10 +128,9 @@ impl WanSync for SyncSource {
         let Some(sync_request::Kind::Subscribe(subscribe)) = first.kind else {
             return Err(Status::invalid_argument("the first message must be a Subscribe"));
         };
-        let (outbound, destination) = self.admit(&subscribe)?;
+        let (outbound, destination, region) = self.admit(&subscribe)?;
         let stats = self.link_stats(&subscribe.database, destination);
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE_MAX);
-        let region = self.region;
         tokio::spawn(async move {
             stats.set_state(LinkState::Connecting);
             let result = serve_stream(region, destination, &*outbound, &subscribe, requests, &tx, &stats).await;
