@@ -509,4 +509,25 @@ mod tests {
         assert_eq!(lines[2], "12   1    3     replica  0-16383  1");
         assert_eq!(render(&View::Shards(Some(9)), &shards).lines().count(), 1, "filtered to the header");
     }
+
+    #[test]
+    fn crdb_status_shows_each_instance_and_its_links() {
+        let answer = json!({
+            "guid": "g1", "name": "shared", "port": 12000,
+            "instances": [
+                {"region_id": 1, "admin_url": "http://a:9443", "sync_endpoint": "a:9445", "instance": {
+                    "uid": 2, "endpoint_status": {"node_uid": 1, "endpoint": "a:12000", "status": "active",
+                    "links": [{"region_id": 2, "state": "streaming", "lag_ops": 0, "lag_ms": 0, "deltas": 7,
+                               "bytes_in_wire": 321, "errors": 0, "last_error": null}]}}},
+                {"region_id": 2, "admin_url": "http://b:9443", "sync_endpoint": "b:9445",
+                 "instance": {"error": "cannot reach http://b:9443"}},
+            ]
+        });
+        let text = render(&View::CrdbStatus, &answer);
+        assert!(text.contains("region 1  admin http://a:9443  sync a:9445"), "{text}");
+        assert!(text.contains("bdb 2  node 1  endpoint a:12000  status active"), "{text}");
+        assert!(text.contains("  FROM  STATE      LAG_OPS  LAG_MS  DELTAS  BYTES  ERRORS  LAST_ERROR"), "{text}");
+        assert!(text.contains("  2     streaming  0        0       7       321    0       -"), "{text}");
+        assert!(text.contains("unreachable: cannot reach http://b:9443"), "{text}");
+    }
 }

@@ -174,3 +174,69 @@ async fn a_crdb_with_an_unreachable_instance_is_not_created_anywhere() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     stop(a).await;
 }
+
+/// Runs `meridian ctl --url URL ARGS...`; returns success and stdout (stderr
+/// on failure).
+async fn ctl(url: &str, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["ctl".to_string(), "--url".into(), url.to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let binary = common::meridian_binary();
+        let child = std::process::Command::new(binary)
+            .args(&all)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start meridian ctl");
+        let mut guard = common::ChildGuard(child);
+        let status = common::wait_until(&mut guard.0, Duration::from_secs(120)).expect("meridian ctl exits");
+        use std::io::Read;
+        let (mut out, mut err) = (String::new(), String::new());
+        guard.0.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
+        guard.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+        (status.success(), if status.success() { out } else { err })
+    })
+    .await
+    .expect("ctl task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_creates_inspects_and_deletes_a_crdb() {
+    let regions = [region("north", 4).await, region("south", 5).await];
+    let port = free_port();
+    let port_text = port.to_string();
+    let (a, b) = (admin_url(&regions[0]), admin_url(&regions[1]));
+    let (ok_create, out) =
+        ctl(&a, &["crdb", "create", "--name", "pair", "--port", &port_text, "--instance", &a, "--instance", &b]).await;
+    assert!(ok_create, "{out}");
+    let guid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("guid: "))
+        .unwrap_or_else(|| panic!("a guid line in {out}"))
+        .trim()
+        .to_string();
+    let (ok_list, listed) = ctl(&b, &["crdb", "list"]).await;
+    assert!(ok_list && listed.contains(&guid), "{listed}");
+
+    let mut north = connect_when_served(regions[0].addr.ip(), port).await;
+    let mut south = connect_when_served(regions[1].addr.ip(), port).await;
+    assert_eq!(north.cmd(&["SADD", "s", "a"]).await, common::int(1));
+    until_reply(&mut south, &["SISMEMBER", "s", "a"], common::int(1)).await;
+
+    let (ok_status, status) = ctl(&a, &["crdb", "status", &guid]).await;
+    assert!(ok_status, "{status}");
+    for expected in ["region 1", "region 2", "FROM", "LAG_OPS", "status active"] {
+        assert!(status.contains(expected), "{expected:?} in:\n{status}");
+    }
+
+    let (ok_delete, deleted) = ctl(&b, &["crdb", "delete", &guid]).await;
+    assert!(ok_delete, "{deleted}");
+    north.expect_closed().await;
+    south.expect_closed().await;
+    let (ok_missing, _) = ctl(&a, &["crdb", "status", &guid]).await;
+    assert!(!ok_missing, "the crdb is gone");
+    for node in regions {
+        stop(node).await;
+    }
+}
