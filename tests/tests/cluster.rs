@@ -617,15 +617,15 @@ async fn wait_port_closed(port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_database_is_served_on_its_port_until_deleted() {
     let dir = TempDir::new("bdb-ports");
-    let node = start_with(NodeConfig {
+    let config = NodeConfig {
         port: 0,
         admin_port: Some(0),
         cluster_port: Some(0),
         sync_port: Some(0),
         data_dir: Some(dir.0.clone()),
         ..NodeConfig::default()
-    })
-    .await;
+    };
+    let node = start_with(config.clone()).await;
     let port = free_port();
     let spec = json!({"name": "cache", "port": port, "password": "first"});
     let (status, created) = api(&node, Method::POST, "/v1/bdbs", Some(spec)).await;
@@ -652,6 +652,16 @@ async fn a_created_database_is_served_on_its_port_until_deleted() {
     })
     .await;
     assert_eq!(client.cmd(&["GET", "k"]).await, common::bulk("v"));
+
+    // A restarted node serves it again, with its data and its password.
+    drop(default);
+    stop(node).await;
+    client.expect_closed().await;
+    let node = start_with(config).await;
+    let mut client = connect_when_served(port).await;
+    assert_eq!(client.cmd(&["AUTH", "second"]).await, common::ok());
+    assert_eq!(client.cmd(&["GET", "k"]).await, common::bulk("v"), "recovered from bdb-{uid}/shard-1");
+    let mut default = common::Client::connect(node.addr).await;
 
     // A port that cannot be bound is reported, not fatal.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

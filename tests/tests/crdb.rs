@@ -240,3 +240,69 @@ async fn ctl_creates_inspects_and_deletes_a_crdb() {
         stop(node).await;
     }
 }
+
+/// A temporary data directory, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("meridian-crdb-{name}-{}-{}", std::process::id(), common::now_ms()));
+        let _ = std::fs::remove_dir_all(&path);
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_region_keeps_its_instance_and_catches_up() {
+    let dirs = [TempDir::new("r1"), TempDir::new("r2")];
+    // Fixed ports: a peer's instance list holds this region's admin URL and
+    // sync endpoint, which must survive the restart.
+    let configs: Vec<NodeConfig> = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| NodeConfig {
+            bind: IpAddr::from([127, 0, 0, 6 + index as u8]),
+            port: 0,
+            region: format!("r{index}"),
+            data_dir: Some(dir.0.clone()),
+            admin_port: Some(free_port()),
+            cluster_port: Some(free_port()),
+            sync_port: Some(free_port()),
+            ..NodeConfig::default()
+        })
+        .collect();
+    let first = start_with(configs[0].clone()).await;
+    let second = start_with(configs[1].clone()).await;
+    let port = free_port();
+    let body = json!({ "name": "durable", "port": port, "instances": [admin_url(&first), admin_url(&second)] });
+    let (status, created) = api(&first, Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    let mut one = connect_when_served(first.addr.ip(), port).await;
+    let mut two = connect_when_served(second.addr.ip(), port).await;
+    assert_eq!(one.cmd(&["INCRBY", "n", "1"]).await, common::int(1));
+    assert!(matches!(two.cmd(&["INCRBY", "n", "10"]).await, Resp::Int(_)));
+    until_reply(&mut one, &["GET", "n"], bulk("11")).await;
+    until_reply(&mut two, &["GET", "n"], bulk("11")).await;
+
+    // The second region goes away; the first keeps taking writes.
+    stop(second).await;
+    assert_eq!(one.cmd(&["INCRBY", "n", "100"]).await, common::int(111));
+    let second = start_with(configs[1].clone()).await;
+    let mut two = connect_when_served(second.addr.ip(), port).await;
+    // Its own data came back from its directory, the first region's writes
+    // meanwhile arrive, and its new writes reach the first region.
+    until_reply(&mut two, &["GET", "n"], bulk("111")).await;
+    assert!(matches!(two.cmd(&["INCRBY", "n", "1000"]).await, Resp::Int(_)));
+    until_reply(&mut one, &["GET", "n"], bulk("1111")).await;
+    for node in [first, second] {
+        stop(node).await;
+    }
+}
