@@ -306,3 +306,70 @@ async fn a_restarted_region_keeps_its_instance_and_catches_up() {
         stop(node).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_region_serves_its_instance_from_the_master_node() {
+    let dirs = [TempDir::new("m1"), TempDir::new("m2"), TempDir::new("m3")];
+    let member = |index: usize, join: Option<SocketAddr>| NodeConfig {
+        bind: IpAddr::from([127, 0, 0, 8]),
+        port: 0,
+        node_id: index as u64 + 1,
+        region: "big".into(),
+        data_dir: Some(dirs[index].0.clone()),
+        join: join.map(|addr| addr.to_string()),
+        admin_port: Some(0),
+        cluster_port: Some(0),
+        sync_port: Some(0),
+        ..NodeConfig::default()
+    };
+    let n1 = start_with(member(0, None)).await;
+    let n2 = start_with(member(1, Some(n1.cluster_addr))).await;
+    let n3 = start_with(member(2, Some(n1.cluster_addr))).await;
+    let big = [n1, n2, n3];
+    // Every member has recorded its sync address (a joiner does it itself).
+    eventually("three nodes with sync addresses", || async {
+        let (_, nodes) = api(&big[0], Method::GET, "/v1/nodes", None).await;
+        let with_sync = nodes.as_array()?.iter().filter(|n| n["sync_addr"].is_string()).count();
+        (with_sync == 3).then_some(())
+    })
+    .await;
+    let small = region("small", 9).await;
+
+    let port = free_port();
+    let body = json!({ "name": "spread", "port": port, "instances": [admin_url(&big[0]), admin_url(&small)] });
+    let (status, created) = api(&small, Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let guid = created["guid"].as_str().unwrap().to_string();
+    let uid = created["instances"][0]["bdb_uid"].as_u64().expect("the big region's bdb");
+    let master = eventually("the master's node serving the instance", || async {
+        big.iter().position(|n| n.database_addr(uid).is_some())
+    })
+    .await;
+    let endpoint = big[master].sync_addr.to_string();
+    assert_eq!(created["instances"][0]["sync_endpoint"].as_str(), Some(endpoint.as_str()), "{created}");
+
+    let mut in_big = connect_when_served(big[master].addr.ip(), port).await;
+    let mut in_small = connect_when_served(small.addr.ip(), port).await;
+    assert_eq!(in_big.cmd(&["HSET", "h", "a", "1"]).await, common::int(1));
+    assert_eq!(in_small.cmd(&["HSET", "h", "b", "2"]).await, common::int(1));
+    until_reply(&mut in_big, &["HLEN", "h"], common::int(2)).await;
+    until_reply(&mut in_small, &["HLEN", "h"], common::int(2)).await;
+
+    // Any node of the big region answers for its instance (asking the
+    // master's node for the live figures).
+    let other = (master + 1) % 3;
+    let (status, report) = api(&big[other], Method::GET, &format!("/v1/crdbs/{guid}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    for instance in report["instances"].as_array().unwrap() {
+        assert_eq!(instance["instance"]["endpoint_status"]["status"], "active", "{report}");
+    }
+
+    let (status, _) = api(&big[other], Method::DELETE, &format!("/v1/crdbs/{guid}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    in_big.expect_closed().await;
+    in_small.expect_closed().await;
+    stop(small).await;
+    for node in big {
+        stop(node).await;
+    }
+}
