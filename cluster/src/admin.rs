@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep};
 
-use crate::config::{Applied, Bdb, BdbSpec, BdbUpdate, ClusterConfig, Command, NodeInfo, NodeState, ShardInfo};
+use crate::config::{
+    Applied, Bdb, BdbSpec, BdbUpdate, ClusterConfig, Command, NodeInfo, NodeState, ShardInfo, ShardRole,
+};
 use crate::control::{ControlPlane, WriteError, refusal_status};
 
 mod crdb;
@@ -238,8 +240,29 @@ async fn create_bdb(State(control): State<ControlPlane>, body: Body) -> ApiResul
         other => return Err(ApiError::bad_request(format!("unexpected outcome {other:?}"))),
     };
     wait_applied(&control, |c| c.bdbs.contains_key(&uid)).await;
+    // When this node holds every master, answer once it serves the database
+    // (or says why it cannot), so a client may connect right away.
+    let node_id = control.node_id();
+    let master_here = control.with_config(|c| {
+        c.bdbs.get(&uid).is_some_and(|b| {
+            let masters: Vec<u64> = b
+                .shard_list
+                .iter()
+                .filter_map(|s| c.shards.get(s))
+                .filter(|s| s.role == ShardRole::Master)
+                .map(|s| s.node_uid)
+                .collect();
+            !masters.is_empty() && masters.iter().all(|&node| node == node_id)
+        })
+    });
+    if master_here {
+        let deadline = Instant::now() + READ_YOUR_WRITE_WAIT;
+        while control.local_status(uid).is_none() && Instant::now() < deadline {
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
     let body = control.with_config(|c| c.bdbs.get(&uid).map(bdb_view)).unwrap_or_else(|| json!({ "uid": uid }));
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Json(with_local_status(&control, body))).into_response())
 }
 
 async fn update_bdb(State(control): State<ControlPlane>, Path(uid): Path<String>, body: Body) -> ApiResult {

@@ -377,6 +377,7 @@ fn render(view: &View, answer: &Value) -> String {
                 ("ID", "uid"),
                 ("ADDRESS", "addr"),
                 ("ADMIN", "admin_addr"),
+                ("SYNC", "sync_addr"),
                 ("RACK", "rack_id"),
                 ("STATUS", "status"),
                 ("SHARDS", "shard_count"),

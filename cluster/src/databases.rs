@@ -118,8 +118,11 @@ struct Serving {
     server: Arc<ServerState>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    /// The WAN links, by peer region id.
-    links: Vec<(u16, Link)>,
+    /// The destination side every link of this instance applies through (one
+    /// per database, so the peers' cursors outlive a relink).
+    inbound: Arc<dyn Inbound>,
+    /// The WAN links: peer region id, the endpoint dialled, the link.
+    links: Vec<(u16, String, Link)>,
 }
 
 enum State {
@@ -173,7 +176,7 @@ impl Databases {
                 let links: Vec<Value> = serving
                     .links
                     .iter()
-                    .map(|(region, link)| {
+                    .map(|(region, _, link)| {
                         let s = link.stats().read(now_ms);
                         json!({
                             "region_id": region, "state": s.state, "lag_ops": s.lag_ops, "lag_ms": s.lag_ms,
@@ -346,36 +349,42 @@ impl Databases {
         }
         let (shutdown, receiver) = watch::channel(false);
         let task = tokio::spawn(meridian_proxy::server::run(listener, server.clone(), receiver));
-        Ok(Serving { addr, server, shutdown, task, links: Vec::new() })
+        let inbound: Arc<dyn Inbound> = Arc::new(RegionInbound::new(server.clone()));
+        Ok(Serving { addr, server, shutdown, task, inbound, links: Vec::new() })
     }
 
-    /// Replaces an active-active instance's links with one per peer whose
-    /// sync endpoint is known.
+    /// Brings an active-active instance's links in line with its instance
+    /// list: one per peer whose sync endpoint is known. A link whose peer and
+    /// endpoint are unchanged keeps running (its counters and cursor too).
     async fn relink(&self, uid: u64) {
-        let (old, fresh) = {
+        let (stale, count) = {
             let mut entries = self.entries();
             let Some(entry) = entries.get_mut(&uid) else { return };
             let State::Serving(serving) = &mut entry.state else { return };
-            let old = std::mem::take(&mut serving.links);
-            let mut fresh = Vec::new();
-            if let Some(crdb) = &entry.wanted.crdb {
-                let inbound: Arc<dyn Inbound> = Arc::new(RegionInbound::new(serving.server.clone()));
-                for peer in crdb.peers() {
-                    let Some(endpoint) = &peer.sync_endpoint else { continue };
-                    let config =
-                        LinkConfig::new(&crdb.guid, crdb.region_id, peer.region_id, format!("http://{endpoint}"));
-                    fresh.push((peer.region_id, Link::spawn(config, inbound.clone())));
+            let Some(crdb) = &entry.wanted.crdb else { return };
+            let wanted: Vec<(u16, String)> = crdb
+                .peers()
+                .filter_map(|peer| peer.sync_endpoint.as_ref().map(|e| (peer.region_id, format!("http://{e}"))))
+                .collect();
+            let (kept, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut serving.links)
+                .into_iter()
+                .partition(|(region, endpoint, _)| wanted.iter().any(|(r, e)| r == region && e == endpoint));
+            serving.links = kept;
+            for (region, endpoint) in wanted {
+                if serving.links.iter().any(|(r, _, _)| *r == region) {
+                    continue;
                 }
-                let peers: Vec<u16> = crdb.peers().map(|p| p.region_id).collect();
-                serving.server.shard().set_peers(&peers);
+                let config = LinkConfig::new(&crdb.guid, crdb.region_id, region, endpoint.clone());
+                serving.links.push((region, endpoint, Link::spawn(config, serving.inbound.clone())));
             }
-            serving.links = fresh;
-            (old, serving.links.len())
+            let peers: Vec<u16> = crdb.peers().map(|p| p.region_id).collect();
+            serving.server.shard().set_peers(&peers);
+            (stale, serving.links.len())
         };
-        for (_, link) in old {
+        for (_, _, link) in stale {
             link.stop().await;
         }
-        tracing::info!(bdb = uid, links = fresh, "active-active links (re)started");
+        tracing::info!(bdb = uid, links = count, "active-active links in line with the instance list");
     }
 
     /// Stops serving `uid`: links, the sync registration, the listener and
@@ -383,7 +392,7 @@ impl Databases {
     async fn stop(&self, uid: u64, delete_data: bool) {
         let Some(entry) = self.entries().remove(&uid) else { return };
         if let State::Serving(serving) = entry.state {
-            for (_, link) in serving.links {
+            for (_, _, link) in serving.links {
                 link.stop().await;
             }
             if let Some(crdb) = &entry.wanted.crdb {

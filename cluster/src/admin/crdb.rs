@@ -18,6 +18,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::time::{Instant, sleep};
 
 use super::{ApiError, ApiResult, Body, bdb_view, parse_body, wait_applied, with_local_status};
 use crate::config::{
@@ -25,6 +27,10 @@ use crate::config::{
 };
 use crate::control::ControlPlane;
 use crate::ctl::{Method, request};
+
+/// How long `PUT /v1/crdbs/{guid}/instance` waits for the master's node to
+/// serve the instance before answering anyway.
+const INSTANCE_READY_WAIT: Duration = Duration::from_secs(10);
 
 /// The body of `POST /v1/crdbs`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -136,12 +142,14 @@ pub(super) async fn create(State(_control): State<ControlPlane>, body: Body) -> 
         };
         serde_json::to_value(body).unwrap_or(Value::Null)
     };
-    // Round one: create every instance, learn its sync endpoint.
+    // Round one: create every instance (no endpoints yet), learn its sync
+    // endpoint.
+    let unknown = instances.clone();
     let mut uids = Vec::new();
     for index in 0..instances.len() {
         let peer = &instances[index];
         let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
-        match call(Method::PUT, url, Some(instance_body(peer.region_id, &instances))).await {
+        match call(Method::PUT, url, Some(instance_body(peer.region_id, &unknown))).await {
             Ok(answer) => {
                 let endpoint = answer["sync_endpoint"].as_str().map(|e| dialable(e, &instances[index].admin_url));
                 instances[index].sync_endpoint = endpoint;
@@ -270,7 +278,19 @@ pub(super) async fn put_instance(
     wait_applied(&control, |c| c.bdbs.get(&uid).and_then(|b| master_node(c, b)).is_some_and(|(s, _)| s.is_some()))
         .await;
     let endpoint = control.with_config(|c| c.bdbs.get(&uid).and_then(|b| master_node(c, b)).and_then(|(s, _)| s));
-    Ok(Json(json!({ "guid": guid, "bdb_uid": uid, "sync_endpoint": endpoint })).into_response())
+    // Answer once the master's node serves the instance (or says why it
+    // cannot), so a client may connect as soon as the crdb is created.
+    let deadline = Instant::now() + INSTANCE_READY_WAIT;
+    let mut status = Value::Null;
+    while Instant::now() < deadline {
+        status = instance_view(&control, &guid).await.map(|v| v["endpoint_status"].clone()).unwrap_or(Value::Null);
+        if status["status"].is_string() {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Json(json!({ "guid": guid, "bdb_uid": uid, "sync_endpoint": endpoint, "endpoint_status": status }))
+        .into_response())
 }
 
 pub(super) async fn delete_instance(State(control): State<ControlPlane>, Path(guid): Path<String>) -> ApiResult {
