@@ -233,6 +233,15 @@ pub(crate) async fn wait_applied(control: &ControlPlane, ready: impl Fn(&Cluster
     }
 }
 
+/// Waits (bounded) until this node no longer serves database `uid`, so a
+/// delete's answer means its port is closed here.
+pub(crate) async fn wait_unserved(control: &ControlPlane, uid: u64) {
+    let deadline = Instant::now() + READ_YOUR_WRITE_WAIT;
+    while control.local_status(uid).is_some() && Instant::now() < deadline {
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn create_bdb(State(control): State<ControlPlane>, body: Body) -> ApiResult {
     let spec: BdbSpec = parse_body(body)?;
     let uid = match control.write(Command::CreateBdb(spec)).await? {
@@ -284,6 +293,7 @@ async fn delete_bdb(State(control): State<ControlPlane>, Path(uid): Path<String>
     let uid = parse_uid(&uid, "database uid")?;
     control.write(Command::DeleteBdb { uid }).await?;
     wait_applied(&control, |c| !c.bdbs.contains_key(&uid)).await;
+    wait_unserved(&control, uid).await;
     Ok(Json(json!({ "uid": uid, "deleted": true })).into_response())
 }
 

@@ -127,7 +127,12 @@ struct Serving {
 
 enum State {
     Serving(Serving),
-    Failed { error: String, since: Instant },
+    Failed {
+        error: String,
+        since: Instant,
+    },
+    /// Being stopped (the entry goes once its port is closed).
+    Stopping,
 }
 
 struct Entry {
@@ -158,7 +163,7 @@ impl Databases {
     pub fn addr(&self, uid: u64) -> Option<SocketAddr> {
         match &self.entries().get(&uid)?.state {
             State::Serving(serving) => Some(serving.addr),
-            State::Failed { .. } => None,
+            State::Failed { .. } | State::Stopping => None,
         }
     }
 
@@ -195,6 +200,7 @@ impl Databases {
                 status["status"] = json!("error");
                 status["error"] = json!(error);
             }
+            State::Stopping => status["status"] = json!("stopping"),
         }
         Some(status)
     }
@@ -240,6 +246,7 @@ impl Databases {
                 let entry = entries.get_mut(&uid).expect("only this loop removes entries");
                 match (wanted.get(&uid), &entry.state) {
                     (None, _) => Action::Stop,
+                    (Some(_), State::Stopping) => Action::Keep,
                     (Some(want), _) if entry.wanted.needs_restart(want) => Action::Restart,
                     (Some(want), State::Failed { since, .. }) => {
                         if *want != entry.wanted || since.elapsed() >= RETRY_FAILED_INTERVAL {
@@ -390,12 +397,18 @@ impl Databases {
     /// Stops serving `uid`: links, the sync registration, the listener and
     /// every client; with `delete_data`, removes its data directory too.
     async fn stop(&self, uid: u64, delete_data: bool) {
-        let Some(entry) = self.entries().remove(&uid) else { return };
-        if let State::Serving(serving) = entry.state {
+        // The entry stays (as stopping) until the port is closed, so its
+        // status says "served" until it no longer is.
+        let (state, crdb) = {
+            let mut entries = self.entries();
+            let Some(entry) = entries.get_mut(&uid) else { return };
+            (std::mem::replace(&mut entry.state, State::Stopping), entry.wanted.crdb.clone())
+        };
+        if let State::Serving(serving) = state {
             for (_, _, link) in serving.links {
                 link.stop().await;
             }
-            if let Some(crdb) = &entry.wanted.crdb {
+            if let Some(crdb) = &crdb {
                 self.sync.remove_database(&crdb.guid);
             }
             let _ = serving.shutdown.send(true);
@@ -405,6 +418,7 @@ impl Databases {
             }
             tracing::info!(bdb = uid, addr = %serving.addr, "stopped serving database");
         }
+        self.entries().remove(&uid);
         if delete_data && let Some(dir) = &self.settings.data_dir {
             let dir = dir.join(format!("bdb-{uid}"));
             if dir.exists()

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
-use super::{ApiError, ApiResult, Body, bdb_view, parse_body, wait_applied, with_local_status};
+use super::{ApiError, ApiResult, Body, bdb_view, parse_body, wait_applied, wait_unserved, with_local_status};
 use crate::config::{
     Applied, Bdb, BdbSpec, BdbUpdate, CRDB_INSTANCES_MAX, ClusterConfig, Command, CrdbInstance, CrdbPeer, ShardRole,
 };
@@ -299,6 +299,7 @@ pub(super) async fn delete_instance(State(control): State<ControlPlane>, Path(gu
         .ok_or_else(|| ApiError::not_found(format!("no crdb {guid} in this cluster")))?;
     control.write(Command::DeleteBdb { uid }).await?;
     wait_applied(&control, |c| !c.bdbs.contains_key(&uid)).await;
+    wait_unserved(&control, uid).await;
     Ok(Json(json!({ "guid": guid, "bdb_uid": uid, "deleted": true })).into_response())
 }
 
