@@ -1,6 +1,7 @@
 //! The admin REST API (axum), shaped like Redis Enterprise's: `/v1/cluster`,
-//! `/v1/nodes` (and a node's placement state), `/v1/bdbs`, `/v1/shards` and
-//! the failover action.
+//! `/v1/nodes` (and a node's placement state), `/v1/bdbs`, `/v1/shards`,
+//! the failover action, and `/v1/crdbs` (active-active databases across
+//! regions, see [`crdb`]).
 //!
 //! Reads answer from this node's applied configuration (a follower may be a
 //! few entries behind the leader). Writes become [`Command`]s and go through
@@ -25,8 +26,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep};
 
-use crate::config::{Applied, Bdb, BdbSpec, BdbUpdate, ClusterConfig, Command, NodeInfo, NodeState, ShardInfo};
+use crate::config::{
+    Applied, Bdb, BdbSpec, BdbUpdate, ClusterConfig, Command, NodeInfo, NodeState, ShardInfo, ShardRole,
+};
 use crate::control::{ControlPlane, WriteError, refusal_status};
+
+mod crdb;
 
 /// Largest request body the API reads, in bytes.
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -44,6 +49,13 @@ pub fn router(control: ControlPlane) -> Router {
         .route("/v1/bdbs/{uid}", get(bdb).put(update_bdb).delete(delete_bdb))
         .route("/v1/bdbs/{uid}/actions/failover", post(failover))
         .route("/v1/shards", get(shards))
+        .route("/v1/crdbs", get(crdb::list).post(crdb::create))
+        .route("/v1/crdbs/{guid}", get(crdb::status).delete(crdb::delete))
+        .route(
+            "/v1/crdbs/{guid}/instance",
+            get(crdb::instance_status).put(crdb::put_instance).delete(crdb::delete_instance),
+        )
+        .route("/v1/crdbs/{guid}/instance/local", get(crdb::instance_local))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(control)
@@ -58,15 +70,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, description: String) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, description: String) -> ApiError {
         ApiError { status, code, description }
     }
 
-    fn bad_request(description: String) -> ApiError {
+    pub(crate) fn bad_request(description: String) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
 
-    fn not_found(description: String) -> ApiError {
+    pub(crate) fn not_found(description: String) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", description)
     }
 }
@@ -96,14 +108,14 @@ impl From<WriteError> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// A request body as read (or refused: too large, broken connection).
-type Body = Result<Bytes, BytesRejection>;
+pub(crate) type Body = Result<Bytes, BytesRejection>;
 
 /// Parses a JSON body, answering malformed input with a JSON 400 and a body
 /// over [`REQUEST_BODY_BYTES_MAX`] with a JSON 413.
-fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_request" };
@@ -121,7 +133,7 @@ fn parse_uid(text: &str, what: &str) -> Result<u64, ApiError> {
 }
 
 /// A database as the API shows it: the password is never echoed back.
-fn bdb_view(bdb: &Bdb) -> Value {
+pub(crate) fn bdb_view(bdb: &Bdb) -> Value {
     let mut value = serde_json::to_value(bdb).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         map.remove("password");
@@ -187,8 +199,20 @@ async fn update_node(State(control): State<ControlPlane>, Path(uid): Path<String
         .ok_or_else(|| ApiError::not_found(format!("no node {uid}")))
 }
 
+/// Adds this node's runtime view of the database (`endpoint_status`: served
+/// here, its address or why it cannot be served), when this node serves it.
+pub(crate) fn with_local_status(control: &ControlPlane, mut view: Value) -> Value {
+    if let Some(uid) = view["uid"].as_u64()
+        && let Some(status) = control.local_status(uid)
+    {
+        view["endpoint_status"] = status;
+    }
+    view
+}
+
 async fn bdbs(State(control): State<ControlPlane>) -> ApiResult {
-    let body: Vec<Value> = control.with_config(|c| c.bdbs.values().map(bdb_view).collect());
+    let views: Vec<Value> = control.with_config(|c| c.bdbs.values().map(bdb_view).collect());
+    let body: Vec<Value> = views.into_iter().map(|v| with_local_status(&control, v)).collect();
     Ok(Json(body).into_response())
 }
 
@@ -196,15 +220,24 @@ async fn bdb(State(control): State<ControlPlane>, Path(uid): Path<String>) -> Ap
     let uid = parse_uid(&uid, "database uid")?;
     control
         .with_config(|c| c.bdbs.get(&uid).map(bdb_view))
-        .map(|body| Json(body).into_response())
+        .map(|body| Json(with_local_status(&control, body)).into_response())
         .ok_or_else(|| ApiError::not_found(format!("no database {uid}")))
 }
 
 /// Waits (bounded) until this node has applied a state where `ready` holds,
 /// so the answer to a write forwarded to the leader shows its effect.
-async fn wait_applied(control: &ControlPlane, ready: impl Fn(&ClusterConfig) -> bool) {
+pub(crate) async fn wait_applied(control: &ControlPlane, ready: impl Fn(&ClusterConfig) -> bool) {
     let deadline = Instant::now() + READ_YOUR_WRITE_WAIT;
     while !control.with_config(&ready) && Instant::now() < deadline {
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (bounded) until this node no longer serves database `uid`, so a
+/// delete's answer means its port is closed here.
+pub(crate) async fn wait_unserved(control: &ControlPlane, uid: u64) {
+    let deadline = Instant::now() + READ_YOUR_WRITE_WAIT;
+    while control.local_status(uid).is_some() && Instant::now() < deadline {
         sleep(Duration::from_millis(20)).await;
     }
 }
@@ -216,8 +249,29 @@ async fn create_bdb(State(control): State<ControlPlane>, body: Body) -> ApiResul
         other => return Err(ApiError::bad_request(format!("unexpected outcome {other:?}"))),
     };
     wait_applied(&control, |c| c.bdbs.contains_key(&uid)).await;
+    // When this node holds every master, answer once it serves the database
+    // (or says why it cannot), so a client may connect right away.
+    let node_id = control.node_id();
+    let master_here = control.with_config(|c| {
+        c.bdbs.get(&uid).is_some_and(|b| {
+            let masters: Vec<u64> = b
+                .shard_list
+                .iter()
+                .filter_map(|s| c.shards.get(s))
+                .filter(|s| s.role == ShardRole::Master)
+                .map(|s| s.node_uid)
+                .collect();
+            !masters.is_empty() && masters.iter().all(|&node| node == node_id)
+        })
+    });
+    if master_here {
+        let deadline = Instant::now() + READ_YOUR_WRITE_WAIT;
+        while control.local_status(uid).is_none() && Instant::now() < deadline {
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
     let body = control.with_config(|c| c.bdbs.get(&uid).map(bdb_view)).unwrap_or_else(|| json!({ "uid": uid }));
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Json(with_local_status(&control, body))).into_response())
 }
 
 async fn update_bdb(State(control): State<ControlPlane>, Path(uid): Path<String>, body: Body) -> ApiResult {
@@ -239,6 +293,7 @@ async fn delete_bdb(State(control): State<ControlPlane>, Path(uid): Path<String>
     let uid = parse_uid(&uid, "database uid")?;
     control.write(Command::DeleteBdb { uid }).await?;
     wait_applied(&control, |c| !c.bdbs.contains_key(&uid)).await;
+    wait_unserved(&control, uid).await;
     Ok(Json(json!({ "uid": uid, "deleted": true })).into_response())
 }
 

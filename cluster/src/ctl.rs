@@ -55,6 +55,43 @@ pub enum CtlCommand {
     /// Shards.
     #[command(subcommand)]
     Shard(ShardCommand),
+    /// Active-active databases across regions.
+    #[command(subcommand)]
+    Crdb(CrdbCommand),
+}
+
+/// `ctl crdb ...`
+#[derive(Subcommand, Debug)]
+pub enum CrdbCommand {
+    /// Creates an active-active database with an instance in every given
+    /// region; the region behind `--url` coordinates.
+    Create {
+        /// Name (the same in every region).
+        #[arg(long)]
+        name: String,
+        /// Client port (the same in every region).
+        #[arg(long)]
+        port: u16,
+        /// Admin API URL of one region's cluster; once per region, in region
+        /// id order (1, 2, ...).
+        #[arg(long = "instance", required = true)]
+        instances: Vec<String>,
+        /// Password of the default user.
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// The active-active databases with an instance in this cluster.
+    List,
+    /// Every instance of one, with its WAN link figures.
+    Status {
+        /// The crdb's guid.
+        guid: String,
+    },
+    /// Deletes every instance of one.
+    Delete {
+        /// The crdb's guid.
+        guid: String,
+    },
 }
 
 /// `ctl cluster ...`
@@ -201,6 +238,20 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             (Method::POST, format!("/v1/bdbs/{uid}/actions/failover"), Some(json!({ "shard_uid": shard })), View::Raw)
         }
         CtlCommand::Shard(ShardCommand::List { bdb }) => (Method::GET, "/v1/shards".into(), None, View::Shards(bdb)),
+        CtlCommand::Crdb(CrdbCommand::Create { name, port, instances, password }) => {
+            let mut body = json!({ "name": name, "port": port, "instances": instances });
+            if let Some(password) = password {
+                body["password"] = json!(password);
+            }
+            (Method::POST, "/v1/crdbs".into(), Some(body), View::CrdbCreated)
+        }
+        CtlCommand::Crdb(CrdbCommand::List) => (Method::GET, "/v1/crdbs".into(), None, View::Crdbs),
+        CtlCommand::Crdb(CrdbCommand::Status { guid }) => {
+            (Method::GET, format!("/v1/crdbs/{guid}"), None, View::CrdbStatus)
+        }
+        CtlCommand::Crdb(CrdbCommand::Delete { guid }) => {
+            (Method::DELETE, format!("/v1/crdbs/{guid}"), None, View::CrdbDeleted)
+        }
     };
     let (status, answer) = request(method, &format!("{base}{path}"), body).await?;
     if !status.is_success() {
@@ -256,6 +307,10 @@ enum View {
     Nodes,
     Bdbs,
     Shards(Option<u64>),
+    Crdbs,
+    CrdbCreated,
+    CrdbStatus,
+    CrdbDeleted,
     Raw,
 }
 
@@ -322,6 +377,7 @@ fn render(view: &View, answer: &Value) -> String {
                 ("ID", "uid"),
                 ("ADDRESS", "addr"),
                 ("ADMIN", "admin_addr"),
+                ("SYNC", "sync_addr"),
                 ("RACK", "rack_id"),
                 ("STATUS", "status"),
                 ("SHARDS", "shard_count"),
@@ -357,6 +413,27 @@ fn render(view: &View, answer: &Value) -> String {
                 &shown,
             )
         }
+        View::Crdbs => table(
+            &[("GUID", "guid"), ("NAME", "name"), ("PORT", "port"), ("REGION", "region_id"), ("BDB", "bdb_uid")],
+            &rows(answer),
+        ),
+        View::CrdbCreated => {
+            let head = format!(
+                "guid: {}\nname: {}\nport: {}\n",
+                cell(&answer["guid"]),
+                cell(&answer["name"]),
+                cell(&answer["port"])
+            );
+            head + &table(
+                &[("REGION", "region_id"), ("ADMIN", "admin_url"), ("SYNC", "sync_endpoint"), ("BDB", "bdb_uid")],
+                &rows(&answer["instances"]),
+            )
+        }
+        View::CrdbDeleted => {
+            format!("guid: {}\n", cell(&answer["guid"]))
+                + &table(&[("REGION", "region_id"), ("RESULT", "result")], &rows(&answer["instances"]))
+        }
+        View::CrdbStatus => render_crdb_status(answer),
         View::Raw => {
             let mut out = String::new();
             if let Value::Object(map) = answer {
@@ -367,6 +444,54 @@ fn render(view: &View, answer: &Value) -> String {
             out
         }
     }
+}
+
+/// One block per instance: where it is, its endpoint's state, and one line
+/// per incoming WAN link (from each peer region).
+fn render_crdb_status(answer: &Value) -> String {
+    let mut out =
+        format!("guid: {}\nname: {}\nport: {}\n", cell(&answer["guid"]), cell(&answer["name"]), cell(&answer["port"]));
+    for instance in rows(&answer["instances"]) {
+        let view = &instance["instance"];
+        let status = &view["endpoint_status"];
+        out.push_str(&format!(
+            "\nregion {}  admin {}  sync {}\n",
+            cell(&instance["region_id"]),
+            cell(&instance["admin_url"]),
+            cell(&instance["sync_endpoint"])
+        ));
+        if let Some(error) = view.get("error") {
+            out.push_str(&format!("  unreachable: {}\n", cell(error)));
+            continue;
+        }
+        out.push_str(&format!(
+            "  bdb {}  node {}  endpoint {}  status {}\n",
+            cell(&view["uid"]),
+            cell(&status["node_uid"]),
+            cell(&status["endpoint"]),
+            cell(&status["status"])
+        ));
+        if let Some(error) = status.get("error") {
+            out.push_str(&format!("  error: {}\n", cell(error)));
+        }
+        let links = table(
+            &[
+                ("FROM", "region_id"),
+                ("STATE", "state"),
+                ("LAG_OPS", "lag_ops"),
+                ("LAG_MS", "lag_ms"),
+                ("DELTAS", "deltas"),
+                ("BYTES", "bytes_in_wire"),
+                ("ERRORS", "errors"),
+                ("LAST_ERROR", "last_error"),
+            ],
+            &rows(&status["links"]).into_iter().filter(|l| !l.is_null()).collect::<Vec<_>>(),
+        );
+        for line in links.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -384,5 +509,26 @@ mod tests {
         assert_eq!(lines[0], "UID  BDB  NODE  ROLE     SLOTS    EPOCH");
         assert_eq!(lines[2], "12   1    3     replica  0-16383  1");
         assert_eq!(render(&View::Shards(Some(9)), &shards).lines().count(), 1, "filtered to the header");
+    }
+
+    #[test]
+    fn crdb_status_shows_each_instance_and_its_links() {
+        let answer = json!({
+            "guid": "g1", "name": "shared", "port": 12000,
+            "instances": [
+                {"region_id": 1, "admin_url": "http://a:9443", "sync_endpoint": "a:9445", "instance": {
+                    "uid": 2, "endpoint_status": {"node_uid": 1, "endpoint": "a:12000", "status": "active",
+                    "links": [{"region_id": 2, "state": "streaming", "lag_ops": 0, "lag_ms": 0, "deltas": 7,
+                               "bytes_in_wire": 321, "errors": 0, "last_error": null}]}}},
+                {"region_id": 2, "admin_url": "http://b:9443", "sync_endpoint": "b:9445",
+                 "instance": {"error": "cannot reach http://b:9443"}},
+            ]
+        });
+        let text = render(&View::CrdbStatus, &answer);
+        assert!(text.contains("region 1  admin http://a:9443  sync a:9445"), "{text}");
+        assert!(text.contains("bdb 2  node 1  endpoint a:12000  status active"), "{text}");
+        assert!(text.contains("  FROM  STATE      LAG_OPS  LAG_MS  DELTAS  BYTES  ERRORS  LAST_ERROR"), "{text}");
+        assert!(text.contains("  2     streaming  0        0       7       321    0       -"), "{text}");
+        assert!(text.contains("unreachable: cannot reach http://b:9443"), "{text}");
     }
 }

@@ -10,18 +10,20 @@
 //! the rules of docs/semantics.md.
 //!
 //! The same wiring — a [`RegionInbound`] over a database's server state, a
-//! [`RegionOutbound`] over its outbox, one `Link` per peer — is what a node
-//! runs per active-active database.
+//! [`RegionOutbound`] over its outbox, one `Link` per peer
+//! ([`crate::active_active`]) — is what a node runs per active-active
+//! database ([`crate::databases`]).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 
-use meridian_crdt::clock::{MAX_SKEW_MS_DEFAULT, Observation};
-use meridian_crdt::{ClockError, Delta, Keyspace, ReplicaId, SnapshotMerge, VersionVector};
+use meridian_crdt::ReplicaId;
+use meridian_crdt::clock::MAX_SKEW_MS_DEFAULT;
 use meridian_proxy::context::{ServerState, Settings};
 use meridian_replication::Shard;
-use meridian_wan::{Cursor, Inbound, Link, LinkConfig, LinkStatsSnapshot, Outbound, Outbox, Snapshot, SyncSource};
+use meridian_wan::{Inbound, Link, LinkConfig, LinkStatsSnapshot, Outbox, SyncSource};
+
+use crate::active_active::{RegionInbound, RegionOutbound};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -33,84 +35,6 @@ pub const DATABASE: &str = "demo";
 
 /// Bytes of locally originated deltas each region keeps for its peers.
 pub const OUTBOX_BYTES: usize = 64 * 1024 * 1024;
-
-/// The destination side of one region's database: applies a peer's deltas
-/// to the database (waking blocked clients, flagging WATCHes), keeps the
-/// per-source cursors, and shows the local clock the peer's timestamps.
-pub struct RegionInbound {
-    server: Arc<ServerState>,
-    cursors: Mutex<HashMap<u16, Cursor>>,
-}
-
-impl Inbound for RegionInbound {
-    fn observe(&self, hlc: u64) -> Result<Observation, ClockError> {
-        self.server.shard().clock().observe(hlc)
-    }
-
-    fn apply(&self, deltas: &[Delta]) -> Result<(), String> {
-        self.server.apply_deltas(deltas);
-        Ok(())
-    }
-
-    fn apply_snapshot(&self, snapshot: &Keyspace) -> Result<SnapshotMerge, String> {
-        let merge = self.server.shard().keyspace_mut().merge_snapshot(snapshot);
-        self.server.touch_all_watched();
-        Ok(merge)
-    }
-
-    fn load_cursor(&self, source_region: u16) -> Option<Cursor> {
-        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).get(&source_region).cloned()
-    }
-
-    fn store_cursor(&self, source_region: u16, cursor: Cursor) -> Result<(), String> {
-        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).insert(source_region, cursor);
-        Ok(())
-    }
-
-    fn applied_vector(&self) -> VersionVector {
-        self.server.shard().keyspace().context().vector().clone()
-    }
-}
-
-/// The source side of one region's database: its outbox of committed local
-/// deltas, snapshots for peers whose cursor fell out of it, and peers'
-/// applied vectors for garbage collection.
-pub struct RegionOutbound {
-    outbox: Outbox,
-    server: OnceLock<Weak<ServerState>>,
-}
-
-impl RegionOutbound {
-    fn server(&self) -> Option<Arc<ServerState>> {
-        self.server.get().and_then(Weak::upgrade)
-    }
-}
-
-impl Outbound for RegionOutbound {
-    fn outbox(&self) -> &Outbox {
-        &self.outbox
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        // The offset first: a delta appended meanwhile is shipped twice,
-        // harmlessly (merges are idempotent).
-        let resume_offset = self.outbox.next_offset();
-        match self.server() {
-            Some(server) => {
-                let shard = server.shard();
-                let keyspace = shard.keyspace();
-                Snapshot { resume_offset, context: keyspace.context().clone(), keys: keyspace.snapshot() }
-            }
-            None => Snapshot { resume_offset, context: Default::default(), keys: Vec::new() },
-        }
-    }
-
-    fn peer_applied(&self, region: u16, applied: VersionVector) {
-        if let Some(server) = self.server() {
-            server.shard().peer_applied(region, applied);
-        }
-    }
-}
 
 /// One running region of the demo.
 pub struct Region {
@@ -159,16 +83,10 @@ impl Demo {
             let mut shard = Shard::new(ReplicaId(id), MAX_SKEW_MS_DEFAULT);
             let peers: Vec<u16> = ids.iter().copied().filter(|&peer| peer != id).collect();
             shard.set_peers(&peers);
-            let outbound =
-                Arc::new(RegionOutbound { outbox: Outbox::for_new_database(OUTBOX_BYTES), server: OnceLock::new() });
-            let sink = outbound.clone();
+            let outbound = Arc::new(RegionOutbound::new(Outbox::for_new_database(OUTBOX_BYTES)));
             let settings = Settings { port: redis_addr.port(), ..Settings::default() };
-            let server = Arc::new(ServerState::new(shard, settings).with_journal_sink(Box::new(move |deltas| {
-                for delta in deltas {
-                    sink.outbox.push(delta);
-                }
-            })));
-            let _ = outbound.server.set(Arc::downgrade(&server));
+            let server = Arc::new(ServerState::new(shard, settings).with_journal_sink(outbound.journal_sink()));
+            outbound.attach(&server);
             tasks.push(tokio::spawn(meridian_proxy::server::run(listener, server.clone(), receiver.clone())));
 
             let source = SyncSource::new(id);
@@ -188,8 +106,7 @@ impl Demo {
         }
         let endpoints: Vec<(u16, SocketAddr)> = regions.iter().map(|r| (r.id, r.sync_addr)).collect();
         for region in &mut regions {
-            let inbound: Arc<dyn Inbound> =
-                Arc::new(RegionInbound { server: region.server.clone(), cursors: Mutex::new(HashMap::new()) });
+            let inbound: Arc<dyn Inbound> = Arc::new(RegionInbound::new(region.server.clone()));
             for &(peer, addr) in endpoints.iter().filter(|(peer, _)| *peer != region.id) {
                 let config = LinkConfig::new(DATABASE, region.id, peer, format!("http://{addr}"));
                 region.links.push(Link::spawn(config, inbound.clone()));

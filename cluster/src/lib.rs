@@ -12,14 +12,19 @@
 //! - [`control`]: this node's member of the configuration store — start,
 //!   join, writes forwarded to the leader;
 //! - [`admin`]: the admin REST API, and [`ctl`], its command-line client;
-//! - [`node`]: a node's configuration and the running node.
+//! - [`node`]: a node's configuration and the running node;
+//! - [`databases`]: the databases a node serves, each on its port, kept in
+//!   line with the configuration, and [`active_active`], the WAN wiring of
+//!   an active-active instance.
 
 #![deny(missing_docs)]
 
+pub mod active_active;
 pub mod admin;
 pub mod config;
 pub mod control;
 pub mod ctl;
+pub mod databases;
 pub mod demo;
 pub mod node;
 pub mod placement;

@@ -87,6 +87,10 @@ struct NodeArgs {
     /// Port of the admin REST API (default 9443, or a free port if taken).
     #[arg(long)]
     admin_port: Option<u16>,
+    /// Port of the WAN sync service of active-active databases (default
+    /// 9445, or a free port if taken).
+    #[arg(long)]
+    sync_port: Option<u16>,
     /// Rack or zone label of this node.
     #[arg(long)]
     rack: Option<String>,
@@ -129,6 +133,9 @@ fn config_from(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if args.admin_port.is_some() {
         config.admin_port = args.admin_port;
+    }
+    if args.sync_port.is_some() {
+        config.sync_port = args.sync_port;
     }
     if args.rack.is_some() {
         config.rack = args.rack;
@@ -242,6 +249,7 @@ fn main() -> anyhow::Result<ExitCode> {
                     addr = %node.addr,
                     admin = %node.admin_addr,
                     cluster = %node.cluster_addr,
+                    sync = %node.sync_addr,
                     "meridian node ready; try: redis-cli -p {}, or meridian ctl --url http://{} cluster info",
                     node.addr.port(),
                     node.admin_addr

@@ -4,9 +4,11 @@
 //! 127.0.0.1:6379, so `redis-cli` works at once: it initialises the cluster
 //! configuration through Raft (in memory without `data_dir`) and records
 //! that database in it. With `node_id`, `data_dir` and `join` it is one member
-//! of a larger cluster ([`crate::control`]). The data path still serves the
-//! one database of `port` on every node; routing per database and shard
-//! follows from the configuration in a later issue.
+//! of a larger cluster ([`crate::control`]). The default database is served
+//! on `port` on every node; every other database is served on its own port by
+//! the node holding its master shards ([`crate::databases`]), and
+//! active-active instances sync with their peer regions through the node's
+//! WAN sync service on `sync_port`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -21,8 +23,15 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use meridian_wan::SyncSource;
+
 use crate::config::BdbSpec;
-use crate::control::{ControlPlane, ControlSettings, RunningControl};
+use crate::control::{ControlPlane, ControlSettings, RunningControl, bind_port};
+use crate::databases::{DEFAULT_BDB_NAME, DatabaseSettings, Databases};
+
+/// The built-in WAN sync port; taken if free, else a free port is used and
+/// said in the log (flag or config key `sync_port` pins it).
+pub const SYNC_PORT_DEFAULT: u16 = 9445;
 
 /// A node's configuration: flags, or a TOML file with the same names.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -54,6 +63,10 @@ pub struct NodeConfig {
     /// Port of the admin REST API; default 9443, or a free port if that one
     /// is taken. 0 picks a free port.
     pub admin_port: Option<u16>,
+    /// Port of the WAN sync service peer regions dial for this node's
+    /// active-active databases; default 9445, or a free port if that one is
+    /// taken. 0 picks a free port.
+    pub sync_port: Option<u16>,
     /// Rack or zone label of this node.
     pub rack: Option<String>,
     /// Raft log entries between two snapshots of the cluster configuration.
@@ -77,6 +90,7 @@ impl Default for NodeConfig {
             join: None,
             cluster_port: None,
             admin_port: None,
+            sync_port: None,
             rack: None,
             raft_snapshot_logs: crate::control::SNAPSHOT_LOGS_DEFAULT,
             appendfsync: "everysec".to_string(),
@@ -127,8 +141,13 @@ pub struct Node {
     pub admin_addr: SocketAddr,
     /// Where the cluster (Raft) RPCs listen.
     pub cluster_addr: SocketAddr,
+    /// Where peer regions dial the WAN sync service.
+    pub sync_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The sync service and the reconcile loop of the other databases.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    databases: Databases,
     control: RunningControl,
 }
 
@@ -139,6 +158,8 @@ impl Node {
         config.validate()?;
         let listener: TcpListener = meridian_proxy::server::bind(SocketAddr::new(config.bind, config.port)).await?;
         let addr = listener.local_addr()?;
+        let sync_listener = bind_port(config.bind, config.sync_port, SYNC_PORT_DEFAULT, "the WAN sync service").await?;
+        let sync_addr = sync_listener.local_addr()?;
         let settings = Settings {
             requirepass: config.requirepass.clone(),
             maxclients: config.maxclients,
@@ -154,13 +175,15 @@ impl Node {
             bind: config.bind,
             cluster_port: config.cluster_port,
             admin_port: config.admin_port,
+            sync_addr: Some(sync_addr),
             default_bdb: BdbSpec {
-                name: "default".to_string(),
+                name: DEFAULT_BDB_NAME.to_string(),
                 port: addr.port(),
                 shards_count: 1,
                 replication: false,
                 password: config.requirepass.clone(),
                 oss_cluster: false,
+                crdb: None,
             },
             snapshot_logs: config.raft_snapshot_logs,
         };
@@ -195,15 +218,50 @@ impl Node {
         };
         let server = Arc::new(server);
         let (shutdown, receiver) = watch::channel(false);
-        let task = tokio::spawn(meridian_proxy::server::run(listener, server, receiver));
+        let task = tokio::spawn(meridian_proxy::server::run(listener, server, receiver.clone()));
+
+        // Every other database of the configuration, on its own port; the
+        // active-active ones share this node's sync service (region ids are
+        // per database, so the source's own id is unused: 0).
+        let sync = SyncSource::new(0);
+        let databases = Databases::new(
+            DatabaseSettings {
+                node_id: config.node_id,
+                bind: config.bind,
+                maxclients: config.maxclients,
+                data_dir: config.data_dir.clone(),
+                fsync: Fsync::parse(&config.appendfsync).expect("validated"),
+            },
+            sync.clone(),
+        );
+        let reporter = databases.clone();
+        control.control.set_local_status(Arc::new(move |uid| reporter.status(uid)));
+        let mut stop = receiver.clone();
+        let mut background = vec![tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|&stopped| stopped).await;
+            };
+            if let Err(error) = meridian_wan::serve(sync_listener, sync, stopped).await {
+                tracing::error!(%error, "the WAN sync service failed");
+            }
+        })];
+        background.push(tokio::spawn(databases.clone().run(control.control.clone(), receiver)));
         Ok(Node {
             addr,
             admin_addr: control.control.admin_addr(),
             cluster_addr: control.control.cluster_addr(),
+            sync_addr,
             shutdown,
             task,
+            background,
+            databases,
             control,
         })
+    }
+
+    /// Where database `uid` (not the default one) is served on this node.
+    pub fn database_addr(&self, uid: u64) -> Option<SocketAddr> {
+        self.databases.addr(uid)
     }
 
     /// This node's control plane (configuration, Raft state, writes).
@@ -211,11 +269,15 @@ impl Node {
         &self.control.control
     }
 
-    /// Stops the control plane, stops accepting clients and ends the server loop.
+    /// Stops the control plane, stops accepting clients and ends the server
+    /// loops (the other databases' and the sync service's too).
     pub async fn stop(self) {
         self.control.stop().await;
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        for task in self.background {
+            let _ = task.await;
+        }
     }
 }
 

@@ -60,6 +60,10 @@ pub struct ServerState {
     shard: Mutex<Shard>,
     /// Settings.
     pub settings: Settings,
+    /// The password of the default user now: starts as
+    /// `settings.requirepass`, changed by the control plane when the
+    /// database's password changes (connections made afterwards use it).
+    requirepass: RwLock<Option<Arc<str>>>,
     /// Counters.
     pub stats: Stats,
     /// When the server started (INFO uptime).
@@ -119,6 +123,7 @@ impl ServerState {
     pub fn new(shard: Shard, settings: Settings) -> ServerState {
         ServerState {
             shard: Mutex::new(shard),
+            requirepass: RwLock::new(settings.requirepass.as_deref().map(Arc::from)),
             settings,
             stats: Stats::default(),
             started: Instant::now(),
@@ -147,6 +152,20 @@ impl ServerState {
     pub fn with_journal(mut self, journal: meridian_replication::durability::Journal) -> ServerState {
         self.persistence = Some(crate::persistence::Persistence::new(journal));
         self
+    }
+
+    /// The password of the default user, if any (read when a client
+    /// connects, authenticates or resets).
+    pub fn requirepass(&self) -> Option<Arc<str>> {
+        // Replaced whole under the lock: a poisoned value is consistent.
+        self.requirepass.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Changes the password of the default user for connections made from
+    /// now on (connected clients stay authenticated, as with Redis's CONFIG
+    /// SET requirepass).
+    pub fn set_requirepass(&self, password: Option<&str>) {
+        *self.requirepass.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = password.map(Arc::from);
     }
 
     /// True if the node persists its writes.
@@ -480,7 +499,7 @@ impl ClientState {
             id: server.next_client_id(),
             name: None,
             protocol: Protocol::Resp2,
-            authenticated: server.settings.requirepass.is_none(),
+            authenticated: server.requirepass().is_none(),
             closing: false,
             sleep: None,
             last_command: None,

@@ -598,3 +598,132 @@ async fn binary_nodes_join_with_flags_and_ctl_drives_them() {
     ctl_until(admin_ports[1], &["bdb", "list"], |out| !out.contains("web")).await;
     drop(guards);
 }
+
+/// Connects to `port` on loopback, waiting (bounded) for it to be served.
+async fn connect_when_served(port: u16) -> common::Client {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually(&format!("a database served on port {port}"), || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|stream| common::Client { stream, input: Vec::new() })
+    })
+    .await
+}
+
+/// Waits (bounded) until nothing listens on `port` any more.
+async fn wait_port_closed(port: u16) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually(&format!("port {port} closed"), || async { tokio::net::TcpStream::connect(addr).await.err() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_database_is_served_on_its_port_until_deleted() {
+    let dir = TempDir::new("bdb-ports");
+    let config = NodeConfig {
+        port: 0,
+        admin_port: Some(0),
+        cluster_port: Some(0),
+        sync_port: Some(0),
+        data_dir: Some(dir.0.clone()),
+        ..NodeConfig::default()
+    };
+    let node = start_with(config.clone()).await;
+    let port = free_port();
+    let spec = json!({"name": "cache", "port": port, "password": "first"});
+    let (status, created) = api(&node, Method::POST, "/v1/bdbs", Some(spec)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let uid = created["uid"].as_u64().unwrap();
+
+    // Served on its own port, with its password; its data in its own directory.
+    let mut client = connect_when_served(port).await;
+    assert!(matches!(client.cmd(&["SET", "k", "v"]).await, common::Resp::Error(e) if e.starts_with("NOAUTH")));
+    assert_eq!(client.cmd(&["AUTH", "first"]).await, common::ok());
+    assert_eq!(client.cmd(&["SET", "k", "v"]).await, common::ok());
+    let mut default = common::Client::connect(node.addr).await;
+    assert_eq!(default.cmd(&["GET", "k"]).await, common::nil(), "the default database is another keyspace");
+    assert!(dir.0.join(format!("bdb-{uid}")).join("shard-1").is_dir(), "the database's own data directory");
+    let bdb = get(&node, &format!("/v1/bdbs/{uid}")).await;
+    assert_eq!(bdb["endpoint_status"]["status"], "active", "{bdb}");
+
+    // A new password applies to new connections; the connected client stays in.
+    let (status, _) = api(&node, Method::PUT, &format!("/v1/bdbs/{uid}"), Some(json!({"password": "second"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    eventually("the new password", || async {
+        let mut fresh = connect_when_served(port).await;
+        (fresh.cmd(&["AUTH", "second"]).await == common::ok()).then_some(())
+    })
+    .await;
+    assert_eq!(client.cmd(&["GET", "k"]).await, common::bulk("v"));
+
+    // A restarted node serves it again, with its data and its password.
+    drop(default);
+    stop(node).await;
+    client.expect_closed().await;
+    let node = start_with(config).await;
+    let mut client = connect_when_served(port).await;
+    assert_eq!(client.cmd(&["AUTH", "second"]).await, common::ok());
+    assert_eq!(client.cmd(&["GET", "k"]).await, common::bulk("v"), "recovered from bdb-{uid}/shard-1");
+    let mut default = common::Client::connect(node.addr).await;
+
+    // A port that cannot be bound is reported, not fatal.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let (status, blocked) =
+        api(&node, Method::POST, "/v1/bdbs", Some(json!({"name": "blocked", "port": taken_port}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{blocked}");
+    let blocked_uid = blocked["uid"].as_u64().unwrap();
+    let failed = eventually("the bind error in the database's status", || async {
+        let bdb = get(&node, &format!("/v1/bdbs/{blocked_uid}")).await;
+        (bdb["endpoint_status"]["status"] == "error").then_some(bdb)
+    })
+    .await;
+    assert!(failed["endpoint_status"]["error"].as_str().unwrap().contains("in use"), "{failed}");
+
+    // Deleted: its clients are closed, its port too, its data removed.
+    let (status, _) = api(&node, Method::DELETE, &format!("/v1/bdbs/{uid}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    client.expect_closed().await;
+    wait_port_closed(port).await;
+    eventually("the data directory removed", || async { (!dir.0.join(format!("bdb-{uid}")).exists()).then_some(()) })
+        .await;
+    assert_eq!(default.cmd(&["PING"]).await, common::simple("PONG"), "the default database is untouched");
+    drop(taken);
+    stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_three_node_cluster_the_master_node_serves_a_database() {
+    let dirs = [TempDir::new("m1"), TempDir::new("m2"), TempDir::new("m3")];
+    let n1 = start_with(member_config(1, &dirs[0].0, None, 0)).await;
+    let n2 = start_with(member_config(2, &dirs[1].0, Some(n1.cluster_addr), 0)).await;
+    let n3 = start_with(member_config(3, &dirs[2].0, Some(n1.cluster_addr), 0)).await;
+    let all = [&n1, &n2, &n3];
+    agreed_leader(&all, &[1, 2, 3]).await;
+
+    let port = free_port();
+    let (status, created) =
+        api(&n3, Method::POST, "/v1/bdbs", Some(json!({"name": "sessions", "port": port, "replication": true}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let uid = created["uid"].as_u64().unwrap();
+    let shards = get(&n1, "/v1/shards").await;
+    let master = shards
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["bdb_uid"] == uid && s["role"] == "master")
+        .and_then(|s| s["node_uid"].as_u64())
+        .expect("a master");
+
+    let mut client = connect_when_served(port).await;
+    assert_eq!(client.cmd(&["INCRBY", "n", "5"]).await, common::int(5));
+    for node in all {
+        let serves = node.database_addr(uid).is_some();
+        assert_eq!(serves, node.control().node_id() == master, "only the master's node serves it");
+    }
+
+    let (status, _) = api(&n2, Method::DELETE, &format!("/v1/bdbs/{uid}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    client.expect_closed().await;
+    wait_port_closed(port).await;
+    for node in [n1, n2, n3] {
+        stop(node).await;
+    }
+}

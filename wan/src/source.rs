@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use meridian_crdt::CausalContext;
 use meridian_proto::v1::wan_sync_server::{WanSync, WanSyncServer};
 use meridian_proto::v1::{self, sync_request, sync_response};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -37,11 +37,26 @@ type Responses = mpsc::Sender<Result<v1::SyncResponse, Status>>;
 /// Counters of the streams served, by (database, destination region).
 type StatsByStream = HashMap<(String, u16), Arc<LinkStats>>;
 
+/// One served database: its region id, its source side, and the signal that
+/// ends its open streams when it stops being served here.
+#[derive(Clone)]
+struct Served {
+    region: u16,
+    outbound: Arc<dyn Outbound>,
+    closed: watch::Sender<bool>,
+}
+
+/// The served databases by name.
+type DatabasesByName = HashMap<String, Served>;
+
 /// The sync service of one region: the databases it serves, by name.
 #[derive(Clone)]
 pub struct SyncSource {
     region: u16,
-    databases: Arc<RwLock<HashMap<String, Arc<dyn Outbound>>>>,
+    /// Each database with the region id this cluster has in it (a node
+    /// serving several active-active databases may be a different region in
+    /// each: ids are assigned per database).
+    databases: Arc<RwLock<DatabasesByName>>,
     stats: Arc<Mutex<StatsByStream>>,
 }
 
@@ -51,14 +66,30 @@ impl SyncSource {
         SyncSource { region, databases: Default::default(), stats: Default::default() }
     }
 
-    /// Serves `database` from `outbound` (replacing an earlier one).
+    /// Serves `database` from `outbound` (replacing an earlier one), as
+    /// this source's region.
     pub fn add_database(&self, database: &str, outbound: Arc<dyn Outbound>) {
-        self.databases.write().expect("databases lock").insert(database.to_owned(), outbound);
+        self.add_database_in_region(database, self.region, outbound);
     }
 
-    /// Stops serving `database` (open streams end at their next step).
+    /// Serves `database` from `outbound` as region `region` of that
+    /// database (replacing an earlier one, whose open streams end).
+    pub fn add_database_in_region(&self, database: &str, region: u16, outbound: Arc<dyn Outbound>) {
+        let served = Served { region, outbound, closed: watch::channel(false).0 };
+        let earlier = self.databases.write().expect("databases lock").insert(database.to_owned(), served);
+        if let Some(earlier) = earlier {
+            earlier.closed.send_replace(true);
+        }
+    }
+
+    /// Stops serving `database`: open streams end at once with `UNAVAILABLE`
+    /// (their destinations reconnect with backoff), so a database that moved
+    /// or was deleted is not kept alive by its streams.
     pub fn remove_database(&self, database: &str) {
-        self.databases.write().expect("databases lock").remove(database);
+        let removed = self.databases.write().expect("databases lock").remove(database);
+        if let Some(removed) = removed {
+            removed.closed.send_replace(true);
+        }
     }
 
     /// The counters of the stream to `destination` for `database`.
@@ -78,17 +109,20 @@ impl SyncSource {
     }
 
     /// Checks a Subscribe and finds its database.
-    fn admit(&self, subscribe: &v1::Subscribe) -> Result<(Arc<dyn Outbound>, u16), Status> {
+    fn admit(&self, subscribe: &v1::Subscribe) -> Result<(Served, u16), Status> {
         if subscribe.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "protocol version {} not supported (this source speaks {PROTOCOL_VERSION})",
                 subscribe.protocol_version
             )));
         }
-        if subscribe.source_region != u32::from(self.region) {
+        let entry = self.databases.read().expect("databases lock").get(&subscribe.database).cloned();
+        let served = entry.ok_or_else(|| Status::not_found(format!("unknown database {:?}", subscribe.database)))?;
+        let region = served.region;
+        if subscribe.source_region != u32::from(region) {
             return Err(Status::failed_precondition(format!(
-                "this is region {}, not region {}",
-                self.region, subscribe.source_region
+                "this is region {region}, not region {}",
+                subscribe.source_region
             )));
         }
         if subscribe.stream != 0 {
@@ -98,13 +132,10 @@ impl SyncSource {
             )));
         }
         let destination =
-            u16::try_from(subscribe.destination_region).ok().filter(|&d| d != self.region).ok_or_else(|| {
+            u16::try_from(subscribe.destination_region).ok().filter(|&d| d != region).ok_or_else(|| {
                 Status::invalid_argument(format!("bad destination region {}", subscribe.destination_region))
             })?;
-        let outbound = self.databases.read().expect("databases lock").get(&subscribe.database).cloned();
-        let outbound =
-            outbound.ok_or_else(|| Status::not_found(format!("unknown database {:?}", subscribe.database)))?;
-        Ok((outbound, destination))
+        Ok((served, destination))
     }
 }
 
@@ -121,13 +152,19 @@ impl WanSync for SyncSource {
         let Some(sync_request::Kind::Subscribe(subscribe)) = first.kind else {
             return Err(Status::invalid_argument("the first message must be a Subscribe"));
         };
-        let (outbound, destination) = self.admit(&subscribe)?;
+        let (served, destination) = self.admit(&subscribe)?;
         let stats = self.link_stats(&subscribe.database, destination);
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE_MAX);
-        let region = self.region;
         tokio::spawn(async move {
             stats.set_state(LinkState::Connecting);
-            let result = serve_stream(region, destination, &outbound, &subscribe, requests, &tx, &stats).await;
+            let mut closed = served.closed.subscribe();
+            let stream = serve_stream(served.region, destination, &served.outbound, &subscribe, requests, &tx, &stats);
+            let result = tokio::select! {
+                result = stream => result,
+                _ = closed.wait_for(|&closed| closed) => {
+                    Err(WanError::Rpc(Status::unavailable("the database is no longer served here")))
+                }
+            };
             if let Err(error) = result {
                 stats.fail(&error.to_string());
                 tracing::debug!(destination, database = %subscribe.database, %error, "wan stream ended");

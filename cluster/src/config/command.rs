@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::model::{
-    BDB_NAME_BYTES_MAX, BDBS_MAX, Bdb, ClusterConfig, LABEL_BYTES_MAX, NODES_MAX, NodeInfo, NodeState,
-    PASSWORD_BYTES_MAX, ShardInfo, ShardRole, SlotRange,
+    BDB_NAME_BYTES_MAX, BDBS_MAX, Bdb, CRDB_INSTANCES_MAX, ClusterConfig, CrdbInstance, LABEL_BYTES_MAX, NODES_MAX,
+    NodeInfo, NodeState, PASSWORD_BYTES_MAX, ShardInfo, ShardRole, SlotRange,
 };
 use crate::placement::{self, Candidate, PlacementError};
 use meridian_replication::slot::{SLOT_COUNT, split_slots};
@@ -40,6 +40,10 @@ pub struct BdbSpec {
     /// OSS Cluster API mode.
     #[serde(default)]
     pub oss_cluster: bool,
+    /// Makes the database this region's instance of an active-active
+    /// database (set by the crdb API, not by `POST /v1/bdbs` users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crdb: Option<CrdbInstance>,
 }
 
 fn one() -> u16 {
@@ -69,6 +73,10 @@ pub struct BdbUpdate {
     /// Turning replication on or off (not yet supported).
     #[serde(default)]
     pub replication: Option<bool>,
+    /// New instance list of an active-active database's instance (same
+    /// guid and region id; the crdb API fills in peers' sync endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crdb: Option<CrdbInstance>,
 }
 
 /// A change to the cluster configuration, as carried in the Raft log.
@@ -234,6 +242,18 @@ impl ClusterConfig {
         if let Some(password) = &spec.password {
             check_password(password)?;
         }
+        if let Some(crdb) = &spec.crdb {
+            check_crdb(crdb)?;
+            if spec.shards_count != 1 {
+                return Err(CommandError::Invalid("an active-active database has one shard for now".into()));
+            }
+            if let Some(other) = self.bdbs.values().find(|b| b.crdb.as_ref().is_some_and(|c| c.guid == crdb.guid)) {
+                return Err(CommandError::Conflict(format!(
+                    "database {} is already the instance of crdb {}",
+                    other.uid, crdb.guid
+                )));
+            }
+        }
         if spec.shards_count == 0 || spec.shards_count > SLOT_COUNT {
             return Err(CommandError::Invalid(format!(
                 "shards_count must be 1 to {SLOT_COUNT} (one hash slot per shard at most), not {}",
@@ -295,6 +315,7 @@ impl ClusterConfig {
                 password: spec.password.clone().filter(|p| !p.is_empty()),
                 oss_cluster: spec.oss_cluster,
                 shard_list,
+                crdb: spec.crdb.clone(),
             },
         );
         Ok(Applied::BdbCreated { uid })
@@ -317,6 +338,16 @@ impl ClusterConfig {
         if let Some(password) = &update.password {
             check_password(password)?;
         }
+        if let Some(crdb) = &update.crdb {
+            check_crdb(crdb)?;
+            let same = bdb.crdb.as_ref().is_some_and(|c| c.guid == crdb.guid && c.region_id == crdb.region_id);
+            if !same {
+                return Err(CommandError::Invalid(format!(
+                    "database {uid} is not region {} of crdb {}; only its instance list can change",
+                    crdb.region_id, crdb.guid
+                )));
+            }
+        }
         self.check_unique(Some(uid), update.name.as_deref(), update.port)?;
         let bdb = self.bdbs.get_mut(&uid).expect("checked above");
         if let Some(name) = &update.name {
@@ -330,6 +361,9 @@ impl ClusterConfig {
         }
         if let Some(oss_cluster) = update.oss_cluster {
             bdb.oss_cluster = oss_cluster;
+        }
+        if let Some(crdb) = &update.crdb {
+            bdb.crdb = Some(crdb.clone());
         }
         Ok(Applied::Done)
     }
@@ -415,6 +449,34 @@ fn check_bdb_name(name: &str) -> Result<(), CommandError> {
         return Err(CommandError::Invalid(format!(
             "database name {name:?}: use 1 to {BDB_NAME_BYTES_MAX} letters, digits, '-' or '_'"
         )));
+    }
+    Ok(())
+}
+
+/// Checks an active-active instance: a guid, region ids 1 and up, each once,
+/// this region's among them, every admin URL and endpoint a short label.
+fn check_crdb(crdb: &CrdbInstance) -> Result<(), CommandError> {
+    check_label("crdb guid", &crdb.guid)?;
+    if crdb.instances.len() < 2 || crdb.instances.len() > CRDB_INSTANCES_MAX {
+        return Err(CommandError::Invalid(format!(
+            "an active-active database has 2 to {CRDB_INSTANCES_MAX} instances, not {}",
+            crdb.instances.len()
+        )));
+    }
+    let mut ids: Vec<u16> = crdb.instances.iter().map(|i| i.region_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != crdb.instances.len() || ids.first() == Some(&0) {
+        return Err(CommandError::Invalid("crdb region ids must be 1 or more, each used once".into()));
+    }
+    if !ids.contains(&crdb.region_id) {
+        return Err(CommandError::Invalid(format!("region {} is not among the crdb's instances", crdb.region_id)));
+    }
+    for instance in &crdb.instances {
+        check_label("crdb instance admin URL", &instance.admin_url)?;
+        if let Some(endpoint) = &instance.sync_endpoint {
+            check_label("crdb instance sync endpoint", endpoint)?;
+        }
     }
     Ok(())
 }

@@ -60,6 +60,47 @@ pub struct NodeInfo {
     pub rack_id: Option<String>,
     /// Placement state.
     pub status: NodeState,
+    /// Where the node serves the WAN sync service (`host:port`) that peer
+    /// regions of its active-active databases dial; absent on records
+    /// written before the node had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_addr: Option<String>,
+}
+
+/// Most instances (regions) of one active-active database.
+pub const CRDB_INSTANCES_MAX: usize = 16;
+
+/// One region's instance of an active-active database, as its peers know it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrdbPeer {
+    /// The region's id in this active-active database (also the replica id
+    /// of its writes).
+    pub region_id: u16,
+    /// The admin API of the region's cluster (`http://host:port`).
+    pub admin_url: String,
+    /// Where the region serves this database's WAN sync (`host:port`), once known.
+    #[serde(default)]
+    pub sync_endpoint: Option<String>,
+}
+
+/// What makes a database one region's instance of an active-active
+/// database ("crdb").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrdbInstance {
+    /// The active-active database's id, the same in every region.
+    pub guid: String,
+    /// This region's id in it.
+    pub region_id: u16,
+    /// Every instance, this one included, in region id order.
+    pub instances: Vec<CrdbPeer>,
+}
+
+impl CrdbInstance {
+    /// The other regions' instances.
+    pub fn peers(&self) -> impl Iterator<Item = &CrdbPeer> {
+        self.instances.iter().filter(|peer| peer.region_id != self.region_id)
+    }
 }
 
 /// Master or replica copy of a shard.
@@ -138,6 +179,10 @@ pub struct Bdb {
     pub oss_cluster: bool,
     /// The database's shard copies, in slot order, master before replica.
     pub shard_list: Vec<u64>,
+    /// Set when the database is this region's instance of an active-active
+    /// database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crdb: Option<CrdbInstance>,
 }
 
 /// The whole replicated configuration of one region's cluster.

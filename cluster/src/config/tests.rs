@@ -10,11 +10,12 @@ fn node(uid: u64, rack: Option<&str>) -> NodeInfo {
         admin_addr: format!("127.0.0.1:{}", 9500 + uid),
         rack_id: rack.map(str::to_string),
         status: NodeState::Active,
+        sync_addr: None,
     }
 }
 
 fn spec(name: &str, port: u16, shards_count: u16, replication: bool) -> BdbSpec {
-    BdbSpec { name: name.into(), port, shards_count, replication, password: None, oss_cluster: false }
+    BdbSpec { name: name.into(), port, shards_count, replication, password: None, oss_cluster: false, crdb: None }
 }
 
 fn cluster(nodes: &[(u64, Option<&str>)]) -> ClusterConfig {

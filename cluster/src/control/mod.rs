@@ -66,6 +66,9 @@ pub struct ControlSettings {
     pub cluster_port: Option<u16>,
     /// Admin API port; same rules as `cluster_port`.
     pub admin_port: Option<u16>,
+    /// Where the node serves WAN sync (recorded in its node record so the
+    /// crdb API can tell peer regions); `None` if it serves none.
+    pub sync_addr: Option<SocketAddr>,
     /// The default database a new cluster gets.
     pub default_bdb: BdbSpec,
     /// Log entries between two snapshots ([`SNAPSHOT_LOGS_DEFAULT`]).
@@ -122,7 +125,17 @@ struct Shared {
     state: StateMachineStore,
     cluster_addr: SocketAddr,
     admin_addr: SocketAddr,
+    sync_addr: Option<SocketAddr>,
+    /// What this node's data path says about a database it serves (see
+    /// [`ControlPlane::set_local_status`]).
+    local_status: std::sync::RwLock<Option<LocalStatus>>,
 }
+
+/// This node's runtime view of one database (endpoint state, errors, WAN
+/// links), by database uid; `None` if this node does not serve it. It is
+/// local, not replicated: the admin API of the node serving a database
+/// shows it.
+pub type LocalStatus = Arc<dyn Fn(u64) -> Option<serde_json::Value> + Send + Sync>;
 
 /// The running control plane: the handle plus the servers to stop.
 pub struct RunningControl {
@@ -241,6 +254,8 @@ impl RunningControl {
                 state,
                 cluster_addr,
                 admin_addr,
+                sync_addr: settings.sync_addr,
+                local_status: Default::default(),
             }),
         };
         let (shutdown, receiver) = watch::channel(false);
@@ -282,23 +297,24 @@ impl RunningControl {
         let initialized = control.shared.raft.is_initialized().await?;
         let joined = if initialized {
             tracing::info!(node_id = settings.node_id, "resuming the Raft state in the data directory");
-            // Addresses (the admin port) may have changed since the last run.
-            let refresh = control.clone();
-            tokio::spawn(async move {
-                if refresh.config().nodes.get(&me.uid) != Some(&me) {
-                    let _ = refresh.write(Command::AddNode(me)).await;
-                }
-            });
             Ok(())
         } else if let Some(join) = &settings.join {
             control.join_through(join, &me).await
         } else {
-            control.initialise(settings, me).await
+            control.initialise(settings, me.clone()).await
         };
         if let Err(e) = joined {
             running.stop().await;
             return Err(e);
         }
+        // Addresses (the admin or sync port) may have changed since the last
+        // run, and a join records only the cluster and admin addresses.
+        let refresh = control.clone();
+        tokio::spawn(async move {
+            if refresh.config().nodes.get(&me.uid) != Some(&me) {
+                let _ = refresh.write(Command::AddNode(me)).await;
+            }
+        });
         Ok(running)
     }
 
@@ -331,6 +347,23 @@ impl ControlPlane {
     /// Where this node serves the admin API.
     pub fn admin_addr(&self) -> SocketAddr {
         self.shared.admin_addr
+    }
+
+    /// Where this node serves WAN sync, if it does.
+    pub fn sync_addr(&self) -> Option<SocketAddr> {
+        self.shared.sync_addr
+    }
+
+    /// Installs the data path's status reporter (the node does, once its
+    /// databases run).
+    pub fn set_local_status(&self, status: LocalStatus) {
+        *self.shared.local_status.write().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
+
+    /// This node's runtime view of database `uid`, if it serves it.
+    pub fn local_status(&self, uid: u64) -> Option<serde_json::Value> {
+        let status = self.shared.local_status.read().unwrap_or_else(|p| p.into_inner()).clone();
+        status.and_then(|status| status(uid))
     }
 
     /// The configuration as this node has applied it (a follower may lag the
@@ -377,6 +410,7 @@ impl ControlPlane {
             admin_addr: self.shared.admin_addr.to_string(),
             rack_id: rack,
             status: NodeState::Active,
+            sync_addr: self.shared.sync_addr.map(|addr| addr.to_string()),
         }
     }
 
@@ -462,6 +496,8 @@ impl ControlPlane {
             admin_addr: request.admin_addr,
             rack_id: Some(request.rack).filter(|r| !r.is_empty()),
             status: NodeState::Active,
+            // The node records its sync address itself once it has joined.
+            sync_addr: None,
         };
         let reply = self.write_here(self.propose(Command::AddNode(node))).await;
         if reply.status != 0 {

@@ -242,8 +242,14 @@ mod tests {
     #[test]
     fn a_retried_proposal_applies_once_and_gets_the_first_outcome() {
         let mut state = StoredState::default();
-        let node =
-            NodeInfo { uid: 1, addr: "a:1".into(), admin_addr: "a:2".into(), rack_id: None, status: NodeState::Active };
+        let node = NodeInfo {
+            uid: 1,
+            addr: "a:1".into(),
+            admin_addr: "a:2".into(),
+            rack_id: None,
+            status: NodeState::Active,
+            sync_addr: None,
+        };
         state.apply_proposal(&proposal(7, 1, Command::AddNode(node))).unwrap();
         let create = Command::CreateBdb(BdbSpec {
             name: "db".into(),
@@ -252,6 +258,7 @@ mod tests {
             replication: false,
             password: None,
             oss_cluster: false,
+            crdb: None,
         });
         let first = state.apply_proposal(&proposal(7, 2, create.clone()));
         assert_eq!(first, Ok(Applied::BdbCreated { uid: 1 }));

@@ -66,7 +66,7 @@ fn select(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 /// Checks a password for the default user.
 fn password_ok(ctx: &Context<'_, '_>, user: Option<&[u8]>, password: &[u8]) -> bool {
     let user_ok = user.is_none_or(|u| u == b"default");
-    match &ctx.server.settings.requirepass {
+    match ctx.server.requirepass() {
         Some(expected) => user_ok && expected.as_bytes() == password,
         None => user_ok,
     }
@@ -78,7 +78,7 @@ fn auth(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         [user, password] => (Some(user.as_ref()), password),
         _ => return ctx.reply.error(SYNTAX_ERROR),
     };
-    if ctx.server.settings.requirepass.is_none() && user.is_none() {
+    if ctx.server.requirepass().is_none() && user.is_none() {
         return ctx.reply.error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         );

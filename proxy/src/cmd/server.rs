@@ -79,7 +79,7 @@ fn fixed_values(ctx: &Context<'_, '_>) -> Vec<(&'static str, String)> {
         ("maxclients", settings.maxclients.to_string()),
         ("port", settings.port.to_string()),
         ("proto-max-bulk-len", settings.proto_max_bulk_len.to_string()),
-        ("requirepass", settings.requirepass.clone().unwrap_or_default()),
+        ("requirepass", ctx.server.requirepass().as_deref().unwrap_or_default().to_string()),
         // The journal is Meridian's append-only file (no RDB saves).
         ("appendonly", if ctx.server.is_persistent() { "yes" } else { "no" }.to_string()),
         ("appendfsync", ctx.server.appendfsync().map_or("everysec", |f| f.name()).to_string()),
@@ -269,7 +269,7 @@ fn reset(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
     ctx.client.protocol = Protocol::Resp2;
     ctx.reply.set_protocol(Protocol::Resp2);
     ctx.client.name = None;
-    ctx.client.authenticated = ctx.server.settings.requirepass.is_none();
+    ctx.client.authenticated = ctx.server.requirepass().is_none();
     ctx.reply.simple("RESET");
 }
 

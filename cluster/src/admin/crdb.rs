@@ -1,0 +1,336 @@
+//! `/v1/crdbs`: active-active databases across regions.
+//!
+//! The admin API that receives `POST /v1/crdbs` coordinates: it numbers the
+//! instances 1, 2, ... in the order given (their region ids, also the replica
+//! ids of their writes), then asks every instance's admin API to create its
+//! local instance (`PUT /v1/crdbs/{guid}/instance`) — a database flagged as a
+//! crdb instance in that cluster's replicated configuration. A first round
+//! creates the instances and learns where each serves WAN sync (the sync
+//! address of the node holding the master); a second round hands every
+//! instance the full list with those endpoints, and the nodes start their
+//! links. If the first round fails somewhere, the instances already created
+//! are deleted again. Status and delete fan out the same way, each region
+//! answering for itself.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::time::{Instant, sleep};
+
+use super::{ApiError, ApiResult, Body, bdb_view, parse_body, wait_applied, wait_unserved, with_local_status};
+use crate::config::{
+    Applied, Bdb, BdbSpec, BdbUpdate, CRDB_INSTANCES_MAX, ClusterConfig, Command, CrdbInstance, CrdbPeer, ShardRole,
+};
+use crate::control::ControlPlane;
+use crate::ctl::{Method, request};
+
+/// How long `PUT /v1/crdbs/{guid}/instance` waits for the master's node to
+/// serve the instance before answering anyway.
+const INSTANCE_READY_WAIT: Duration = Duration::from_secs(10);
+
+/// The body of `POST /v1/crdbs`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrdbRequest {
+    /// The database's name in every region.
+    pub name: String,
+    /// Its client port in every region.
+    pub port: u16,
+    /// Password of the default user.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The admin API of every region's cluster (`http://host:port`), in
+    /// region id order.
+    pub instances: Vec<String>,
+}
+
+/// The body of `PUT /v1/crdbs/{guid}/instance`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceRequest {
+    /// The database's name.
+    pub name: String,
+    /// Its client port.
+    pub port: u16,
+    /// Password of the default user.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// This region's part.
+    pub crdb: CrdbInstance,
+}
+
+fn crdb_bdb<'c>(config: &'c ClusterConfig, guid: &str) -> Option<&'c Bdb> {
+    config.bdbs.values().find(|b| b.crdb.as_ref().is_some_and(|c| c.guid == guid))
+}
+
+/// The sync endpoint and admin address of the node holding `bdb`'s master.
+fn master_node(config: &ClusterConfig, bdb: &Bdb) -> Option<(Option<String>, String)> {
+    let master =
+        bdb.shard_list.iter().filter_map(|uid| config.shards.get(uid)).find(|s| s.role == ShardRole::Master)?;
+    let node = config.nodes.get(&master.node_uid)?;
+    Some((node.sync_addr.clone(), node.admin_addr.clone()))
+}
+
+fn upstream(what: &str, error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, "instance_failed", format!("{what}: {error}"))
+}
+
+/// A guid nobody else picks: the time in nanoseconds, this process and a counter.
+fn new_guid() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:016x}-{:08x}-{count}", std::process::id())
+}
+
+/// A sync endpoint a peer can dial: an unspecified address (the node binds
+/// 0.0.0.0) takes the host of the admin URL that reached the region.
+fn dialable(endpoint: &str, admin_url: &str) -> String {
+    let Ok(addr) = endpoint.parse::<std::net::SocketAddr>() else { return endpoint.to_string() };
+    if !addr.ip().is_unspecified() {
+        return endpoint.to_string();
+    }
+    let host = admin_url.split("://").nth(1).unwrap_or(admin_url);
+    let host = host.split('/').next().unwrap_or(host);
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    format!("{host}:{}", addr.port())
+}
+
+async fn call(method: Method, url: String, body: Option<Value>) -> Result<Value, ApiError> {
+    let (status, answer) = request(method.clone(), &url, body).await.map_err(|e| upstream(&url, e))?;
+    if !status.is_success() {
+        let description = answer.get("description").and_then(Value::as_str).map(str::to_string);
+        return Err(upstream(&format!("{method} {url}"), format!("{status}: {}", description.unwrap_or_default())));
+    }
+    Ok(answer)
+}
+
+pub(super) async fn create(State(_control): State<ControlPlane>, body: Body) -> ApiResult {
+    let spec: CrdbRequest = parse_body(body)?;
+    let urls: Vec<String> = spec.instances.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
+    if urls.len() < 2 || urls.len() > CRDB_INSTANCES_MAX {
+        return Err(ApiError::bad_request(format!(
+            "an active-active database has 2 to {CRDB_INSTANCES_MAX} instances, not {}",
+            urls.len()
+        )));
+    }
+    let mut distinct = urls.clone();
+    distinct.sort();
+    distinct.dedup();
+    if distinct.len() != urls.len() {
+        return Err(ApiError::bad_request("each instance's admin URL must be given once".into()));
+    }
+    let guid = new_guid();
+    let mut instances: Vec<CrdbPeer> = urls
+        .iter()
+        .enumerate()
+        .map(|(index, url)| CrdbPeer { region_id: index as u16 + 1, admin_url: url.clone(), sync_endpoint: None })
+        .collect();
+    let instance_body = |region_id: u16, instances: &[CrdbPeer]| {
+        let body = InstanceRequest {
+            name: spec.name.clone(),
+            port: spec.port,
+            password: spec.password.clone(),
+            crdb: CrdbInstance { guid: guid.clone(), region_id, instances: instances.to_vec() },
+        };
+        serde_json::to_value(body).unwrap_or(Value::Null)
+    };
+    // Round one: create every instance (no endpoints yet), learn its sync
+    // endpoint.
+    let unknown = instances.clone();
+    let mut uids = Vec::new();
+    for index in 0..instances.len() {
+        let peer = &instances[index];
+        let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
+        match call(Method::PUT, url, Some(instance_body(peer.region_id, &unknown))).await {
+            Ok(answer) => {
+                let endpoint = answer["sync_endpoint"].as_str().map(|e| dialable(e, &instances[index].admin_url));
+                instances[index].sync_endpoint = endpoint;
+                uids.push(answer["bdb_uid"].clone());
+            }
+            Err(error) => {
+                for created in &instances[..index] {
+                    let url = format!("{}/v1/crdbs/{guid}/instance", created.admin_url);
+                    if let Err(undo) = call(Method::DELETE, url, None).await {
+                        tracing::warn!(guid, "rolling back a crdb instance failed: {}", undo.description);
+                    }
+                }
+                return Err(error);
+            }
+        }
+    }
+    // Round two: every instance gets every endpoint.
+    for peer in &instances {
+        let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
+        call(Method::PUT, url, Some(instance_body(peer.region_id, &instances))).await?;
+    }
+    tracing::info!(guid, name = spec.name, instances = instances.len(), "active-active database created");
+    let listed: Vec<Value> = instances
+        .iter()
+        .zip(uids)
+        .map(|(peer, uid)| {
+            json!({ "region_id": peer.region_id, "admin_url": peer.admin_url,
+                    "sync_endpoint": peer.sync_endpoint, "bdb_uid": uid })
+        })
+        .collect();
+    let body = json!({ "guid": guid, "name": spec.name, "port": spec.port, "instances": listed });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn crdb_view(control: &ControlPlane, bdb: &Bdb) -> Value {
+    let crdb = bdb.crdb.as_ref().expect("a crdb instance");
+    json!({
+        "guid": crdb.guid, "name": bdb.name, "port": bdb.port, "region_id": crdb.region_id,
+        "bdb_uid": bdb.uid, "instances": crdb.instances,
+        "endpoint_status": control.local_status(bdb.uid),
+    })
+}
+
+pub(super) async fn list(State(control): State<ControlPlane>) -> ApiResult {
+    let bdbs: Vec<Bdb> = control.with_config(|c| c.bdbs.values().filter(|b| b.crdb.is_some()).cloned().collect());
+    let body: Vec<Value> = bdbs.iter().map(|b| crdb_view(&control, b)).collect();
+    Ok(Json(body).into_response())
+}
+
+/// Every instance's view, each asked through its own admin API.
+pub(super) async fn status(State(control): State<ControlPlane>, Path(guid): Path<String>) -> ApiResult {
+    let bdb = control
+        .with_config(|c| crdb_bdb(c, &guid).cloned())
+        .ok_or_else(|| ApiError::not_found(format!("no crdb {guid} in this cluster")))?;
+    let crdb = bdb.crdb.clone().expect("found by guid");
+    let mut instances = Vec::new();
+    for peer in &crdb.instances {
+        let view = if peer.region_id == crdb.region_id {
+            instance_view(&control, &guid).await.unwrap_or_else(|e| json!({ "error": e.description }))
+        } else {
+            let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
+            call(Method::GET, url, None).await.unwrap_or_else(|e| json!({ "error": e.description }))
+        };
+        instances.push(json!({ "region_id": peer.region_id, "admin_url": peer.admin_url,
+                               "sync_endpoint": peer.sync_endpoint, "instance": view }));
+    }
+    Ok(Json(json!({ "guid": guid, "name": bdb.name, "port": bdb.port, "instances": instances })).into_response())
+}
+
+pub(super) async fn delete(State(control): State<ControlPlane>, Path(guid): Path<String>) -> ApiResult {
+    let crdb = control
+        .with_config(|c| crdb_bdb(c, &guid).and_then(|b| b.crdb.clone()))
+        .ok_or_else(|| ApiError::not_found(format!("no crdb {guid} in this cluster")))?;
+    let mut results = Vec::new();
+    for peer in &crdb.instances {
+        let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
+        let outcome = match call(Method::DELETE, url, None).await {
+            Ok(_) => json!("deleted"),
+            Err(e) => json!(e.description),
+        };
+        results.push(json!({ "region_id": peer.region_id, "result": outcome }));
+    }
+    Ok(Json(json!({ "guid": guid, "deleted": true, "instances": results })).into_response())
+}
+
+/// Creates this region's instance, or updates its instance list.
+pub(super) async fn put_instance(
+    State(control): State<ControlPlane>,
+    Path(guid): Path<String>,
+    body: Body,
+) -> ApiResult {
+    let request: InstanceRequest = parse_body(body)?;
+    if request.crdb.guid != guid {
+        return Err(ApiError::bad_request(format!("the body is for crdb {}, not {guid}", request.crdb.guid)));
+    }
+    let existing = control.with_config(|c| crdb_bdb(c, &guid).map(|b| b.uid));
+    let uid = match existing {
+        Some(uid) => {
+            let update = BdbUpdate { crdb: Some(request.crdb.clone()), ..BdbUpdate::default() };
+            control.write(Command::UpdateBdb { uid, update }).await?;
+            let expected = request.crdb.clone();
+            wait_applied(&control, |c| c.bdbs.get(&uid).is_some_and(|b| b.crdb.as_ref() == Some(&expected))).await;
+            uid
+        }
+        None => {
+            let spec = BdbSpec {
+                name: request.name.clone(),
+                port: request.port,
+                shards_count: 1,
+                replication: false,
+                password: request.password.clone(),
+                oss_cluster: false,
+                crdb: Some(request.crdb.clone()),
+            };
+            match control.write(Command::CreateBdb(spec)).await? {
+                Applied::BdbCreated { uid } => {
+                    wait_applied(&control, |c| c.bdbs.contains_key(&uid)).await;
+                    uid
+                }
+                other => return Err(ApiError::bad_request(format!("unexpected outcome {other:?}"))),
+            }
+        }
+    };
+    // The master's node records its sync address once it has joined: wait
+    // (bounded) for it.
+    wait_applied(&control, |c| c.bdbs.get(&uid).and_then(|b| master_node(c, b)).is_some_and(|(s, _)| s.is_some()))
+        .await;
+    let endpoint = control.with_config(|c| c.bdbs.get(&uid).and_then(|b| master_node(c, b)).and_then(|(s, _)| s));
+    // Answer once the master's node serves the instance (or says why it
+    // cannot), so a client may connect as soon as the crdb is created.
+    let deadline = Instant::now() + INSTANCE_READY_WAIT;
+    let mut status = Value::Null;
+    while Instant::now() < deadline {
+        status = instance_view(&control, &guid).await.map(|v| v["endpoint_status"].clone()).unwrap_or(Value::Null);
+        if status["status"].is_string() {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Json(json!({ "guid": guid, "bdb_uid": uid, "sync_endpoint": endpoint, "endpoint_status": status }))
+        .into_response())
+}
+
+pub(super) async fn delete_instance(State(control): State<ControlPlane>, Path(guid): Path<String>) -> ApiResult {
+    let uid = control
+        .with_config(|c| crdb_bdb(c, &guid).map(|b| b.uid))
+        .ok_or_else(|| ApiError::not_found(format!("no crdb {guid} in this cluster")))?;
+    control.write(Command::DeleteBdb { uid }).await?;
+    wait_applied(&control, |c| !c.bdbs.contains_key(&uid)).await;
+    wait_unserved(&control, uid).await;
+    Ok(Json(json!({ "guid": guid, "bdb_uid": uid, "deleted": true })).into_response())
+}
+
+/// This region's instance: the database and the status reported by the node
+/// serving it (asked through that node's admin API if it is not this one).
+async fn instance_view(control: &ControlPlane, guid: &str) -> Result<Value, ApiError> {
+    let (bdb, master) = control
+        .with_config(|c| crdb_bdb(c, guid).map(|b| (b.clone(), master_node(c, b))))
+        .ok_or_else(|| ApiError::not_found(format!("no crdb {guid} in this cluster")))?;
+    let mut view = with_local_status(control, bdb_view(&bdb));
+    if view.get("endpoint_status").is_none()
+        && let Some((_, admin)) = master
+        && admin != control.admin_addr().to_string()
+    {
+        let url = format!("http://{admin}/v1/crdbs/{guid}/instance/local");
+        match call(Method::GET, url, None).await {
+            Ok(remote) => view["endpoint_status"] = remote["endpoint_status"].clone(),
+            Err(e) => view["endpoint_status"] = json!({ "error": e.description }),
+        }
+    }
+    Ok(view)
+}
+
+pub(super) async fn instance_status(State(control): State<ControlPlane>, Path(guid): Path<String>) -> ApiResult {
+    Ok(Json(instance_view(&control, &guid).await?).into_response())
+}
+
+/// This node's view only (never forwarded, so forwards cannot loop).
+pub(super) async fn instance_local(State(control): State<ControlPlane>, Path(guid): Path<String>) -> ApiResult {
+    let bdb = control
+        .with_config(|c| crdb_bdb(c, &guid).cloned())
+        .ok_or_else(|| ApiError::not_found(format!("no crdb {guid} in this cluster")))?;
+    Ok(Json(with_local_status(&control, bdb_view(&bdb))).into_response())
+}

@@ -1,0 +1,375 @@
+//! Active-active databases across regions ("crdbs"): separate one-node
+//! clusters on loopback, each with its own admin, cluster and sync ports,
+//! and a crdb created through the admin API of one of them. Writes in each
+//! region reach the others over the WAN syncer, concurrent increments add
+//! up, `ctl crdb status`'s figures are there, and deleting the crdb stops
+//! every instance. Every wait is bounded; nothing asserts how fast anything
+//! happened.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::{Client, Node, NodeConfig, Resp, bulk, free_port, ok, start_with, stop};
+use meridian_cluster::ctl::{Method, StatusCode, request};
+use serde_json::{Value, json};
+use tokio::time::{sleep, timeout};
+
+/// How long anything may take to converge (a link connecting, a delta
+/// crossing, a configuration change applied).
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One region: a one-node cluster of its own, on its own loopback address
+/// (127.0.0.`host`), so every region can serve the crdb on the same port.
+async fn region(name: &str, host: u8) -> Node {
+    start_with(NodeConfig {
+        bind: IpAddr::from([127, 0, 0, host]),
+        port: 0,
+        region: name.into(),
+        admin_port: Some(0),
+        cluster_port: Some(0),
+        sync_port: Some(0),
+        ..NodeConfig::default()
+    })
+    .await
+}
+
+fn admin_url(node: &Node) -> String {
+    format!("http://{}", node.admin_addr)
+}
+
+async fn api(node: &Node, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let url = format!("{}{path}", admin_url(node));
+    timeout(Duration::from_secs(90), request(method.clone(), &url, body))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {url} timed out"))
+        .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
+}
+
+/// Polls `check` until it returns `Some` (bounded).
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn connect_when_served(ip: IpAddr, port: u16) -> Client {
+    let addr = SocketAddr::new(ip, port);
+    eventually(&format!("port {port} served"), || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|stream| Client { stream, input: Vec::new() })
+    })
+    .await
+}
+
+/// Polls `command` on `client` until it answers `expected` (bounded).
+async fn until_reply(client: &mut Client, command: &[&str], expected: Resp) {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let got = client.cmd(command).await;
+        if got == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{command:?}: still {got:?}, expected {expected:?}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_regions_share_an_active_active_database() {
+    let regions = [region("us-east", 1).await, region("eu-west", 2).await, region("ap-south", 3).await];
+    let port = free_port();
+    let instances: Vec<String> = regions.iter().map(admin_url).collect();
+    let body = json!({ "name": "shared", "port": port, "instances": instances });
+    let (status, created) = api(&regions[0], Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let guid = created["guid"].as_str().expect("a guid").to_string();
+    let listed = created["instances"].as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    for (index, instance) in listed.iter().enumerate() {
+        assert_eq!(instance["region_id"].as_u64(), Some(index as u64 + 1), "{created}");
+        let endpoint = regions[index].sync_addr.to_string();
+        assert_eq!(instance["sync_endpoint"].as_str(), Some(endpoint.as_str()), "{created}");
+    }
+    // Every region records its own instance (its region id, every peer).
+    for (index, node) in regions.iter().enumerate() {
+        let (status, list) = api(node, Method::GET, "/v1/crdbs", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list[0]["guid"].as_str(), Some(guid.as_str()), "{list}");
+        assert_eq!(list[0]["region_id"].as_u64(), Some(index as u64 + 1), "{list}");
+        assert_eq!(list[0]["instances"].as_array().map(Vec::len), Some(3), "{list}");
+    }
+
+    let mut clients = Vec::new();
+    for node in &regions {
+        clients.push(connect_when_served(node.addr.ip(), port).await);
+    }
+    // A write in one region reaches the others.
+    assert_eq!(clients[0].cmd(&["SET", "greeting", "hello"]).await, ok());
+    for client in &mut clients[1..] {
+        until_reply(client, &["GET", "greeting"], bulk("hello")).await;
+    }
+    // Concurrent increments in every region add up everywhere.
+    for (client, by) in clients.iter_mut().zip(["5", "7", "30"]) {
+        assert!(matches!(client.cmd(&["INCRBY", "visits", by]).await, Resp::Int(_)));
+    }
+    for client in &mut clients {
+        until_reply(client, &["GET", "visits"], bulk("42")).await;
+    }
+    // The default databases are not part of it.
+    let mut default = Client::connect(regions[1].addr).await;
+    assert_eq!(default.cmd(&["GET", "greeting"]).await, common::nil());
+
+    // Status: every instance, served, with a link from each peer.
+    let (status, report) = api(&regions[2], Method::GET, &format!("/v1/crdbs/{guid}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let instances = report["instances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 3, "{report}");
+    for instance in instances {
+        let local = &instance["instance"]["endpoint_status"];
+        assert_eq!(local["status"], "active", "{report}");
+        let links = local["links"].as_array().expect("links");
+        assert_eq!(links.len(), 2, "{report}");
+        assert!(links.iter().all(|l| l["state"].is_string() && l["lag_ops"].is_u64()), "{report}");
+        let deltas: u64 = links.iter().filter_map(|l| l["deltas"].as_u64()).sum();
+        assert!(deltas > 0, "deltas came in: {report}");
+    }
+
+    // Deleted through another region: every instance stops serving.
+    let (status, deleted) = api(&regions[1], Method::DELETE, &format!("/v1/crdbs/{guid}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    for client in &mut clients {
+        client.expect_closed().await;
+    }
+    for node in &regions {
+        let addr = SocketAddr::new(node.addr.ip(), port);
+        eventually("the crdb's port closed", || async { tokio::net::TcpStream::connect(addr).await.err() }).await;
+        let (_, list) = api(node, Method::GET, "/v1/crdbs", None).await;
+        assert_eq!(list, json!([]), "no instance left");
+    }
+    for node in regions {
+        stop(node).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crdb_with_an_unreachable_instance_is_not_created_anywhere() {
+    let a = region("here", 1).await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let body = json!({ "name": "half", "port": free_port(), "instances": [admin_url(&a), dead] });
+    let (status, answer) = api(&a, Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
+    let (_, list) = api(&a, Method::GET, "/v1/crdbs", None).await;
+    assert_eq!(list, json!([]), "the instance created first was rolled back");
+    let (status, _) = api(&a, Method::POST, "/v1/crdbs", Some(json!({"name": "x", "port": 1, "instances": []}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    stop(a).await;
+}
+
+/// Runs `meridian ctl --url URL ARGS...`; returns success and stdout (stderr
+/// on failure).
+async fn ctl(url: &str, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["ctl".to_string(), "--url".into(), url.to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let binary = common::meridian_binary();
+        let child = std::process::Command::new(binary)
+            .args(&all)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start meridian ctl");
+        let mut guard = common::ChildGuard(child);
+        let status = common::wait_until(&mut guard.0, Duration::from_secs(120)).expect("meridian ctl exits");
+        use std::io::Read;
+        let (mut out, mut err) = (String::new(), String::new());
+        guard.0.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
+        guard.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+        (status.success(), if status.success() { out } else { err })
+    })
+    .await
+    .expect("ctl task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_creates_inspects_and_deletes_a_crdb() {
+    let regions = [region("north", 4).await, region("south", 5).await];
+    let port = free_port();
+    let port_text = port.to_string();
+    let (a, b) = (admin_url(&regions[0]), admin_url(&regions[1]));
+    let (ok_create, out) =
+        ctl(&a, &["crdb", "create", "--name", "pair", "--port", &port_text, "--instance", &a, "--instance", &b]).await;
+    assert!(ok_create, "{out}");
+    let guid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("guid: "))
+        .unwrap_or_else(|| panic!("a guid line in {out}"))
+        .trim()
+        .to_string();
+    let (ok_list, listed) = ctl(&b, &["crdb", "list"]).await;
+    assert!(ok_list && listed.contains(&guid), "{listed}");
+
+    let mut north = connect_when_served(regions[0].addr.ip(), port).await;
+    let mut south = connect_when_served(regions[1].addr.ip(), port).await;
+    assert_eq!(north.cmd(&["SADD", "s", "a"]).await, common::int(1));
+    until_reply(&mut south, &["SISMEMBER", "s", "a"], common::int(1)).await;
+
+    let (ok_status, status) = ctl(&a, &["crdb", "status", &guid]).await;
+    assert!(ok_status, "{status}");
+    for expected in ["region 1", "region 2", "FROM", "LAG_OPS", "status active"] {
+        assert!(status.contains(expected), "{expected:?} in:\n{status}");
+    }
+
+    let (ok_delete, deleted) = ctl(&b, &["crdb", "delete", &guid]).await;
+    assert!(ok_delete, "{deleted}");
+    north.expect_closed().await;
+    south.expect_closed().await;
+    let (ok_missing, _) = ctl(&a, &["crdb", "status", &guid]).await;
+    assert!(!ok_missing, "the crdb is gone");
+    for node in regions {
+        stop(node).await;
+    }
+}
+
+/// A temporary data directory, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("meridian-crdb-{name}-{}-{}", std::process::id(), common::now_ms()));
+        let _ = std::fs::remove_dir_all(&path);
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_region_keeps_its_instance_and_catches_up() {
+    let dirs = [TempDir::new("r1"), TempDir::new("r2")];
+    // Fixed ports: a peer's instance list holds this region's admin URL and
+    // sync endpoint, which must survive the restart.
+    let configs: Vec<NodeConfig> = dirs
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| NodeConfig {
+            bind: IpAddr::from([127, 0, 0, 6 + index as u8]),
+            port: 0,
+            region: format!("r{index}"),
+            data_dir: Some(dir.0.clone()),
+            admin_port: Some(free_port()),
+            cluster_port: Some(free_port()),
+            sync_port: Some(free_port()),
+            ..NodeConfig::default()
+        })
+        .collect();
+    let first = start_with(configs[0].clone()).await;
+    let second = start_with(configs[1].clone()).await;
+    let port = free_port();
+    let body = json!({ "name": "durable", "port": port, "instances": [admin_url(&first), admin_url(&second)] });
+    let (status, created) = api(&first, Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    let mut one = connect_when_served(first.addr.ip(), port).await;
+    let mut two = connect_when_served(second.addr.ip(), port).await;
+    assert_eq!(one.cmd(&["INCRBY", "n", "1"]).await, common::int(1));
+    assert!(matches!(two.cmd(&["INCRBY", "n", "10"]).await, Resp::Int(_)));
+    until_reply(&mut one, &["GET", "n"], bulk("11")).await;
+    until_reply(&mut two, &["GET", "n"], bulk("11")).await;
+
+    // The second region goes away; the first keeps taking writes.
+    stop(second).await;
+    assert_eq!(one.cmd(&["INCRBY", "n", "100"]).await, common::int(111));
+    let second = start_with(configs[1].clone()).await;
+    let mut two = connect_when_served(second.addr.ip(), port).await;
+    // Its own data came back from its directory, the first region's writes
+    // meanwhile arrive, and its new writes reach the first region.
+    until_reply(&mut two, &["GET", "n"], bulk("111")).await;
+    assert!(matches!(two.cmd(&["INCRBY", "n", "1000"]).await, Resp::Int(_)));
+    until_reply(&mut one, &["GET", "n"], bulk("1111")).await;
+    for node in [first, second] {
+        stop(node).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_region_serves_its_instance_from_the_master_node() {
+    let dirs = [TempDir::new("m1"), TempDir::new("m2"), TempDir::new("m3")];
+    let member = |index: usize, join: Option<SocketAddr>| NodeConfig {
+        bind: IpAddr::from([127, 0, 0, 8]),
+        port: 0,
+        node_id: index as u64 + 1,
+        region: "big".into(),
+        data_dir: Some(dirs[index].0.clone()),
+        join: join.map(|addr| addr.to_string()),
+        admin_port: Some(0),
+        cluster_port: Some(0),
+        sync_port: Some(0),
+        ..NodeConfig::default()
+    };
+    let n1 = start_with(member(0, None)).await;
+    let n2 = start_with(member(1, Some(n1.cluster_addr))).await;
+    let n3 = start_with(member(2, Some(n1.cluster_addr))).await;
+    let big = [n1, n2, n3];
+    // Every member has recorded its sync address (a joiner does it itself).
+    eventually("three nodes with sync addresses", || async {
+        let (_, nodes) = api(&big[0], Method::GET, "/v1/nodes", None).await;
+        let with_sync = nodes.as_array()?.iter().filter(|n| n["sync_addr"].is_string()).count();
+        (with_sync == 3).then_some(())
+    })
+    .await;
+    let small = region("small", 9).await;
+
+    let port = free_port();
+    let body = json!({ "name": "spread", "port": port, "instances": [admin_url(&big[0]), admin_url(&small)] });
+    let (status, created) = api(&small, Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let guid = created["guid"].as_str().unwrap().to_string();
+    let uid = created["instances"][0]["bdb_uid"].as_u64().expect("the big region's bdb");
+    let master = eventually("the master's node serving the instance", || async {
+        big.iter().position(|n| n.database_addr(uid).is_some())
+    })
+    .await;
+    let endpoint = big[master].sync_addr.to_string();
+    assert_eq!(created["instances"][0]["sync_endpoint"].as_str(), Some(endpoint.as_str()), "{created}");
+
+    let mut in_big = connect_when_served(big[master].addr.ip(), port).await;
+    let mut in_small = connect_when_served(small.addr.ip(), port).await;
+    assert_eq!(in_big.cmd(&["HSET", "h", "a", "1"]).await, common::int(1));
+    assert_eq!(in_small.cmd(&["HSET", "h", "b", "2"]).await, common::int(1));
+    until_reply(&mut in_big, &["HLEN", "h"], common::int(2)).await;
+    until_reply(&mut in_small, &["HLEN", "h"], common::int(2)).await;
+
+    // Any node of the big region answers for its instance (asking the
+    // master's node for the live figures).
+    let other = (master + 1) % 3;
+    let (status, report) = api(&big[other], Method::GET, &format!("/v1/crdbs/{guid}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    for instance in report["instances"].as_array().unwrap() {
+        assert_eq!(instance["instance"]["endpoint_status"]["status"], "active", "{report}");
+    }
+
+    let (status, _) = api(&big[other], Method::DELETE, &format!("/v1/crdbs/{guid}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    in_big.expect_closed().await;
+    in_small.expect_closed().await;
+    stop(small).await;
+    for node in big {
+        stop(node).await;
+    }
+}
