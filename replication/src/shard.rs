@@ -166,7 +166,9 @@ impl Shard {
     /// One step of background maintenance, run periodically: active expiry,
     /// then garbage collection of marked keys and a slice of the full pass.
     /// A shard with no peer region reports only to itself, so what it applied
-    /// one step ago is causally stable now; peers' reports join with issue 5.
+    /// is causally stable at once; with peers ([`Shard::set_peers`]) the
+    /// stable vector advances only once every peer has reported what it
+    /// applied ([`Shard::peer_applied`], over the WAN).
     pub fn maintain(&mut self) -> Result<Maintenance, ClockError> {
         let at = self.moment()?;
         let expired = self.keyspace.expire_due(at, EXPIRE_KEYS_PER_STEP_MAX).len();
