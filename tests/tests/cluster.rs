@@ -11,22 +11,30 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use meridian_cluster::config::{BdbUpdate, Command as ConfigCommand};
 use meridian_cluster::ctl::{Method, StatusCode, request};
 use serde_json::{Value, json};
-use tokio::time::{sleep, timeout};
+use tokio::time::timeout;
 
 mod common;
-use common::{Node, NodeConfig, now_ms, start_with, stop};
+use common::{ChildGuard, Node, NodeConfig, free_port, meridian_binary, now_ms, start_with, stop, wait_until};
 
 /// How long the cluster may take to agree on something (an election, a
 /// replicated write, a catch-up after a restart). Generous: the suite runs
 /// unoptimised on small, shared machines.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`common::eventually`] bounded by [`CONVERGE_TIMEOUT`].
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    common::eventually(what, CONVERGE_TIMEOUT, check).await
+}
 /// How long one HTTP exchange may take (a write may wait out an election).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
 
@@ -73,22 +81,6 @@ async fn get(node: &Node, path: &str) -> Value {
     let (status, body) = api(node, Method::GET, path, None).await;
     assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
     body
-}
-
-/// Polls `check` until it returns `Some`, for at most [`CONVERGE_TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn raft(cluster: &Value) -> &Value {
@@ -435,60 +427,6 @@ async fn a_restarted_node_keeps_its_log_vote_and_configuration() {
 // ---------------------------------------------------------------------------
 // The real binary, driven by `meridian ctl`.
 // ---------------------------------------------------------------------------
-
-/// The `meridian` binary, built once per test run (a no-op when up to date,
-/// so the test never runs a stale binary).
-fn meridian_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
-        let binary = target.join("debug").join(format!("meridian{}", std::env::consts::EXE_SUFFIX));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "meridian-cluster", "--bin", "meridian"])
-            .current_dir(workspace)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("run cargo build");
-        let status = wait_until(&mut build, Duration::from_secs(900)).expect("building meridian took over 15 minutes");
-        assert!(status.success(), "building the meridian binary failed: {status}");
-        binary
-    })
-}
-
-/// Waits for `child` to exit, polling, for at most `limit`.
-fn wait_until(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        // Runs on the blocking pool or a plain thread, never a tokio worker.
-        #[allow(clippy::disallowed_methods)]
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child process that is killed if the test ends without reaping it.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// Runs `meridian ctl --url URL ARGS...` to completion; returns success,
 /// stdout and stderr.

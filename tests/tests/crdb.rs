@@ -20,6 +20,15 @@ use tokio::time::{sleep, timeout};
 /// crossing, a configuration change applied).
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// [`common::eventually`] bounded by [`CONVERGE_TIMEOUT`].
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    common::eventually(what, CONVERGE_TIMEOUT, check).await
+}
+
 /// One region: a one-node cluster of its own, on its own loopback address
 /// (127.0.0.`host`), so every region can serve the crdb on the same port.
 async fn region(name: &str, host: u8) -> Node {
@@ -45,22 +54,6 @@ async fn api(node: &Node, method: Method, path: &str, body: Option<Value>) -> (S
         .await
         .unwrap_or_else(|_| panic!("{method} {url} timed out"))
         .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
-}
-
-/// Polls `check` until it returns `Some` (bounded).
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn connect_when_served(ip: IpAddr, port: u16) -> Client {

@@ -419,3 +419,20 @@ pub async fn spawn_meridian(args: &[&str], port: u16) -> (ChildGuard, Client) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Polls `check` until it returns `Some`, for at most `limit`: the value,
+/// or a panic naming `what` was awaited.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
