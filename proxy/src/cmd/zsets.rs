@@ -1186,18 +1186,11 @@ fn zdiffstore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 // ZSCAN.
 // ---------------------------------------------------------------------------
 
-/// A member's scan position: a fixed 64-bit hash (FNV-1a, then a
-/// SplitMix64 finaliser to spread short members), the same in every process
-/// and release, so a cursor stays valid across calls and failovers.
+/// A member's scan position: the fixed 64-bit hash HSCAN and SSCAN use
+/// ([`super::scan::position`]), the same in every process and release, so a
+/// cursor stays valid across calls and failovers.
 fn scan_position(member: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in member {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    hash ^ (hash >> 31)
+    super::scan::position(member)
 }
 
 /// One ZSCAN call over the members at or after the cursor (`ahead`, with
