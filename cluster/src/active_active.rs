@@ -6,11 +6,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use meridian_crdt::clock::Observation;
 use meridian_crdt::{ClockError, Delta, Keyspace, SnapshotMerge, VersionVector};
 use meridian_proxy::context::ServerState;
-use meridian_wan::{Cursor, Inbound, Outbound, Outbox, Snapshot};
+use meridian_wan::{Cursor, CursorStore, Inbound, Outbound, Outbox, Snapshot};
+
+/// How often at most a link's cursor is written to disk. Between writes the
+/// cursor on disk lags the one in memory: a restart then redelivers what was
+/// applied since, which changes nothing (merges are idempotent).
+pub const CURSOR_PERSIST_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The destination side of one region's database: applies a peer's deltas
 /// to the database (waking blocked clients, flagging WATCHes), keeps the
@@ -18,13 +24,33 @@ use meridian_wan::{Cursor, Inbound, Outbound, Outbox, Snapshot};
 pub struct RegionInbound {
     server: Arc<ServerState>,
     cursors: Mutex<HashMap<u16, Cursor>>,
+    /// Where the cursors persist, and the database's name there.
+    store: Option<(CursorStore, String)>,
+    /// When each source's cursor was last written to the store.
+    persisted_at: Mutex<HashMap<u16, Instant>>,
 }
 
 impl RegionInbound {
-    /// An inbound side over `server`, with no cursor yet (cursors live in
-    /// memory: after a restart a peer's stream resumes by snapshot).
+    /// An inbound side over `server` whose cursors live in memory only: after
+    /// a restart a peer's stream resumes by snapshot.
     pub fn new(server: Arc<ServerState>) -> RegionInbound {
-        RegionInbound { server, cursors: Mutex::new(HashMap::new()) }
+        RegionInbound { server, cursors: Mutex::new(HashMap::new()), store: None, persisted_at: Mutex::default() }
+    }
+
+    /// An inbound side over a persistent `server` whose cursors into each
+    /// peer's log persist in `store` under `database`, so a restart resumes
+    /// every peer's stream where it stopped (a partial sync) rather than by
+    /// snapshot. A cursor is written only once the deltas below it are in the
+    /// journal (see [`Inbound::apply`] here), and a snapshot merge is written
+    /// out as a journal rewrite before its cursor is stored: the cursor on
+    /// disk never runs ahead of the data on disk.
+    pub fn persistent(server: Arc<ServerState>, store: CursorStore, database: String) -> RegionInbound {
+        RegionInbound {
+            server,
+            cursors: Mutex::new(HashMap::new()),
+            store: Some((store, database)),
+            persisted_at: Mutex::default(),
+        }
     }
 }
 
@@ -35,21 +61,58 @@ impl Inbound for RegionInbound {
 
     fn apply(&self, deltas: &[Delta]) -> Result<(), String> {
         self.server.apply_deltas(deltas);
+        // The cursor that follows must not run ahead of the journal.
+        if self.server.is_persistent() && !self.server.commit_writes(self.server.journal_position()) {
+            return Err(format!("cannot persist the peer's deltas: {}", self.server.persistence_error()));
+        }
         Ok(())
     }
 
     fn apply_snapshot(&self, snapshot: &Keyspace) -> Result<SnapshotMerge, String> {
         let merge = self.server.shard().keyspace_mut().merge_snapshot(snapshot);
         self.server.touch_all_watched();
+        // A snapshot merge is not a delta in the journal: the merged state
+        // goes to disk as a rewrite (a snapshot file) before the cursor moves.
+        if self.server.is_persistent() {
+            self.server.rewrite().map_err(|e| format!("cannot persist the peer's snapshot: {e}"))?;
+        }
         Ok(merge)
     }
 
     fn load_cursor(&self, source_region: u16) -> Option<Cursor> {
-        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).get(&source_region).cloned()
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cursor) = cursors.get(&source_region) {
+            return Some(*cursor);
+        }
+        let (store, database) = self.store.as_ref()?;
+        match store.load(database, source_region) {
+            Ok(Some(cursor)) => {
+                cursors.insert(source_region, cursor);
+                Some(cursor)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                // Unreadable: a full sync, never a wrong position.
+                tracing::warn!(%error, database, source_region, "cannot read the WAN cursor; resyncing by snapshot");
+                None
+            }
+        }
     }
 
     fn store_cursor(&self, source_region: u16, cursor: Cursor) -> Result<(), String> {
-        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).insert(source_region, cursor);
+        let previous = self.cursors.lock().unwrap_or_else(|p| p.into_inner()).insert(source_region, cursor);
+        let Some((store, database)) = &self.store else {
+            return Ok(());
+        };
+        let mut persisted_at = self.persisted_at.lock().unwrap_or_else(|p| p.into_inner());
+        let due = persisted_at.get(&source_region).is_none_or(|at| at.elapsed() >= CURSOR_PERSIST_INTERVAL);
+        // A new log (after a full sync) is written at once: the cursor on
+        // disk names a log the source no longer serves.
+        let new_log = previous.is_none_or(|previous| previous.log_id != cursor.log_id);
+        if due || new_log {
+            store.store(database, source_region, cursor).map_err(|e| format!("cannot persist the WAN cursor: {e}"))?;
+            persisted_at.insert(source_region, Instant::now());
+        }
         Ok(())
     }
 

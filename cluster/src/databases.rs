@@ -28,7 +28,7 @@ use meridian_crdt::clock::MAX_SKEW_MS_DEFAULT;
 use meridian_proxy::context::{ServerState, Settings};
 use meridian_replication::Shard;
 use meridian_replication::durability::Fsync;
-use meridian_wan::{Inbound, Link, LinkConfig, Outbox, SyncSource};
+use meridian_wan::{CursorStore, Inbound, Link, LinkConfig, Outbox, SyncSource};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -186,7 +186,7 @@ impl Databases {
                         json!({
                             "region_id": region, "state": s.state, "lag_ops": s.lag_ops, "lag_ms": s.lag_ms,
                             "deltas": s.deltas, "bytes_in_wire": s.bytes_in_wire, "bytes_in_raw": s.bytes_in_raw,
-                            "full_syncs": s.full_syncs, "connects": s.connects, "errors": s.errors,
+                            "full_syncs": s.full_syncs, "partial_syncs": s.partial_syncs, "connects": s.connects, "errors": s.errors,
                             "last_error": s.last_error,
                         })
                     })
@@ -316,10 +316,11 @@ impl Databases {
             port: addr.port(),
             ..Settings::default()
         };
-        let (mut shard, journal) = match &self.settings.data_dir {
+        let bdb_dir = self.settings.data_dir.as_ref().map(|dir| dir.join(format!("bdb-{}", want.uid)));
+        let (mut shard, journal) = match &bdb_dir {
             None => (Shard::new(replica, MAX_SKEW_MS_DEFAULT), None),
             Some(dir) => {
-                let dir = dir.join(format!("bdb-{}", want.uid)).join("shard-1");
+                let dir = dir.join("shard-1");
                 let (shard, journal, recovered) =
                     Shard::recover(replica, MAX_SKEW_MS_DEFAULT, &dir, self.settings.fsync)
                         .map_err(|e| format!("cannot recover the data in {}: {e}", dir.display()))?;
@@ -356,7 +357,15 @@ impl Databases {
         }
         let (shutdown, receiver) = watch::channel(false);
         let task = tokio::spawn(meridian_proxy::server::run(listener, server.clone(), receiver));
-        let inbound: Arc<dyn Inbound> = Arc::new(RegionInbound::new(server.clone()));
+        let inbound: Arc<dyn Inbound> = match (&bdb_dir, &want.crdb) {
+            (Some(dir), Some(crdb)) => {
+                let dir = dir.join("wan");
+                let store = CursorStore::open(&dir)
+                    .map_err(|e| format!("cannot open the WAN cursors in {}: {e}", dir.display()))?;
+                Arc::new(RegionInbound::persistent(server.clone(), store, crdb.guid.clone()))
+            }
+            _ => Arc::new(RegionInbound::new(server.clone())),
+        };
         Ok(Serving { addr, server, shutdown, task, inbound, links: Vec::new() })
     }
 

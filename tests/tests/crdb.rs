@@ -293,6 +293,14 @@ async fn a_restarted_region_keeps_its_instance_and_catches_up() {
     // Its own data came back from its directory, the first region's writes
     // meanwhile arrive, and its new writes reach the first region.
     until_reply(&mut two, &["GET", "n"], bulk("111")).await;
+    // It resumed the first region's stream from its persisted cursor (a
+    // partial sync), not by snapshot: the first region kept its log.
+    let guid = created["guid"].as_str().expect("a guid");
+    let (status, instance) = api(&second, Method::GET, &format!("/v1/crdbs/{guid}/instance"), None).await;
+    assert_eq!(status, StatusCode::OK, "{instance}");
+    let link = &instance["endpoint_status"]["links"][0];
+    assert_eq!(link["full_syncs"], 0, "{instance}");
+    assert!(link["partial_syncs"].as_u64() >= Some(1), "{instance}");
     assert!(matches!(two.cmd(&["INCRBY", "n", "1000"]).await, Resp::Int(_)));
     until_reply(&mut one, &["GET", "n"], bulk("1111")).await;
     for node in [first, second] {
