@@ -12,7 +12,9 @@ pub mod backlog;
 pub mod durability;
 pub mod shard;
 pub mod slot;
+pub mod stream;
 
 pub use backlog::{Backlog, ReadFrom};
 pub use shard::Shard;
 pub use slot::{SLOT_COUNT, key_slot, split_slots};
+pub use stream::{ReplicaHandshake, ReplicaStream, ReplicationId, ReplicationLog, StreamError, SyncDecision};
