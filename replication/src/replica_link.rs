@@ -417,6 +417,44 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sibling_resumes_partially_from_a_promoted_replica() {
+        let (old_master, _service, endpoint) = serve(1 << 20).await;
+        let sibling = Arc::new(Mutex::new(ReplicaStream::new(ReplicaId(1), true)));
+        let link = ReplicaLink::spawn(config(&endpoint), sibling.clone());
+        let mut last = 0;
+        for n in 0..10 {
+            last = set(&old_master, n);
+        }
+        caught_up(&old_master, &link, last).await;
+        link.stop().await;
+
+        // Another replica, at the same offset, is promoted: a new history
+        // that continues history 42 from offset `last`.
+        let snapshot = old_master.read(|keyspace, _| encode_snapshot(keyspace));
+        let mut keyspace = meridian_proto::decode_snapshot(ReplicaId(1), &snapshot).unwrap();
+        keyspace.set_solo(true);
+        let log = ReplicationLog::promoted(ReplicationId(43), ReplicationId(42), last, 1 << 20);
+        let new_master = MasterShard::new(keyspace, log);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ReplicaSyncService::new(new_master.clone()).into_service())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        for n in 10..15 {
+            last = set(&new_master, n);
+        }
+        let link = ReplicaLink::spawn(config(&endpoint), sibling.clone());
+        caught_up(&new_master, &link, last).await;
+        assert_eq!(link.stats().partial_syncs.load(Ordering::Relaxed), 1, "the shared history is resumed");
+        assert_eq!(link.stats().full_syncs.load(Ordering::Relaxed), 0);
+        assert_eq!(sibling.lock().unwrap().replid(), Some(ReplicationId(43)), "the sibling adopts the new history");
+        same(&new_master, &sibling);
+        link.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hostile_hello_gets_a_clear_error() {
         let (_master, _service, endpoint) = serve(1 << 20).await;
         let channel = Endpoint::from_shared(endpoint).unwrap().connect().await.unwrap();
