@@ -68,6 +68,8 @@ pub trait ReplicationSource: Send + Sync + 'static {
 pub struct MasterShard {
     state: Mutex<(Keyspace, ReplicationLog)>,
     next_offset: watch::Sender<u64>,
+    /// Bumped after every recorded ack or forgotten replica, to wake `WAIT`.
+    acks: watch::Sender<u64>,
 }
 
 impl MasterShard {
@@ -76,7 +78,28 @@ impl MasterShard {
         keyspace.set_journal(true);
         keyspace.take_journal();
         let next_offset = watch::channel(log.next_offset()).0;
-        Arc::new(MasterShard { state: Mutex::new((keyspace, log)), next_offset })
+        Arc::new(MasterShard { state: Mutex::new((keyspace, log)), next_offset, acks: watch::channel(0).0 })
+    }
+
+    /// `WAIT`: waits until at least `replicas` replicas acknowledged
+    /// `offset` (a write's offset from [`MasterShard::write`]) or `timeout`
+    /// passes (`None`: forever), and returns how many did. Woken by acks,
+    /// not by polling.
+    pub async fn wait_for_acks(&self, offset: u64, replicas: usize, timeout: Option<Duration>) -> usize {
+        let mut acks = self.acks.subscribe();
+        let count = || self.read(|_, log| log.acked_count(offset));
+        let enough = async {
+            loop {
+                let acked = count();
+                if acked >= replicas || acks.changed().await.is_err() {
+                    return acked;
+                }
+            }
+        };
+        match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, enough).await.unwrap_or_else(|_| count()),
+            None => enough.await,
+        }
     }
 
     /// Runs a write against the keyspace, appends the deltas it applied to
@@ -116,11 +139,14 @@ impl ReplicationSource for MasterShard {
     }
 
     fn record_ack(&self, replica: u64, offset: u64) -> Result<(), StreamError> {
-        self.state.lock().expect("master lock").1.record_ack(replica, offset)
+        let recorded = self.state.lock().expect("master lock").1.record_ack(replica, offset);
+        self.acks.send_modify(|generation| *generation += 1);
+        recorded
     }
 
     fn forget(&self, replica: u64) {
         self.state.lock().expect("master lock").1.forget(replica);
+        self.acks.send_modify(|generation| *generation += 1);
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

@@ -455,6 +455,24 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_counts_the_replicas_that_acknowledged_a_write() {
+        let (master, _service, endpoint) = serve(1 << 20).await;
+        let replica = Arc::new(Mutex::new(ReplicaStream::new(ReplicaId(1), true)));
+        let link = ReplicaLink::spawn(config(&endpoint), replica.clone());
+        let offset = set(&master, 1);
+        let one = master.wait_for_acks(offset, 1, None).await;
+        assert_eq!(one, 1, "timeout 0 (None) waits until the replica acked");
+        let started = std::time::Instant::now();
+        let still_one = master.wait_for_acks(offset, 2, Some(Duration::from_millis(50))).await;
+        assert_eq!(still_one, 1, "only one replica exists");
+        assert!(started.elapsed() >= Duration::from_millis(50), "asking for more replicas waits the timeout");
+        link.stop().await;
+        let offset = set(&master, 2);
+        let none = master.wait_for_acks(offset, 1, Some(Duration::from_millis(20))).await;
+        assert_eq!(none, 0, "a stopped replica acknowledges nothing");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hostile_hello_gets_a_clear_error() {
         let (_master, _service, endpoint) = serve(1 << 20).await;
         let channel = Endpoint::from_shared(endpoint).unwrap().connect().await.unwrap();
