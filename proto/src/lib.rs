@@ -7,7 +7,9 @@
 //! (`v1::wan_sync_server`, `v1::wan_sync_client`, generated without tonic's
 //! transport; the `meridian-wan` crate serves and dials it). The
 //! `ClusterRaft` service (`cluster.proto`) carries the region control plane's
-//! Raft RPCs, joins and forwarded configuration writes.
+//! Raft RPCs, joins and forwarded configuration writes. `replica.proto` holds
+//! the `ReplicaSync` service that streams a master shard's deltas to its
+//! in-memory replicas (`meridian-replication` serves and dials it).
 
 #![deny(missing_docs)]
 

@@ -1,5 +1,5 @@
 //! Connection and server commands: PING, ECHO, QUIT, SELECT, HELLO, AUTH,
-//! CLIENT, COMMAND, INFO, TIME. (CONFIG, and CLIENT's registry subcommands,
+//! CLIENT, COMMAND, INFO, TIME, WAIT. (CONFIG, and CLIENT's registry subcommands,
 //! are in [`super::server`].)
 
 use bytes::Bytes;
@@ -26,6 +26,7 @@ pub fn commands() -> Vec<CommandSpec> {
         spec("command", -1, &["loading", "stale"], command),
         spec("info", -1, &["loading", "stale"], info),
         spec("time", 1, F, time),
+        spec("wait", 3, &[], wait),
     ]
 }
 
@@ -460,7 +461,13 @@ fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         );
     }
     if wanted("replication") {
-        let _ = write!(text, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+        // No in-memory replica is attached to a node's shard yet (the
+        // replication crate's `ReplicaSync` is not wired into the node): a
+        // master with no replicas and an empty replication stream.
+        let _ = write!(
+            text,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\nrepl_backlog_active:0\r\n\r\n"
+        );
     }
     if wanted("crdt") {
         let _ = write!(
@@ -478,9 +485,61 @@ fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     ctx.reply.bulk(text.as_bytes());
 }
 
+/// WAIT numreplicas timeout: the number of replicas that acknowledged the
+/// client's writes. No replica is attached to a node's shard yet, so it
+/// answers 0 at once whatever the timeout (the brief's rule for a master
+/// without replicas; Redis itself would block until the timeout when asked
+/// for more replicas than it has). The arguments are checked as Redis does.
+fn wait(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+    if parse_int(&args[0]).is_err() {
+        return ctx.reply.error("ERR value is not an integer or out of range");
+    }
+    match parse_int(&args[1]) {
+        Err(_) => ctx.reply.error("ERR timeout is not an integer or out of range"),
+        Ok(timeout_ms) if timeout_ms < 0 => ctx.reply.error("ERR timeout is negative"),
+        Ok(_) => ctx.reply.integer(0),
+    }
+}
+
 fn time(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     ctx.reply.array(2);
     ctx.reply.bulk(now.as_secs().to_string().as_bytes());
     ctx.reply.bulk(now.subsec_micros().to_string().as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use meridian_crdt::ReplicaId;
+    use meridian_replication::Shard;
+
+    use crate::connection::run_command;
+    use crate::context::{ClientState, ServerState, Settings};
+    use crate::reply::{Protocol, Reply};
+
+    fn run(server: &ServerState, client: &mut ClientState, words: &[&str]) -> String {
+        let args: Vec<bytes::Bytes> = words.iter().map(|w| bytes::Bytes::from(w.to_string())).collect();
+        let mut out = BytesMut::new();
+        run_command(server, client, &args, Reply::new(&mut out, Protocol::Resp2));
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn wait_without_replicas_answers_zero_at_once_and_checks_its_arguments() {
+        let server = ServerState::new(Shard::new(ReplicaId(1), 1_000), Settings::default());
+        let mut client = ClientState::new(&server);
+        assert_eq!(run(&server, &mut client, &["set", "k", "v"]), "+OK\r\n");
+        assert_eq!(run(&server, &mut client, &["wait", "1", "0"]), ":0\r\n", "0 is forever, but no replica exists");
+        assert_eq!(run(&server, &mut client, &["WAIT", "0", "100"]), ":0\r\n");
+        assert_eq!(run(&server, &mut client, &["wait", "x", "0"]), "-ERR value is not an integer or out of range\r\n");
+        assert_eq!(
+            run(&server, &mut client, &["wait", "1", "1.5"]),
+            "-ERR timeout is not an integer or out of range\r\n"
+        );
+        assert_eq!(run(&server, &mut client, &["wait", "1", "-1"]), "-ERR timeout is negative\r\n");
+        assert!(run(&server, &mut client, &["wait", "1"]).starts_with("-ERR wrong number of arguments"));
+        let info = run(&server, &mut client, &["info", "replication"]);
+        assert!(info.contains("role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0"), "{info}");
+    }
 }

@@ -423,6 +423,16 @@ pub static DOCS: &[(&str, Doc)] = &[
     ),
     ("unwatch", doc("Forgets about watched keys of a transaction.", "2.2.0", "transactions", O1, &[])),
     (
+        "wait",
+        doc(
+            "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.",
+            "3.0.0",
+            "generic",
+            O1,
+            &[arg("numreplicas", "integer"), arg("timeout", "integer")],
+        ),
+    ),
+    (
         "watch",
         doc(
             "Monitors changes to keys to determine the execution of a transaction.",

@@ -1,0 +1,319 @@
+//! The master side of replication over gRPC: the `ReplicaSync` service.
+//!
+//! A replica opens one stream per connection with a `ReplicaHello`; the
+//! service asks its [`ReplicationSource`] for a [`SyncDecision`], answers
+//! `ReplicaAccepted`, sends the snapshot in chunks of at most
+//! [`SNAPSHOT_CHUNK_BYTES_MAX`] bytes for a full sync, and then streams
+//! entries from the agreed offset as the log grows, woken by a `watch`
+//! channel carrying the log's next offset (one wake-up per batch of writes,
+//! not one message per write). The replica's acks are recorded for `WAIT`.
+//! The response queue is bounded ([`RESPONSE_QUEUE_MAX`]), so a replica that
+//! stops reading stalls its own stream and costs bounded memory. A peer that
+//! breaks the protocol gets a gRPC status saying why; other streams go on.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_crdt::Keyspace;
+use meridian_proto::v1::replica_sync_server::{ReplicaSync, ReplicaSyncServer};
+use meridian_proto::v1::{self, replica_request, replica_response};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::stream::{ReplicaHandshake, ReplicationId, ReplicationLog, StreamError, SyncDecision};
+
+/// Version of the `ReplicaSync` protocol; both sides must speak the same.
+pub const REPLICA_PROTOCOL_VERSION: u32 = 1;
+/// Largest gRPC message either side accepts or sends.
+pub const REPLICA_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Bytes of encoded deltas in one `ReplicaEntries` at most (one larger delta
+/// travels alone).
+pub const ENTRIES_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Entries in one `ReplicaEntries` at most.
+pub const ENTRIES_BATCH_MAX: usize = 4_096;
+/// Bytes of snapshot in one chunk.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+/// Responses queued for one stream before the sender waits.
+pub const RESPONSE_QUEUE_MAX: usize = 4;
+/// Time a new stream has to send its `ReplicaHello`.
+pub const HELLO_TIMEOUT_MS: u64 = 5_000;
+
+const _: () = assert!(
+    ENTRIES_BATCH_BYTES_MAX < REPLICA_MESSAGE_BYTES_MAX && SNAPSHOT_CHUNK_BYTES_MAX < REPLICA_MESSAGE_BYTES_MAX
+);
+
+/// What the service needs from a master shard. Every method is quick and
+/// takes the shard's lock briefly, except `handshake` for a full sync, which
+/// encodes the whole keyspace.
+pub trait ReplicationSource: Send + Sync + 'static {
+    /// The decision for a (re)connecting replica (see
+    /// [`ReplicationLog::handshake`]).
+    fn handshake(&self, handshake: ReplicaHandshake) -> SyncDecision;
+    /// Encoded deltas from `offset` (bounded as
+    /// [`ReplicationLog::read_from`]); `None` if no longer in the backlog.
+    fn read(&self, offset: u64, entries_max: usize, bytes_max: usize) -> Option<Vec<Bytes>>;
+    /// Records a replica's ack.
+    fn record_ack(&self, replica: u64, offset: u64) -> Result<(), StreamError>;
+    /// The replica's stream ended.
+    fn forget(&self, replica: u64);
+    /// A receiver of the log's next offset, changed after every append.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
+
+/// A master shard's keyspace and log under one lock, so that a snapshot and
+/// the offset it stands at always agree: writes go through
+/// [`MasterShard::write`], which appends what the keyspace journaled.
+pub struct MasterShard {
+    state: Mutex<(Keyspace, ReplicationLog)>,
+    next_offset: watch::Sender<u64>,
+    /// Bumped after every recorded ack or forgotten replica, to wake `WAIT`.
+    acks: watch::Sender<u64>,
+}
+
+impl MasterShard {
+    /// A master over `keyspace` (journaling is switched on here) and `log`.
+    pub fn new(mut keyspace: Keyspace, log: ReplicationLog) -> Arc<MasterShard> {
+        keyspace.set_journal(true);
+        keyspace.take_journal();
+        let next_offset = watch::channel(log.next_offset()).0;
+        Arc::new(MasterShard { state: Mutex::new((keyspace, log)), next_offset, acks: watch::channel(0).0 })
+    }
+
+    /// `WAIT`: waits until at least `replicas` replicas acknowledged
+    /// `offset` (a write's offset from [`MasterShard::write`]) or `timeout`
+    /// passes (`None`: forever), and returns how many did. Woken by acks,
+    /// not by polling.
+    pub async fn wait_for_acks(&self, offset: u64, replicas: usize, timeout: Option<Duration>) -> usize {
+        let mut acks = self.acks.subscribe();
+        let count = || self.read(|_, log| log.acked_count(offset));
+        let enough = async {
+            loop {
+                let acked = count();
+                if acked >= replicas || acks.changed().await.is_err() {
+                    return acked;
+                }
+            }
+        };
+        match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, enough).await.unwrap_or_else(|_| count()),
+            None => enough.await,
+        }
+    }
+
+    /// Runs a write against the keyspace, appends the deltas it applied to
+    /// the log and wakes the streams; returns the write's result and the
+    /// log's next offset after it (what `WAIT` waits for).
+    pub fn write<R>(&self, write: impl FnOnce(&mut Keyspace) -> R) -> (R, u64) {
+        let mut state = self.state.lock().expect("master lock");
+        let (keyspace, log) = &mut *state;
+        let result = write(keyspace);
+        let (deltas, _) = keyspace.take_journal();
+        for delta in &deltas {
+            log.append_delta(delta);
+        }
+        let next = log.next_offset();
+        drop(state);
+        self.next_offset.send_replace(next);
+        (result, next)
+    }
+
+    /// Reads the keyspace and the log.
+    pub fn read<R>(&self, read: impl FnOnce(&Keyspace, &ReplicationLog) -> R) -> R {
+        let state = self.state.lock().expect("master lock");
+        read(&state.0, &state.1)
+    }
+}
+
+impl ReplicationSource for MasterShard {
+    fn handshake(&self, handshake: ReplicaHandshake) -> SyncDecision {
+        self.read(|keyspace, log| log.handshake(handshake, keyspace))
+    }
+
+    fn read(&self, offset: u64, entries_max: usize, bytes_max: usize) -> Option<Vec<Bytes>> {
+        self.read(|_, log| {
+            log.read_from(offset, entries_max, bytes_max)
+                .map(|entries| entries.iter().map(|entry| Bytes::copy_from_slice(entry.delta)).collect())
+        })
+    }
+
+    fn record_ack(&self, replica: u64, offset: u64) -> Result<(), StreamError> {
+        let recorded = self.state.lock().expect("master lock").1.record_ack(replica, offset);
+        self.acks.send_modify(|generation| *generation += 1);
+        recorded
+    }
+
+    fn forget(&self, replica: u64) {
+        self.state.lock().expect("master lock").1.forget(replica);
+        self.acks.send_modify(|generation| *generation += 1);
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.next_offset.subscribe()
+    }
+}
+
+/// The `ReplicaSync` service of one master shard.
+#[derive(Clone)]
+pub struct ReplicaSyncService {
+    source: Arc<dyn ReplicationSource>,
+    /// Bumped to end every open stream (a role change, or a test cutting the
+    /// connections); the replicas reconnect with backoff.
+    disconnect: Arc<watch::Sender<u64>>,
+}
+
+impl ReplicaSyncService {
+    /// A service streaming `source`'s log.
+    pub fn new(source: Arc<dyn ReplicationSource>) -> ReplicaSyncService {
+        ReplicaSyncService { source, disconnect: Arc::new(watch::channel(0).0) }
+    }
+
+    /// Ends every open stream with `UNAVAILABLE`.
+    pub fn disconnect_all(&self) {
+        self.disconnect.send_modify(|generation| *generation += 1);
+    }
+
+    /// The tonic service, with the message bounds above.
+    pub fn into_service(self) -> ReplicaSyncServer<ReplicaSyncService> {
+        ReplicaSyncServer::new(self)
+            .max_decoding_message_size(REPLICA_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(REPLICA_MESSAGE_BYTES_MAX)
+    }
+}
+
+/// A replication id from its wire form: 16 bytes, or none if empty.
+pub fn replid_from_wire(bytes: &[u8]) -> Result<Option<ReplicationId>, Status> {
+    match bytes.len() {
+        0 => Ok(None),
+        16 => Ok(Some(ReplicationId(u128::from_be_bytes(bytes.try_into().expect("16 bytes"))))),
+        n => Err(Status::invalid_argument(format!("a replication id has 16 bytes, not {n}"))),
+    }
+}
+
+/// A replication id in its wire form.
+pub fn replid_to_wire(replid: ReplicationId) -> Bytes {
+    Bytes::copy_from_slice(&replid.0.to_be_bytes())
+}
+
+type Responses = mpsc::Sender<Result<v1::ReplicaResponse, Status>>;
+
+#[tonic::async_trait]
+impl ReplicaSync for ReplicaSyncService {
+    type SyncStream = ReceiverStream<Result<v1::ReplicaResponse, Status>>;
+
+    async fn sync(
+        &self,
+        request: Request<Streaming<v1::ReplicaRequest>>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let mut requests = request.into_inner();
+        let first = tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), requests.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no ReplicaHello within the timeout"))??
+            .ok_or_else(|| Status::invalid_argument("stream closed before ReplicaHello"))?;
+        let Some(replica_request::Kind::Hello(hello)) = first.kind else {
+            return Err(Status::invalid_argument("the first message must be a ReplicaHello"));
+        };
+        if hello.protocol_version != REPLICA_PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "replica protocol version {} not supported (this master speaks {REPLICA_PROTOCOL_VERSION})",
+                hello.protocol_version
+            )));
+        }
+        let handshake = ReplicaHandshake { replid: replid_from_wire(&hello.replid)?, offset: hello.offset };
+        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE_MAX);
+        let source = self.source.clone();
+        let mut disconnect = self.disconnect.subscribe();
+        disconnect.mark_unchanged();
+        tokio::spawn(async move {
+            let replica = hello.replica_id;
+            let result = tokio::select! {
+                result = serve_stream(&*source, replica, handshake, requests, &tx) => result,
+                _ = disconnect.changed() => Err(Status::unavailable("the master ended its replication streams")),
+            };
+            source.forget(replica);
+            if let Err(status) = result {
+                tracing::debug!(replica, %status, "replica stream ended");
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn send(tx: &Responses, kind: replica_response::Kind) -> Result<(), Status> {
+    tx.send(Ok(v1::ReplicaResponse { kind: Some(kind) })).await.map_err(|_| Status::cancelled("replica gone"))
+}
+
+/// One stream, from the decision to its end.
+async fn serve_stream(
+    source: &dyn ReplicationSource,
+    replica: u64,
+    handshake: ReplicaHandshake,
+    mut requests: Streaming<v1::ReplicaRequest>,
+    tx: &Responses,
+) -> Result<(), Status> {
+    // Subscribe before deciding, so no append after the decision is missed.
+    let mut wake = source.subscribe();
+    let decision = source.handshake(handshake);
+    let (replid, full_sync, mut next) = match &decision {
+        SyncDecision::PartialResync { replid, from } => (*replid, false, *from),
+        SyncDecision::FullSync { replid, offset, .. } => (*replid, true, *offset),
+    };
+    let accepted = v1::ReplicaAccepted {
+        protocol_version: REPLICA_PROTOCOL_VERSION,
+        replid: replid_to_wire(replid),
+        full_sync,
+        offset: next,
+    };
+    send(tx, replica_response::Kind::Accepted(accepted)).await?;
+    if let SyncDecision::FullSync { snapshot, .. } = decision {
+        let snapshot = Bytes::from(snapshot);
+        let chunks = snapshot.len().div_ceil(SNAPSHOT_CHUNK_BYTES_MAX).max(1);
+        for index in 0..chunks {
+            let start = index * SNAPSHOT_CHUNK_BYTES_MAX;
+            let end = (start + SNAPSHOT_CHUNK_BYTES_MAX).min(snapshot.len());
+            let chunk = v1::ReplicaSnapshotChunk {
+                index: index as u32,
+                last: index + 1 == chunks,
+                payload: snapshot.slice(start..end),
+            };
+            send(tx, replica_response::Kind::SnapshotChunk(chunk)).await?;
+        }
+    }
+    tracing::debug!(replica, full_sync, offset = next, "replica stream accepted");
+    loop {
+        loop {
+            let entries = source.read(next, ENTRIES_BATCH_MAX, ENTRIES_BATCH_BYTES_MAX).ok_or_else(|| {
+                Status::out_of_range("the replica fell out of the master's backlog while streaming; reconnect")
+            })?;
+            if entries.is_empty() {
+                break;
+            }
+            let count = entries.len() as u64;
+            send(tx, replica_response::Kind::Entries(v1::ReplicaEntries { first_offset: next, deltas: entries }))
+                .await?;
+            next += count;
+        }
+        tokio::select! {
+            message = requests.message() => match message? {
+                Some(v1::ReplicaRequest { kind: Some(replica_request::Kind::Ack(ack)) }) => {
+                    if ack.offset > next {
+                        return Err(Status::invalid_argument(format!(
+                            "ack of offset {} beyond what was sent ({next})", ack.offset
+                        )));
+                    }
+                    source.record_ack(replica, ack.offset).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                }
+                Some(_) => return Err(Status::invalid_argument("only ReplicaAcks may follow the ReplicaHello")),
+                None => return Ok(()),
+            },
+            changed = wake.changed() => {
+                if changed.is_err() {
+                    return Err(Status::unavailable("the master shard is gone"));
+                }
+            }
+            () = tx.closed() => return Ok(()),
+        }
+    }
+}
