@@ -4,7 +4,12 @@
 //! without tonic's transport (the crate that serves or dials brings it).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/meridian/v1/crdt.proto", "proto/meridian/v1/cluster.proto", "proto/meridian/v1/sync.proto"];
+    let protos = [
+        "proto/meridian/v1/crdt.proto",
+        "proto/meridian/v1/cluster.proto",
+        "proto/meridian/v1/sync.proto",
+        "proto/meridian/v1/monitor.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -7,7 +7,9 @@
 //! (`v1::wan_sync_server`, `v1::wan_sync_client`, generated without tonic's
 //! transport; the `meridian-wan` crate serves and dials it). The
 //! `ClusterRaft` service (`cluster.proto`) carries the region control plane's
-//! Raft RPCs, joins and forwarded configuration writes.
+//! Raft RPCs, joins and forwarded configuration writes. `monitor.proto` holds
+//! the `SyncMonitor` service (per database and peer region figures of the WAN
+//! sync; served by `meridian-wan` beside `WanSync`).
 
 #![deny(missing_docs)]
 

@@ -34,6 +34,20 @@ impl LinkState {
         }
     }
 
+    /// The state named `name` (see [`LinkState::name`]), as a snapshot
+    /// carries it.
+    pub fn from_name(name: &str) -> Option<LinkState> {
+        [LinkState::Idle, LinkState::Connecting, LinkState::FullSync, LinkState::Streaming, LinkState::Backoff]
+            .into_iter()
+            .find(|state| state.name() == name)
+    }
+
+    /// A number for gauges: 0 idle, 1 connecting, 2 full sync, 3 streaming,
+    /// 4 backoff.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
     /// A lower-case name for reports.
     pub fn name(self) -> &'static str {
         match self {
