@@ -1,7 +1,7 @@
 //! The admin REST API (axum), shaped like Redis Enterprise's: `/v1/cluster`,
 //! `/v1/nodes` (and a node's placement state), `/v1/bdbs`, `/v1/shards`,
 //! the failover action, and `/v1/crdbs` (active-active databases across
-//! regions, see [`crdb`]), and `GET /metrics` for Prometheus ([`metrics`]).
+//! regions, see `admin/crdb.rs`), and `GET /metrics` for Prometheus ([`metrics`]).
 //!
 //! Reads answer from this node's applied configuration (a follower may be a
 //! few entries behind the leader). Writes become [`Command`]s and go through
