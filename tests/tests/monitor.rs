@@ -176,6 +176,9 @@ async fn sync_monitor_and_metrics_show_each_peer() {
     })
     .await;
     assert!(failed.endpoint.contains(&west_sync_port(&created)), "{failed:?}");
+    let metrics = http_get(east.admin_addr, "/metrics").await;
+    assert!(!metrics.contains(&format!("database_syncer_state{labels} 3")), "no longer streaming:\n{metrics}");
+    assert!(metrics.contains(&format!("database_syncer_errors_total{labels} ")), "{metrics}");
     stop(east).await;
 }
 

@@ -196,3 +196,29 @@ impl LinkStats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_and_codes_round_trip() {
+        for code in 0..=4u8 {
+            let state = LinkState::from_u8(code);
+            assert_eq!(state.code(), code);
+            assert_eq!(LinkState::from_name(state.name()), Some(state));
+        }
+        assert_eq!(LinkState::from_name("nonsense"), None);
+    }
+
+    #[test]
+    fn lag_ms_counts_from_the_last_catch_up() {
+        let stats = LinkStats::default();
+        stats.set_lag(0, 1_000);
+        stats.set_lag(5, 1_200);
+        let behind = stats.read(1_500);
+        assert_eq!((behind.lag_ops, behind.lag_ms), (5, 500));
+        stats.set_lag(0, 1_600);
+        assert_eq!(stats.read(2_000).lag_ms, 0, "caught up");
+    }
+}
