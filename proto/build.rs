@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/meridian/v1/cluster.proto",
         "proto/meridian/v1/sync.proto",
         "proto/meridian/v1/replica.proto",
+        "proto/meridian/v1/monitor.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

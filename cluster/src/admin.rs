@@ -1,7 +1,7 @@
 //! The admin REST API (axum), shaped like Redis Enterprise's: `/v1/cluster`,
 //! `/v1/nodes` (and a node's placement state), `/v1/bdbs`, `/v1/shards`,
 //! the failover action, and `/v1/crdbs` (active-active databases across
-//! regions, see [`crdb`]).
+//! regions, see `admin/crdb.rs`), and `GET /metrics` for Prometheus ([`metrics`]).
 //!
 //! Reads answer from this node's applied configuration (a follower may be a
 //! few entries behind the leader). Writes become [`Command`]s and go through
@@ -32,6 +32,7 @@ use crate::config::{
 use crate::control::{ControlPlane, WriteError, refusal_status};
 
 mod crdb;
+pub mod metrics;
 
 /// Largest request body the API reads, in bytes.
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -42,6 +43,7 @@ const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(3);
 /// The admin API's router over a control plane.
 pub fn router(control: ControlPlane) -> Router {
     Router::new()
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/cluster", get(cluster))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{uid}", get(node).put(update_node))

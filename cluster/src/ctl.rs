@@ -447,7 +447,8 @@ fn render(view: &View, answer: &Value) -> String {
 }
 
 /// One block per instance: where it is, its endpoint's state, and one line
-/// per incoming WAN link (from each peer region).
+/// per WAN link with each peer region: its state, lag, bytes in (from the
+/// peer) and out (to it) compressed and raw, full and partial syncs, errors.
 fn render_crdb_status(answer: &Value) -> String {
     let mut out =
         format!("guid: {}\nname: {}\nport: {}\n", cell(&answer["guid"]), cell(&answer["name"]), cell(&answer["port"]));
@@ -476,12 +477,17 @@ fn render_crdb_status(answer: &Value) -> String {
         }
         let links = table(
             &[
-                ("FROM", "region_id"),
+                ("PEER", "region_id"),
                 ("STATE", "state"),
                 ("LAG_OPS", "lag_ops"),
                 ("LAG_MS", "lag_ms"),
                 ("DELTAS", "deltas"),
-                ("BYTES", "bytes_in_wire"),
+                ("IN_WIRE", "bytes_in_wire"),
+                ("IN_RAW", "bytes_in_raw"),
+                ("OUT_WIRE", "bytes_out_wire"),
+                ("OUT_RAW", "bytes_out_raw"),
+                ("FULL", "full_syncs"),
+                ("PARTIAL", "partial_syncs"),
                 ("ERRORS", "errors"),
                 ("LAST_ERROR", "last_error"),
             ],
@@ -519,7 +525,8 @@ mod tests {
                 {"region_id": 1, "admin_url": "http://a:9443", "sync_endpoint": "a:9445", "instance": {
                     "uid": 2, "endpoint_status": {"node_uid": 1, "endpoint": "a:12000", "status": "active",
                     "links": [{"region_id": 2, "state": "streaming", "lag_ops": 0, "lag_ms": 0, "deltas": 7,
-                               "bytes_in_wire": 321, "errors": 0, "last_error": null}]}}},
+                               "bytes_in_wire": 321, "bytes_in_raw": 900, "bytes_out_wire": 50, "bytes_out_raw": 80,
+                               "full_syncs": 1, "partial_syncs": 2, "errors": 0, "last_error": null}]}}},
                 {"region_id": 2, "admin_url": "http://b:9443", "sync_endpoint": "b:9445",
                  "instance": {"error": "cannot reach http://b:9443"}},
             ]
@@ -527,8 +534,18 @@ mod tests {
         let text = render(&View::CrdbStatus, &answer);
         assert!(text.contains("region 1  admin http://a:9443  sync a:9445"), "{text}");
         assert!(text.contains("bdb 2  node 1  endpoint a:12000  status active"), "{text}");
-        assert!(text.contains("  FROM  STATE      LAG_OPS  LAG_MS  DELTAS  BYTES  ERRORS  LAST_ERROR"), "{text}");
-        assert!(text.contains("  2     streaming  0        0       7       321    0       -"), "{text}");
+        assert!(
+            text.contains(
+                "  PEER  STATE      LAG_OPS  LAG_MS  DELTAS  IN_WIRE  IN_RAW  OUT_WIRE  OUT_RAW  FULL  PARTIAL  ERRORS  LAST_ERROR"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  2     streaming  0        0       7       321      900     50        80       1     2        0       -"
+            ),
+            "{text}"
+        );
         assert!(text.contains("unreachable: cannot reach http://b:9443"), "{text}");
     }
 }

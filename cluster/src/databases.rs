@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 
 use meridian_crdt::ReplicaId;
 use meridian_crdt::clock::MAX_SKEW_MS_DEFAULT;
+use meridian_crdt::clock::system_wall_ms;
 use meridian_proxy::context::{ServerState, Settings};
 use meridian_replication::Shard;
 use meridian_replication::durability::Fsync;
-use meridian_wan::{CursorStore, Inbound, Link, LinkConfig, Outbox, SyncSource};
+use meridian_wan::{CursorStore, Inbound, Link, LinkConfig, MonitorRegistry, Outbox, PeerReading, SyncSource};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -177,21 +178,22 @@ impl Databases {
             State::Serving(serving) => {
                 status["status"] = json!("active");
                 status["endpoint"] = json!(serving.addr.to_string());
-                let now_ms = serving.server.shard().wall_ms();
-                let links: Vec<Value> = serving
-                    .links
-                    .iter()
-                    .map(|(region, _, link)| {
-                        let s = link.stats().read(now_ms);
-                        json!({
-                            "region_id": region, "state": s.state, "lag_ops": s.lag_ops, "lag_ms": s.lag_ms,
-                            "deltas": s.deltas, "bytes_in_wire": s.bytes_in_wire, "bytes_in_raw": s.bytes_in_raw,
-                            "full_syncs": s.full_syncs, "partial_syncs": s.partial_syncs, "connects": s.connects, "errors": s.errors,
-                            "last_error": s.last_error,
-                        })
-                    })
-                    .collect();
                 if let Some(crdb) = &entry.wanted.crdb {
+                    let links: Vec<Value> = self
+                        .readings(uid, crdb, serving, system_wall_ms())
+                        .into_iter()
+                        .map(|r| {
+                            let (i, e) = (&r.ingress, r.egress.clone().unwrap_or_default());
+                            json!({
+                                "region_id": r.peer_region, "state": i.state, "lag_ops": i.lag_ops,
+                                "lag_ms": i.lag_ms, "deltas": i.deltas, "bytes_in_wire": i.bytes_in_wire,
+                                "bytes_in_raw": i.bytes_in_raw, "bytes_out_wire": e.bytes_out_wire,
+                                "bytes_out_raw": e.bytes_out_raw, "deltas_out": e.deltas,
+                                "full_syncs": i.full_syncs, "partial_syncs": i.partial_syncs,
+                                "connects": i.connects, "errors": i.errors, "last_error": i.last_error,
+                            })
+                        })
+                        .collect();
                     status["region_id"] = json!(crdb.region_id);
                     status["links"] = Value::Array(links);
                 }
@@ -203,6 +205,26 @@ impl Databases {
             State::Stopping => status["status"] = json!("stopping"),
         }
         Some(status)
+    }
+
+    /// One reading per WAN link of a served active-active instance: the
+    /// incoming link's counters and those of the stream served to the peer.
+    fn readings(&self, uid: u64, crdb: &CrdbInstance, serving: &Serving, now_ms: u64) -> Vec<PeerReading> {
+        let mut readings: Vec<PeerReading> = serving
+            .links
+            .iter()
+            .map(|(region, endpoint, link)| PeerReading {
+                bdb: uid,
+                crdb_guid: crdb.guid.clone(),
+                local_region: crdb.region_id,
+                peer_region: *region,
+                endpoint: endpoint.clone(),
+                ingress: link.stats().read(now_ms),
+                egress: self.sync.stats(&crdb.guid, *region).map(|s| s.read(now_ms)),
+            })
+            .collect();
+        readings.sort_by_key(|r| r.peer_region);
+        readings
     }
 
     /// Runs the reconcile loop until `shutdown` turns true, then stops every
@@ -444,6 +466,22 @@ enum Action {
     Stop,
     Restart,
     Relink,
+}
+
+/// The `SyncMonitor` service and `GET /metrics` read the links of every
+/// active-active instance served here.
+impl MonitorRegistry for Databases {
+    fn peers(&self, bdb: Option<u64>) -> Vec<PeerReading> {
+        let now_ms = system_wall_ms();
+        let entries = self.entries();
+        let mut peers = Vec::new();
+        for (uid, entry) in entries.iter().filter(|(uid, _)| bdb.is_none_or(|b| b == **uid)) {
+            if let (State::Serving(serving), Some(crdb)) = (&entry.state, &entry.wanted.crdb) {
+                peers.extend(self.readings(*uid, crdb, serving, now_ms));
+            }
+        }
+        peers
+    }
 }
 
 #[cfg(test)]

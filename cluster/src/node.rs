@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use meridian_wan::SyncSource;
+use meridian_wan::{MonitorRegistry, SyncMonitorService, SyncSource};
 
 use crate::config::BdbSpec;
 use crate::control::{ControlPlane, ControlSettings, RunningControl, bind_port};
@@ -236,12 +236,17 @@ impl Node {
         );
         let reporter = databases.clone();
         control.control.set_local_status(Arc::new(move |uid| reporter.status(uid)));
+        // The links' figures, for the SyncMonitor service on the sync port and
+        // for the admin port's /metrics: both read the same registry.
+        let registry: Arc<dyn MonitorRegistry> = Arc::new(databases.clone());
+        control.control.set_monitor(registry.clone());
+        let monitor = SyncMonitorService::new(registry);
         let mut stop = receiver.clone();
         let mut background = vec![tokio::spawn(async move {
             let stopped = async move {
                 let _ = stop.wait_for(|&stopped| stopped).await;
             };
-            if let Err(error) = meridian_wan::serve(sync_listener, sync, stopped).await {
+            if let Err(error) = meridian_wan::serve_with_monitor(sync_listener, sync, Some(monitor), stopped).await {
                 tracing::error!(%error, "the WAN sync service failed");
             }
         })];

@@ -9,7 +9,10 @@
 //! `ClusterRaft` service (`cluster.proto`) carries the region control plane's
 //! Raft RPCs, joins and forwarded configuration writes. `replica.proto` holds
 //! the `ReplicaSync` service that streams a master shard's deltas to its
-//! in-memory replicas (`meridian-replication` serves and dials it).
+//! in-memory replicas (`meridian-replication` serves and dials it);
+//! `monitor.proto` holds
+//! the `SyncMonitor` service (per database and peer region figures of the WAN
+//! sync; served by `meridian-wan` beside `WanSync`).
 
 #![deny(missing_docs)]
 

@@ -1,7 +1,7 @@
 //! Shard replication to in-memory replicas, as two synchronous state machines.
 //!
 //! The master side, [`ReplicationLog`], numbers every encoded delta the master
-//! shard applies with an offset (one offset per delta, see D69 in
+//! shard applies with an offset (one offset per delta, see D70 in
 //! docs/ARCHITECTURE.md), keeps the recent ones in a [`Backlog`] bounded in
 //! bytes, answers a replica's [`ReplicaHandshake`] with a partial resync (the
 //! replica's offset is still in the backlog, on this history) or a full sync

@@ -219,7 +219,7 @@ async fn ctl_creates_inspects_and_deletes_a_crdb() {
 
     let (ok_status, status) = ctl(&a, &["crdb", "status", &guid]).await;
     assert!(ok_status, "{status}");
-    for expected in ["region 1", "region 2", "FROM", "LAG_OPS", "status active"] {
+    for expected in ["region 1", "region 2", "PEER", "LAG_OPS", "IN_WIRE", "OUT_WIRE", "PARTIAL", "status active"] {
         assert!(status.contains(expected), "{expected:?} in:\n{status}");
     }
 

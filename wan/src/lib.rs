@@ -7,7 +7,8 @@
 //! [`inbound::Inbound`] and persists a cursor. The protocol's rules — limits,
 //! windows, cursors, compression — live without I/O in [`protocol`]; the wire
 //! schema is `proto/meridian/v1/sync.proto`. Counters for monitoring are in
-//! [`stats`]. Decisions: `docs/ARCHITECTURE.md`, "WAN syncer" (D50–D57).
+//! [`stats`]; [`monitor`] serves them as the `SyncMonitor` gRPC service
+//! over a [`MonitorRegistry`] the node fills in. Decisions: `docs/ARCHITECTURE.md`, "WAN syncer" (D50–D57).
 //!
 //! # Wiring it into a node
 //!
@@ -38,6 +39,7 @@ pub mod backoff;
 pub mod cursor_store;
 pub mod error;
 pub mod inbound;
+pub mod monitor;
 pub mod outbound;
 pub mod outbox;
 pub mod protocol;
@@ -50,6 +52,7 @@ pub use backoff::Backoff;
 pub use cursor_store::CursorStore;
 pub use error::WanError;
 pub use inbound::Inbound;
+pub use monitor::{MonitorRegistry, PeerReading, SyncMonitorService};
 pub use outbound::{Outbound, Snapshot};
 pub use outbox::Outbox;
 pub use protocol::Cursor;
@@ -65,10 +68,23 @@ pub async fn serve(
     source: SyncSource,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with_monitor(listener, source, None, shutdown).await
+}
+
+/// Serves `source` and, when given, the `SyncMonitor` service `monitor` on
+/// `listener` until `shutdown` completes: one port carries the sync streams
+/// and their monitoring (see `docs/ARCHITECTURE.md`, D71).
+pub async fn serve_with_monitor(
+    listener: tokio::net::TcpListener,
+    source: SyncSource,
+    monitor: Option<SyncMonitorService>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .max_concurrent_streams(protocol::STREAMS_PER_CONNECTION_MAX)
         .http2_keepalive_interval(Some(std::time::Duration::from_millis(protocol::HEARTBEAT_MS * 5)))
         .add_service(source.into_service())
+        .add_optional_service(monitor.map(SyncMonitorService::into_service))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -6,7 +6,7 @@
 //! answers Accepted and, if its outbox still covers the cursor, streams
 //! batches from it (partial sync); otherwise it sends a snapshot in bounded
 //! chunks and streams from the offset the snapshot covers (full sync). At most
-//! [`IN_FLIGHT_BATCHES_MAX`] batches are unacknowledged: past that the stream
+//! [`IN_FLIGHT_BATCHES_MAX`](crate::protocol::IN_FLIGHT_BATCHES_MAX) batches are unacknowledged: past that the stream
 //! stops reading the outbox until an Ack arrives, so a slow peer costs a
 //! bounded queue here, never memory proportional to its lag. A peer that
 //! breaks the protocol gets a gRPC status that says why; the server and every

@@ -34,6 +34,20 @@ impl LinkState {
         }
     }
 
+    /// The state named `name` (see [`LinkState::name`]), as a snapshot
+    /// carries it.
+    pub fn from_name(name: &str) -> Option<LinkState> {
+        [LinkState::Idle, LinkState::Connecting, LinkState::FullSync, LinkState::Streaming, LinkState::Backoff]
+            .into_iter()
+            .find(|state| state.name() == name)
+    }
+
+    /// A number for gauges: 0 idle, 1 connecting, 2 full sync, 3 streaming,
+    /// 4 backoff.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
     /// A lower-case name for reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -180,5 +194,31 @@ impl LinkStats {
             snapshot_lists_kept: get(&self.snapshot_lists_kept),
             last_error: self.last_error.lock().expect("stats lock").clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_and_codes_round_trip() {
+        for code in 0..=4u8 {
+            let state = LinkState::from_u8(code);
+            assert_eq!(state.code(), code);
+            assert_eq!(LinkState::from_name(state.name()), Some(state));
+        }
+        assert_eq!(LinkState::from_name("nonsense"), None);
+    }
+
+    #[test]
+    fn lag_ms_counts_from_the_last_catch_up() {
+        let stats = LinkStats::default();
+        stats.set_lag(0, 1_000);
+        stats.set_lag(5, 1_200);
+        let behind = stats.read(1_500);
+        assert_eq!((behind.lag_ops, behind.lag_ms), (5, 500));
+        stats.set_lag(0, 1_600);
+        assert_eq!(stats.read(2_000).lag_ms, 0, "caught up");
     }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use meridian_proto::v1::cluster_raft_server::ClusterRaftServer;
 use meridian_proto::v1::{ClusterReply, JoinRequest};
+use meridian_wan::{MonitorRegistry, PeerReading};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::Serialize;
@@ -129,6 +130,9 @@ struct Shared {
     /// What this node's data path says about a database it serves (see
     /// [`ControlPlane::set_local_status`]).
     local_status: std::sync::RwLock<Option<LocalStatus>>,
+    /// The WAN links' figures for `GET /metrics` (see
+    /// [`ControlPlane::set_monitor`]).
+    monitor: std::sync::RwLock<Option<Arc<dyn MonitorRegistry>>>,
 }
 
 /// This node's runtime view of one database (endpoint state, errors, WAN
@@ -256,6 +260,7 @@ impl RunningControl {
                 admin_addr,
                 sync_addr: settings.sync_addr,
                 local_status: Default::default(),
+                monitor: Default::default(),
             }),
         };
         let (shutdown, receiver) = watch::channel(false);
@@ -358,6 +363,19 @@ impl ControlPlane {
     /// databases run).
     pub fn set_local_status(&self, status: LocalStatus) {
         *self.shared.local_status.write().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
+
+    /// Installs the registry of this node's WAN links, which `GET /metrics`
+    /// reads (the node does, with the one the `SyncMonitor` service reads).
+    pub fn set_monitor(&self, monitor: Arc<dyn MonitorRegistry>) {
+        *self.shared.monitor.write().unwrap_or_else(|p| p.into_inner()) = Some(monitor);
+    }
+
+    /// Every peer of every active-active database this node serves (none
+    /// before the node installs its registry).
+    pub fn monitor_peers(&self) -> Vec<PeerReading> {
+        let monitor = self.shared.monitor.read().unwrap_or_else(|p| p.into_inner()).clone();
+        monitor.map(|m| m.peers(None)).unwrap_or_default()
     }
 
     /// This node's runtime view of database `uid`, if it serves it.
