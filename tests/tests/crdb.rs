@@ -11,7 +11,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Client, Node, NodeConfig, Resp, bulk, free_port, ok, start_with, stop};
+use common::{Client, Node, NodeConfig, Resp, bulk, free_port, ok, start_region, start_with, stop};
 use meridian_cluster::ctl::{Method, StatusCode, request};
 use serde_json::{Value, json};
 use tokio::time::{sleep, timeout};
@@ -27,21 +27,6 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     common::eventually(what, CONVERGE_TIMEOUT, check).await
-}
-
-/// One region: a one-node cluster of its own, on its own loopback address
-/// (127.0.0.`host`), so every region can serve the crdb on the same port.
-async fn region(name: &str, host: u8) -> Node {
-    start_with(NodeConfig {
-        bind: IpAddr::from([127, 0, 0, host]),
-        port: 0,
-        region: name.into(),
-        admin_port: Some(0),
-        cluster_port: Some(0),
-        sync_port: Some(0),
-        ..NodeConfig::default()
-    })
-    .await
 }
 
 fn admin_url(node: &Node) -> String {
@@ -79,7 +64,8 @@ async fn until_reply(client: &mut Client, command: &[&str], expected: Resp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_regions_share_an_active_active_database() {
-    let regions = [region("us-east", 1).await, region("eu-west", 2).await, region("ap-south", 3).await];
+    let regions =
+        [start_region("us-east", 1).await, start_region("eu-west", 2).await, start_region("ap-south", 3).await];
     let port = free_port();
     let instances: Vec<String> = regions.iter().map(admin_url).collect();
     let body = json!({ "name": "shared", "port": port, "instances": instances });
@@ -156,7 +142,7 @@ async fn three_regions_share_an_active_active_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crdb_with_an_unreachable_instance_is_not_created_anywhere() {
-    let a = region("here", 1).await;
+    let a = start_region("here", 1).await;
     let dead = format!("http://127.0.0.1:{}", free_port());
     let body = json!({ "name": "half", "port": free_port(), "instances": [admin_url(&a), dead] });
     let (status, answer) = api(&a, Method::POST, "/v1/crdbs", Some(body)).await;
@@ -196,7 +182,7 @@ async fn ctl(url: &str, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_creates_inspects_and_deletes_a_crdb() {
-    let regions = [region("north", 4).await, region("south", 5).await];
+    let regions = [start_region("north", 4).await, start_region("south", 5).await];
     let port = free_port();
     let port_text = port.to_string();
     let (a, b) = (admin_url(&regions[0]), admin_url(&regions[1]));
@@ -334,7 +320,7 @@ async fn a_three_node_region_serves_its_instance_from_the_master_node() {
         (with_sync == 3).then_some(())
     })
     .await;
-    let small = region("small", 9).await;
+    let small = start_region("small", 9).await;
 
     let port = free_port();
     let body = json!({ "name": "spread", "port": port, "instances": [admin_url(&big[0]), admin_url(&small)] });

@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Client, Node, NodeConfig, free_port, ok, start_with, stop};
+use common::{Client, Node, free_port, ok, start_region, stop};
 use meridian_cluster::ctl::{Method, StatusCode, request};
 use meridian_proto::v1::sync_monitor_client::SyncMonitorClient;
 use meridian_proto::v1::{PeerStatus, StatusRequest, WatchRequest};
@@ -28,19 +28,6 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     common::eventually(what, CONVERGE_TIMEOUT, check).await
-}
-
-async fn region(name: &str, host: u8) -> Node {
-    start_with(NodeConfig {
-        bind: IpAddr::from([127, 0, 0, host]),
-        port: 0,
-        region: name.into(),
-        admin_port: Some(0),
-        cluster_port: Some(0),
-        sync_port: Some(0),
-        ..NodeConfig::default()
-    })
-    .await
 }
 
 async fn monitor(node: &Node) -> SyncMonitorClient<Channel> {
@@ -76,8 +63,8 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_monitor_and_metrics_show_each_peer() {
-    let east = region("mon-east", 6).await;
-    let west = region("mon-west", 7).await;
+    let east = start_region("mon-east", 6).await;
+    let west = start_region("mon-west", 7).await;
     let port = free_port();
     let body = json!({
         "name": "watched", "port": port,

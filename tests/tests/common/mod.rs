@@ -280,6 +280,22 @@ pub async fn start_with(config: NodeConfig) -> Node {
     timeout(NODE_START_TIMEOUT, Node::start(&config)).await.expect("node start timed out").expect("node starts")
 }
 
+/// One region of a multi-region test: a one-node cluster of its own on its
+/// own loopback address (127.0.0.`host`), so every region can serve an
+/// active-active database on the same port, like separate hosts.
+pub async fn start_region(name: &str, host: u8) -> Node {
+    start_with(NodeConfig {
+        bind: std::net::IpAddr::from([127, 0, 0, host]),
+        port: 0,
+        region: name.into(),
+        admin_port: Some(0),
+        cluster_port: Some(0),
+        sync_port: Some(0),
+        ..NodeConfig::default()
+    })
+    .await
+}
+
 pub async fn start() -> Node {
     start_with(NodeConfig { port: 0, ..NodeConfig::default() }).await
 }
