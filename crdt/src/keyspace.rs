@@ -303,10 +303,18 @@ impl Keyspace {
     }
 
     fn apply_key_from(&mut self, delta: &KeyDelta, local: bool) {
+        let found = self.table.find(&delta.key);
+        self.apply_key_at(found, delta, local);
+    }
+
+    /// Applies a key delta whose key is at `found` in the table (the result of
+    /// `self.table.find(&delta.key)`, taken with no change to the table since).
+    fn apply_key_at(&mut self, found: Option<u32>, delta: &KeyDelta, local: bool) {
+        debug_assert_eq!(found, self.table.find(&delta.key), "a stale slot");
         self.record(local, || Delta::Key(delta.clone()));
         self.stats.deltas_applied += 1;
         // The slot that holds the key after the merge, if any.
-        let kept = match self.table.find(&delta.key) {
+        let kept = match found {
             Some(slot) => {
                 let stored = self.table.slot_mut(slot);
                 if let Stored::Big(state) = stored {
@@ -583,7 +591,10 @@ impl Keyspace {
         build: impl FnOnce(Option<&TypedValue>, &mut TagSource<'_>) -> Result<(R, Option<TypedDelta>), CommandError>,
     ) -> Result<(R, Option<KeyDelta>), CommandError> {
         let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
-        let state: Option<Cow<'_, KeyState>> = match self.table.get(key) {
+        // One lookup per write: the slot found here is where the delta is
+        // applied below (nothing in between changes the table).
+        let found = self.table.find(key);
+        let state: Option<Cow<'_, KeyState>> = match found.map(|slot| &self.table.slot(slot).1) {
             None => None,
             Some(Stored::Big(state)) => Some(Cow::Borrowed(&**state)),
             Some(small) => Some(Cow::Owned(small.to_state())),
@@ -616,7 +627,7 @@ impl Keyspace {
         };
         drop(state);
         prelude.parts.push(typed);
-        self.apply_key(&prelude);
+        self.apply_key_at(found, &prelude, true);
         Ok((result, Some(prelude)))
     }
 
