@@ -873,6 +873,8 @@ async fn zscan_small_sets_in_one_call() {
     // Errors.
     assert_eq!(c.cmd(&["ZSCAN", "z", "x"]).await, error("ERR invalid cursor"));
     assert_eq!(c.cmd(&["ZSCAN", "missing", "x"]).await, error("ERR invalid cursor"));
+    // An empty cursor is 0, as Redis's strtoul reads it.
+    assert!(matches!(c.cmd(&["ZSCAN", "missing", ""]).await, Resp::Array(_)));
     assert_eq!(c.cmd(&["ZSCAN", "z", "0", "COUNT", "0"]).await, error(SYNTAX));
     assert_eq!(c.cmd(&["ZSCAN", "z", "0", "COUNT", "x"]).await, error(NOT_INTEGER));
     assert_eq!(c.cmd(&["ZSCAN", "z", "0", "MATCH"]).await, error(SYNTAX));

@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(parse_cursor(b"-1"), Ok(u64::MAX));
         assert_eq!(parse_cursor(b""), Ok(0));
         assert_eq!(parse_cursor(b"18446744073709551615"), Ok(u64::MAX));
-        for bad in [&b"18446744073709551616"[..], b"abc", b" 1", b"1 ", b"0x10", b"-", b"+"] {
+        for bad in [&b"18446744073709551616"[..], b"abc", b" 1", b"1 ", b"0x10", b"-", b"+", b"1.5", b"--1", b"-+1"] {
             assert!(parse_cursor(bad).is_err(), "{bad:?}");
         }
     }
