@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::active_active::{RegionInbound, RegionOutbound};
 use crate::config::{ClusterConfig, CrdbInstance, ShardRole};
-use crate::control::ControlPlane;
+use crate::control::{BdbReading, ControlPlane};
 
 /// The name of the database a new cluster creates at first start; the node
 /// serves it on `--port` itself.
@@ -96,6 +96,17 @@ pub fn wanted(config: &ClusterConfig, node_id: u64) -> (BTreeMap<u64, Wanted>, V
         }
     }
     (serve, partial)
+}
+
+/// The figures of one served database endpoint.
+pub fn bdb_reading(uid: u64, server: &ServerState) -> BdbReading {
+    use std::sync::atomic::Ordering::Relaxed;
+    BdbReading {
+        uid,
+        conns: server.stats.clients.load(Relaxed),
+        total_req: server.stats.commands.load(Relaxed),
+        keys: server.shard().keyspace().len() as u64,
+    }
 }
 
 /// What every database of this node is served with.
@@ -166,6 +177,17 @@ impl Databases {
             State::Serving(serving) => Some(serving.addr),
             State::Failed { .. } | State::Stopping => None,
         }
+    }
+
+    /// The figures of every database this node serves now (`GET /metrics`).
+    pub fn bdb_readings(&self) -> Vec<BdbReading> {
+        self.entries()
+            .iter()
+            .filter_map(|(&uid, entry)| match &entry.state {
+                State::Serving(serving) => Some(bdb_reading(uid, &serving.server)),
+                State::Failed { .. } | State::Stopping => None,
+            })
+            .collect()
     }
 
     /// The local status of database `uid` (the admin API shows it): endpoint

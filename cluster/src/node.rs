@@ -27,7 +27,7 @@ use meridian_wan::{MonitorRegistry, SyncMonitorService, SyncSource};
 
 use crate::config::BdbSpec;
 use crate::control::{ControlPlane, ControlSettings, RunningControl, bind_port};
-use crate::databases::{DEFAULT_BDB_NAME, DatabaseSettings, Databases};
+use crate::databases::{DEFAULT_BDB_NAME, DatabaseSettings, Databases, bdb_reading};
 
 /// The built-in WAN sync port; taken if free, else a free port is used and
 /// said in the log (flag or config key `sync_port` pins it).
@@ -218,7 +218,7 @@ impl Node {
         };
         let server = Arc::new(server);
         let (shutdown, receiver) = watch::channel(false);
-        let task = tokio::spawn(meridian_proxy::server::run(listener, server, receiver.clone()));
+        let task = tokio::spawn(meridian_proxy::server::run(listener, server.clone(), receiver.clone()));
 
         // Every other database of the configuration, on its own port; the
         // active-active ones share this node's sync service (region ids are
@@ -236,6 +236,15 @@ impl Node {
         );
         let reporter = databases.clone();
         control.control.set_local_status(Arc::new(move |uid| reporter.status(uid)));
+        // The default database is served here, the others by `databases`.
+        let (served, plane) = (databases.clone(), control.control.clone());
+        control.control.set_bdb_reporter(Arc::new(move || {
+            let default_uid =
+                plane.with_config(|c| c.bdbs.values().find(|b| b.name == DEFAULT_BDB_NAME).map(|b| b.uid));
+            let mut readings: Vec<_> = default_uid.map(|uid| bdb_reading(uid, &server)).into_iter().collect();
+            readings.extend(served.bdb_readings());
+            readings
+        }));
         // The links' figures, for the SyncMonitor service on the sync port and
         // for the admin port's /metrics: both read the same registry.
         let registry: Arc<dyn MonitorRegistry> = Arc::new(databases.clone());

@@ -151,6 +151,14 @@ async fn sync_monitor_and_metrics_show_each_peer() {
         assert!(metrics.contains(&format!("{name}{labels} ")), "{name} with the peer's labels:\n{metrics}");
     }
     assert!(metrics.contains(&format!("database_syncer_state{labels} 3")), "streaming:\n{metrics}");
+    // The database endpoint's own figures: the client above is connected,
+    // its commands counted, its key there.
+    let bdb_labels = format!(r#"{{bdb="{bdb}"}}"#);
+    for name in ["bdb_conns", "bdb_no_of_keys", "bdb_total_req_total"] {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name}{bdb_labels} ")));
+        let value: u64 = line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0);
+        assert!(value >= 1, "{name} of the database:\n{metrics}");
+    }
 
     // The peer region goes away: east's link from it fails and says why.
     stop(west).await;

@@ -1,5 +1,6 @@
 //! `GET /metrics`: the WAN sync figures in the Prometheus (OpenMetrics) text
-//! format, one series per active-active database and peer region.
+//! format, one series per active-active database and peer region, and each
+//! database endpoint's connections, keys and commands (`bdb_*`).
 //!
 //! Names follow Redis Enterprise's `database_syncer_*` metrics where one
 //! fits. Every scrape builds a fresh [`Registry`] from the node's
@@ -19,7 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::control::ControlPlane;
+use crate::control::{BdbReading, ControlPlane};
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -36,9 +37,22 @@ fn labels(reading: &PeerReading) -> Labels {
     ]
 }
 
-/// The text for `readings`.
-pub fn render(readings: &[PeerReading]) -> String {
+/// The text for the WAN links' `readings` and the database endpoints' `bdbs`.
+pub fn render(readings: &[PeerReading], bdbs: &[BdbReading]) -> String {
     let mut registry = Registry::default();
+    // Per database endpoint, named as Redis Enterprise's `bdb_*` metrics.
+    let bdb_labels = |bdb: &BdbReading| vec![("bdb", bdb.uid.to_string())];
+    let conns = Family::<Labels, Gauge>::default();
+    let keys = Family::<Labels, Gauge>::default();
+    let total_req = Family::<Labels, Counter>::default();
+    for bdb in bdbs {
+        conns.get_or_create(&bdb_labels(bdb)).set(i64::try_from(bdb.conns).unwrap_or(i64::MAX));
+        keys.get_or_create(&bdb_labels(bdb)).set(i64::try_from(bdb.keys).unwrap_or(i64::MAX));
+        total_req.get_or_create(&bdb_labels(bdb)).inc_by(bdb.total_req);
+    }
+    registry.register("bdb_conns", "Clients connected to the database endpoint", conns);
+    registry.register("bdb_no_of_keys", "Keys in the database", keys);
+    registry.register("bdb_total_req", "Commands the database endpoint processed", total_req);
     let mut gauge = |name: &str, help: &str, value: &dyn Fn(&PeerReading) -> u64| {
         let family = Family::<Labels, Gauge>::default();
         for reading in readings {
@@ -93,7 +107,8 @@ pub fn render(readings: &[PeerReading]) -> String {
 
 /// The handler.
 pub(super) async fn metrics(State(control): State<ControlPlane>) -> Response {
-    ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], render(&control.monitor_peers())).into_response()
+    ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], render(&control.monitor_peers(), &control.bdb_readings()))
+        .into_response()
 }
 
 #[cfg(test)]
@@ -119,13 +134,16 @@ mod tests {
             },
             egress: None,
         };
-        let text = render(&[reading]);
+        let text = render(&[reading], &[BdbReading { uid: 2, conns: 3, total_req: 40, keys: 5 }]);
         let labels = r#"{bdb="2",crdb_guid="g1",local_region="1",peer_region="2"}"#;
         assert!(text.contains(&format!("database_syncer_lag_ms{labels} 12")), "{text}");
         assert!(text.contains(&format!("database_syncer_state{labels} 3")), "{text}");
         assert!(text.contains(&format!("database_syncer_ingress_bytes_total{labels} 100")), "{text}");
         assert!(text.contains(&format!("database_syncer_full_syncs_total{labels} 1")), "{text}");
         assert!(text.contains(&format!("database_syncer_egress_bytes_total{labels} 0")), "{text}");
+        assert!(text.contains(r#"bdb_conns{bdb="2"} 3"#), "{text}");
+        assert!(text.contains(r#"bdb_no_of_keys{bdb="2"} 5"#), "{text}");
+        assert!(text.contains(r#"bdb_total_req_total{bdb="2"} 40"#), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

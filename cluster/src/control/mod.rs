@@ -133,7 +133,26 @@ struct Shared {
     /// The WAN links' figures for `GET /metrics` (see
     /// [`ControlPlane::set_monitor`]).
     monitor: std::sync::RwLock<Option<Arc<dyn MonitorRegistry>>>,
+    /// The databases' figures for `GET /metrics` (see
+    /// [`ControlPlane::set_bdb_reporter`]).
+    bdb_reporter: std::sync::RwLock<Option<BdbReporter>>,
 }
+
+/// The figures of one database endpoint this node serves, for `GET /metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BdbReading {
+    /// Database uid.
+    pub uid: u64,
+    /// Clients connected now.
+    pub conns: u64,
+    /// Commands processed since the endpoint started.
+    pub total_req: u64,
+    /// Keys in the database (including keys expired but not yet collected).
+    pub keys: u64,
+}
+
+/// Reads the figures of every database endpoint this node serves.
+pub type BdbReporter = Arc<dyn Fn() -> Vec<BdbReading> + Send + Sync>;
 
 /// This node's runtime view of one database (endpoint state, errors, WAN
 /// links), by database uid; `None` if this node does not serve it. It is
@@ -261,6 +280,7 @@ impl RunningControl {
                 sync_addr: settings.sync_addr,
                 local_status: Default::default(),
                 monitor: Default::default(),
+                bdb_reporter: Default::default(),
             }),
         };
         let (shutdown, receiver) = watch::channel(false);
@@ -369,6 +389,19 @@ impl ControlPlane {
     /// reads (the node does, with the one the `SyncMonitor` service reads).
     pub fn set_monitor(&self, monitor: Arc<dyn MonitorRegistry>) {
         *self.shared.monitor.write().unwrap_or_else(|p| p.into_inner()) = Some(monitor);
+    }
+
+    /// Installs the reader of this node's database endpoints' figures, which
+    /// `GET /metrics` reads (the node does, once its databases run).
+    pub fn set_bdb_reporter(&self, reporter: BdbReporter) {
+        *self.shared.bdb_reporter.write().unwrap_or_else(|p| p.into_inner()) = Some(reporter);
+    }
+
+    /// The figures of every database endpoint this node serves (none before
+    /// the node installs its reporter).
+    pub fn bdb_readings(&self) -> Vec<BdbReading> {
+        let reporter = self.shared.bdb_reporter.read().unwrap_or_else(|p| p.into_inner()).clone();
+        reporter.map(|r| r()).unwrap_or_default()
     }
 
     /// Every peer of every active-active database this node serves (none
