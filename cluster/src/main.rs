@@ -78,6 +78,9 @@ struct NodeArgs {
     /// When the journal is forced to disk: always, everysec (default) or no.
     #[arg(long)]
     appendfsync: Option<String>,
+    /// How what this node sends to peer regions is compressed: zstd (default) or none.
+    #[arg(long)]
+    sync_compression: Option<String>,
     /// Cluster address (host:port) of a member to join on first start.
     #[arg(long)]
     join: Option<String>,
@@ -142,6 +145,9 @@ fn config_from(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(fsync) = args.appendfsync {
         config.appendfsync = fsync;
+    }
+    if let Some(codec) = args.sync_compression {
+        config.sync_compression = codec;
     }
     config.validate()?;
     Ok(config)

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use meridian_wan::{MonitorRegistry, SyncMonitorService, SyncSource};
+use meridian_wan::{Codec, MonitorRegistry, SyncMonitorService, SyncSource};
 
 use crate::config::BdbSpec;
 use crate::control::{ControlPlane, ControlSettings, RunningControl, bind_port};
@@ -74,6 +74,9 @@ pub struct NodeConfig {
     /// When the database's journal is forced to disk: `always`, `everysec`
     /// or `no` (with a data directory).
     pub appendfsync: String,
+    /// How the WAN syncer compresses what this node sends to peer regions:
+    /// `zstd` (default) or `none`.
+    pub sync_compression: String,
 }
 
 impl Default for NodeConfig {
@@ -94,6 +97,7 @@ impl Default for NodeConfig {
             rack: None,
             raft_snapshot_logs: crate::control::SNAPSHOT_LOGS_DEFAULT,
             appendfsync: "everysec".to_string(),
+            sync_compression: "zstd".to_string(),
         }
     }
 }
@@ -110,6 +114,9 @@ impl NodeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.maxclients == 0 {
             anyhow::bail!("maxclients must be at least 1");
+        }
+        if Codec::parse(&self.sync_compression).is_none() {
+            anyhow::bail!("sync-compression must be zstd or none (got {:?})", self.sync_compression);
         }
         if Fsync::parse(&self.appendfsync).is_none() {
             anyhow::bail!("appendfsync must be always, everysec or no (got {:?})", self.appendfsync);
@@ -223,7 +230,7 @@ impl Node {
         // Every other database of the configuration, on its own port; the
         // active-active ones share this node's sync service (region ids are
         // per database, so the source's own id is unused: 0).
-        let sync = SyncSource::new(0);
+        let sync = SyncSource::new(0).with_codec(Codec::parse(&config.sync_compression).expect("validated"));
         let databases = Databases::new(
             DatabaseSettings {
                 node_id: config.node_id,

@@ -360,3 +360,59 @@ async fn a_three_node_region_serves_its_instance_from_the_master_node() {
         stop(node).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_sends_uncompressed_syncs_with_one_that_compresses() {
+    // `--sync-compression none` on one region: what it sends arrives as is,
+    // what the other sends arrives zstd-compressed, and both converge.
+    let plain = start_with(NodeConfig {
+        bind: IpAddr::from([127, 0, 0, 12]),
+        port: 0,
+        region: "plain".into(),
+        admin_port: Some(0),
+        cluster_port: Some(0),
+        sync_port: Some(0),
+        sync_compression: "none".into(),
+        ..NodeConfig::default()
+    })
+    .await;
+    let packed = start_region("packed", 13).await;
+    let port = free_port();
+    let body = json!({ "name": "codecs", "port": port, "instances": [admin_url(&plain), admin_url(&packed)] });
+    let (status, created) = api(&plain, Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let guid = created["guid"].as_str().expect("a guid").to_string();
+
+    let big = "compressible ".repeat(8 * 1024);
+    let mut on_plain = connect_when_served(plain.addr.ip(), port).await;
+    let mut on_packed = connect_when_served(packed.addr.ip(), port).await;
+    assert_eq!(on_plain.cmd(&["SET", "from-plain", &big]).await, ok());
+    assert_eq!(on_packed.cmd(&["SET", "from-packed", &big]).await, ok());
+    until_reply(&mut on_packed, &["GET", "from-plain"], bulk(&big)).await;
+    until_reply(&mut on_plain, &["GET", "from-packed"], bulk(&big)).await;
+
+    let link_from_peer = |node: &Node| {
+        let (node_url, guid) = (admin_url(node), guid.clone());
+        async move {
+            let url = format!("{node_url}/v1/crdbs/{guid}/instance");
+            let (_, instance): (StatusCode, Value) = request(Method::GET, &url, None).await.expect("instance status");
+            instance["endpoint_status"]["links"][0].clone()
+        }
+    };
+    let from_plain = link_from_peer(&packed).await;
+    let (wire, raw) = (from_plain["bytes_in_wire"].as_u64(), from_plain["bytes_in_raw"].as_u64());
+    assert!(raw > Some(big.len() as u64) && wire == raw, "sent uncompressed: {from_plain}");
+    let from_packed = link_from_peer(&plain).await;
+    let (wire, raw) = (from_packed["bytes_in_wire"].as_u64(), from_packed["bytes_in_raw"].as_u64());
+    assert!(raw > Some(big.len() as u64) && wire < raw, "sent compressed: {from_packed}");
+    for node in [plain, packed] {
+        stop(node).await;
+    }
+}
+
+#[test]
+fn the_binary_refuses_an_unknown_sync_compression() {
+    let (status, stderr) = common::run_expecting_exit(&["node", "--port", "0", "--sync-compression", "gzip"]);
+    assert!(!status.success());
+    assert!(stderr.contains("sync-compression must be zstd or none"), "{stderr}");
+}

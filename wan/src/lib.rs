@@ -55,7 +55,7 @@ pub use inbound::Inbound;
 pub use monitor::{MonitorRegistry, PeerReading, SyncMonitorService};
 pub use outbound::{Outbound, Snapshot};
 pub use outbox::Outbox;
-pub use protocol::Cursor;
+pub use protocol::{Codec, Cursor};
 pub use shard_database::ShardDatabase;
 pub use sink::{Link, LinkConfig};
 pub use source::SyncSource;

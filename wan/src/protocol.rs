@@ -181,10 +181,33 @@ pub struct Payload {
     pub raw_bytes: usize,
 }
 
-/// Compresses `raw` with zstd when it is large enough and compression pays.
-pub fn compress(raw: Bytes) -> Payload {
+/// How a source compresses what it sends (the destination reads whatever
+/// each payload says it is).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Codec {
+    /// zstd for payloads large enough that it pays (the default).
+    #[default]
+    Zstd,
+    /// Nothing compressed (links where CPU matters more than bandwidth).
+    None,
+}
+
+impl Codec {
+    /// `zstd` or `none`.
+    pub fn parse(name: &str) -> Option<Codec> {
+        match name.to_ascii_lowercase().as_str() {
+            "zstd" => Some(Codec::Zstd),
+            "none" => Some(Codec::None),
+            _ => None,
+        }
+    }
+}
+
+/// Compresses `raw` with `codec` when it is large enough and compression pays.
+pub fn compress(raw: Bytes, codec: Codec) -> Payload {
     let raw_bytes = raw.len();
-    if raw_bytes >= COMPRESS_MIN_BYTES
+    if codec == Codec::Zstd
+        && raw_bytes >= COMPRESS_MIN_BYTES
         && let Ok(packed) = zstd::bulk::compress(&raw, ZSTD_LEVEL)
         && packed.len() < raw_bytes
     {
@@ -281,9 +304,13 @@ mod tests {
     #[test]
     fn payloads_compress_when_large_and_decompress_within_bounds() {
         let small = Bytes::from_static(b"tiny");
-        assert_eq!(compress(small.clone()).compression, v1::Compression::None);
+        assert_eq!(compress(small.clone(), Codec::Zstd).compression, v1::Compression::None);
         let large = Bytes::from(vec![b'a'; 64 * 1024]);
-        let payload = compress(large.clone());
+        let payload = compress(large.clone(), Codec::Zstd);
+        assert_eq!(compress(large.clone(), Codec::None).compression, v1::Compression::None);
+        assert_eq!(Codec::parse("ZSTD"), Some(Codec::Zstd));
+        assert_eq!(Codec::parse("none"), Some(Codec::None));
+        assert_eq!(Codec::parse("gzip"), None);
         assert_eq!(payload.compression, v1::Compression::Zstd);
         assert!(payload.bytes.len() < 1024);
         let raw = decompress(payload.bytes.clone(), payload.compression as i32, payload.raw_bytes as u32, 1 << 20);

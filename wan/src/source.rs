@@ -28,8 +28,8 @@ use crate::error::WanError;
 use crate::outbound::{Outbound, Snapshot};
 use crate::outbox::OutboxRead;
 use crate::protocol::{
-    self, BATCH_BYTES_MAX, BATCH_DELTAS_MAX, HEARTBEAT_MS, MESSAGE_BYTES_MAX, PROTOCOL_VERSION, RESPONSE_QUEUE_MAX,
-    SNAPSHOT_CHUNK_BYTES_MAX, SUBSCRIBE_TIMEOUT_MS, Window,
+    self, BATCH_BYTES_MAX, BATCH_DELTAS_MAX, Codec, HEARTBEAT_MS, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
+    RESPONSE_QUEUE_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SUBSCRIBE_TIMEOUT_MS, Window,
 };
 use crate::stats::{LinkState, LinkStats};
 
@@ -58,12 +58,20 @@ pub struct SyncSource {
     /// each: ids are assigned per database).
     databases: Arc<RwLock<DatabasesByName>>,
     stats: Arc<Mutex<StatsByStream>>,
+    /// How what this source sends is compressed.
+    codec: Codec,
 }
 
 impl SyncSource {
     /// A service for region `region` serving no database yet.
     pub fn new(region: u16) -> SyncSource {
-        SyncSource { region, databases: Default::default(), stats: Default::default() }
+        SyncSource { region, databases: Default::default(), stats: Default::default(), codec: Codec::default() }
+    }
+
+    /// The same source compressing what it sends with `codec`.
+    pub fn with_codec(mut self, codec: Codec) -> SyncSource {
+        self.codec = codec;
+        self
     }
 
     /// Serves `database` from `outbound` (replacing an earlier one), as
@@ -155,10 +163,11 @@ impl WanSync for SyncSource {
         let (served, destination) = self.admit(&subscribe)?;
         let stats = self.link_stats(&subscribe.database, destination);
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE_MAX);
+        let codec = self.codec;
         tokio::spawn(async move {
             stats.set_state(LinkState::Connecting);
             let mut closed = served.closed.subscribe();
-            let stream = serve_stream(served.region, destination, &served.outbound, &subscribe, requests, &tx, &stats);
+            let stream = serve_stream(&served, destination, &subscribe, requests, &tx, &stats, codec);
             let result = tokio::select! {
                 result = stream => result,
                 _ = closed.wait_for(|&closed| closed) => {
@@ -188,14 +197,15 @@ async fn send(tx: &Responses, kind: sync_response::Kind) -> Result<(), WanError>
 
 /// One stream, from Accepted to its end.
 async fn serve_stream(
-    region: u16,
+    served: &Served,
     destination: u16,
-    outbound: &Arc<dyn Outbound>,
     subscribe: &v1::Subscribe,
     mut requests: Streaming<v1::SyncRequest>,
     tx: &Responses,
     stats: &LinkStats,
+    codec: Codec,
 ) -> Result<(), WanError> {
+    let (region, outbound) = (served.region, &served.outbound);
     let outbox = outbound.outbox();
     // Subscribe before reading, so no append between the read and the wait is missed.
     let mut wake = outbox.subscribe();
@@ -223,7 +233,7 @@ async fn serve_stream(
     };
     send(tx, sync_response::Kind::Accepted(accepted)).await?;
     if let Some(snapshot) = snapshot {
-        send_snapshot(&snapshot, tx, stats).await?;
+        send_snapshot(&snapshot, tx, stats, codec).await?;
     }
     LinkStats::add(&stats.connects, 1);
     stats.set_state(LinkState::Streaming);
@@ -243,7 +253,7 @@ async fn serve_stream(
                 }
             };
             let count = entries.len() as u64;
-            let payload = protocol::compress(protocol::delta_list(&entries));
+            let payload = protocol::compress(protocol::delta_list(&entries), codec);
             LinkStats::add(&stats.bytes_out_raw, payload.raw_bytes as u64);
             LinkStats::add(&stats.bytes_out_wire, payload.bytes.len() as u64);
             LinkStats::add(&stats.deltas, count);
@@ -291,7 +301,7 @@ async fn serve_stream(
 /// (one key larger than that travels alone). Each chunk is an encoded
 /// `ShardSnapshot`; concatenated they decode as one (protobuf merges
 /// repeated fields), the context travelling in the first.
-async fn send_snapshot(snapshot: &Snapshot, tx: &Responses, stats: &LinkStats) -> Result<(), WanError> {
+async fn send_snapshot(snapshot: &Snapshot, tx: &Responses, stats: &LinkStats, codec: Codec) -> Result<(), WanError> {
     let empty = CausalContext::new();
     let mut chunk = BytesMut::from(&meridian_proto::convert::encode_snapshot_parts(&snapshot.context, &[])[..]);
     let mut index = 0u32;
@@ -304,7 +314,7 @@ async fn send_snapshot(snapshot: &Snapshot, tx: &Responses, stats: &LinkStats) -
             .as_ref()
             .is_some_and(|bytes| !chunk.is_empty() && chunk.len() + bytes.len() > SNAPSHOT_CHUNK_BYTES_MAX);
         if last || full {
-            let payload = protocol::compress(Bytes::from(std::mem::take(&mut chunk)));
+            let payload = protocol::compress(Bytes::from(std::mem::take(&mut chunk)), codec);
             LinkStats::add(&stats.bytes_out_raw, payload.raw_bytes as u64);
             LinkStats::add(&stats.bytes_out_wire, payload.bytes.len() as u64);
             let message = v1::SnapshotChunk {
