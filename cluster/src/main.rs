@@ -78,7 +78,7 @@ struct NodeArgs {
     /// When the journal is forced to disk: always, everysec (default) or no.
     #[arg(long)]
     appendfsync: Option<String>,
-    /// How what this node sends to peer regions is compressed: zstd (default) or none.
+    /// How what this node sends to peer regions is compressed: zstd (default), gzip or none.
     #[arg(long)]
     sync_compression: Option<String>,
     /// Cluster address (host:port) of a member to join on first start.

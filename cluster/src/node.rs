@@ -75,7 +75,7 @@ pub struct NodeConfig {
     /// or `no` (with a data directory).
     pub appendfsync: String,
     /// How the WAN syncer compresses what this node sends to peer regions:
-    /// `zstd` (default) or `none`.
+    /// `zstd` (default), `gzip` or `none`.
     pub sync_compression: String,
 }
 
@@ -116,7 +116,7 @@ impl NodeConfig {
             anyhow::bail!("maxclients must be at least 1");
         }
         if Codec::parse(&self.sync_compression).is_none() {
-            anyhow::bail!("sync-compression must be zstd or none (got {:?})", self.sync_compression);
+            anyhow::bail!("sync-compression must be zstd, gzip or none (got {:?})", self.sync_compression);
         }
         if Fsync::parse(&self.appendfsync).is_none() {
             anyhow::bail!("appendfsync must be always, everysec or no (got {:?})", self.appendfsync);

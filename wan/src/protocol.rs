@@ -188,15 +188,18 @@ pub enum Codec {
     /// zstd for payloads large enough that it pays (the default).
     #[default]
     Zstd,
+    /// gzip (DEFLATE), for peers or tools that expect it.
+    Gzip,
     /// Nothing compressed (links where CPU matters more than bandwidth).
     None,
 }
 
 impl Codec {
-    /// `zstd` or `none`.
+    /// `zstd`, `gzip` or `none`.
     pub fn parse(name: &str) -> Option<Codec> {
         match name.to_ascii_lowercase().as_str() {
             "zstd" => Some(Codec::Zstd),
+            "gzip" => Some(Codec::Gzip),
             "none" => Some(Codec::None),
             _ => None,
         }
@@ -206,14 +209,35 @@ impl Codec {
 /// Compresses `raw` with `codec` when it is large enough and compression pays.
 pub fn compress(raw: Bytes, codec: Codec) -> Payload {
     let raw_bytes = raw.len();
-    if codec == Codec::Zstd
-        && raw_bytes >= COMPRESS_MIN_BYTES
-        && let Ok(packed) = zstd::bulk::compress(&raw, ZSTD_LEVEL)
-        && packed.len() < raw_bytes
-    {
-        return Payload { bytes: Bytes::from(packed), compression: v1::Compression::Zstd, raw_bytes };
+    if raw_bytes >= COMPRESS_MIN_BYTES {
+        let packed = match codec {
+            Codec::Zstd => zstd::bulk::compress(&raw, ZSTD_LEVEL).ok().map(|p| (p, v1::Compression::Zstd)),
+            Codec::Gzip => gzip(&raw).ok().map(|p| (p, v1::Compression::Gzip)),
+            Codec::None => None,
+        };
+        if let Some((packed, compression)) = packed
+            && packed.len() < raw_bytes
+        {
+            return Payload { bytes: Bytes::from(packed), compression, raw_bytes };
+        }
     }
     Payload { bytes: raw, compression: v1::Compression::None, raw_bytes }
+}
+
+fn gzip(raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 2), flate2::Compression::fast());
+    encoder.write_all(raw)?;
+    encoder.finish()
+}
+
+/// Inflates a gzip payload, reading at most `raw_max + 1` bytes so that a
+/// bomb is caught by the size check instead of filling memory.
+fn gunzip(packed: &[u8], raw_max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(packed).take(raw_max as u64 + 1).read_to_end(&mut raw)?;
+    Ok(raw)
 }
 
 /// The raw bytes of a received payload, refusing one that claims or
@@ -229,6 +253,9 @@ pub fn decompress(bytes: Bytes, compression: i32, raw_bytes: u32, raw_max: usize
             zstd::bulk::decompress(&bytes, raw_bytes)
                 .map_err(|e| WanError::Protocol(format!("bad zstd payload: {e}")))?,
         ),
+        Ok(v1::Compression::Gzip) => {
+            Bytes::from(gunzip(&bytes, raw_bytes).map_err(|e| WanError::Protocol(format!("bad gzip payload: {e}")))?)
+        }
         Err(_) => return Err(WanError::Protocol(format!("unknown compression {compression}"))),
     };
     if raw.len() != raw_bytes {
@@ -310,7 +337,16 @@ mod tests {
         assert_eq!(compress(large.clone(), Codec::None).compression, v1::Compression::None);
         assert_eq!(Codec::parse("ZSTD"), Some(Codec::Zstd));
         assert_eq!(Codec::parse("none"), Some(Codec::None));
-        assert_eq!(Codec::parse("gzip"), None);
+        assert_eq!(Codec::parse("gzip"), Some(Codec::Gzip));
+        assert_eq!(Codec::parse("lz4"), None);
+        let gzipped = compress(large.clone(), Codec::Gzip);
+        assert_eq!(gzipped.compression, v1::Compression::Gzip);
+        assert!(gzipped.bytes.len() < large.len());
+        let back = decompress(gzipped.bytes.clone(), gzipped.compression as i32, large.len() as u32, MESSAGE_BYTES_MAX);
+        assert_eq!(back.unwrap(), large);
+        // A gzip payload that inflates past what it announced is refused.
+        let short = decompress(gzipped.bytes, v1::Compression::Gzip as i32, 10, MESSAGE_BYTES_MAX);
+        assert!(short.is_err());
         assert_eq!(payload.compression, v1::Compression::Zstd);
         assert!(payload.bytes.len() < 1024);
         let raw = decompress(payload.bytes.clone(), payload.compression as i32, payload.raw_bytes as u32, 1 << 20);
