@@ -6,7 +6,7 @@
 //! temporary data directory, and talk to them over HTTP exactly as an
 //! operator would. One test runs real `meridian` processes and drives them
 //! with `meridian ctl`. Every wait is bounded: a poll gives up after
-//! [`CONVERGE_TIMEOUT`] and fails the test, and nothing asserts how fast
+//! [`common::CONVERGE_TIMEOUT`] and fails the test, and nothing asserts how fast
 //! anything happened.
 
 use std::net::SocketAddr;
@@ -20,21 +20,10 @@ use serde_json::{Value, json};
 use tokio::time::timeout;
 
 mod common;
-use common::{ChildGuard, Node, NodeConfig, free_port, meridian_binary, now_ms, start_with, stop, wait_until};
+use common::{
+    ChildGuard, Node, NodeConfig, converges, free_port, meridian_binary, now_ms, start_with, stop, wait_until,
+};
 
-/// How long the cluster may take to agree on something (an election, a
-/// replicated write, a catch-up after a restart). Generous: the suite runs
-/// unoptimised on small, shared machines.
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// [`common::eventually`] bounded by [`CONVERGE_TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    common::eventually(what, CONVERGE_TIMEOUT, check).await
-}
 /// How long one HTTP exchange may take (a write may wait out an election).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
 
@@ -90,7 +79,7 @@ fn raft(cluster: &Value) -> &Value {
 /// Waits until every node in `nodes` sees the same leader, one of them, with
 /// `voters` as the voting members; returns the leader's id.
 async fn agreed_leader(nodes: &[&Node], voters: &[u64]) -> u64 {
-    eventually("one leader that every node knows", || async {
+    converges("one leader that every node knows", || async {
         let mut leaders = Vec::new();
         for node in nodes {
             let cluster = get(node, "/v1/cluster").await;
@@ -119,7 +108,7 @@ async fn three_nodes_join_replicate_survive_the_leader_and_catch_up() {
     let all: Vec<&Node> = nodes.iter().flatten().collect();
     let leader = agreed_leader(&all, &[1, 2, 3]).await;
     for node in &all {
-        let listed = eventually("three node records", || async {
+        let listed = converges("three node records", || async {
             let nodes = get(node, "/v1/nodes").await;
             (nodes.as_array()?.len() == 3).then_some(nodes)
         })
@@ -138,7 +127,7 @@ async fn three_nodes_join_replicate_survive_the_leader_and_catch_up() {
     let uid = created["uid"].as_u64().expect("a uid");
     for node in &all {
         let path = format!("/v1/bdbs/{uid}");
-        let bdb = eventually("the database on every node", || async {
+        let bdb = converges("the database on every node", || async {
             let (status, bdb) = api(node, Method::GET, &path, None).await;
             (status == StatusCode::OK).then_some(bdb)
         })
@@ -172,7 +161,7 @@ async fn three_nodes_join_replicate_survive_the_leader_and_catch_up() {
     let promoted = answer["master_shard_uid"].as_u64().unwrap();
     assert_ne!(promoted, master_uid);
     for node in &all {
-        eventually("the failover on every node", || async {
+        converges("the failover on every node", || async {
             let shards = get(node, "/v1/shards").await;
             let roles: Vec<(u64, String, u64)> = shards
                 .as_array()?
@@ -206,7 +195,7 @@ async fn three_nodes_join_replicate_survive_the_leader_and_catch_up() {
     // Restart the stopped node from its data directory, without --join: it
     // comes back as a member and catches up what it missed.
     let restarted = start_with(member_config(leader, &dirs[leader_index].0, None, stopped_cluster_port)).await;
-    eventually("the restarted node catches up", || async {
+    converges("the restarted node catches up", || async {
         let bdbs = get(&restarted, "/v1/bdbs").await;
         let names: Vec<&str> = bdbs.as_array()?.iter().filter_map(|b| b["name"].as_str()).collect();
         (names.contains(&"after") && names.contains(&"orders2")).then_some(())
@@ -250,7 +239,7 @@ async fn a_member_too_far_behind_catches_up_from_a_snapshot() {
     }
     let rest: Vec<&Node> = nodes.iter().flatten().collect();
     for node in &rest {
-        eventually("the others purge their log", || async {
+        converges("the others purge their log", || async {
             let cluster = get(node, "/v1/cluster").await;
             (raft(&cluster)["purged_index"].as_u64()? > 20).then_some(())
         })
@@ -258,7 +247,7 @@ async fn a_member_too_far_behind_catches_up_from_a_snapshot() {
     }
 
     let restarted = start_with(config(follower_id, &dirs[follower_index], None, follower_port)).await;
-    eventually("the restarted member installs the snapshot", || async {
+    converges("the restarted member installs the snapshot", || async {
         let bdb = get(&restarted, "/v1/bdbs/1").await;
         let cluster = get(&restarted, "/v1/cluster").await;
         (bdb["name"] == "v59" && raft(&cluster)["snapshot_index"].as_u64()? > 20).then_some(())
@@ -411,7 +400,7 @@ async fn a_restarted_node_keeps_its_log_vote_and_configuration() {
     let bdbs = get(&node, "/v1/bdbs").await;
     let names: Vec<&str> = bdbs.as_array().unwrap().iter().filter_map(|b| b["name"].as_str()).collect();
     assert_eq!(names, vec!["default", "kept"], "the configuration came back without a new initialisation");
-    let cluster = eventually("the node leads again", || async {
+    let cluster = converges("the node leads again", || async {
         let cluster = get(&node, "/v1/cluster").await;
         (raft(&cluster)["role"] == "leader").then_some(cluster)
     })
@@ -456,7 +445,7 @@ async fn ctl(admin_port: u16, args: &[&str]) -> (bool, String, String) {
 /// Retries a `ctl` command until it succeeds and `accept` holds its output.
 async fn ctl_until(admin_port: u16, args: &[&str], accept: impl Fn(&str) -> bool) -> String {
     let what = format!("meridian ctl {}", args.join(" "));
-    eventually(&what, || async {
+    converges(&what, || async {
         let (ok, out, _) = ctl(admin_port, args).await;
         (ok && accept(&out)).then_some(out)
     })
@@ -540,7 +529,7 @@ async fn binary_nodes_join_with_flags_and_ctl_drives_them() {
 /// Connects to `port` on loopback, waiting (bounded) for it to be served.
 async fn connect_when_served(port: u16) -> common::Client {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    eventually(&format!("a database served on port {port}"), || async {
+    converges(&format!("a database served on port {port}"), || async {
         tokio::net::TcpStream::connect(addr).await.ok().map(|stream| common::Client { stream, input: Vec::new() })
     })
     .await
@@ -549,7 +538,7 @@ async fn connect_when_served(port: u16) -> common::Client {
 /// Waits (bounded) until nothing listens on `port` any more.
 async fn wait_port_closed(port: u16) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    eventually(&format!("port {port} closed"), || async { tokio::net::TcpStream::connect(addr).await.err() }).await;
+    converges(&format!("port {port} closed"), || async { tokio::net::TcpStream::connect(addr).await.err() }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,7 +573,7 @@ async fn a_created_database_is_served_on_its_port_until_deleted() {
     // A new password applies to new connections; the connected client stays in.
     let (status, _) = api(&node, Method::PUT, &format!("/v1/bdbs/{uid}"), Some(json!({"password": "second"}))).await;
     assert_eq!(status, StatusCode::OK);
-    eventually("the new password", || async {
+    converges("the new password", || async {
         let mut fresh = connect_when_served(port).await;
         (fresh.cmd(&["AUTH", "second"]).await == common::ok()).then_some(())
     })
@@ -608,7 +597,7 @@ async fn a_created_database_is_served_on_its_port_until_deleted() {
         api(&node, Method::POST, "/v1/bdbs", Some(json!({"name": "blocked", "port": taken_port}))).await;
     assert_eq!(status, StatusCode::CREATED, "{blocked}");
     let blocked_uid = blocked["uid"].as_u64().unwrap();
-    let failed = eventually("the bind error in the database's status", || async {
+    let failed = converges("the bind error in the database's status", || async {
         let bdb = get(&node, &format!("/v1/bdbs/{blocked_uid}")).await;
         (bdb["endpoint_status"]["status"] == "error").then_some(bdb)
     })
@@ -620,7 +609,7 @@ async fn a_created_database_is_served_on_its_port_until_deleted() {
     assert_eq!(status, StatusCode::OK);
     client.expect_closed().await;
     wait_port_closed(port).await;
-    eventually("the data directory removed", || async { (!dir.0.join(format!("bdb-{uid}")).exists()).then_some(()) })
+    converges("the data directory removed", || async { (!dir.0.join(format!("bdb-{uid}")).exists()).then_some(()) })
         .await;
     assert_eq!(default.cmd(&["PING"]).await, common::simple("PONG"), "the default database is untouched");
     drop(taken);

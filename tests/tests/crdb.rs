@@ -11,23 +11,12 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Client, Node, NodeConfig, Resp, bulk, free_port, ok, start_region, start_with, stop};
+use common::{
+    CONVERGE_TIMEOUT, Client, Node, NodeConfig, Resp, bulk, converges, free_port, ok, start_region, start_with, stop,
+};
 use meridian_cluster::ctl::{Method, StatusCode, request};
 use serde_json::{Value, json};
 use tokio::time::{sleep, timeout};
-
-/// How long anything may take to converge (a link connecting, a delta
-/// crossing, a configuration change applied).
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// [`common::eventually`] bounded by [`CONVERGE_TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    common::eventually(what, CONVERGE_TIMEOUT, check).await
-}
 
 fn admin_url(node: &Node) -> String {
     format!("http://{}", node.admin_addr)
@@ -43,7 +32,7 @@ async fn api(node: &Node, method: Method, path: &str, body: Option<Value>) -> (S
 
 async fn connect_when_served(ip: IpAddr, port: u16) -> Client {
     let addr = SocketAddr::new(ip, port);
-    eventually(&format!("port {port} served"), || async {
+    converges(&format!("port {port} served"), || async {
         tokio::net::TcpStream::connect(addr).await.ok().map(|stream| Client { stream, input: Vec::new() })
     })
     .await
@@ -131,7 +120,7 @@ async fn three_regions_share_an_active_active_database() {
     }
     for node in &regions {
         let addr = SocketAddr::new(node.addr.ip(), port);
-        eventually("the crdb's port closed", || async { tokio::net::TcpStream::connect(addr).await.err() }).await;
+        converges("the crdb's port closed", || async { tokio::net::TcpStream::connect(addr).await.err() }).await;
         let (_, list) = api(node, Method::GET, "/v1/crdbs", None).await;
         assert_eq!(list, json!([]), "no instance left");
     }
@@ -314,7 +303,7 @@ async fn a_three_node_region_serves_its_instance_from_the_master_node() {
     let n3 = start_with(member(2, Some(n1.cluster_addr))).await;
     let big = [n1, n2, n3];
     // Every member has recorded its sync address (a joiner does it itself).
-    eventually("three nodes with sync addresses", || async {
+    converges("three nodes with sync addresses", || async {
         let (_, nodes) = api(&big[0], Method::GET, "/v1/nodes", None).await;
         let with_sync = nodes.as_array()?.iter().filter(|n| n["sync_addr"].is_string()).count();
         (with_sync == 3).then_some(())
@@ -328,7 +317,7 @@ async fn a_three_node_region_serves_its_instance_from_the_master_node() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let guid = created["guid"].as_str().unwrap().to_string();
     let uid = created["instances"][0]["bdb_uid"].as_u64().expect("the big region's bdb");
-    let master = eventually("the master's node serving the instance", || async {
+    let master = converges("the master's node serving the instance", || async {
         big.iter().position(|n| n.database_addr(uid).is_some())
     })
     .await;

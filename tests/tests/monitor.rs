@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Client, Node, free_port, ok, start_region, stop};
+use common::{CONVERGE_TIMEOUT, Client, Node, converges, free_port, ok, start_region, stop};
 use meridian_cluster::ctl::{Method, StatusCode, request};
 use meridian_proto::v1::sync_monitor_client::SyncMonitorClient;
 use meridian_proto::v1::{PeerStatus, StatusRequest, WatchRequest};
@@ -17,18 +17,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 use tonic::transport::Channel;
-
-/// How long anything may take to converge (a link connecting, a delta
-/// crossing, a peer's failure noticed).
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    common::eventually(what, CONVERGE_TIMEOUT, check).await
-}
 
 async fn monitor(node: &Node) -> SyncMonitorClient<Channel> {
     let url = format!("http://{}", node.sync_addr);
@@ -78,7 +66,7 @@ async fn sync_monitor_and_metrics_show_each_peer() {
     let bdb = created["instances"][0]["bdb_uid"].as_u64().expect("east's bdb uid");
 
     let addr = SocketAddr::new(east.addr.ip(), port);
-    let mut client = eventually("the crdb served in east", || async {
+    let mut client = converges("the crdb served in east", || async {
         tokio::net::TcpStream::connect(addr).await.ok().map(|stream| Client { stream, input: Vec::new() })
     })
     .await;
@@ -89,12 +77,12 @@ async fn sync_monitor_and_metrics_show_each_peer() {
     // West's link from east streams, has caught up and counted bytes; east
     // counts what it sent to west.
     let west_monitor = monitor(&west).await;
-    let west_bdb = eventually("west serves the crdb", || async {
+    let west_bdb = converges("west serves the crdb", || async {
         let (_, list) = request(Method::GET, &format!("http://{}/v1/crdbs", west.admin_addr), None).await.ok()?;
         list[0]["bdb_uid"].as_u64()
     })
     .await;
-    let seen = eventually("west's link from east streaming and caught up", || {
+    let seen = converges("west's link from east streaming and caught up", || {
         let mut client = west_monitor.clone();
         async move {
             let peers = peers(&mut client, west_bdb).await;
@@ -109,7 +97,7 @@ async fn sync_monitor_and_metrics_show_each_peer() {
     assert_eq!(seen.lag_ms, 0, "{seen:?}");
     assert!(seen.full_syncs + seen.partial_syncs >= 1, "{seen:?}");
     let mut east_monitor = monitor(&east).await;
-    let sent = eventually("east counts the bytes it sent west", || {
+    let sent = converges("east counts the bytes it sent west", || {
         let mut client = east_monitor.clone();
         async move {
             let peer = peers(&mut client, bdb).await.into_iter().find(|p| p.peer_region == 2)?;
@@ -162,7 +150,7 @@ async fn sync_monitor_and_metrics_show_each_peer() {
 
     // The peer region goes away: east's link from it fails and says why.
     stop(west).await;
-    let failed = eventually("east's link from the stopped west failing", || {
+    let failed = converges("east's link from the stopped west failing", || {
         let mut client = east_monitor.clone();
         async move {
             let peer = peers(&mut client, bdb).await.into_iter().find(|p| p.peer_region == 2)?;

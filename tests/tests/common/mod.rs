@@ -436,6 +436,19 @@ pub async fn spawn_meridian(args: &[&str], port: u16) -> (ChildGuard, Client) {
     }
 }
 
+/// How long a multi-node or multi-region step may take to converge (a link
+/// connecting, a delta crossing, a configuration change applied).
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`eventually`] bounded by [`CONVERGE_TIMEOUT`].
+pub async fn converges<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually(what, CONVERGE_TIMEOUT, check).await
+}
+
 /// Polls `check` until it returns `Some`, for at most `limit`: the value,
 /// or a panic naming `what` was awaited.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
