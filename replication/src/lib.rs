@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod backlog;
+pub mod backoff;
 pub mod durability;
 pub mod master_service;
 pub mod replica_link;

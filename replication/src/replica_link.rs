@@ -24,15 +24,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Endpoint;
 
+use crate::backoff::{BACKOFF_BASE_MS, BACKOFF_MAX_MS, Backoff};
 use crate::master_service::{REPLICA_MESSAGE_BYTES_MAX, REPLICA_PROTOCOL_VERSION, replid_from_wire, replid_to_wire};
 use crate::stream::{ReplicaStream, StreamError, SyncDecision};
 
 /// Default bound on a full sync's snapshot: 1 GiB.
 pub const SNAPSHOT_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
-/// Smallest reconnect backoff cap.
-pub const BACKOFF_BASE_MS: u64 = 50;
-/// Largest reconnect backoff cap.
-pub const BACKOFF_MAX_MS: u64 = 5_000;
 /// Requests (acks) queued before the replica waits for the master to read.
 pub const REQUEST_QUEUE_MAX: usize = 4;
 
@@ -141,26 +138,6 @@ impl ReplicaLink {
     }
 }
 
-/// Exponential backoff with full jitter (xorshift64*, seeded by the replica
-/// id so that replicas of one master spread out).
-struct Backoff {
-    failures: u32,
-    base_ms: u64,
-    max_ms: u64,
-    state: u64,
-}
-
-impl Backoff {
-    fn next_delay(&mut self) -> Duration {
-        let cap = self.base_ms.saturating_mul(1u64 << self.failures.min(32)).min(self.max_ms).max(1);
-        self.failures = self.failures.saturating_add(1);
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        Duration::from_millis(self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) % cap)
-    }
-}
-
 async fn run(
     config: ReplicaLinkConfig,
     replica: Arc<Mutex<ReplicaStream>>,
@@ -168,13 +145,8 @@ async fn run(
     offset: watch::Sender<u64>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    assert!(config.backoff_ms.0 > 0 && config.backoff_ms.0 <= config.backoff_ms.1, "backoff bounds out of order");
-    let mut backoff = Backoff {
-        failures: 0,
-        base_ms: config.backoff_ms.0,
-        max_ms: config.backoff_ms.1,
-        state: config.replica_id | 1,
-    };
+    // Seeded by the replica id, so that replicas of one master spread out.
+    let mut backoff = Backoff::with_bounds(config.replica_id, config.backoff_ms.0, config.backoff_ms.1);
     loop {
         let result = tokio::select! {
             result = session(&config, &replica, &stats, &offset, &mut backoff) => result,
@@ -251,7 +223,7 @@ async fn session(
     replica.lock().expect("replica lock").accept(&decision)?;
     let counter = if accepted.full_sync { &stats.full_syncs } else { &stats.partial_syncs };
     counter.fetch_add(1, Ordering::Relaxed);
-    backoff.failures = 0;
+    backoff.reset();
     offset.send_replace(accepted.offset);
     ack(&requests, accepted.offset).await?;
 

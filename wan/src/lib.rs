@@ -35,7 +35,8 @@
 
 #![deny(missing_docs)]
 
-pub mod backoff;
+/// Reconnect backoff, shared with the replica links of `meridian-replication`.
+pub use meridian_replication::backoff;
 pub mod cursor_store;
 pub mod error;
 pub mod inbound;

@@ -1,6 +1,7 @@
-//! Reconnect delays for links to peer regions: exponential with full jitter.
+//! Reconnect delays for links (a replica to its master, a region to a peer
+//! region): exponential with full jitter.
 //!
-//! After a peer drops, every region reconnecting at the same instant would
+//! After a peer drops, every link reconnecting at the same instant would
 //! hammer it in step; full jitter (a uniform delay in `[0, cap)`, the cap
 //! doubling per failure up to a maximum) spreads them out. The random source
 //! is a seeded generator so simulations reproduce exactly.
