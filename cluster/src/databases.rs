@@ -27,8 +27,12 @@ use meridian_crdt::ReplicaId;
 use meridian_crdt::clock::MAX_SKEW_MS_DEFAULT;
 use meridian_crdt::clock::system_wall_ms;
 use meridian_proxy::context::{ServerState, Settings};
+use meridian_proxy::replication::ServerSource;
 use meridian_replication::Shard;
 use meridian_replication::durability::Fsync;
+use meridian_replication::master_service::SourceTable;
+use meridian_replication::replica_link::{ReplicaLink, ReplicaLinkConfig};
+use meridian_replication::stream::{ReplicaStream, ReplicationId, ReplicationLog};
 use meridian_wan::{CursorStore, Inbound, Link, LinkConfig, MonitorRegistry, Outbox, PeerReading, SyncSource};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -41,7 +45,10 @@ use crate::control::{BdbReading, ControlPlane};
 /// serves it on `--port` itself.
 pub const DEFAULT_BDB_NAME: &str = "default";
 /// How often the node compares the configuration with what it serves.
-pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(100);
+pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(50);
+/// Bytes of encoded deltas a master keeps for replicas that reconnect (a
+/// partial resync); beyond it a replica takes a full sync.
+pub const REPL_BACKLOG_BYTES: usize = 16 * 1024 * 1024;
 /// How long a database that failed to start (port taken, unreadable data)
 /// waits before the next attempt.
 pub const RETRY_FAILED_INTERVAL: Duration = Duration::from_secs(5);
@@ -60,6 +67,42 @@ pub struct Wanted {
     pub password: Option<String>,
     /// Set for an active-active instance.
     pub crdb: Option<CrdbInstance>,
+    /// True if the database's shard has replicas: the master then serves
+    /// its replication log and is fenced without the write lease.
+    pub replication: bool,
+    /// The master shard's failover epoch.
+    pub epoch: u64,
+}
+
+/// A replica copy the configuration puts on this node: it follows the
+/// shard's master over the master node's cluster port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaWanted {
+    /// Database uid.
+    pub uid: u64,
+    /// This replica copy's shard uid (its id among the master's replicas).
+    pub copy: u64,
+    /// The shard's failover epoch.
+    pub epoch: u64,
+    /// The master node's cluster address (`host:port`).
+    pub master_addr: String,
+    /// The replica id of the database's writes (its region id in an
+    /// active-active database, else 1).
+    pub replica_id: u16,
+    /// False for an active-active instance (counters are not merged as
+    /// applied).
+    pub solo: bool,
+}
+
+/// What the configuration asks of this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The databases it serves (holds every master of), by uid.
+    pub serve: BTreeMap<u64, Wanted>,
+    /// Databases with some but not all masters here (need routing).
+    pub partial: Vec<u64>,
+    /// The replica copies it holds, by database uid.
+    pub replicas: BTreeMap<u64, ReplicaWanted>,
 }
 
 impl Wanted {
@@ -71,31 +114,56 @@ impl Wanted {
     }
 }
 
-/// The databases `node_id` must serve in `config`: those whose every master
-/// shard is on it (the default database excepted). The second list holds
-/// databases with some but not all masters here, which need routing between
-/// nodes (not there yet).
-pub fn wanted(config: &ClusterConfig, node_id: u64) -> (BTreeMap<u64, Wanted>, Vec<u64>) {
-    let mut serve = BTreeMap::new();
-    let mut partial = Vec::new();
+/// What `node_id` must serve in `config`: the databases whose every master
+/// shard is on it (the default database excepted), the databases with some
+/// but not all masters here (they need routing between nodes, not there
+/// yet), and the replica copies on it of single-shard databases whose master
+/// is elsewhere.
+pub fn wanted(config: &ClusterConfig, node_id: u64) -> Plan {
+    let mut plan = Plan::default();
     for bdb in config.bdbs.values().filter(|b| b.name != DEFAULT_BDB_NAME) {
-        let masters: Vec<u64> = bdb
-            .shard_list
-            .iter()
-            .filter_map(|uid| config.shards.get(uid))
-            .filter(|s| s.role == ShardRole::Master)
-            .map(|s| s.node_uid)
-            .collect();
-        let here = masters.iter().filter(|&&node| node == node_id).count();
+        let copies: Vec<&crate::config::ShardInfo> =
+            bdb.shard_list.iter().filter_map(|uid| config.shards.get(uid)).collect();
+        let masters: Vec<&crate::config::ShardInfo> =
+            copies.iter().copied().filter(|s| s.role == ShardRole::Master).collect();
+        let here = masters.iter().filter(|s| s.node_uid == node_id).count();
+        let replica_id = bdb.crdb.as_ref().map_or(1, |c| c.region_id);
         if here == masters.len() && here > 0 {
-            let wanted =
-                Wanted { uid: bdb.uid, port: bdb.port, password: bdb.password.clone(), crdb: bdb.crdb.clone() };
-            serve.insert(bdb.uid, wanted);
+            let wanted = Wanted {
+                uid: bdb.uid,
+                port: bdb.port,
+                password: bdb.password.clone(),
+                crdb: bdb.crdb.clone(),
+                replication: copies.len() > masters.len(),
+                epoch: masters.iter().map(|s| s.epoch).max().unwrap_or(0),
+            };
+            plan.serve.insert(bdb.uid, wanted);
         } else if here > 0 {
-            partial.push(bdb.uid);
+            plan.partial.push(bdb.uid);
+        } else if let [master] = masters.as_slice()
+            && let Some(copy) = copies.iter().find(|s| s.role == ShardRole::Replica && s.node_uid == node_id)
+            && let Some(master_node) = config.nodes.get(&master.node_uid)
+        {
+            plan.replicas.insert(
+                bdb.uid,
+                ReplicaWanted {
+                    uid: bdb.uid,
+                    copy: copy.uid,
+                    epoch: master.epoch,
+                    master_addr: master_node.addr.clone(),
+                    replica_id,
+                    solo: bdb.crdb.is_none(),
+                },
+            );
         }
     }
-    (serve, partial)
+    plan
+}
+
+/// Which node masters each served database's shard, at which epoch (the
+/// fence compares a served master with it).
+fn masters(config: &ClusterConfig) -> BTreeMap<u64, (u64, u64)> {
+    config.shards.values().filter(|s| s.role == ShardRole::Master).map(|s| (s.bdb_uid, (s.node_uid, s.epoch))).collect()
 }
 
 /// The figures of one served database endpoint.
@@ -152,18 +220,36 @@ struct Entry {
     state: State,
 }
 
+/// A replica copy this node holds: its state and the link that feeds it.
+struct ReplicaEntry {
+    wanted: ReplicaWanted,
+    stream: Arc<Mutex<ReplicaStream>>,
+    link: ReplicaLink,
+}
+
 /// The databases this node serves; cheap to clone.
 #[derive(Clone)]
 pub struct Databases {
     settings: Arc<DatabaseSettings>,
     sync: SyncSource,
     entries: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    /// The masters served to replicas on the cluster port.
+    sources: Arc<SourceTable>,
+    /// The replica copies held here, by database uid.
+    replicas: Arc<tokio::sync::Mutex<BTreeMap<u64, ReplicaEntry>>>,
 }
 
 impl Databases {
-    /// No database served yet; active-active instances register with `sync`.
-    pub fn new(settings: DatabaseSettings, sync: SyncSource) -> Databases {
-        Databases { settings: Arc::new(settings), sync, entries: Default::default() }
+    /// No database served yet; active-active instances register with
+    /// `sync`, masters with replicas with `sources`.
+    pub fn new(settings: DatabaseSettings, sync: SyncSource, sources: Arc<SourceTable>) -> Databases {
+        Databases {
+            settings: Arc::new(settings),
+            sync,
+            entries: Default::default(),
+            sources,
+            replicas: Default::default(),
+        }
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
@@ -194,12 +280,25 @@ impl Databases {
     /// state and, for an active-active instance, each link's figures.
     pub fn status(&self, uid: u64) -> Option<Value> {
         let entries = self.entries();
-        let entry = entries.get(&uid)?;
+        let Some(entry) = entries.get(&uid) else {
+            drop(entries);
+            return self.replica_status(uid);
+        };
         let mut status = json!({ "node_uid": self.settings.node_id, "port": entry.wanted.port });
         match &entry.state {
             State::Serving(serving) => {
                 status["status"] = json!("active");
+                status["role"] = json!("master");
                 status["endpoint"] = json!(serving.addr.to_string());
+                if let Some(replication) = serving.server.replication() {
+                    let log = replication.log();
+                    status["epoch"] = json!(entry.wanted.epoch);
+                    status["fenced"] = json!(serving.server.is_fenced());
+                    status["repl_offset"] = json!(log.next_offset());
+                    status["replicas"] = json!(
+                        log.replicas().map(|(id, offset)| json!({"id": id, "offset": offset})).collect::<Vec<_>>()
+                    );
+                }
                 if let Some(crdb) = &entry.wanted.crdb {
                     let links: Vec<Value> = self
                         .readings(uid, crdb, serving, system_wall_ms())
@@ -250,21 +349,26 @@ impl Databases {
     }
 
     /// Runs the reconcile loop until `shutdown` turns true, then stops every
-    /// database.
+    /// database. Between passes, every few milliseconds, it fences the
+    /// masters with replicas that may no longer take writes.
     pub async fn run(self, control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fence_tick = tokio::time::interval((control.failover_timeout() / 20).max(Duration::from_millis(5)));
+        fence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut partial_logged = BTreeSet::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = fence_tick.tick() => {
+                    self.fence(&control);
+                    continue;
+                }
                 _ = shutdown.wait_for(|&stopped| stopped) => break,
             }
-            let (wanted, partial, existing) = control.with_config(|c| {
-                let (wanted, partial) = wanted(c, self.settings.node_id);
-                (wanted, partial, c.bdbs.keys().copied().collect::<BTreeSet<u64>>())
-            });
-            for uid in &partial {
+            let (plan, existing) = control
+                .with_config(|c| (wanted(c, self.settings.node_id), c.bdbs.keys().copied().collect::<BTreeSet<u64>>()));
+            for uid in &plan.partial {
                 if partial_logged.insert(*uid) {
                     tracing::warn!(
                         bdb = uid,
@@ -272,17 +376,134 @@ impl Databases {
                     );
                 }
             }
-            partial_logged.retain(|uid| partial.contains(uid));
-            self.reconcile(wanted, &existing).await;
+            partial_logged.retain(|uid| plan.partial.contains(uid));
+            // A master with replicas starts only once the cluster confirmed
+            // this node (a restarted node may hold an old configuration).
+            let lease = control.write_lease_valid();
+            let serve: BTreeMap<u64, Wanted> = plan
+                .serve
+                .into_iter()
+                .filter(|(uid, want)| lease || !want.replication || self.entries().contains_key(uid))
+                .collect();
+            self.reconcile(serve, &plan.replicas, &existing).await;
+            self.reconcile_replicas(plan.replicas).await;
+            self.fence(&control);
         }
         let all: Vec<u64> = self.entries().keys().copied().collect();
         for uid in all {
             self.stop(uid, false).await;
         }
+        for (_, replica) in std::mem::take(&mut *self.replicas.lock().await) {
+            replica.link.stop().await;
+        }
+    }
+
+    /// Fences every served master with replicas that may not take writes
+    /// now: this node lost its write lease, or the configuration no longer
+    /// names it the shard's master at the epoch it serves.
+    fn fence(&self, control: &ControlPlane) {
+        let lease_until = control.write_lease_until();
+        let lease = control.write_lease_valid();
+        let masters = control.with_config(masters);
+        let me = self.settings.node_id;
+        for (uid, entry) in self.entries().iter() {
+            if let State::Serving(serving) = &entry.state
+                && entry.wanted.replication
+            {
+                let confirmed = lease && masters.get(uid) == Some(&(me, entry.wanted.epoch));
+                // Fence first: a write waiting for the lease must not see it
+                // renewed before it sees the fence.
+                serving.server.set_fenced(!confirmed);
+                serving.server.set_write_lease(lease_until);
+            }
+        }
+    }
+
+    /// Brings the replica copies held here in line with `wanted`: a new one
+    /// starts following its master; one whose master or epoch changed
+    /// follows the new one, keeping its state and offset (a partial resync
+    /// when the new master continues the history); one no longer wanted
+    /// stops. A replica promoted to master was taken by [`Databases::open`]
+    /// before this runs.
+    async fn reconcile_replicas(&self, wanted: BTreeMap<u64, ReplicaWanted>) {
+        let mut replicas = self.replicas.lock().await;
+        let held: Vec<u64> = replicas.keys().copied().collect();
+        for uid in held {
+            let keep = wanted.get(&uid).is_some_and(|want| *want == replicas[&uid].wanted);
+            if keep {
+                continue;
+            }
+            let entry = replicas.remove(&uid).expect("held");
+            entry.link.stop().await;
+            match wanted.get(&uid) {
+                Some(want) if want.replica_id == entry.wanted.replica_id && want.solo == entry.wanted.solo => {
+                    tracing::info!(bdb = uid, master = %want.master_addr, epoch = want.epoch, "replica follows a new master");
+                    let link = self.follow(want, entry.stream.clone());
+                    replicas.insert(uid, ReplicaEntry { wanted: want.clone(), stream: entry.stream, link });
+                }
+                _ => tracing::info!(bdb = uid, "replica copy removed from this node"),
+            }
+        }
+        for (uid, want) in wanted {
+            if replicas.contains_key(&uid) {
+                continue;
+            }
+            tracing::info!(bdb = uid, master = %want.master_addr, epoch = want.epoch, "holding a replica copy");
+            let stream = Arc::new(Mutex::new(ReplicaStream::new(ReplicaId(want.replica_id), want.solo)));
+            let link = self.follow(&want, stream.clone());
+            replicas.insert(uid, ReplicaEntry { wanted: want, stream, link });
+        }
+    }
+
+    fn follow(&self, want: &ReplicaWanted, stream: Arc<Mutex<ReplicaStream>>) -> ReplicaLink {
+        let mut config = ReplicaLinkConfig::new(format!("http://{}", want.master_addr), want.copy);
+        config.bdb_uid = want.uid;
+        config.epoch = want.epoch;
+        config.connect_timeout = Duration::from_secs(1);
+        config.backoff_ms = (20, 1_000);
+        ReplicaLink::spawn(config, stream)
+    }
+
+    /// Stops following database `uid`'s master and takes the replica's state
+    /// for a promotion: keyspace, history, offset and clock high-water.
+    async fn take_replica(&self, uid: u64) -> Option<(meridian_crdt::Keyspace, Option<ReplicationId>, u64, u64)> {
+        let entry = self.replicas.lock().await.remove(&uid)?;
+        entry.link.stop().await;
+        let mut stream = entry.stream.lock().unwrap_or_else(|p| p.into_inner());
+        // Never synced: nothing to continue from.
+        stream.replid()?;
+        Some(stream.take_for_promotion())
+    }
+
+    /// The local view of a replica copy held here (offset, link state).
+    fn replica_status(&self, uid: u64) -> Option<Value> {
+        let replicas = self.replicas.try_lock().ok()?;
+        let entry = replicas.get(&uid)?;
+        let stream = entry.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let stats = entry.link.stats();
+        use std::sync::atomic::Ordering::Relaxed;
+        Some(json!({
+            "node_uid": self.settings.node_id,
+            "status": "replica",
+            "role": "replica",
+            "epoch": entry.wanted.epoch,
+            "master": entry.wanted.master_addr,
+            "link": if stats.up.load(Relaxed) { "up" } else { "down" },
+            "offset": stream.offset(),
+            "keys": stream.keyspace().len(),
+            "full_syncs": stats.full_syncs.load(Relaxed),
+            "partial_syncs": stats.partial_syncs.load(Relaxed),
+            "last_error": stats.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }))
     }
 
     /// One pass: stops, updates and starts databases until what runs is `wanted`.
-    async fn reconcile(&self, wanted: BTreeMap<u64, Wanted>, existing: &BTreeSet<u64>) {
+    async fn reconcile(
+        &self,
+        wanted: BTreeMap<u64, Wanted>,
+        replicas: &BTreeMap<u64, ReplicaWanted>,
+        existing: &BTreeSet<u64>,
+    ) {
         let running: Vec<u64> = self.entries().keys().copied().collect();
         for uid in running {
             let action = {
@@ -292,6 +513,7 @@ impl Databases {
                     (None, _) => Action::Stop,
                     (Some(_), State::Stopping) => Action::Keep,
                     (Some(want), _) if entry.wanted.needs_restart(want) => Action::Restart,
+                    (Some(want), State::Serving(_)) if want.replication != entry.wanted.replication => Action::Restart,
                     (Some(want), State::Failed { since, .. }) => {
                         if *want != entry.wanted || since.elapsed() >= RETRY_FAILED_INTERVAL {
                             Action::Restart
@@ -305,6 +527,12 @@ impl Databases {
                             tracing::info!(bdb = uid, "database password changed; new connections use it");
                         }
                         let relink = want.crdb != entry.wanted.crdb;
+                        if want.replication && want.epoch != entry.wanted.epoch {
+                            // Still master, at a new epoch: replicas must
+                            // reconnect naming it.
+                            let source = Arc::new(ServerSource(serving.server.clone()));
+                            self.sources.insert(uid, want.epoch, source);
+                        }
                         entry.wanted = want.clone();
                         if relink { Action::Relink } else { Action::Keep }
                     }
@@ -312,7 +540,12 @@ impl Databases {
             };
             match action {
                 Action::Keep => {}
-                Action::Stop => self.stop(uid, !existing.contains(&uid)).await,
+                Action::Stop => {
+                    let stopped = self.stop(uid, !existing.contains(&uid)).await;
+                    if let (Some(server), Some(want)) = (stopped, replicas.get(&uid)) {
+                        self.demote(server, want).await;
+                    }
+                }
                 Action::Restart => {
                     self.stop(uid, false).await;
                     self.start(wanted[&uid].clone()).await;
@@ -361,9 +594,37 @@ impl Databases {
             ..Settings::default()
         };
         let bdb_dir = self.settings.data_dir.as_ref().map(|dir| dir.join(format!("bdb-{}", want.uid)));
-        let (mut shard, journal) = match &bdb_dir {
-            None => (Shard::new(replica, MAX_SKEW_MS_DEFAULT), None),
-            Some(dir) => {
+        // A replica copy held here becomes the master: its state, history
+        // and clock continue (a promotion).
+        let promoted = if want.replication { self.take_replica(want.uid).await } else { None };
+        let mut previous = None;
+        let (mut shard, journal) = match (promoted, &bdb_dir) {
+            (Some((keyspace, replid, offset, hlc)), dir) => {
+                tracing::info!(bdb = want.uid, offset, keys = keyspace.len(), "promoting the replica copy to master");
+                previous = replid.map(|replid| (replid, offset));
+                let shard = Shard::promoted(keyspace, MAX_SKEW_MS_DEFAULT, hlc)
+                    .map_err(|e| format!("cannot promote the replica: {e}"))?;
+                let journal = match dir {
+                    None => None,
+                    Some(dir) => {
+                        // Whatever this node persisted as an earlier master is
+                        // stale: the promoted state replaces it (written out
+                        // as a snapshot once served, below).
+                        let dir = dir.join("shard-1");
+                        if dir.exists() {
+                            std::fs::remove_dir_all(&dir)
+                                .map_err(|e| format!("cannot clear the stale data in {}: {e}", dir.display()))?;
+                        }
+                        let (_, journal, _) =
+                            Shard::recover(replica, MAX_SKEW_MS_DEFAULT, &dir, self.settings.fsync)
+                                .map_err(|e| format!("cannot open a journal in {}: {e}", dir.display()))?;
+                        Some(journal)
+                    }
+                };
+                (shard, journal)
+            }
+            (None, None) => (Shard::new(replica, MAX_SKEW_MS_DEFAULT), None),
+            (None, Some(dir)) => {
                 let dir = dir.join("shard-1");
                 let (shard, journal, recovered) =
                     Shard::recover(replica, MAX_SKEW_MS_DEFAULT, &dir, self.settings.fsync)
@@ -388,13 +649,31 @@ impl Databases {
             Arc::new(RegionOutbound::new(outbox))
         });
         let mut server = ServerState::new(shard, settings);
+        let persistent = journal.is_some();
         if let Some(journal) = journal {
             server = server.with_journal(journal);
+        }
+        if want.replication {
+            let log = match previous {
+                Some((replid, offset)) => {
+                    ReplicationLog::promoted(ReplicationId::fresh(), replid, offset, REPL_BACKLOG_BYTES)
+                }
+                None => ReplicationLog::new(ReplicationId::fresh(), REPL_BACKLOG_BYTES),
+            };
+            server = server.with_replication(log);
         }
         if let Some(outbound) = &outbound {
             server = server.with_journal_sink(outbound.journal_sink());
         }
         let server = Arc::new(server);
+        if previous.is_some() && persistent {
+            // The promoted state is not in the fresh journal: write it out.
+            server.rewrite().map_err(|e| format!("cannot persist the promoted state: {e}"))?;
+        }
+        if want.replication {
+            server.set_fenced(true);
+            self.sources.insert(want.uid, want.epoch, Arc::new(ServerSource(server.clone())));
+        }
         if let (Some(outbound), Some(crdb)) = (outbound, &want.crdb) {
             outbound.attach(&server);
             self.sync.add_database_in_region(&crdb.guid, crdb.region_id, outbound);
@@ -449,14 +728,16 @@ impl Databases {
 
     /// Stops serving `uid`: links, the sync registration, the listener and
     /// every client; with `delete_data`, removes its data directory too.
-    async fn stop(&self, uid: u64, delete_data: bool) {
+    async fn stop(&self, uid: u64, delete_data: bool) -> Option<Arc<ServerState>> {
         // The entry stays (as stopping) until the port is closed, so its
         // status says "served" until it no longer is.
         let (state, crdb) = {
             let mut entries = self.entries();
-            let Some(entry) = entries.get_mut(&uid) else { return };
+            let entry = entries.get_mut(&uid)?;
             (std::mem::replace(&mut entry.state, State::Stopping), entry.wanted.crdb.clone())
         };
+        self.sources.remove(uid);
+        let mut stopped = None;
         if let State::Serving(serving) = state {
             for (_, _, link) in serving.links {
                 link.stop().await;
@@ -470,6 +751,7 @@ impl Databases {
                 client.kill();
             }
             tracing::info!(bdb = uid, addr = %serving.addr, "stopped serving database");
+            stopped = Some(serving.server);
         }
         self.entries().remove(&uid);
         if delete_data && let Some(dir) = &self.settings.data_dir {
@@ -479,6 +761,33 @@ impl Databases {
             {
                 tracing::warn!(bdb = uid, dir = %dir.display(), %error, "cannot remove a deleted database's data");
             }
+        }
+        stopped
+    }
+
+    /// Turns a stopped master into a replica copy of the shard's new master
+    /// (a failover moved the master away, and this node keeps a replica):
+    /// the replica continues its state, history and offset, so that it
+    /// resumes partially when it holds nothing the new master lacks.
+    async fn demote(&self, server: Arc<ServerState>, want: &ReplicaWanted) {
+        let Some(replication) = server.replication() else { return };
+        server.commit_writes(u64::MAX);
+        let (replid, offset) = {
+            let log = replication.log();
+            (log.replid(), log.next_offset())
+        };
+        let (keyspace, hlc) = {
+            let mut shard = server.shard();
+            let hlc = shard.clock().high_water();
+            let empty = meridian_crdt::Keyspace::new(ReplicaId(want.replica_id));
+            (std::mem::replace(shard.keyspace_mut(), empty), hlc)
+        };
+        tracing::info!(bdb = want.uid, offset, master = %want.master_addr, "demoted: following the new master");
+        let stream = Arc::new(Mutex::new(ReplicaStream::continuing(keyspace, want.solo, replid, offset, hlc)));
+        let link = self.follow(want, stream.clone());
+        let old = self.replicas.lock().await.insert(want.uid, ReplicaEntry { wanted: want.clone(), stream, link });
+        if let Some(old) = old {
+            old.link.stop().await;
         }
     }
 }
@@ -546,8 +855,8 @@ mod tests {
             let bdb = config.bdbs.values().find(|b| b.name == name).unwrap();
             config.shards[&bdb.shard_list[0]].node_uid
         };
-        let (one, partial_one) = wanted(&config, 1);
-        let (two, partial_two) = wanted(&config, 2);
+        let (Plan { serve: one, partial: partial_one, .. }, Plan { serve: two, partial: partial_two, .. }) =
+            (wanted(&config, 1), wanted(&config, 2));
         assert!(!one.values().chain(two.values()).any(|w| w.port == 6379), "the default is --port's");
         for name in ["a", "b"] {
             let port = config.bdbs.values().find(|b| b.name == name).unwrap().port;

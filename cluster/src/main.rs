@@ -81,6 +81,10 @@ struct NodeArgs {
     /// How what this node sends to peer regions is compressed: zstd (default), gzip or none.
     #[arg(long)]
     sync_compression: Option<String>,
+    /// Milliseconds a node may stop answering before its master shards fail
+    /// over to their replicas (default 600; at least 100).
+    #[arg(long)]
+    failover_timeout_ms: Option<u64>,
     /// Cluster address (host:port) of a member to join on first start.
     #[arg(long)]
     join: Option<String>,
@@ -148,6 +152,9 @@ fn config_from(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(codec) = args.sync_compression {
         config.sync_compression = codec;
+    }
+    if let Some(timeout) = args.failover_timeout_ms {
+        config.failover_timeout_ms = timeout;
     }
     config.validate()?;
     Ok(config)

@@ -19,6 +19,7 @@ use meridian_crdt::clock::MAX_SKEW_MS_DEFAULT;
 use meridian_proxy::context::{ServerState, Settings};
 use meridian_replication::Shard;
 use meridian_replication::durability::Fsync;
+use meridian_replication::master_service::SourceTable;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -77,6 +78,10 @@ pub struct NodeConfig {
     /// How the WAN syncer compresses what this node sends to peer regions:
     /// `zstd` (default), `gzip` or `none`.
     pub sync_compression: String,
+    /// Milliseconds a node may stop answering the cluster leader before its
+    /// master shards fail over to their replicas (at least 100). Masters
+    /// with replicas stop taking writes after half of it without contact.
+    pub failover_timeout_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -98,6 +103,7 @@ impl Default for NodeConfig {
             raft_snapshot_logs: crate::control::SNAPSHOT_LOGS_DEFAULT,
             appendfsync: "everysec".to_string(),
             sync_compression: "zstd".to_string(),
+            failover_timeout_ms: crate::control::liveness::FAILOVER_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -132,6 +138,13 @@ impl NodeConfig {
         }
         if self.raft_snapshot_logs == 0 {
             anyhow::bail!("raft_snapshot_logs must be 1 or more");
+        }
+        if self.failover_timeout_ms < crate::control::liveness::FAILOVER_TIMEOUT_MS_MIN {
+            anyhow::bail!(
+                "failover_timeout_ms must be at least {} (got {})",
+                crate::control::liveness::FAILOVER_TIMEOUT_MS_MIN,
+                self.failover_timeout_ms
+            );
         }
         if self.join.as_deref() == Some("") {
             anyhow::bail!("join must be a host:port (leave it out to start a new cluster)");
@@ -173,6 +186,7 @@ impl Node {
             port: addr.port(),
             ..Settings::default()
         };
+        let replica_sources = Arc::new(SourceTable::new());
         let control_settings = ControlSettings {
             node_id: config.node_id,
             region: config.region.clone(),
@@ -193,6 +207,8 @@ impl Node {
                 crdb: None,
             },
             snapshot_logs: config.raft_snapshot_logs,
+            failover_timeout_ms: config.failover_timeout_ms,
+            replica_sources: replica_sources.clone(),
         };
         // The control plane first: it takes the data directory's lock, so a
         // second node on the same directory is refused before it can touch
@@ -240,6 +256,7 @@ impl Node {
                 fsync: Fsync::parse(&config.appendfsync).expect("validated"),
             },
             sync.clone(),
+            replica_sources,
         );
         let reporter = databases.clone();
         control.control.set_local_status(Arc::new(move |uid| reporter.status(uid)));

@@ -69,6 +69,18 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
         loop {
             match parser.parse_into(&mut input, &mut args) {
                 Ok(Parsed::Command) => {
+                    if server.replication().is_some() && server.lease_lapsed() && awaits_lease(client, &args) {
+                        // The write lease lapsed (a renewal running late):
+                        // the replies so far go out, then the write waits
+                        // for the cluster to renew it or fence this master.
+                        if !flush(socket, server, client, &mut output).await {
+                            return;
+                        }
+                        tokio::select! {
+                            _ = server.await_write_lease(crate::replication::LEASE_WAIT) => {}
+                            _ = handle.kill.notified() => return,
+                        }
+                    }
                     execute(server, client, &args, &mut output);
                     if client.authenticated && parser.limits().unauthenticated {
                         parser.set_limits(Limits::default());
@@ -97,6 +109,18 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                             }
                             None => return,
                         }
+                    }
+                    if let Some((replicas, timeout)) = client.wait.take() {
+                        // WAIT: the replies before it go out first (which
+                        // commits the writes it waits for).
+                        if !flush(socket, server, client, &mut output).await {
+                            return;
+                        }
+                        let acked = tokio::select! {
+                            acked = server.wait_for_replicas(replicas, timeout) => acked,
+                            _ = handle.kill.notified() => return,
+                        };
+                        Reply::new(&mut output, client.protocol).integer(acked as i64);
                     }
                     if let Some(pause) = client.sleep.take() {
                         // DEBUG SLEEP: only this connection waits.
@@ -279,6 +303,15 @@ async fn wait_unblocked(
     }
 }
 
+/// True if the command runs writes now (a write command not queued by
+/// MULTI, or EXEC), so it must wait for a lapsed write lease.
+fn awaits_lease(client: &ClientState, args: &[Bytes]) -> bool {
+    if args[0].eq_ignore_ascii_case(b"exec") {
+        return true;
+    }
+    client.multi.is_none() && lookup(&args[0]).is_some_and(|spec| spec.flags.contains(&"write"))
+}
+
 /// Runs one command and writes its reply.
 pub fn execute(server: &ServerState, client: &mut ClientState, args: &[Bytes], output: &mut BytesMut) {
     server.stats.commands.fetch_add(1, Ordering::Relaxed);
@@ -396,8 +429,11 @@ fn dispatch(
     mut reply: Reply<'_>,
 ) -> Option<&'static CommandSpec> {
     let spec = match validate(client, args) {
-        Ok(spec) if spec.flags.contains(&"write") && server.persistence_failing() => {
-            reply.error(&server.persistence_error());
+        Ok(spec)
+            if spec.flags.contains(&"write")
+                && let Some(refusal) = crate::replication::write_refusal(server) =>
+        {
+            reply.error(&refusal);
             return None;
         }
         Ok(spec) => spec,

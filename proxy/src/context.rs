@@ -108,6 +108,14 @@ pub struct ServerState {
     pub(crate) commit: Mutex<Vec<meridian_crdt::Delta>>,
     /// Journal position committed so far without persistence.
     pub(crate) committed_seq: AtomicU64,
+    /// The master side of shard replication, when on (see
+    /// [`crate::replication`]).
+    pub(crate) replication: Option<crate::replication::MasterReplication>,
+    /// True while this master is fenced: write commands are refused.
+    pub(crate) fenced: AtomicBool,
+    /// With replication: when the write lease ends (see
+    /// [`ServerState::set_write_lease`]).
+    pub(crate) lease_until_us: AtomicU64,
 }
 
 /// The WATCH registry: for each watched key, the watching clients' "touched"
@@ -144,6 +152,9 @@ impl ServerState {
             journal_sink: None,
             commit: Mutex::new(Vec::new()),
             committed_seq: AtomicU64::new(0),
+            replication: None,
+            fenced: AtomicBool::new(false),
+            lease_until_us: AtomicU64::new(0),
         }
     }
 
@@ -182,10 +193,10 @@ impl ServerState {
         self
     }
 
-    /// True if applied deltas are journaled (persistence, or a journal sink):
-    /// a write's reply then waits for its commit.
+    /// True if applied deltas are journaled (persistence, a journal sink or
+    /// replication): a write's reply then waits for its commit.
     pub fn is_journaling(&self) -> bool {
-        self.persistence.is_some() || self.journal_sink.is_some()
+        self.persistence.is_some() || self.journal_sink.is_some() || self.replication.is_some()
     }
 
     /// Held shared by every command except EXEC, for the whole command
@@ -464,6 +475,11 @@ pub struct ClientState {
     /// Set by DEBUG SLEEP: the connection waits this long after the command,
     /// on its own task, so other clients are served meanwhile.
     pub sleep: Option<Duration>,
+    /// Set by WAIT on a master with replicas: after the replies before it are
+    /// written (and so its writes committed), the connection waits for this
+    /// many replicas, at most until the deadline (`None`: forever), and
+    /// answers how many acknowledged.
+    pub wait: Option<(usize, Option<Duration>)>,
     /// The last command run and, for container commands, its subcommand:
     /// copied into the registry once per batch (CLIENT LIST's `cmd=`).
     pub last_command: Option<(&'static str, Option<Bytes>)>,
@@ -502,6 +518,7 @@ impl ClientState {
             authenticated: server.requirepass().is_none(),
             closing: false,
             sleep: None,
+            wait: None,
             last_command: None,
             handle: None,
             multi: None,

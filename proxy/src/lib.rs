@@ -13,6 +13,7 @@ pub mod connection;
 pub mod context;
 pub mod persistence;
 pub mod pubsub;
+pub mod replication;
 pub mod reply;
 pub mod request;
 pub mod server;

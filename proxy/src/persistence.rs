@@ -65,7 +65,8 @@ impl ServerState {
         self.shard().keyspace().journal_seq()
     }
 
-    /// Commits the journal up to position `target`: appends it to the
+    /// Commits the journal up to position `target`: gives every delta its
+    /// replication offset (with replication on), appends it to the
     /// journal file (on disk, with `appendfsync always`) if the node is
     /// persistent, then hands the locally originated deltas to the journal
     /// sink (the WAN outbox) — only once they are durable here, so a peer
@@ -82,6 +83,9 @@ impl ServerState {
                 return true;
             }
             let (entries, upto, _) = self.shard().take_journal_entries();
+            if let Some(replication) = &self.replication {
+                replication.append(entries.iter().map(|e| &e.delta));
+            }
             unshipped.extend(entries.into_iter().filter(|e| e.local).map(|e| e.delta));
             self.ship(&mut unshipped);
             self.committed_seq.store(upto, Ordering::Release);
@@ -93,6 +97,9 @@ impl ServerState {
             return true;
         }
         let (entries, upto, hlc) = self.shard().take_journal_entries();
+        if let Some(replication) = &self.replication {
+            replication.append(entries.iter().map(|e| &e.delta));
+        }
         let mut unshipped = self.commit.lock().unwrap_or_else(|p| p.into_inner());
         let deltas = if self.journal_sink.is_some() {
             unshipped.extend(entries.iter().filter(|e| e.local).map(|e| e.delta.clone()));

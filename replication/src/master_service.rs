@@ -60,6 +60,99 @@ pub trait ReplicationSource: Send + Sync + 'static {
     fn forget(&self, replica: u64);
     /// A receiver of the log's next offset, changed after every append.
     fn subscribe(&self) -> watch::Receiver<u64>;
+    /// The master clock's high-water: no timestamp in the shard is above it
+    /// (a promoted replica starts its clock there).
+    fn hlc_high_water(&self) -> u64;
+}
+
+/// Finds the master a replica asks for: a node's cluster port serves the
+/// masters of every database it holds.
+pub trait SourceRouter: Send + Sync + 'static {
+    /// The source of database `bdb_uid`'s shard at failover epoch `epoch`,
+    /// and a receiver that turns true when that source stops being this
+    /// node's master (its open streams then end); an error status (not found,
+    /// another epoch) otherwise, which the replica retries with backoff.
+    fn route(&self, bdb_uid: u64, epoch: u64) -> Result<Routed, Status>;
+}
+
+/// A routed source and the signal that ends its streams.
+pub type Routed = (Arc<dyn ReplicationSource>, watch::Receiver<bool>);
+
+/// One source serving every stream, whatever database or epoch it names (a
+/// single shard; tests).
+struct SingleSource(Arc<dyn ReplicationSource>, watch::Sender<bool>);
+
+impl SourceRouter for SingleSource {
+    fn route(&self, _bdb_uid: u64, _epoch: u64) -> Result<Routed, Status> {
+        Ok((self.0.clone(), self.1.subscribe()))
+    }
+}
+
+/// A served master: its epoch, the source and the signal ending its streams.
+type Served = (u64, Arc<dyn ReplicationSource>, watch::Sender<bool>);
+
+/// The masters a node serves, by database uid, each at its epoch.
+#[derive(Default)]
+pub struct SourceTable {
+    sources: Mutex<std::collections::HashMap<u64, Served>>,
+}
+
+impl SourceTable {
+    /// An empty table.
+    pub fn new() -> SourceTable {
+        SourceTable::default()
+    }
+
+    /// Serves `source` as database `bdb_uid`'s master at `epoch`; a source
+    /// it replaces has its streams ended.
+    pub fn insert(&self, bdb_uid: u64, epoch: u64, source: Arc<dyn ReplicationSource>) {
+        let ended = watch::channel(false).0;
+        let old = self.lock().insert(bdb_uid, (epoch, source, ended));
+        if let Some((_, _, ended)) = old {
+            ended.send_replace(true);
+        }
+    }
+
+    /// Stops serving database `bdb_uid`'s master (a failover or a stop); its
+    /// open streams end.
+    pub fn remove(&self, bdb_uid: u64) {
+        if let Some((_, _, ended)) = self.lock().remove(&bdb_uid) {
+            ended.send_replace(true);
+        }
+    }
+
+    /// The epoch database `bdb_uid` is served at, if it is.
+    pub fn epoch(&self, bdb_uid: u64) -> Option<u64> {
+        self.lock().get(&bdb_uid).map(|(epoch, _, _)| *epoch)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Served>> {
+        // Entries are inserted and removed whole.
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for SourceTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let epochs: std::collections::BTreeMap<u64, u64> =
+            self.lock().iter().map(|(bdb, (epoch, _, _))| (*bdb, *epoch)).collect();
+        f.debug_struct("SourceTable").field("epochs", &epochs).finish()
+    }
+}
+
+impl SourceRouter for SourceTable {
+    fn route(&self, bdb_uid: u64, epoch: u64) -> Result<Routed, Status> {
+        let sources = self.lock();
+        let Some((served, source, ended)) = sources.get(&bdb_uid) else {
+            return Err(Status::not_found(format!("this node is not the master of database {bdb_uid}")));
+        };
+        if *served != epoch {
+            return Err(Status::failed_precondition(format!(
+                "this node is database {bdb_uid}'s master at epoch {served}, not {epoch}"
+            )));
+        }
+        Ok((source.clone(), ended.subscribe()))
+    }
 }
 
 /// A master shard's keyspace and log under one lock, so that a snapshot and
@@ -70,6 +163,8 @@ pub struct MasterShard {
     next_offset: watch::Sender<u64>,
     /// Bumped after every recorded ack or forgotten replica, to wake `WAIT`.
     acks: watch::Sender<u64>,
+    /// The largest timestamp of any delta written.
+    hlc_high_water: std::sync::atomic::AtomicU64,
 }
 
 impl MasterShard {
@@ -78,7 +173,12 @@ impl MasterShard {
         keyspace.set_journal(true);
         keyspace.take_journal();
         let next_offset = watch::channel(log.next_offset()).0;
-        Arc::new(MasterShard { state: Mutex::new((keyspace, log)), next_offset, acks: watch::channel(0).0 })
+        Arc::new(MasterShard {
+            state: Mutex::new((keyspace, log)),
+            next_offset,
+            acks: watch::channel(0).0,
+            hlc_high_water: Default::default(),
+        })
     }
 
     /// `WAIT`: waits until at least `replicas` replicas acknowledged
@@ -86,20 +186,7 @@ impl MasterShard {
     /// passes (`None`: forever), and returns how many did. Woken by acks,
     /// not by polling.
     pub async fn wait_for_acks(&self, offset: u64, replicas: usize, timeout: Option<Duration>) -> usize {
-        let mut acks = self.acks.subscribe();
-        let count = || self.read(|_, log| log.acked_count(offset));
-        let enough = async {
-            loop {
-                let acked = count();
-                if acked >= replicas || acks.changed().await.is_err() {
-                    return acked;
-                }
-            }
-        };
-        match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, enough).await.unwrap_or_else(|_| count()),
-            None => enough.await,
-        }
+        wait_for_count(self.acks.subscribe(), replicas, timeout, || self.read(|_, log| log.acked_count(offset))).await
     }
 
     /// Runs a write against the keyspace, appends the deltas it applied to
@@ -112,6 +199,9 @@ impl MasterShard {
         let (deltas, _) = keyspace.take_journal();
         for delta in &deltas {
             log.append_delta(delta);
+            if let Some(hlc) = delta.max_hlc() {
+                self.hlc_high_water.fetch_max(hlc, std::sync::atomic::Ordering::AcqRel);
+            }
         }
         let next = log.next_offset();
         drop(state);
@@ -152,21 +242,33 @@ impl ReplicationSource for MasterShard {
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.next_offset.subscribe()
     }
+
+    fn hlc_high_water(&self) -> u64 {
+        self.hlc_high_water.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
-/// The `ReplicaSync` service of one master shard.
+/// The `ReplicaSync` service: of one master shard ([`ReplicaSyncService::new`])
+/// or of every master a node holds ([`ReplicaSyncService::routed`]).
 #[derive(Clone)]
 pub struct ReplicaSyncService {
-    source: Arc<dyn ReplicationSource>,
+    router: Arc<dyn SourceRouter>,
     /// Bumped to end every open stream (a role change, or a test cutting the
     /// connections); the replicas reconnect with backoff.
     disconnect: Arc<watch::Sender<u64>>,
 }
 
 impl ReplicaSyncService {
-    /// A service streaming `source`'s log.
+    /// A service streaming `source`'s log to every replica, whatever
+    /// database and epoch it names.
     pub fn new(source: Arc<dyn ReplicationSource>) -> ReplicaSyncService {
-        ReplicaSyncService { source, disconnect: Arc::new(watch::channel(0).0) }
+        ReplicaSyncService::routed(Arc::new(SingleSource(source, watch::channel(false).0)))
+    }
+
+    /// A service streaming the master `router` finds for each replica's
+    /// database and epoch.
+    pub fn routed(router: Arc<dyn SourceRouter>) -> ReplicaSyncService {
+        ReplicaSyncService { router, disconnect: Arc::new(watch::channel(0).0) }
     }
 
     /// Ends every open stream with `UNAVAILABLE`.
@@ -221,8 +323,8 @@ impl ReplicaSync for ReplicaSyncService {
             )));
         }
         let handshake = ReplicaHandshake { replid: replid_from_wire(&hello.replid)?, offset: hello.offset };
+        let (source, mut ended) = self.router.route(hello.bdb_uid, hello.epoch)?;
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE_MAX);
-        let source = self.source.clone();
         let mut disconnect = self.disconnect.subscribe();
         disconnect.mark_unchanged();
         tokio::spawn(async move {
@@ -230,6 +332,9 @@ impl ReplicaSync for ReplicaSyncService {
             let result = tokio::select! {
                 result = serve_stream(&*source, replica, handshake, requests, &tx) => result,
                 _ = disconnect.changed() => Err(Status::unavailable("the master ended its replication streams")),
+                _ = ended.wait_for(|&ended| ended) => {
+                    Err(Status::unavailable("this node stopped being the shard's master"))
+                }
             };
             source.forget(replica);
             if let Err(status) = result {
@@ -265,6 +370,7 @@ async fn serve_stream(
         replid: replid_to_wire(replid),
         full_sync,
         offset: next,
+        hlc_high_water: source.hlc_high_water(),
     };
     send(tx, replica_response::Kind::Accepted(accepted)).await?;
     if let SyncDecision::FullSync { snapshot, .. } = decision {
@@ -315,5 +421,28 @@ async fn serve_stream(
             }
             () = tx.closed() => return Ok(()),
         }
+    }
+}
+
+/// Waits until `count()` reaches `replicas` — re-counting each time `acks`
+/// changes — or `timeout` passes (`None`: forever); the last count. The
+/// blocking part of `WAIT`, shared by every master of replicas.
+pub async fn wait_for_count(
+    mut acks: watch::Receiver<u64>,
+    replicas: usize,
+    timeout: Option<Duration>,
+    count: impl Fn() -> usize,
+) -> usize {
+    let enough = async {
+        loop {
+            let acked = count();
+            if acked >= replicas || acks.changed().await.is_err() {
+                return acked;
+            }
+        }
+    };
+    match timeout {
+        Some(timeout) => tokio::time::timeout(timeout, enough).await.unwrap_or_else(|_| count()),
+        None => enough.await,
     }
 }

@@ -63,6 +63,12 @@ pub struct ReplicaLinkConfig {
     pub endpoint: String,
     /// This replica's id, unique among the master's replicas.
     pub replica_id: u64,
+    /// The database whose master the link follows (the master's node routes
+    /// by it; 0 for a service with one source).
+    pub bdb_uid: u64,
+    /// The shard's failover epoch this replica follows: a master at another
+    /// epoch refuses the stream.
+    pub epoch: u64,
     /// Time to establish a connection.
     pub connect_timeout: Duration,
     /// Time without any message from the master before the stream is
@@ -81,6 +87,8 @@ impl ReplicaLinkConfig {
         ReplicaLinkConfig {
             endpoint,
             replica_id,
+            bdb_uid: 0,
+            epoch: 0,
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(30),
             snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
@@ -100,6 +108,11 @@ pub struct LinkStats {
     pub entries: AtomicU64,
     /// Streams that ended with an error.
     pub failures: AtomicU64,
+    /// True while a stream is accepted and running (INFO's
+    /// `master_link_status:up`).
+    pub up: std::sync::atomic::AtomicBool,
+    /// Why the last stream ended (empty if none did).
+    pub last_error: Mutex<String>,
 }
 
 /// A running replica link.
@@ -153,7 +166,9 @@ async fn run(
             _ = stopped.changed() => break,
         };
         let error = result.err().unwrap_or(LinkError::Closed);
+        stats.up.store(false, Ordering::Release);
         stats.failures.fetch_add(1, Ordering::Relaxed);
+        *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error.to_string();
         tracing::debug!(endpoint = %config.endpoint, %error, "replica link down");
         tokio::select! {
             () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -195,6 +210,8 @@ async fn session(
         replica_id: config.replica_id,
         replid: handshake.replid.map(replid_to_wire).unwrap_or_default(),
         offset: handshake.offset,
+        bdb_uid: config.bdb_uid,
+        epoch: config.epoch,
     };
     let (requests, outgoing) = mpsc::channel(REQUEST_QUEUE_MAX);
     requests
@@ -220,7 +237,12 @@ async fn session(
     } else {
         SyncDecision::PartialResync { replid, from: accepted.offset }
     };
-    replica.lock().expect("replica lock").accept(&decision)?;
+    {
+        let mut replica = replica.lock().expect("replica lock");
+        replica.accept(&decision)?;
+        replica.observe_hlc_high_water(accepted.hlc_high_water);
+    }
+    stats.up.store(true, Ordering::Release);
     let counter = if accepted.full_sync { &stats.full_syncs } else { &stats.partial_syncs };
     counter.fetch_add(1, Ordering::Relaxed);
     backoff.reset();
@@ -454,6 +476,7 @@ mod tests {
             replica_id: 1,
             replid: vec![1, 2, 3].into(),
             offset: 0,
+            ..Default::default()
         };
         let request = v1::ReplicaRequest { kind: Some(replica_request::Kind::Hello(hello)) };
         let status = client.sync(tokio_stream::iter(vec![request])).await.expect_err("refused");

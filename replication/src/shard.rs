@@ -43,6 +43,20 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// A shard of `keyspace` and `clock`, with no writes counted, no peers
+    /// and nothing collected yet.
+    fn assemble(keyspace: Keyspace, clock: Clock) -> Shard {
+        Shard {
+            keyspace,
+            clock,
+            writes: 0,
+            stability: StabilityTracker::new(),
+            gc_cursor: 0,
+            peers: Vec::new(),
+            reported: Default::default(),
+        }
+    }
+
     /// An empty shard whose writes originate at `replica`, with a clock that
     /// accepts peers at most `max_skew_ms` ahead.
     pub fn new(replica: ReplicaId, max_skew_ms: u64) -> Shard {
@@ -50,15 +64,21 @@ impl Shard {
         // keyspace may merge counter increments as they are applied.
         let mut keyspace = Keyspace::new(replica);
         keyspace.set_solo(true);
-        Shard {
-            keyspace,
-            clock: Clock::new(max_skew_ms),
-            writes: 0,
-            stability: StabilityTracker::new(),
-            gc_cursor: 0,
-            peers: Vec::new(),
-            reported: Default::default(),
+        Shard::assemble(keyspace, Clock::new(max_skew_ms))
+    }
+
+    /// A shard continuing a promoted replica's `keyspace`: its clock starts
+    /// above `hlc_high_water` (the largest timestamp the replica knows of), so
+    /// the new master's writes order after every write it holds. The
+    /// keyspace keeps its replica id — the old master's — so its writes
+    /// continue that origin's sequence.
+    pub fn promoted(mut keyspace: Keyspace, max_skew_ms: u64, hlc_high_water: u64) -> Result<Shard, ClockError> {
+        let clock = Clock::new(max_skew_ms);
+        if hlc_high_water > 0 {
+            clock.seed(hlc_high_water)?;
         }
+        keyspace.take_journal();
+        Ok(Shard::assemble(keyspace, clock))
     }
 
     /// A shard recovered from the data directory `dir` (created if absent),
@@ -83,15 +103,7 @@ impl Shard {
                 .seed(recovered.hlc_high_water)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         }
-        let shard = Shard {
-            keyspace,
-            clock,
-            writes: 0,
-            stability: StabilityTracker::new(),
-            gc_cursor: 0,
-            peers: Vec::new(),
-            reported: Default::default(),
-        };
+        let shard = Shard::assemble(keyspace, clock);
         Ok((shard, journal, recovered))
     }
 

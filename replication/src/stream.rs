@@ -189,6 +189,13 @@ impl ReplicationLog {
         self.replid
     }
 
+    /// The history this one continues and the offset where it was left
+    /// (Redis's `master_replid2` and `second_repl_offset`), after a
+    /// promotion.
+    pub fn previous(&self) -> Option<(ReplicationId, u64)> {
+        self.previous
+    }
+
     /// The offset the next delta will get (Redis's `master_repl_offset`).
     pub fn next_offset(&self) -> u64 {
         self.backlog.next_offset()
@@ -313,6 +320,9 @@ pub struct ReplicaStream {
     offset: u64,
     /// True between an accepted decision and the end of the connection.
     synced: bool,
+    /// The largest timestamp the shard holds, as far as this replica knows:
+    /// the master's high-water at each handshake and every applied delta's.
+    hlc_high_water: u64,
 }
 
 impl ReplicaStream {
@@ -322,7 +332,25 @@ impl ReplicaStream {
     pub fn new(replica: ReplicaId, solo: bool) -> ReplicaStream {
         let mut keyspace = Keyspace::new(replica);
         keyspace.set_solo(solo);
-        ReplicaStream { keyspace, replica, solo, replid: None, offset: 0, synced: false }
+        ReplicaStream { keyspace, replica, solo, replid: None, offset: 0, synced: false, hlc_high_water: 0 }
+    }
+
+    /// A replica continuing a demoted master's state: its keyspace (journal
+    /// switched off), the history it led and the offset it reached, so that
+    /// the new master — which continues that history — resumes it partially
+    /// unless it holds writes the new master never got.
+    pub fn continuing(
+        mut keyspace: Keyspace,
+        solo: bool,
+        replid: ReplicationId,
+        offset: u64,
+        hlc_high_water: u64,
+    ) -> ReplicaStream {
+        keyspace.set_journal(false);
+        keyspace.take_journal();
+        keyspace.set_solo(solo);
+        let replica = keyspace.replica();
+        ReplicaStream { keyspace, replica, solo, replid: Some(replid), offset, synced: false, hlc_high_water }
     }
 
     /// What to send the master on (re)connecting. Ends the previous
@@ -373,6 +401,9 @@ impl ReplicaStream {
             return Err(StreamError::Duplicate { expected: self.offset, got: offset });
         }
         let delta = decode_delta(encoded_delta).map_err(|error| StreamError::Undecodable(error.to_string()))?;
+        if let Some(hlc) = delta.max_hlc() {
+            self.hlc_high_water = self.hlc_high_water.max(hlc);
+        }
         self.keyspace.apply(&delta);
         self.offset += 1;
         Ok(self.offset)
@@ -391,6 +422,30 @@ impl ReplicaStream {
     /// The replica's keyspace.
     pub fn keyspace(&self) -> &Keyspace {
         &self.keyspace
+    }
+
+    /// Raises the clock high-water to the master's (sent at each handshake).
+    pub fn observe_hlc_high_water(&mut self, hlc: u64) {
+        self.hlc_high_water = self.hlc_high_water.max(hlc);
+    }
+
+    /// No timestamp in the keyspace is above this.
+    pub fn hlc_high_water(&self) -> u64 {
+        self.hlc_high_water
+    }
+
+    /// What a promotion continues from: the keyspace, the history followed
+    /// (if it ever synced), the offset reached on it and the clock
+    /// high-water. The replica is left empty and unsynced.
+    pub fn take_for_promotion(&mut self) -> (Keyspace, Option<ReplicationId>, u64, u64) {
+        let mut fresh = Keyspace::new(self.replica);
+        fresh.set_solo(self.solo);
+        let keyspace = std::mem::replace(&mut self.keyspace, fresh);
+        let taken = (keyspace, self.replid.take(), self.offset, self.hlc_high_water);
+        self.offset = 0;
+        self.synced = false;
+        self.hlc_high_water = 0;
+        taken
     }
 }
 

@@ -116,6 +116,18 @@ pub enum Command {
         /// Any copy of the shard.
         shard: u64,
     },
+    /// Failure detection found the node dead: marks it failed and fails
+    /// over every master shard on it that has a replica on a node that is up.
+    NodeFailed {
+        /// Node id.
+        uid: u64,
+    },
+    /// A failed node answers again: marks it active (a node in another state
+    /// is left as it is).
+    NodeRecovered {
+        /// Node id.
+        uid: u64,
+    },
     /// Sets a node's placement state.
     SetNodeState {
         /// Node id.
@@ -175,6 +187,8 @@ impl ClusterConfig {
             Command::DeleteBdb { uid } => self.delete_bdb(*uid),
             Command::Failover { shard } => self.failover(*shard),
             Command::SetNodeState { uid, status } => self.set_node_state(*uid, *status),
+            Command::NodeFailed { uid } => self.node_failed(*uid),
+            Command::NodeRecovered { uid } => self.node_recovered(*uid),
         };
         // A broken invariant here would be replicated to every member: stop
         // in debug builds (tests), where it is a bug to find.
@@ -232,6 +246,34 @@ impl ClusterConfig {
         self.node(uid)?;
         if let Some(node) = self.nodes.get_mut(&uid) {
             node.status = status;
+        }
+        Ok(Applied::Done)
+    }
+
+    fn node_failed(&mut self, uid: u64) -> Result<Applied, CommandError> {
+        self.node(uid)?;
+        if let Some(node) = self.nodes.get_mut(&uid) {
+            node.status = NodeState::Failed;
+        }
+        let masters: Vec<u64> =
+            self.shards.values().filter(|s| s.node_uid == uid && s.role == ShardRole::Master).map(|s| s.uid).collect();
+        for master in masters {
+            // A shard without a replica that is up stays where it is (its
+            // data comes back with its node).
+            match self.failover(master) {
+                Ok(_) | Err(CommandError::Conflict(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(Applied::Done)
+    }
+
+    fn node_recovered(&mut self, uid: u64) -> Result<Applied, CommandError> {
+        self.node(uid)?;
+        if let Some(node) = self.nodes.get_mut(&uid)
+            && node.status == NodeState::Failed
+        {
+            node.status = NodeState::Active;
         }
         Ok(Applied::Done)
     }
@@ -383,15 +425,27 @@ impl ClusterConfig {
         }
         let group = self.shard_group(shard_uid);
         let master = group[0].uid;
+        let up = |copy: &ShardInfo| self.nodes.get(&copy.node_uid).is_some_and(|n| n.status.is_up());
         let promoted = if shard_uid != master {
+            let copy = &self.shards[&shard_uid];
+            if !up(copy) {
+                return Err(CommandError::Conflict(format!(
+                    "shard {shard_uid} is on node {}, which is down or failed",
+                    copy.node_uid
+                )));
+            }
             shard_uid
+        } else if group.len() == 1 {
+            return Err(CommandError::Conflict(format!(
+                "shard {shard_uid} has no replica to fail over to (database {} has replication off)",
+                group[0].bdb_uid
+            )));
         } else {
-            match group.get(1) {
+            match group[1..].iter().find(|copy| up(copy)) {
                 Some(replica) => replica.uid,
                 None => {
                     return Err(CommandError::Conflict(format!(
-                        "shard {shard_uid} has no replica to fail over to (database {} has replication off)",
-                        group[0].bdb_uid
+                        "shard {shard_uid} has no replica on a node that is up"
                     )));
                 }
             }

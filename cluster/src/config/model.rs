@@ -32,9 +32,20 @@ pub enum NodeState {
     Active,
     /// Being drained by the operator: keeps its shards, gets no new ones.
     Maintenance,
-    /// Declared down (by an operator today, by failure detection later): gets
-    /// no new shards; its masters are the ones to fail over.
+    /// Declared down by an operator: gets no new shards; its masters are the
+    /// ones to fail over.
     Down,
+    /// Declared failed by failure detection (it stopped answering the
+    /// leader's probes): its masters were failed over, it gets no new shards,
+    /// and it becomes active again once it answers.
+    Failed,
+}
+
+impl NodeState {
+    /// True if the node may host a master: not down, not failed.
+    pub fn is_up(self) -> bool {
+        matches!(self, NodeState::Active | NodeState::Maintenance)
+    }
 }
 
 impl fmt::Display for NodeState {
@@ -43,6 +54,7 @@ impl fmt::Display for NodeState {
             NodeState::Active => "active",
             NodeState::Maintenance => "maintenance",
             NodeState::Down => "down",
+            NodeState::Failed => "failed",
         })
     }
 }

@@ -11,6 +11,7 @@
 //! cluster's name, its own node record and the default database through
 //! Raft, like any later change.
 
+pub mod liveness;
 mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,6 +75,11 @@ pub struct ControlSettings {
     pub default_bdb: BdbSpec,
     /// Log entries between two snapshots ([`SNAPSHOT_LOGS_DEFAULT`]).
     pub snapshot_logs: u64,
+    /// How long a member may stop answering before its masters fail over
+    /// (see [`liveness`]).
+    pub failover_timeout_ms: u64,
+    /// The masters this node serves to replicas on its cluster port.
+    pub replica_sources: Arc<meridian_replication::master_service::SourceTable>,
 }
 
 /// Why a configuration write did not happen.
@@ -136,6 +142,8 @@ struct Shared {
     /// The databases' figures for `GET /metrics` (see
     /// [`ControlPlane::set_bdb_reporter`]).
     bdb_reporter: std::sync::RwLock<Option<BdbReporter>>,
+    /// Failure detection and this node's write lease.
+    liveness: liveness::Liveness,
 }
 
 /// The figures of one database endpoint this node serves, for `GET /metrics`.
@@ -219,11 +227,12 @@ fn raft_config(snapshot_logs: u64) -> anyhow::Result<Arc<openraft::Config>> {
     }
     let config = openraft::Config {
         cluster_name: "meridian".to_string(),
-        // Generous for a control plane on small, busy machines: a missed
-        // heartbeat or two must not start an election.
-        heartbeat_interval: 250,
-        election_timeout_min: 1500,
-        election_timeout_max: 3000,
+        // A dead leader is replaced within about a second (failure detection
+        // of its shards then runs on the new leader), while a missed
+        // heartbeat or two on a busy machine does not start an election.
+        heartbeat_interval: 100,
+        election_timeout_min: 600,
+        election_timeout_max: 1200,
         // The configuration is tiny; a snapshot every 1000 entries keeps the
         // log short, and a member too far behind gets the snapshot.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
@@ -281,6 +290,7 @@ impl RunningControl {
                 local_status: Default::default(),
                 monitor: Default::default(),
                 bdb_reporter: Default::default(),
+                liveness: liveness::Liveness::new(settings.failover_timeout_ms),
             }),
         };
         let (shutdown, receiver) = watch::channel(false);
@@ -289,10 +299,14 @@ impl RunningControl {
         let service = ClusterRaftServer::new(service::RaftService { control: control.clone() })
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+        let replicas =
+            meridian_replication::master_service::ReplicaSyncService::routed(settings.replica_sources.clone())
+                .into_service();
         let mut stop = receiver.clone();
         tasks.push(tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(replicas)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(cluster_listener),
                     async move {
@@ -316,6 +330,7 @@ impl RunningControl {
                 tracing::error!("the admin API server failed: {e}");
             }
         }));
+        tasks.push(tokio::spawn(liveness::run(control.clone(), receiver.clone())));
         let running = RunningControl { control: control.clone(), shutdown, tasks, _lock: lock };
 
         let me = control.node_info(settings.rack.clone());

@@ -2,7 +2,7 @@
 //! node, and serves joins and forwarded writes through the control plane.
 
 use meridian_proto::v1::cluster_raft_server::ClusterRaft;
-use meridian_proto::v1::{ClusterReply, JoinRequest, RaftPayload};
+use meridian_proto::v1::{ClusterReply, JoinRequest, PingReply, PingRequest, RaftPayload};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
@@ -26,6 +26,10 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
 
 #[tonic::async_trait]
 impl ClusterRaft for RaftService {
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        Ok(Response::new(self.control.answer_ping(request.get_ref())))
+    }
+
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let result = self.control.shared.raft.vote(decode(request)?).await;
         encode(&result)

@@ -58,6 +58,18 @@ impl RpcClient {
         Ok(self.client.clone().join(request).await?.into_inner())
     }
 
+    /// The leader's liveness probe and write lease (see
+    /// `control::liveness`).
+    pub async fn ping(
+        &self,
+        request: meridian_proto::v1::PingRequest,
+        deadline: Duration,
+    ) -> Result<meridian_proto::v1::PingReply, tonic::Status> {
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(deadline);
+        Ok(self.client.clone().ping(request).await?.into_inner())
+    }
+
     /// Asks the member (the leader) to apply a serialized command.
     pub async fn forward(&self, command: Vec<u8>, deadline: Duration) -> Result<ClusterReply, tonic::Status> {
         let mut request = tonic::Request::new(RaftPayload { data: command.into() });

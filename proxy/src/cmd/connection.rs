@@ -461,13 +461,7 @@ fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         );
     }
     if wanted("replication") {
-        // No in-memory replica is attached to a node's shard yet (the
-        // replication crate's `ReplicaSync` is not wired into the node): a
-        // master with no replicas and an empty replication stream.
-        let _ = write!(
-            text,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\nrepl_backlog_active:0\r\n\r\n"
-        );
+        replication_section(ctx.server, &mut text);
     }
     if wanted("crdt") {
         let _ = write!(
@@ -485,20 +479,69 @@ fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     ctx.reply.bulk(text.as_bytes());
 }
 
+/// INFO's replication section: a master, with its replicas' offsets when
+/// replication is on (Redis's field names; offsets count deltas, see D70).
+fn replication_section(server: &crate::context::ServerState, text: &mut String) {
+    use std::fmt::Write as _;
+    let _ = write!(text, "# Replication\r\nrole:master\r\n");
+    let Some(replication) = server.replication() else {
+        let _ = write!(
+            text,
+            "connected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_repl_offset:0\r\nrepl_backlog_active:0\r\n\r\n"
+        );
+        return;
+    };
+    let log = replication.log();
+    let next = log.next_offset();
+    let replicas: Vec<(u64, u64)> = log.replicas().collect();
+    let _ = write!(text, "connected_slaves:{}\r\n", replicas.len());
+    for (i, (id, offset)) in replicas.iter().enumerate() {
+        let _ = write!(text, "slave{i}:id={id},state=online,offset={offset},lag_entries={}\r\n", next - offset);
+    }
+    let (replid2, second) = match log.previous() {
+        Some((replid, offset)) => (replid.to_string(), offset as i64),
+        None => ("0".repeat(32), -1),
+    };
+    let _ = write!(
+        text,
+        "master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:{replid2}\r\nmaster_repl_offset:{next}\r\nsecond_repl_offset:{second}\r\nrepl_backlog_active:1\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n\r\n",
+        log.replid(),
+        log.backlog_bytes(),
+        log.first_offset(),
+        next - log.first_offset()
+    );
+}
+
 /// WAIT numreplicas timeout: the number of replicas that acknowledged the
-/// client's writes. No replica is attached to a node's shard yet, so it
-/// answers 0 at once whatever the timeout (the brief's rule for a master
-/// without replicas; Redis itself would block until the timeout when asked
-/// for more replicas than it has). The arguments are checked as Redis does.
+/// client's writes. On a master with replication, the connection waits
+/// (after writing the replies before it) until that many replicas hold
+/// everything committed so far, or the timeout (milliseconds, 0 = forever)
+/// passes, and answers how many do; inside EXEC it answers at once, as
+/// Redis's does. Without replication it answers 0 at once whatever the
+/// timeout (the brief's rule for a master without replicas; Redis would block
+/// until the timeout when asked for more replicas than it has). The
+/// arguments are checked as Redis does.
 fn wait(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    if parse_int(&args[0]).is_err() {
+    let Ok(replicas) = parse_int(&args[0]) else {
         return ctx.reply.error("ERR value is not an integer or out of range");
+    };
+    let timeout_ms = match parse_int(&args[1]) {
+        Err(_) => return ctx.reply.error("ERR timeout is not an integer or out of range"),
+        Ok(timeout_ms) if timeout_ms < 0 => return ctx.reply.error("ERR timeout is negative"),
+        Ok(timeout_ms) => timeout_ms as u64,
+    };
+    let Some(replication) = ctx.server.replication() else {
+        return ctx.reply.integer(0);
+    };
+    let replicas = replicas.max(0) as usize;
+    if ctx.client.in_exec {
+        ctx.server.commit_writes(u64::MAX);
+        let log = replication.log();
+        let acked = log.acked_count(log.next_offset());
+        return ctx.reply.integer(acked as i64);
     }
-    match parse_int(&args[1]) {
-        Err(_) => ctx.reply.error("ERR timeout is not an integer or out of range"),
-        Ok(timeout_ms) if timeout_ms < 0 => ctx.reply.error("ERR timeout is negative"),
-        Ok(_) => ctx.reply.integer(0),
-    }
+    let timeout = (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms));
+    ctx.client.wait = Some((replicas, timeout));
 }
 
 fn time(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
@@ -540,6 +583,29 @@ mod tests {
         assert_eq!(run(&server, &mut client, &["wait", "1", "-1"]), "-ERR timeout is negative\r\n");
         assert!(run(&server, &mut client, &["wait", "1"]).starts_with("-ERR wrong number of arguments"));
         let info = run(&server, &mut client, &["info", "replication"]);
-        assert!(info.contains("role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0"), "{info}");
+        assert!(info.contains("role:master\r\nconnected_slaves:0\r\n"), "{info}");
+        assert!(info.contains("master_repl_offset:0\r\n"), "{info}");
+    }
+
+    #[test]
+    fn a_master_with_replication_numbers_its_writes_and_fences() {
+        use meridian_replication::stream::{ReplicationId, ReplicationLog};
+        let server = ServerState::new(Shard::new(ReplicaId(1), 1_000), Settings::default())
+            .with_replication(ReplicationLog::new(ReplicationId(7), 1 << 20));
+        let mut client = ClientState::new(&server);
+        // No lease yet: writes are refused, reads are not.
+        assert!(run(&server, &mut client, &["set", "k", "v"]).starts_with("-CLUSTERDOWN"));
+        assert_eq!(run(&server, &mut client, &["get", "k"]), "$-1\r\n");
+        server.set_write_lease(std::time::Instant::now() + std::time::Duration::from_secs(60));
+        assert_eq!(run(&server, &mut client, &["set", "k", "v"]), "+OK\r\n");
+        assert_eq!(run(&server, &mut client, &["incr", "n"]), ":1\r\n");
+        server.commit_writes(u64::MAX);
+        let info = run(&server, &mut client, &["info", "replication"]);
+        assert!(info.contains("master_repl_offset:2\r\n"), "two deltas, two offsets: {info}");
+        assert!(info.contains("master_replid:00000000000000000000000000000007\r\n"), "{info}");
+        server.set_fenced(true);
+        assert!(run(&server, &mut client, &["del", "k"]).starts_with("-CLUSTERDOWN"), "a fenced master refuses");
+        server.set_fenced(false);
+        assert_eq!(run(&server, &mut client, &["del", "k"]), ":1\r\n");
     }
 }

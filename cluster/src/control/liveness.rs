@@ -1,0 +1,265 @@
+//! Failure detection and write leases.
+//!
+//! The Raft leader probes every other member with a `Ping` every
+//! [`Liveness::interval`]. A member that has not answered for the failover
+//! timeout is declared failed (`Command::NodeFailed`), which fails its master
+//! shards over to their replicas; a failed member that answers again is
+//! declared active.
+//!
+//! A master shard whose database has replicas accepts writes only while its
+//! node holds a **write lease**, so that an isolated old master stops taking
+//! writes before the cluster can promote its replica (a write it took after
+//! the promotion would otherwise be lost silently when it rejoins as a
+//! replica). A member gets the lease from the leader's probe — only if it
+//! knows no newer term than the leader's and has applied the configuration
+//! the leader had — and keeps it for [`Liveness::lease`] counted from the
+//! last time the leader heard from a quorum. The leader holds it while a
+//! quorum of voters (itself included) granted its probes within the lease.
+//!
+//! Why the lease ends before the failover: a member is declared failed only
+//! after it missed the probes for the whole failover timeout, and a new
+//! leader (after an election) waits that long from the moment it leads; the
+//! lease is half the timeout. This assumes a probe is not delayed in the
+//! network by more than the other half — the usual bound of lease schemes,
+//! and on loopback or a LAN a wide margin.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_proto::v1::{PingReply, PingRequest};
+use openraft::ServerState;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::ControlPlane;
+use crate::config::{Command, NodeState};
+use crate::raft::{NodeId, RpcClient};
+
+/// Failover timeout unless configured (`failover_timeout_ms`).
+pub const FAILOVER_TIMEOUT_MS_DEFAULT: u64 = 600;
+/// The shortest failover timeout accepted.
+pub const FAILOVER_TIMEOUT_MS_MIN: u64 = 100;
+
+/// This node's lease and the timing of detection.
+pub struct Liveness {
+    /// Process-local time origin of the lease deadline.
+    origin: Instant,
+    /// The lease's end, in milliseconds since `origin` (0: none).
+    lease_until_ms: AtomicU64,
+    timeout: Duration,
+}
+
+impl Liveness {
+    /// Timing derived from the failover timeout: lease half of it, probes
+    /// every tenth.
+    pub fn new(failover_timeout_ms: u64) -> Liveness {
+        Liveness {
+            origin: Instant::now(),
+            lease_until_ms: AtomicU64::new(0),
+            timeout: Duration::from_millis(failover_timeout_ms.max(FAILOVER_TIMEOUT_MS_MIN)),
+        }
+    }
+
+    /// How long a member may miss probes before it is declared failed.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// How long a lease lasts from the leader's last quorum contact.
+    pub fn lease(&self) -> Duration {
+        self.timeout / 2
+    }
+
+    /// How often the leader probes.
+    pub fn interval(&self) -> Duration {
+        (self.timeout / 10).max(Duration::from_millis(10))
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    /// Extends the lease to `until` (never shortens it).
+    fn extend(&self, until: Instant) {
+        self.lease_until_ms.fetch_max(self.millis(until).max(1), Ordering::AcqRel);
+    }
+
+    /// When the write lease ends (in the past if there is none).
+    pub fn lease_until(&self) -> Instant {
+        self.origin + Duration::from_millis(self.lease_until_ms.load(Ordering::Acquire))
+    }
+
+    /// True while this node holds the write lease.
+    pub fn lease_valid(&self) -> bool {
+        self.millis(Instant::now()) < self.lease_until_ms.load(Ordering::Acquire)
+    }
+}
+
+impl ControlPlane {
+    /// True while this node holds the write lease (see the module docs).
+    pub fn write_lease_valid(&self) -> bool {
+        self.shared.liveness.lease_valid()
+    }
+
+    /// When this node's write lease ends.
+    pub fn write_lease_until(&self) -> std::time::Instant {
+        self.shared.liveness.lease_until().into_std()
+    }
+
+    /// The failover timeout this node runs with.
+    pub fn failover_timeout(&self) -> Duration {
+        self.shared.liveness.timeout()
+    }
+
+    /// Answers the leader's probe (the `Ping` RPC).
+    pub(super) fn answer_ping(&self, request: &PingRequest) -> PingReply {
+        let liveness = &self.shared.liveness;
+        let metrics = self.shared.raft.metrics().borrow().clone();
+        let applied = metrics.last_applied.map_or(0, |id| id.index);
+        let quorum_age = Duration::from_millis(request.quorum_age_ms);
+        let follows = request.term >= metrics.current_term && request.leader_id != self.shared.node_id;
+        let granted = follows && applied >= request.applied_index && quorum_age < liveness.lease();
+        if granted {
+            liveness.extend(Instant::now() + (liveness.lease() - quorum_age));
+        }
+        PingReply { node_id: self.shared.node_id, granted, follows }
+    }
+}
+
+/// What the leader learnt from the probes to one member.
+#[derive(Default, Clone, Copy)]
+struct Probe {
+    /// When the last probe that got an answer was sent.
+    answered: Option<Instant>,
+    /// When the last probe the member followed (knew no newer term) was
+    /// sent.
+    followed: Option<Instant>,
+    /// A probe is on its way.
+    in_flight: bool,
+}
+
+/// Runs failure detection and the leader's lease until `shutdown`: every
+/// member runs it; it acts only while the member leads.
+pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
+    let liveness = &control.shared.liveness;
+    let me = control.shared.node_id;
+    let mut tick = tokio::time::interval(liveness.interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let probes: Arc<Mutex<HashMap<NodeId, Probe>>> = Default::default();
+    let mut clients: HashMap<NodeId, (String, RpcClient)> = HashMap::new();
+    let mut leading_since: Option<(u64, Instant)> = None;
+    let mut pending: HashMap<NodeId, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|&stopped| stopped) => return,
+        }
+        let metrics = control.shared.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            leading_since = None;
+            probes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            continue;
+        }
+        let now = Instant::now();
+        let term = metrics.current_term;
+        if leading_since.is_none_or(|(t, _)| t != term) {
+            leading_since = Some((term, now));
+            probes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        let since = leading_since.map(|(_, at)| at).unwrap_or(now);
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        let config = control.config();
+
+        // The leader's own lease: the quorum-th most recent probe followed
+        // among the voters (itself now).
+        let quorum_at = {
+            let probes = probes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut grants: Vec<Option<Instant>> = voters
+                .iter()
+                .map(|id| if *id == me { Some(now) } else { probes.get(id).and_then(|p| p.followed) })
+                .collect();
+            grants.sort_by(|a, b| b.cmp(a));
+            let quorum = voters.len() / 2 + 1;
+            grants.get(quorum - 1).copied().flatten()
+        };
+        if let Some(at) = quorum_at {
+            liveness.extend(at + liveness.lease());
+        }
+        let quorum_age = quorum_at.map_or(u64::MAX, |at| now.saturating_duration_since(at).as_millis() as u64);
+        let request = PingRequest {
+            leader_id: me,
+            term,
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            quorum_age_ms: quorum_age,
+        };
+
+        for node in config.nodes.values().filter(|n| n.uid != me) {
+            let client = match clients.get(&node.uid) {
+                Some((addr, client)) if *addr == node.addr => client.clone(),
+                _ => match RpcClient::new(&node.addr) {
+                    Ok(client) => {
+                        clients.insert(node.uid, (node.addr.clone(), client.clone()));
+                        client
+                    }
+                    Err(error) => {
+                        tracing::warn!(node = node.uid, addr = %node.addr, %error, "cannot probe node");
+                        continue;
+                    }
+                },
+            };
+            let probe = {
+                let mut probes = probes.lock().unwrap_or_else(|p| p.into_inner());
+                let probe = probes.entry(node.uid).or_default();
+                let send = !probe.in_flight;
+                probe.in_flight = true;
+                (send, *probe)
+            };
+            if probe.0 {
+                let (probes, request, uid, deadline) = (probes.clone(), request, node.uid, liveness.timeout());
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    let reply = client.ping(request, deadline).await;
+                    let mut probes = probes.lock().unwrap_or_else(|p| p.into_inner());
+                    let probe = probes.entry(uid).or_default();
+                    probe.in_flight = false;
+                    if let Ok(reply) = reply {
+                        probe.answered = Some(probe.answered.map_or(sent, |a| a.max(sent)));
+                        if reply.follows {
+                            probe.followed = Some(probe.followed.map_or(sent, |f| f.max(sent)));
+                        }
+                    }
+                });
+            }
+            let last = probe.1.answered.map_or(since, |a| a.max(since));
+            let silent = now.saturating_duration_since(last);
+            let command = if node.status.is_up() && silent > liveness.timeout() {
+                tracing::warn!(
+                    node = node.uid,
+                    silent_ms = silent.as_millis() as u64,
+                    "node stopped answering: declaring it failed and failing over its masters"
+                );
+                Some(Command::NodeFailed { uid: node.uid })
+            } else if node.status == NodeState::Failed && silent < liveness.interval() * 3 {
+                tracing::info!(node = node.uid, "failed node answers again: declaring it active");
+                Some(Command::NodeRecovered { uid: node.uid })
+            } else {
+                None
+            };
+            // One such write per node at a time, retried after a timeout.
+            if let Some(command) = command
+                && pending.get(&node.uid).is_none_or(|at| at.elapsed() > liveness.timeout())
+            {
+                pending.insert(node.uid, Instant::now());
+                let control = control.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = control.write(command).await {
+                        tracing::warn!(%error, "failure detection could not write its finding");
+                    }
+                });
+            }
+        }
+        pending.retain(|_, at| at.elapsed() <= liveness.timeout());
+    }
+}

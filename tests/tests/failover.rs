@@ -1,0 +1,382 @@
+//! Shard replication and automatic failover inside one region, with real
+//! `meridian` processes: three nodes, each on its own loopback address
+//! (127.0.0.41–49) so every node can serve a database on the same port, as
+//! separate hosts would.
+//!
+//! - A master's node is killed (SIGKILL): its replica is promoted, the
+//!   database is served on the replica's node, every write acknowledged with
+//!   `WAIT 1` before the kill is there, and the killed node, restarted,
+//!   rejoins as a replica of the new master and catches up (a full sync).
+//! - A manual failover: the old master continues as a replica of the new one
+//!   and resumes its history (a partial resync).
+//! - A master's node is isolated (SIGSTOP): its shard fails over; a write
+//!   sent to it meanwhile is refused when it resumes — never accepted and
+//!   then lost — and it rejoins as a replica.
+//!
+//! Every wait is bounded by [`common::CONVERGE_TIMEOUT`]; failover times are
+//! printed, not asserted.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meridian_cluster::ctl::{Method, StatusCode, request};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+mod common;
+use common::{ChildGuard, Client, Resp, converges, free_port, meridian_binary, now_ms};
+
+/// Milliseconds a node may stop answering before its masters fail over.
+const FAILOVER_TIMEOUT_MS: u64 = 600;
+
+struct Member {
+    id: u64,
+    host: IpAddr,
+    cluster_port: u16,
+    admin_port: u16,
+    dir: PathBuf,
+    child: Option<ChildGuard>,
+}
+
+impl Member {
+    fn admin(&self) -> String {
+        format!("http://{}:{}", self.host, self.admin_port)
+    }
+
+    fn spawn(&mut self, join: Option<String>) {
+        let binary = meridian_binary();
+        let mut args = vec![
+            "node".to_string(),
+            "--bind".into(),
+            self.host.to_string(),
+            "--port".into(),
+            free_port().to_string(),
+            "--node-id".into(),
+            self.id.to_string(),
+            "--region".into(),
+            "eu".into(),
+            "--data-dir".into(),
+            self.dir.display().to_string(),
+            "--cluster-port".into(),
+            self.cluster_port.to_string(),
+            "--admin-port".into(),
+            self.admin_port.to_string(),
+            "--sync-port".into(),
+            "0".into(),
+            "--failover-timeout-ms".into(),
+            FAILOVER_TIMEOUT_MS.to_string(),
+            "--log-level".into(),
+            "info".into(),
+        ];
+        if let Some(join) = join {
+            args.extend(["--join".to_string(), join]);
+        }
+        let log = std::fs::File::create(self.dir.with_extension("log")).expect("create the node's log");
+        let child = Command::new(binary)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("clone the log file")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start meridian node");
+        self.child = Some(ChildGuard(child));
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").0.id()
+    }
+}
+
+/// Three members on 127.0.0.`base`+0..2, with data directories removed when
+/// the test ends.
+struct Cluster {
+    members: Vec<Member>,
+    root: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            member.child.take();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        } else {
+            eprintln!("node logs kept in {}", self.root.display());
+        }
+    }
+}
+
+async fn api(base: &str, method: Method, path: &str, body: Option<Value>) -> Option<(StatusCode, Value)> {
+    timeout(Duration::from_secs(20), request(method, &format!("{base}{path}"), body)).await.ok()?.ok()
+}
+
+async fn get(base: &str, path: &str) -> Option<Value> {
+    match api(base, Method::GET, path, None).await? {
+        (StatusCode::OK, body) => Some(body),
+        _ => None,
+    }
+}
+
+impl Cluster {
+    async fn start(name: &str, base: u8) -> Cluster {
+        tokio::task::spawn_blocking(meridian_binary).await.expect("locate the binary");
+        let root = std::env::temp_dir().join(format!("meridian-failover-{name}-{}-{}", std::process::id(), now_ms()));
+        std::fs::create_dir_all(&root).expect("create the test directory");
+        let mut members: Vec<Member> = (0..3u8)
+            .map(|i| Member {
+                id: u64::from(i) + 1,
+                host: IpAddr::from([127, 0, 0, base + i]),
+                cluster_port: free_port(),
+                admin_port: free_port(),
+                dir: root.join(format!("n{}", i + 1)),
+                child: None,
+            })
+            .collect();
+        let first = format!("{}:{}", members[0].host, members[0].cluster_port);
+        members[0].spawn(None);
+        let admin = members[0].admin();
+        converges("the first node leads", || async { get(&admin, "/v1/cluster").await }).await;
+        for member in &mut members[1..] {
+            member.spawn(Some(first.clone()));
+        }
+        let cluster = Cluster { members, root };
+        for member in &cluster.members {
+            let admin = member.admin();
+            converges("every node sees three voters", || async {
+                let state = get(&admin, "/v1/cluster").await?;
+                let voters: Vec<u64> = state["raft"]["voters"].as_array()?.iter().filter_map(Value::as_u64).collect();
+                (voters == [1, 2, 3] && state["raft"]["leader_id"].as_u64().is_some()).then_some(())
+            })
+            .await;
+        }
+        cluster
+    }
+
+    fn member(&self, id: u64) -> &Member {
+        &self.members[(id - 1) as usize]
+    }
+
+    fn member_mut(&mut self, id: u64) -> &mut Member {
+        &mut self.members[(id - 1) as usize]
+    }
+
+    /// Creates a replicated database on `port`; its uid.
+    async fn create_db(&self, name: &str, port: u16) -> u64 {
+        let body = json!({"name": name, "port": port, "replication": true});
+        let admin = self.members[0].admin();
+        let (status, created) = api(&admin, Method::POST, "/v1/bdbs", Some(body)).await.expect("POST /v1/bdbs");
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created["uid"].as_u64().expect("uid")
+    }
+
+    /// The node holding the database's master and the one holding its
+    /// replica, as `asker` sees the configuration.
+    async fn roles(&self, asker: u64, uid: u64) -> Option<(u64, u64, u64)> {
+        let shards = get(&self.member(asker).admin(), "/v1/shards").await?;
+        let copies: Vec<&Value> = shards.as_array()?.iter().filter(|s| s["bdb_uid"] == uid).collect();
+        let node = |role: &str| copies.iter().find(|s| s["role"] == role).and_then(|s| s["node_uid"].as_u64());
+        let epoch = copies.first()?["epoch"].as_u64()?;
+        Some((node("master")?, node("replica")?, epoch))
+    }
+
+    /// The local status of database `uid` on node `id` (`endpoint_status`).
+    async fn local(&self, id: u64, uid: u64) -> Option<Value> {
+        let bdb = get(&self.member(id).admin(), &format!("/v1/bdbs/{uid}")).await?;
+        let status = bdb.get("endpoint_status")?;
+        (!status.is_null()).then(|| status.clone())
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Option<Client> {
+    let stream = timeout(Duration::from_secs(1), TcpStream::connect(addr)).await.ok()?.ok()?;
+    Some(Client { stream, input: Vec::new() })
+}
+
+/// One command on a fresh connection, `None` if it could not be sent or
+/// answered within a second.
+async fn try_cmd(addr: SocketAddr, args: &[&str]) -> Option<Resp> {
+    let mut client = connect(addr).await?;
+    client.send(&common::encode(args)).await;
+    timeout(Duration::from_secs(1), client.read()).await.ok()
+}
+
+/// Waits until `id`'s node holds a replica of `uid` whose link is up and
+/// whose offset reached the master's; its local status.
+async fn caught_up_replica(cluster: &Cluster, id: u64, master: u64, uid: u64) -> Value {
+    converges("the replica is linked and caught up", || async {
+        let replica = cluster.local(id, uid).await?;
+        let primary = cluster.local(master, uid).await?;
+        let caught_up = replica["role"] == "replica"
+            && replica["link"] == "up"
+            && replica["offset"].as_u64()? == primary["repl_offset"].as_u64()?;
+        caught_up.then_some(replica)
+    })
+    .await
+}
+
+fn addr(member: &Member, port: u16) -> SocketAddr {
+    SocketAddr::new(member.host, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_fails_over_and_its_node_rejoins_as_a_replica() {
+    let mut cluster = Cluster::start("kill", 41).await;
+    let port = free_port();
+    let uid = cluster.create_db("orders", port).await;
+    let (master, replica, epoch) = converges("the shard is placed", || cluster.roles(1, uid)).await;
+    assert_ne!(master, replica, "copies on distinct nodes");
+
+    let at = addr(cluster.member(master), port);
+    let mut client = converges("the master serves", || connect(at)).await;
+    converges("the master accepts writes", || async {
+        let mut c = connect(at).await?;
+        (c.cmd(&["SET", "probe", "1"]).await == common::ok()).then_some(())
+    })
+    .await;
+    for i in 0..200 {
+        assert_eq!(client.cmd(&["SET", &format!("k{i}"), &format!("v{i}")]).await, common::ok());
+        client.cmd(&["INCR", "counter"]).await;
+    }
+    assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1), "the replica acknowledged");
+    let info = client.cmd(&["INFO", "replication"]).await.text();
+    assert!(info.contains("role:master") && info.contains("connected_slaves:1"), "{info}");
+    let before = caught_up_replica(&cluster, replica, master, uid).await;
+    assert_eq!(before["keys"], 202, "{before}");
+    assert!(before["full_syncs"].as_u64() >= Some(1), "a new replica starts with a full sync: {before}");
+
+    // SIGKILL the master's node.
+    let killed = Instant::now();
+    cluster.member_mut(master).child.take();
+    let survivor = replica;
+    let (promoted, _, new_epoch) = converges("the replica is promoted", || async {
+        let (m, r, e) = cluster.roles(survivor, uid).await?;
+        (m == replica && e > epoch).then_some((m, r, e))
+    })
+    .await;
+    let new_at = addr(cluster.member(promoted), port);
+    converges("the new master takes writes", || async {
+        (try_cmd(new_at, &["SET", "after", "1"]).await? == common::ok()).then_some(())
+    })
+    .await;
+    println!("failover after SIGKILL: {} ms (failover timeout {FAILOVER_TIMEOUT_MS} ms)", killed.elapsed().as_millis());
+
+    let mut client = connect(new_at).await.expect("connect to the new master");
+    for i in 0..200 {
+        assert_eq!(client.cmd(&["GET", &format!("k{i}")]).await, common::bulk(format!("v{i}")), "k{i} survived");
+    }
+    assert_eq!(client.cmd(&["GET", "counter"]).await, common::bulk("200"));
+    assert_eq!(client.cmd(&["INCR", "counter"]).await, common::int(201), "the counter continues");
+    let nodes = get(&cluster.member(survivor).admin(), &format!("/v1/nodes/{master}")).await.expect("node");
+    assert_eq!(nodes["status"], "failed", "{nodes}");
+
+    // Restart the killed node: it rejoins as a replica of the new master.
+    cluster.member_mut(master).spawn(None);
+    let rejoined = caught_up_replica(&cluster, master, promoted, uid).await;
+    assert_eq!(rejoined["epoch"], new_epoch, "{rejoined}");
+    assert_eq!(rejoined["keys"], 203, "{rejoined}");
+    assert!(rejoined["full_syncs"].as_u64() >= Some(1), "a restarted node has no history: {rejoined}");
+    assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1), "the rejoined replica acknowledges");
+    let admin = cluster.member(survivor).admin();
+    converges("the node is active again", || async {
+        (get(&admin, &format!("/v1/nodes/{master}")).await?["status"] == "active").then_some(())
+    })
+    .await;
+    assert!(try_cmd(addr(cluster.member(master), port), &["PING"]).await.is_none(), "a replica's node does not serve");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_failover_resumes_the_old_master_partially() {
+    let cluster = Cluster::start("manual", 44).await;
+    let port = free_port();
+    let uid = cluster.create_db("carts", port).await;
+    let (master, replica, _) = converges("the shard is placed", || cluster.roles(2, uid)).await;
+    let at = addr(cluster.member(master), port);
+    converges("the master accepts writes", || async {
+        (try_cmd(at, &["SET", "probe", "1"]).await? == common::ok()).then_some(())
+    })
+    .await;
+    let mut client = connect(at).await.expect("connect");
+    for i in 0..50 {
+        client.cmd(&["SADD", "members", &format!("m{i}")]).await;
+    }
+    assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1));
+    caught_up_replica(&cluster, replica, master, uid).await;
+
+    let shards = get(&cluster.member(3).admin(), "/v1/shards").await.expect("shards");
+    let copy = shards.as_array().unwrap().iter().find(|s| s["bdb_uid"] == uid && s["role"] == "master").unwrap()["uid"]
+        .clone();
+    let path = format!("/v1/bdbs/{uid}/actions/failover");
+    let (status, body) =
+        api(&cluster.member(3).admin(), Method::POST, &path, Some(json!({"shard_uid": copy}))).await.expect("failover");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new_at = addr(cluster.member(replica), port);
+    converges("the new master takes writes", || async {
+        (try_cmd(new_at, &["SET", "after", "1"]).await? == common::ok()).then_some(())
+    })
+    .await;
+    let mut client = connect(new_at).await.expect("connect");
+    assert_eq!(client.cmd(&["SADD", "members", "m50"]).await, common::int(1));
+    let old = caught_up_replica(&cluster, master, replica, uid).await;
+    assert_eq!(old["partial_syncs"], 1, "the old master resumed its history: {old}");
+    assert_eq!(old["full_syncs"], 0, "{old}");
+    assert_eq!(old["keys"], 3, "{old}");
+    assert_eq!(client.cmd(&["SCARD", "members"]).await, common::int(51));
+    let info = client.cmd(&["INFO", "replication"]).await.text();
+    assert!(info.contains("connected_slaves:1") && !info.contains("second_repl_offset:-1"), "{info}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_master_refuses_writes_once_its_shard_failed_over() {
+    let cluster = Cluster::start("isolate", 47).await;
+    let port = free_port();
+    let uid = cluster.create_db("ledger", port).await;
+    let (master, replica, epoch) = converges("the shard is placed", || cluster.roles(1, uid)).await;
+    let at = addr(cluster.member(master), port);
+    converges("the master accepts writes", || async {
+        (try_cmd(at, &["SET", "probe", "1"]).await? == common::ok()).then_some(())
+    })
+    .await;
+    let mut client = connect(at).await.expect("connect");
+    assert_eq!(client.cmd(&["SET", "balance", "100"]).await, common::ok());
+    assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1));
+
+    // Isolate the master's node: it stops answering (and stops everything
+    // else) until resumed.
+    let pid = cluster.member(master).pid().to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status().expect("kill -STOP");
+    assert!(stopped.success());
+    let isolated = Instant::now();
+    // A write sent to the isolated master while its shard fails over.
+    client.send(&common::encode(&["SET", "balance", "0"])).await;
+    let new_at = addr(cluster.member(replica), port);
+    converges("the replica is promoted and takes writes", || async {
+        let (m, _, e) = cluster.roles(replica, uid).await?;
+        (m == replica && e > epoch).then_some(())?;
+        (try_cmd(new_at, &["SET", "balance", "150"]).await? == common::ok()).then_some(())
+    })
+    .await;
+    println!("failover of an isolated master: {} ms", isolated.elapsed().as_millis());
+    let resumed = Command::new("kill").args(["-CONT", &pid]).status().expect("kill -CONT");
+    assert!(resumed.success());
+
+    // The write waiting for the old master is refused (or its connection
+    // closed when the node steps down): never acknowledged.
+    let mut reply = Vec::new();
+    let answered = timeout(Duration::from_secs(20), client.stream.readable()).await;
+    if answered.is_ok() {
+        use tokio::io::AsyncReadExt;
+        let _ = timeout(Duration::from_secs(5), client.stream.read_buf(&mut reply)).await;
+    }
+    let reply = String::from_utf8_lossy(&reply).to_string();
+    assert!(
+        reply.is_empty() || reply.starts_with("-CLUSTERDOWN"),
+        "the isolated master acknowledged a write: {reply:?}"
+    );
+    let rejoined = caught_up_replica(&cluster, master, replica, uid).await;
+    assert_eq!(rejoined["role"], "replica", "{rejoined}");
+    assert_eq!(try_cmd(new_at, &["GET", "balance"]).await, Some(common::bulk("150")), "nothing lost or resurrected");
+}
