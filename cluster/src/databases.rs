@@ -40,6 +40,8 @@ use tokio::sync::watch;
 use crate::active_active::{RegionInbound, RegionOutbound};
 use crate::config::{ClusterConfig, CrdbInstance, ShardRole};
 use crate::control::{BdbReading, ControlPlane};
+use crate::forwarders::{Forwarders, Routed, node_host};
+use meridian_proxy::forward::Route;
 
 /// The name of the database a new cluster creates at first start; the node
 /// serves it on `--port` itself.
@@ -72,6 +74,10 @@ pub struct Wanted {
     pub replication: bool,
     /// The master shard's failover epoch.
     pub epoch: u64,
+    /// True if another copy of the shard is on a node that is up — possibly
+    /// an old master still taking writes under the lease it holds: a master
+    /// opened now takes writes only once such a lease must have ended.
+    pub settle: bool,
 }
 
 /// A replica copy the configuration puts on this node: it follows the
@@ -103,6 +109,9 @@ pub struct Plan {
     pub partial: Vec<u64>,
     /// The replica copies it holds, by database uid.
     pub replicas: BTreeMap<u64, ReplicaWanted>,
+    /// Every database whose masters are on one node: where clients reach
+    /// it (the proxies of the other nodes forward there).
+    pub routes: BTreeMap<u64, Routed>,
 }
 
 impl Wanted {
@@ -128,6 +137,17 @@ pub fn wanted(config: &ClusterConfig, node_id: u64) -> Plan {
             copies.iter().copied().filter(|s| s.role == ShardRole::Master).collect();
         let here = masters.iter().filter(|s| s.node_uid == node_id).count();
         let replica_id = bdb.crdb.as_ref().map_or(1, |c| c.region_id);
+        if let Some(first) = masters.first()
+            && masters.iter().all(|s| s.node_uid == first.node_uid)
+        {
+            let host = config.nodes.get(&first.node_uid).and_then(|n| node_host(&n.addr));
+            let route = Route {
+                master: host.map(|h| SocketAddr::new(h, bdb.port)),
+                epoch: masters.iter().map(|s| s.epoch).max().unwrap_or(0),
+                password: bdb.password.is_some(),
+            };
+            plan.routes.insert(bdb.uid, Routed { uid: bdb.uid, port: bdb.port, master_node: first.node_uid, route });
+        }
         if here == masters.len() && here > 0 {
             let wanted = Wanted {
                 uid: bdb.uid,
@@ -136,6 +156,9 @@ pub fn wanted(config: &ClusterConfig, node_id: u64) -> Plan {
                 crdb: bdb.crdb.clone(),
                 replication: copies.len() > masters.len(),
                 epoch: masters.iter().map(|s| s.epoch).max().unwrap_or(0),
+                settle: copies.iter().any(|s| {
+                    s.role == ShardRole::Replica && config.nodes.get(&s.node_uid).is_some_and(|n| n.status.is_up())
+                }),
             };
             plan.serve.insert(bdb.uid, wanted);
         } else if here > 0 {
@@ -195,6 +218,8 @@ pub struct DatabaseSettings {
 /// One served database.
 struct Serving {
     addr: SocketAddr,
+    /// When it started serving (a settling master waits a lease from here).
+    opened: Instant,
     server: Arc<ServerState>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -237,18 +262,22 @@ pub struct Databases {
     sources: Arc<SourceTable>,
     /// The replica copies held here, by database uid.
     replicas: Arc<tokio::sync::Mutex<BTreeMap<u64, ReplicaEntry>>>,
+    /// The ports this node forwards to masters on other nodes.
+    forwarders: Arc<tokio::sync::Mutex<Forwarders>>,
 }
 
 impl Databases {
     /// No database served yet; active-active instances register with
     /// `sync`, masters with replicas with `sources`.
     pub fn new(settings: DatabaseSettings, sync: SyncSource, sources: Arc<SourceTable>) -> Databases {
+        let forwarders = Forwarders::new(settings.bind, settings.node_id, settings.maxclients);
         Databases {
             settings: Arc::new(settings),
             sync,
             entries: Default::default(),
             sources,
             replicas: Default::default(),
+            forwarders: Arc::new(tokio::sync::Mutex::new(forwarders)),
         }
     }
 
@@ -282,7 +311,14 @@ impl Databases {
         let entries = self.entries();
         let Some(entry) = entries.get(&uid) else {
             drop(entries);
-            return self.replica_status(uid);
+            let proxy = self.forwarders.try_lock().ok().and_then(|f| f.status(uid));
+            return match (self.replica_status(uid), proxy) {
+                (Some(mut replica), Some(proxy)) => {
+                    replica["proxy"] = proxy;
+                    Some(replica)
+                }
+                (replica, proxy) => replica.or(proxy),
+            };
         };
         let mut status = json!({ "node_uid": self.settings.node_id, "port": entry.wanted.port });
         match &entry.state {
@@ -385,10 +421,17 @@ impl Databases {
                 .into_iter()
                 .filter(|(uid, want)| lease || !want.replication || self.entries().contains_key(uid))
                 .collect();
+            // Ports change hands between the forwarding proxy and the
+            // served master: the side giving a port up closes it first.
+            let mut forwarders = self.forwarders.lock().await;
+            forwarders.update(&plan.routes).await;
             self.reconcile(serve, &plan.replicas, &existing).await;
+            forwarders.listen(&plan.routes).await;
+            drop(forwarders);
             self.reconcile_replicas(plan.replicas).await;
             self.fence(&control);
         }
+        self.forwarders.lock().await.stop_all().await;
         let all: Vec<u64> = self.entries().keys().copied().collect();
         for uid in all {
             self.stop(uid, false).await;
@@ -406,15 +449,19 @@ impl Databases {
         let lease = control.write_lease_valid();
         let masters = control.with_config(masters);
         let me = self.settings.node_id;
+        let settle = control.failover_timeout() / 2;
         for (uid, entry) in self.entries().iter() {
             if let State::Serving(serving) = &entry.state
                 && entry.wanted.replication
             {
+                // A settling master is confirmed but holds no lease yet:
+                // writes wait for it rather than fail.
+                let settled = !entry.wanted.settle || serving.opened.elapsed() >= settle;
                 let confirmed = lease && masters.get(uid) == Some(&(me, entry.wanted.epoch));
                 // Fence first: a write waiting for the lease must not see it
                 // renewed before it sees the fence.
                 serving.server.set_fenced(!confirmed);
-                serving.server.set_write_lease(lease_until);
+                serving.server.set_write_lease(if settled { lease_until } else { Instant::now() });
             }
         }
     }
@@ -689,7 +736,7 @@ impl Databases {
             }
             _ => Arc::new(RegionInbound::new(server.clone())),
         };
-        Ok(Serving { addr, server, shutdown, task, inbound, links: Vec::new() })
+        Ok(Serving { addr, opened: Instant::now(), server, shutdown, task, inbound, links: Vec::new() })
     }
 
     /// Brings an active-active instance's links in line with its instance

@@ -26,6 +26,7 @@ pub mod control;
 pub mod ctl;
 pub mod databases;
 pub mod demo;
+pub mod forwarders;
 pub mod node;
 pub mod placement;
 pub mod raft;

@@ -11,6 +11,7 @@ pub mod blocking;
 pub mod cmd;
 pub mod connection;
 pub mod context;
+pub mod forward;
 pub mod persistence;
 pub mod pubsub;
 pub mod replication;

@@ -12,9 +12,14 @@
 //! the promotion would otherwise be lost silently when it rejoins as a
 //! replica). A member gets the lease from the leader's probe — only if it
 //! knows no newer term than the leader's and has applied the configuration
-//! the leader had — and keeps it for [`Liveness::lease`] counted from the
-//! last time the leader heard from a quorum. The leader holds it while a
-//! quorum of voters (itself included) granted its probes within the lease.
+//! the leader had — and keeps it for [`Liveness::lease`] counted from its
+//! own clock reading in its previous answer, which the leader echoes back
+//! only if that answer returned within the lease (and never past the
+//! leader's last quorum contact plus the lease). Counting from the member's
+//! own earlier reading, not from the probe's arrival, is what makes a probe
+//! that waited in a socket buffer while the member was stopped useless for
+//! extending the lease. The leader holds the lease while a quorum of voters
+//! (itself included) followed its probes within the lease.
 //!
 //! Why the lease ends before the failover: a member is declared failed only
 //! after it missed the probes for the whole failover timeout, and a new
@@ -45,10 +50,12 @@ pub const FAILOVER_TIMEOUT_MS_MIN: u64 = 100;
 /// This node's lease and the timing of detection.
 pub struct Liveness {
     /// Process-local time origin of the lease deadline.
-    origin: Instant,
+    pub(super) origin: Instant,
     /// The lease's end, in milliseconds since `origin` (0: none).
     lease_until_ms: AtomicU64,
     timeout: Duration,
+    /// A random id of this process, echoed back by the leader.
+    incarnation: u64,
 }
 
 impl Liveness {
@@ -59,6 +66,13 @@ impl Liveness {
             origin: Instant::now(),
             lease_until_ms: AtomicU64::new(0),
             timeout: Duration::from_millis(failover_timeout_ms.max(FAILOVER_TIMEOUT_MS_MIN)),
+            incarnation: {
+                use std::hash::{BuildHasher, Hasher};
+                // Randomly keyed by the standard library: differs per process.
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u32(std::process::id());
+                hasher.finish() | 1
+            },
         }
     }
 
@@ -120,11 +134,26 @@ impl ControlPlane {
         let applied = metrics.last_applied.map_or(0, |id| id.index);
         let quorum_age = Duration::from_millis(request.quorum_age_ms);
         let follows = request.term >= metrics.current_term && request.leader_id != self.shared.node_id;
-        let granted = follows && applied >= request.applied_index && quorum_age < liveness.lease();
-        if granted {
-            liveness.extend(Instant::now() + (liveness.lease() - quorum_age));
+        let now = Instant::now();
+        let now_us = now.saturating_duration_since(liveness.origin).as_micros() as u64;
+        // The lease counts from this member's own reply that the leader saw
+        // come back in time (never from when this probe arrived: it may have
+        // waited in a buffer while this process was stopped).
+        let echoed = (request.echo_incarnation == liveness.incarnation && request.echo_us <= now_us)
+            .then(|| liveness.origin + Duration::from_micros(request.echo_us));
+        let granted = follows && applied >= request.applied_index && quorum_age < liveness.lease() && echoed.is_some();
+        if let Some(echoed) = echoed
+            && granted
+        {
+            liveness.extend((echoed + liveness.lease()).min(now + (liveness.lease() - quorum_age)));
         }
-        PingReply { node_id: self.shared.node_id, granted, follows }
+        PingReply {
+            node_id: self.shared.node_id,
+            granted,
+            follows,
+            member_time_us: now_us,
+            incarnation: liveness.incarnation,
+        }
     }
 }
 
@@ -138,6 +167,9 @@ struct Probe {
     followed: Option<Instant>,
     /// A probe is on its way.
     in_flight: bool,
+    /// The member's clock reading (and process) from its last answer that
+    /// came back within the lease: echoed in the next probe.
+    echo: (u64, u64),
 }
 
 /// Runs failure detection and the leader's lease until `shutdown`: every
@@ -193,6 +225,8 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             term,
             applied_index: metrics.last_applied.map_or(0, |id| id.index),
             quorum_age_ms: quorum_age,
+            echo_us: 0,
+            echo_incarnation: 0,
         };
 
         for node in config.nodes.values().filter(|n| n.uid != me) {
@@ -217,7 +251,8 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
                 (send, *probe)
             };
             if probe.0 {
-                let (probes, request, uid, deadline) = (probes.clone(), request, node.uid, liveness.timeout());
+                let (probes, uid, deadline, lease) = (probes.clone(), node.uid, liveness.timeout(), liveness.lease());
+                let request = PingRequest { echo_us: probe.1.echo.0, echo_incarnation: probe.1.echo.1, ..request };
                 tokio::spawn(async move {
                     let sent = Instant::now();
                     let reply = client.ping(request, deadline).await;
@@ -225,6 +260,13 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
                     let probe = probes.entry(uid).or_default();
                     probe.in_flight = false;
                     if let Ok(reply) = reply {
+                        // Only an answer that came back within the lease may
+                        // start one: it was given less than a lease after
+                        // `sent`, so a lease counted from it ends before the
+                        // member can be declared failed (timeout after `sent`).
+                        if sent.elapsed() < lease {
+                            probe.echo = (reply.member_time_us, reply.incarnation);
+                        }
                         probe.answered = Some(probe.answered.map_or(sent, |a| a.max(sent)));
                         if reply.follows {
                             probe.followed = Some(probe.followed.map_or(sent, |f| f.max(sent)));
