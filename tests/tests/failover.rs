@@ -190,6 +190,29 @@ impl Cluster {
         Some((node("master")?, node("replica")?, epoch))
     }
 
+    /// Fails the master shard of database `uid` over to its replica through
+    /// node `via`'s admin API (`POST .../actions/failover`).
+    async fn manual_failover(&self, via: u64, uid: u64) {
+        let admin = self.member(via).admin();
+        let shards = get(&admin, "/v1/shards").await.expect("shards");
+        let copy =
+            shards.as_array().unwrap().iter().find(|s| s["bdb_uid"] == uid && s["role"] == "master").unwrap()["uid"]
+                .clone();
+        let path = format!("/v1/bdbs/{uid}/actions/failover");
+        let (status, body) =
+            api(&admin, Method::POST, &path, Some(json!({"shard_uid": copy}))).await.expect("failover");
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// Waits until node `id` serves database `uid` as its master, unfenced.
+    async fn serves_unfenced(&self, what: &str, id: u64, uid: u64) {
+        converges(what, || async {
+            let local = self.local(id, uid).await?;
+            (local["role"] == "master" && local["fenced"] == false).then_some(())
+        })
+        .await;
+    }
+
     /// The local status of database `uid` on node `id` (`endpoint_status`).
     async fn local(&self, id: u64, uid: u64) -> Option<Value> {
         let bdb = get(&self.member(id).admin(), &format!("/v1/bdbs/{uid}")).await?;
@@ -335,21 +358,11 @@ async fn a_manual_failover_resumes_the_old_master_partially() {
     assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1));
     caught_up_replica(&cluster, replica, master, uid).await;
 
-    let shards = get(&cluster.member(3).admin(), "/v1/shards").await.expect("shards");
-    let copy = shards.as_array().unwrap().iter().find(|s| s["bdb_uid"] == uid && s["role"] == "master").unwrap()["uid"]
-        .clone();
-    let path = format!("/v1/bdbs/{uid}/actions/failover");
-    let (status, body) =
-        api(&cluster.member(3).admin(), Method::POST, &path, Some(json!({"shard_uid": copy}))).await.expect("failover");
-    assert_eq!(status, StatusCode::OK, "{body}");
+    cluster.manual_failover(3, uid).await;
     let new_at = addr(cluster.member(replica), port);
     // Until the promoted node serves the port itself, its proxy forwards to
     // the old master: wait for the promotion to be served there.
-    converges("the promoted replica serves, unfenced", || async {
-        let local = cluster.local(replica, uid).await?;
-        (local["role"] == "master" && local["fenced"] == false).then_some(())
-    })
-    .await;
+    cluster.serves_unfenced("the promoted replica serves, unfenced", replica, uid).await;
     assert_eq!(try_cmd(new_at, &["SET", "after", "1"]).await, Some(common::ok()));
     let mut client = connect(new_at).await.expect("connect");
     assert_eq!(client.cmd(&["SADD", "members", "m50"]).await, common::int(1));
@@ -435,11 +448,7 @@ async fn a_node_proxies_what_it_does_not_master_and_follows_a_manual_failover() 
     let uid = cluster.create_db_with(body).await;
     let (master, replica, _) = converges("the shard is placed", || cluster.roles(1, uid)).await;
     let other = 6 - master - replica;
-    converges("the master serves, unfenced", || async {
-        let local = cluster.local(master, uid).await?;
-        (local["role"] == "master" && local["fenced"] == false).then_some(())
-    })
-    .await;
+    cluster.serves_unfenced("the master serves, unfenced", master, uid).await;
     let proxy_at = addr(cluster.member(other), port);
     let mut client = converges("the third node proxies", || connect(proxy_at)).await;
 
@@ -479,18 +488,8 @@ async fn a_node_proxies_what_it_does_not_master_and_follows_a_manual_failover() 
     // A manual failover: the authenticated RESP3 client of the proxy keeps
     // its connection, its name and its protocol.
     assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1));
-    let shards = get(&cluster.member(1).admin(), "/v1/shards").await.expect("shards");
-    let copy = shards.as_array().unwrap().iter().find(|s| s["bdb_uid"] == uid && s["role"] == "master").unwrap()["uid"]
-        .clone();
-    let path = format!("/v1/bdbs/{uid}/actions/failover");
-    let (status, body) =
-        api(&cluster.member(1).admin(), Method::POST, &path, Some(json!({"shard_uid": copy}))).await.expect("failover");
-    assert_eq!(status, StatusCode::OK, "{body}");
-    converges("the promoted replica serves, unfenced", || async {
-        let local = cluster.local(replica, uid).await?;
-        (local["role"] == "master" && local["fenced"] == false).then_some(())
-    })
-    .await;
+    cluster.manual_failover(1, uid).await;
+    cluster.serves_unfenced("the promoted replica serves, unfenced", replica, uid).await;
     let mut tries = 0;
     let hits = loop {
         match client.cmd(&["INCR", "hits"]).await {
