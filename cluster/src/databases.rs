@@ -38,10 +38,13 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::active_active::{RegionInbound, RegionOutbound};
-use crate::config::{ClusterConfig, CrdbInstance, ShardRole};
+use crate::config::{Bdb, ClusterConfig, CrdbInstance, ShardInfo, ShardRole};
 use crate::control::{BdbReading, ControlPlane};
 use crate::forwarders::{Forwarders, Routed, node_host};
 use meridian_proxy::forward::Route;
+use meridian_proxy::router::{Attach, ShardMap, ShardRoute};
+
+use crate::routers::{Routers, Sharded};
 
 /// The name of the database a new cluster creates at first start; the node
 /// serves it on `--port` itself.
@@ -61,8 +64,14 @@ pub const OUTBOX_BYTES: usize = meridian_wan::outbox::OUTBOX_BYTES_DEFAULT;
 /// What the configuration asks this node to serve for one database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wanted {
-    /// Database uid.
+    /// The id it is served under: the database uid, or for one shard of a
+    /// database split over several, its [`unit_uid`].
     pub uid: u64,
+    /// The database it belongs to.
+    pub bdb_uid: u64,
+    /// For one shard of a sharded database, its index in slot order: it is
+    /// not bound on a port but reached through the routers' handshake.
+    pub shard_index: Option<usize>,
     /// Client port.
     pub port: u16,
     /// Password of the default user.
@@ -84,7 +93,7 @@ pub struct Wanted {
 /// shard's master over the master node's cluster port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaWanted {
-    /// Database uid.
+    /// The id the shard is served under (a database uid or a [`unit_uid`]).
     pub uid: u64,
     /// This replica copy's shard uid (its id among the master's replicas).
     pub copy: u64,
@@ -112,6 +121,90 @@ pub struct Plan {
     /// Every database whose masters are on one node: where clients reach
     /// it (the proxies of the other nodes forward there).
     pub routes: BTreeMap<u64, Routed>,
+    /// Every database split over several shards: its port and shard map
+    /// (every node routes it).
+    pub sharded: BTreeMap<u64, Sharded>,
+}
+
+/// The id one shard of a database split over several shards is served,
+/// replicated and fenced under (database uids stay below 2^32).
+pub fn unit_uid(bdb_uid: u64, index: usize) -> u64 {
+    (1 << 48) | (bdb_uid << 16) | index as u64
+}
+
+/// A database's shards: the copies of each, grouped by slots, in slot order.
+fn logical_shards<'a>(copies: &[&'a ShardInfo]) -> Vec<Vec<&'a ShardInfo>> {
+    let mut groups: Vec<Vec<&ShardInfo>> = Vec::new();
+    for copy in copies {
+        match groups.iter_mut().find(|g| g[0].assigned_slots == copy.assigned_slots) {
+            Some(group) => group.push(copy),
+            None => groups.push(vec![copy]),
+        }
+    }
+    groups.sort_by_key(|g| g[0].assigned_slots.first().map(|r| r.start));
+    groups
+}
+
+/// Plans a database split over several shards: each shard is served where
+/// its master is (under its [`unit_uid`]), followed where its replicas are,
+/// and every node routes the database's port by slot.
+fn plan_sharded(config: &ClusterConfig, node_id: u64, bdb: &Bdb, groups: &[Vec<&ShardInfo>], plan: &mut Plan) {
+    let up = |s: &ShardInfo| config.nodes.get(&s.node_uid).is_some_and(|n| n.status.is_up());
+    let mut routes = Vec::with_capacity(groups.len());
+    for (index, group) in groups.iter().enumerate() {
+        let unit = unit_uid(bdb.uid, index);
+        let slots = group[0].assigned_slots.iter().map(|r| (r.start, r.end)).collect();
+        let Some(master) = group.iter().find(|s| s.role == ShardRole::Master) else {
+            let epoch = group.iter().map(|s| s.epoch).max().unwrap_or(0);
+            routes.push(ShardRoute { slots, master: None, node_uid: 0, unit, epoch });
+            continue;
+        };
+        let master_node = config.nodes.get(&master.node_uid);
+        let host = master_node.and_then(|n| node_host(&n.addr));
+        routes.push(ShardRoute {
+            slots,
+            master: host.map(|h| SocketAddr::new(h, bdb.port)),
+            node_uid: master.node_uid,
+            unit,
+            epoch: master.epoch,
+        });
+        if master.node_uid == node_id {
+            plan.serve.insert(
+                unit,
+                Wanted {
+                    uid: unit,
+                    bdb_uid: bdb.uid,
+                    shard_index: Some(index),
+                    port: bdb.port,
+                    password: bdb.password.clone(),
+                    crdb: None,
+                    replication: group.len() > 1,
+                    epoch: master.epoch,
+                    settle: group.iter().any(|s| s.role == ShardRole::Replica && up(s)),
+                },
+            );
+        } else if let Some(copy) = group.iter().find(|s| s.role == ShardRole::Replica && s.node_uid == node_id)
+            && let Some(master_node) = master_node
+        {
+            plan.replicas.insert(
+                unit,
+                ReplicaWanted {
+                    uid: unit,
+                    copy: copy.uid,
+                    epoch: master.epoch,
+                    master_addr: master_node.addr.clone(),
+                    replica_id: 1,
+                    solo: true,
+                },
+            );
+        }
+    }
+    let host = config.nodes.get(&node_id).and_then(|n| node_host(&n.addr));
+    // Nodes sharing an address: the lowest id listens for them all.
+    let listen = host.is_none() || !config.nodes.iter().any(|(&id, n)| id < node_id && node_host(&n.addr) == host);
+    let host = host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let map = ShardMap::new(routes, bdb.password.is_some(), bdb.oss_cluster, node_id, SocketAddr::new(host, bdb.port));
+    plan.sharded.insert(bdb.uid, Sharded { port: bdb.port, map, listen });
 }
 
 impl Wanted {
@@ -133,6 +226,13 @@ pub fn wanted(config: &ClusterConfig, node_id: u64) -> Plan {
     for bdb in config.bdbs.values().filter(|b| b.name != DEFAULT_BDB_NAME) {
         let copies: Vec<&crate::config::ShardInfo> =
             bdb.shard_list.iter().filter_map(|uid| config.shards.get(uid)).collect();
+        if bdb.crdb.is_none() {
+            let groups = logical_shards(&copies);
+            if groups.len() > 1 {
+                plan_sharded(config, node_id, bdb, &groups, &mut plan);
+                continue;
+            }
+        }
         let masters: Vec<&crate::config::ShardInfo> =
             copies.iter().copied().filter(|s| s.role == ShardRole::Master).collect();
         let here = masters.iter().filter(|s| s.node_uid == node_id).count();
@@ -151,6 +251,8 @@ pub fn wanted(config: &ClusterConfig, node_id: u64) -> Plan {
         if here == masters.len() && here > 0 {
             let wanted = Wanted {
                 uid: bdb.uid,
+                bdb_uid: bdb.uid,
+                shard_index: None,
                 port: bdb.port,
                 password: bdb.password.clone(),
                 crdb: bdb.crdb.clone(),
@@ -183,10 +285,22 @@ pub fn wanted(config: &ClusterConfig, node_id: u64) -> Plan {
     plan
 }
 
-/// Which node masters each served database's shard, at which epoch (the
-/// fence compares a served master with it).
+/// Which node masters each served shard, at which epoch, by the id it is
+/// served under (the fence compares a served master with it).
 fn masters(config: &ClusterConfig) -> BTreeMap<u64, (u64, u64)> {
-    config.shards.values().filter(|s| s.role == ShardRole::Master).map(|s| (s.bdb_uid, (s.node_uid, s.epoch))).collect()
+    let mut masters = BTreeMap::new();
+    for bdb in config.bdbs.values() {
+        let copies: Vec<&ShardInfo> = bdb.shard_list.iter().filter_map(|uid| config.shards.get(uid)).collect();
+        let groups = logical_shards(&copies);
+        let sharded = bdb.crdb.is_none() && groups.len() > 1;
+        for (index, group) in groups.iter().enumerate() {
+            if let Some(master) = group.iter().find(|s| s.role == ShardRole::Master) {
+                let id = if sharded { unit_uid(bdb.uid, index) } else { bdb.uid };
+                masters.insert(id, (master.node_uid, master.epoch));
+            }
+        }
+    }
+    masters
 }
 
 /// The figures of one served database endpoint.
@@ -264,6 +378,8 @@ pub struct Databases {
     replicas: Arc<tokio::sync::Mutex<BTreeMap<u64, ReplicaEntry>>>,
     /// The ports this node forwards to masters on other nodes.
     forwarders: Arc<tokio::sync::Mutex<Forwarders>>,
+    /// The sharded databases' routers.
+    routers: Arc<tokio::sync::Mutex<Routers>>,
 }
 
 impl Databases {
@@ -271,14 +387,29 @@ impl Databases {
     /// `sync`, masters with replicas with `sources`.
     pub fn new(settings: DatabaseSettings, sync: SyncSource, sources: Arc<SourceTable>) -> Databases {
         let forwarders = Forwarders::new(settings.bind, settings.node_id, settings.maxclients);
+        let routers = Routers::new(settings.bind, settings.maxclients);
         Databases {
             settings: Arc::new(settings),
             sync,
             entries: Default::default(),
             sources,
             replicas: Default::default(),
+            routers: Arc::new(tokio::sync::Mutex::new(routers)),
             forwarders: Arc::new(tokio::sync::Mutex::new(forwarders)),
         }
+    }
+
+    /// Finds a shard served here by the id it is served under and its
+    /// epoch: the routers hand it the connections that name it.
+    fn attach(&self) -> Attach {
+        let entries = self.entries.clone();
+        Arc::new(move |uid, epoch| {
+            let entries = entries.lock().unwrap_or_else(|p| p.into_inner());
+            match &entries.get(&uid)?.state {
+                State::Serving(serving) if entries[&uid].wanted.epoch == epoch => Some(serving.server.clone()),
+                _ => None,
+            }
+        })
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
@@ -296,13 +427,23 @@ impl Databases {
 
     /// The figures of every database this node serves now (`GET /metrics`).
     pub fn bdb_readings(&self) -> Vec<BdbReading> {
-        self.entries()
-            .iter()
-            .filter_map(|(&uid, entry)| match &entry.state {
-                State::Serving(serving) => Some(bdb_reading(uid, &serving.server)),
-                State::Failed { .. } | State::Stopping => None,
-            })
-            .collect()
+        // A sharded database's shards add up to one reading.
+        let mut readings: BTreeMap<u64, BdbReading> = BTreeMap::new();
+        for entry in self.entries().values() {
+            if let State::Serving(serving) = &entry.state {
+                let reading = bdb_reading(entry.wanted.bdb_uid, &serving.server);
+                let sum = readings.entry(reading.uid).or_insert(BdbReading {
+                    uid: reading.uid,
+                    conns: 0,
+                    total_req: 0,
+                    keys: 0,
+                });
+                sum.conns += reading.conns;
+                sum.total_req += reading.total_req;
+                sum.keys += reading.keys;
+            }
+        }
+        readings.into_values().collect()
     }
 
     /// The local status of database `uid` (the admin API shows it): endpoint
@@ -311,6 +452,11 @@ impl Databases {
         let entries = self.entries();
         let Some(entry) = entries.get(&uid) else {
             drop(entries);
+            if let Some(mut router) = self.routers.try_lock().ok().and_then(|r| r.status(uid)) {
+                router["node_uid"] = json!(self.settings.node_id);
+                router["local_shards"] = self.unit_status(uid);
+                return Some(router);
+            }
             let proxy = self.forwarders.try_lock().ok().and_then(|f| f.status(uid));
             return match (self.replica_status(uid), proxy) {
                 (Some(mut replica), Some(proxy)) => {
@@ -364,6 +510,46 @@ impl Databases {
         Some(status)
     }
 
+    /// The shards of sharded database `bdb` this node holds, masters and
+    /// replicas.
+    fn unit_status(&self, bdb: u64) -> Value {
+        let units: Vec<u64> = {
+            let entries = self.entries();
+            let masters = entries.iter().filter(|(_, e)| e.wanted.bdb_uid == bdb && e.wanted.shard_index.is_some());
+            let mut units: Vec<u64> = masters.map(|(uid, _)| *uid).collect();
+            if let Ok(replicas) = self.replicas.try_lock() {
+                units.extend(replicas.keys().filter(|&&u| u >> 16 == (1 << 32) | bdb));
+            }
+            units
+        };
+        let shards: Vec<Value> = units
+            .into_iter()
+            .filter_map(|unit| {
+                let mut status = self.unit_entry_status(unit).or_else(|| self.replica_status(unit))?;
+                status["shard"] = json!((unit & 0xffff) + 1);
+                Some(status)
+            })
+            .collect();
+        Value::Array(shards)
+    }
+
+    /// The status of one served master (a database or one shard of one).
+    fn unit_entry_status(&self, uid: u64) -> Option<Value> {
+        let entries = self.entries();
+        let entry = entries.get(&uid)?;
+        let State::Serving(serving) = &entry.state else {
+            return Some(json!({"status": "error", "role": "master"}));
+        };
+        let mut status = json!({"status": "active", "role": "master", "keys": serving.server.shard().keyspace().len()});
+        if let Some(replication) = serving.server.replication() {
+            let log = replication.log();
+            status["epoch"] = json!(entry.wanted.epoch);
+            status["fenced"] = json!(serving.server.is_fenced());
+            status["repl_offset"] = json!(log.next_offset());
+        }
+        Some(status)
+    }
+
     /// One reading per WAN link of a served active-active instance: the
     /// incoming link's counters and those of the stream served to the peer.
     fn readings(&self, uid: u64, crdb: &CrdbInstance, serving: &Serving, now_ms: u64) -> Vec<PeerReading> {
@@ -393,6 +579,7 @@ impl Databases {
         let mut fence_tick = tokio::time::interval((control.failover_timeout() / 20).max(Duration::from_millis(5)));
         fence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut partial_logged = BTreeSet::new();
+        let attach = self.attach();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -408,7 +595,7 @@ impl Databases {
                 if partial_logged.insert(*uid) {
                     tracing::warn!(
                         bdb = uid,
-                        "database has master shards on several nodes; routing between nodes is not there yet, so this node does not serve it"
+                        "active-active instance has master shards on several nodes; an instance's WAN stream is not split by slot yet, so this node does not serve it"
                     );
                 }
             }
@@ -428,10 +615,12 @@ impl Databases {
             self.reconcile(serve, &plan.replicas, &existing).await;
             forwarders.listen(&plan.routes).await;
             drop(forwarders);
+            self.routers.lock().await.update(&plan.sharded, &attach).await;
             self.reconcile_replicas(plan.replicas).await;
             self.fence(&control);
         }
         self.forwarders.lock().await.stop_all().await;
+        self.routers.lock().await.stop_all(&attach).await;
         let all: Vec<u64> = self.entries().keys().copied().collect();
         for uid in all {
             self.stop(uid, false).await;
@@ -588,7 +777,8 @@ impl Databases {
             match action {
                 Action::Keep => {}
                 Action::Stop => {
-                    let stopped = self.stop(uid, !existing.contains(&uid)).await;
+                    let bdb = self.entries().get(&uid).map_or(uid, |e| e.wanted.bdb_uid);
+                    let stopped = self.stop(uid, !existing.contains(&bdb)).await;
                     if let (Some(server), Some(want)) = (stopped, replicas.get(&uid)) {
                         self.demote(server, want).await;
                     }
@@ -629,10 +819,20 @@ impl Databases {
     }
 
     async fn open(&self, want: &Wanted) -> Result<Serving, String> {
-        let listener = meridian_proxy::server::bind(SocketAddr::new(self.settings.bind, want.port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        // One shard of a sharded database has no port of its own: the
+        // routers hand it connections.
+        let listener = match want.shard_index {
+            None => Some(
+                meridian_proxy::server::bind(SocketAddr::new(self.settings.bind, want.port))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            Some(_) => None,
+        };
+        let addr = match &listener {
+            Some(listener) => listener.local_addr().map_err(|e| e.to_string())?,
+            None => SocketAddr::new(self.settings.bind, want.port),
+        };
         let replica = ReplicaId(want.crdb.as_ref().map_or(1, |c| c.region_id));
         let settings = Settings {
             requirepass: want.password.clone(),
@@ -640,7 +840,8 @@ impl Databases {
             port: addr.port(),
             ..Settings::default()
         };
-        let bdb_dir = self.settings.data_dir.as_ref().map(|dir| dir.join(format!("bdb-{}", want.uid)));
+        let bdb_dir = self.settings.data_dir.as_ref().map(|dir| dir.join(format!("bdb-{}", want.bdb_uid)));
+        let shard_dir_name = format!("shard-{}", want.shard_index.map_or(1, |i| i + 1));
         // A replica copy held here becomes the master: its state, history
         // and clock continue (a promotion).
         let promoted = if want.replication { self.take_replica(want.uid).await } else { None };
@@ -657,7 +858,7 @@ impl Databases {
                         // Whatever this node persisted as an earlier master is
                         // stale: the promoted state replaces it (written out
                         // as a snapshot once served, below).
-                        let dir = dir.join("shard-1");
+                        let dir = dir.join(&shard_dir_name);
                         if dir.exists() {
                             std::fs::remove_dir_all(&dir)
                                 .map_err(|e| format!("cannot clear the stale data in {}: {e}", dir.display()))?;
@@ -672,7 +873,7 @@ impl Databases {
             }
             (None, None) => (Shard::new(replica, MAX_SKEW_MS_DEFAULT), None),
             (None, Some(dir)) => {
-                let dir = dir.join("shard-1");
+                let dir = dir.join(&shard_dir_name);
                 let (shard, journal, recovered) =
                     Shard::recover(replica, MAX_SKEW_MS_DEFAULT, &dir, self.settings.fsync)
                         .map_err(|e| format!("cannot recover the data in {}: {e}", dir.display()))?;
@@ -726,7 +927,10 @@ impl Databases {
             self.sync.add_database_in_region(&crdb.guid, crdb.region_id, outbound);
         }
         let (shutdown, receiver) = watch::channel(false);
-        let task = tokio::spawn(meridian_proxy::server::run(listener, server.clone(), receiver));
+        let task = match listener {
+            Some(listener) => tokio::spawn(meridian_proxy::server::run(listener, server.clone(), receiver)),
+            None => tokio::spawn(meridian_proxy::server::maintain(server.clone(), receiver)),
+        };
         let inbound: Arc<dyn Inbound> = match (&bdb_dir, &want.crdb) {
             (Some(dir), Some(crdb)) => {
                 let dir = dir.join("wan");
@@ -778,10 +982,11 @@ impl Databases {
     async fn stop(&self, uid: u64, delete_data: bool) -> Option<Arc<ServerState>> {
         // The entry stays (as stopping) until the port is closed, so its
         // status says "served" until it no longer is.
-        let (state, crdb) = {
+        let (state, crdb, data) = {
             let mut entries = self.entries();
             let entry = entries.get_mut(&uid)?;
-            (std::mem::replace(&mut entry.state, State::Stopping), entry.wanted.crdb.clone())
+            let data = (entry.wanted.bdb_uid, entry.wanted.shard_index);
+            (std::mem::replace(&mut entry.state, State::Stopping), entry.wanted.crdb.clone(), data)
         };
         self.sources.remove(uid);
         let mut stopped = None;
@@ -802,11 +1007,20 @@ impl Databases {
         }
         self.entries().remove(&uid);
         if delete_data && let Some(dir) = &self.settings.data_dir {
-            let dir = dir.join(format!("bdb-{uid}"));
+            let (bdb, shard_index) = data;
+            let bdb_dir = dir.join(format!("bdb-{bdb}"));
+            let dir = match shard_index {
+                None => bdb_dir.clone(),
+                Some(index) => bdb_dir.join(format!("shard-{}", index + 1)),
+            };
             if dir.exists()
                 && let Err(error) = std::fs::remove_dir_all(&dir)
             {
-                tracing::warn!(bdb = uid, dir = %dir.display(), %error, "cannot remove a deleted database's data");
+                tracing::warn!(bdb, dir = %dir.display(), %error, "cannot remove a deleted database's data");
+            }
+            // The last shard of a deleted database takes its directory along.
+            if shard_index.is_some() && std::fs::read_dir(&bdb_dir).is_ok_and(|mut d| d.next().is_none()) {
+                let _ = std::fs::remove_dir(&bdb_dir);
             }
         }
         stopped
@@ -902,15 +1116,29 @@ mod tests {
             let bdb = config.bdbs.values().find(|b| b.name == name).unwrap();
             config.shards[&bdb.shard_list[0]].node_uid
         };
-        let (Plan { serve: one, partial: partial_one, .. }, Plan { serve: two, partial: partial_two, .. }) =
-            (wanted(&config, 1), wanted(&config, 2));
+        let (plan_one, plan_two) = (wanted(&config, 1), wanted(&config, 2));
+        let (one, two) = (&plan_one.serve, &plan_two.serve);
         assert!(!one.values().chain(two.values()).any(|w| w.port == 6379), "the default is --port's");
         for name in ["a", "b"] {
             let port = config.bdbs.values().find(|b| b.name == name).unwrap().port;
-            let served = if holder(name) == 1 { &one } else { &two };
+            let served = if holder(name) == 1 { one } else { two };
             assert!(served.values().any(|w| w.port == port), "{name} served by its master's node");
         }
+        // A database of two shards: each node serves one shard (under its
+        // unit id, on no port of its own) and both route its port.
         let wide = config.bdbs.values().find(|b| b.name == "wide").unwrap().uid;
-        assert_eq!((partial_one, partial_two), (vec![wide], vec![wide]), "split masters need routing");
+        let units = |served: &BTreeMap<u64, Wanted>| -> Vec<(u64, Option<usize>)> {
+            served.values().filter(|w| w.bdb_uid == wide).map(|w| (w.uid, w.shard_index)).collect()
+        };
+        let mut both = [units(one), units(two)].concat();
+        both.sort_unstable();
+        assert_eq!(both, vec![(unit_uid(wide, 0), Some(0)), (unit_uid(wide, 1), Some(1))]);
+        for plan in [&plan_one, &plan_two] {
+            let sharded = &plan.sharded[&wide];
+            assert!(plan.partial.is_empty() && sharded.port == 12002 && sharded.listen);
+            assert_eq!(sharded.map.shards.len(), 2);
+            assert_eq!(sharded.map.shard_of(0), 0);
+            assert_eq!(sharded.map.shard_of(16383), 1);
+        }
     }
 }

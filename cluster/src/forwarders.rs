@@ -196,10 +196,29 @@ async fn accept(
     listener: tokio::net::TcpListener,
     route: watch::Receiver<Route>,
     kill: watch::Receiver<bool>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
     clients: Arc<AtomicUsize>,
     maxclients: usize,
 ) {
+    accept_each(listener, stopped, clients, maxclients, move |socket| {
+        meridian_proxy::forward::serve(socket, route.clone(), kill.clone())
+    })
+    .await;
+}
+
+/// Accepts connections until `stopped`, at most `maxclients` open at once
+/// (counted in `clients`; the next gets Redis's error), and serves each
+/// with `serve` on its own task.
+pub(crate) async fn accept_each<F, Fut>(
+    listener: tokio::net::TcpListener,
+    mut stopped: watch::Receiver<bool>,
+    clients: Arc<AtomicUsize>,
+    maxclients: usize,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -217,9 +236,9 @@ async fn accept(
             });
             continue;
         }
-        let (route, kill, clients) = (route.clone(), kill.clone(), clients.clone());
+        let (served, clients) = (serve(socket), clients.clone());
         tokio::spawn(async move {
-            meridian_proxy::forward::serve(socket, route, kill).await;
+            served.await;
             clients.fetch_sub(1, Ordering::AcqRel);
         });
     }

@@ -30,3 +30,4 @@ pub mod forwarders;
 pub mod node;
 pub mod placement;
 pub mod raft;
+pub mod routers;

@@ -188,7 +188,7 @@ impl State {
 }
 
 /// Encodes one request as a RESP array of bulk strings.
-fn encode_request(args: &[Bytes], out: &mut BytesMut) {
+pub(crate) fn encode_request(args: &[Bytes], out: &mut BytesMut) {
     let frame = Resp2Frame::Array(args.iter().cloned().map(Resp2Frame::BulkString).collect());
     // Encoding into a growable buffer cannot fail.
     let _ = redis_protocol::resp2::encode::extend_encode(out, &frame, false);
@@ -197,7 +197,7 @@ fn encode_request(args: &[Bytes], out: &mut BytesMut) {
 /// The next complete reply frame at the start of `buf`: its length and
 /// whether it is an error (`None` for a push, which answers no command).
 /// `Ok(None)` while incomplete.
-fn next_frame(buf: &[u8], resp3: bool) -> Result<Option<(usize, Option<bool>)>, String> {
+pub(crate) fn next_frame(buf: &[u8], resp3: bool) -> Result<Option<(usize, Option<bool>)>, String> {
     if resp3 {
         use redis_protocol::resp3::types::RangeFrame;
         match redis_protocol::resp3::decode::complete::decode_range(buf) {
@@ -390,13 +390,17 @@ async fn reach_master(route: &mut watch::Receiver<Route>, state: &Mutex<State>) 
     }
 }
 
-enum Replay {
+pub(crate) enum Replay {
     Io,
     Refused(String),
 }
 
 /// Sends the replay commands and checks their replies (none may fail).
-async fn replay_state(stream: &mut TcpStream, commands: &[Vec<Bytes>], resp3_after_hello: bool) -> Result<(), Replay> {
+pub(crate) async fn replay_state(
+    stream: &mut TcpStream,
+    commands: &[Vec<Bytes>],
+    resp3_after_hello: bool,
+) -> Result<(), Replay> {
     if commands.is_empty() {
         return Ok(());
     }

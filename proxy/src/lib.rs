@@ -17,6 +17,7 @@ pub mod pubsub;
 pub mod replication;
 pub mod reply;
 pub mod request;
+pub mod router;
 pub mod server;
 
 /// The Redis version Meridian reports to clients (INFO, HELLO): the command

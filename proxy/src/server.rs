@@ -52,6 +52,14 @@ pub async fn run(listener: TcpListener, server: Arc<ServerState>, mut shutdown: 
     server.persistence_shutdown();
 }
 
+/// Runs only the background maintenance of `server` until `shutdown` turns
+/// true: a shard of a sharded database has no listener of its own (the
+/// routers hand it connections).
+pub async fn maintain(server: Arc<ServerState>, shutdown: watch::Receiver<bool>) {
+    maintenance_cycle(server.clone(), shutdown).await;
+    server.persistence_shutdown();
+}
+
 /// Background maintenance: deletes keys whose deadline this replica owns and
 /// collects garbage, a bounded amount per step, so memory is reclaimed even
 /// for keys nobody reads.

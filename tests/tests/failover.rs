@@ -508,3 +508,210 @@ async fn a_node_proxies_what_it_does_not_master_and_follows_a_manual_failover() 
     let status = cluster.local(other, uid).await.expect("the proxy's status");
     assert_eq!(status["master"], addr(cluster.member(replica), port).to_string(), "{status}");
 }
+
+/// A key of each shard of a database split into `shards` even slot ranges:
+/// `{prefix}` keys whose slots fall in shard 0, 1, 2...
+fn key_in_shard(prefix: &str, shard: usize, shards: usize) -> String {
+    let ranges = meridian_replication::slot::split_slots(shards as u16);
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| ranges[shard].contains(&meridian_replication::slot::key_slot(k.as_bytes())))
+        .expect("some key lands in every shard")
+}
+
+/// The node mastering shard `index` (slot order) of database `uid`.
+async fn shard_master(cluster: &Cluster, asker: u64, uid: u64, index: usize) -> Option<(u64, u64)> {
+    let shards = get(&cluster.member(asker).admin(), "/v1/shards").await?;
+    let mut masters: Vec<(u64, u64, u64)> = shards
+        .as_array()?
+        .iter()
+        .filter(|s| s["bdb_uid"] == uid && s["role"] == "master")
+        .map(|s| {
+            (
+                s["assigned_slots"][0]["start"].as_u64().unwrap(),
+                s["node_uid"].as_u64().unwrap(),
+                s["epoch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    masters.sort_unstable();
+    masters.get(index).map(|&(_, node, epoch)| (node, epoch))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_database_is_routed_by_slot_from_every_node_and_survives_a_killed_master() {
+    let mut cluster = Cluster::start("sharded", 53).await;
+    let port = free_port();
+    let uid =
+        cluster.create_db_with(json!({"name": "wide", "port": port, "shards_count": 3, "replication": true})).await;
+    let keys: Vec<String> = (0..3).map(|s| key_in_shard("key", s, 3)).collect();
+    let mut masters = Vec::new();
+    for index in 0..3 {
+        masters.push(converges("every shard is placed", || shard_master(&cluster, 1, uid, index)).await.0);
+    }
+    let mut sorted = masters.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![1, 2, 3], "one master shard per node");
+
+    // Every node routes every key.
+    for member in &cluster.members {
+        let at = addr(member, port);
+        for key in &keys {
+            converges("the node routes the key's shard", || async {
+                (try_cmd(at, &["SET", key, "x"]).await? == common::ok()).then_some(())
+            })
+            .await;
+        }
+    }
+    let at = addr(cluster.member(1), port);
+    let mut client = connect(at).await.expect("connect to node 1");
+    for i in 0..300 {
+        assert_eq!(client.cmd(&["SET", &format!("k{i}"), &format!("v{i}")]).await, common::ok());
+    }
+    assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1), "every shard's replica acknowledged");
+    assert_eq!(client.cmd(&["DBSIZE"]).await, common::int(303), "DBSIZE adds the shards up");
+    let info = client.cmd(&["INFO", "keyspace"]).await.text();
+    assert!(info.contains("db0:keys=303,"), "{info}");
+
+    // Multi-key commands split over shards and merge in the client's order.
+    let mget = client.cmd(&["MGET", &keys[2], "k1", &keys[0], "missing", &keys[1]]).await;
+    assert_eq!(
+        mget,
+        Resp::Array(vec![common::bulk("x"), common::bulk("v1"), common::bulk("x"), common::nil(), common::bulk("x")])
+    );
+    let (a, b, c) = (key_in_shard("m", 0, 3), key_in_shard("m", 1, 3), key_in_shard("m", 2, 3));
+    assert_eq!(client.cmd(&["MSET", &a, "1", &b, "2", &c, "3"]).await, common::ok());
+    assert_eq!(client.cmd(&["EXISTS", &a, &b, &c, "nope", &a]).await, common::int(4));
+    assert_eq!(
+        client.cmd(&["MGET", &c, &b, &a]).await,
+        Resp::Array(vec![common::bulk("3"), common::bulk("2"), common::bulk("1")])
+    );
+    assert_eq!(client.cmd(&["DEL", &a, &b, &c]).await, common::int(3));
+    let crossslot = common::error("CROSSSLOT Keys in request don't hash to the same slot");
+    assert_eq!(client.cmd(&["RENAME", &keys[0], &keys[1]]).await, crossslot, "not splittable");
+    assert_eq!(client.cmd(&["MSETNX", &keys[0], "1", &keys[1], "2"]).await, crossslot);
+    assert_eq!(client.cmd(&["RENAME", "{t}a", "{t}b"]).await, common::error("ERR no such key"), "same slot: runs");
+    // SCAN walks every shard; KEYS too.
+    let mut cursor = "0".to_string();
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let reply = client.cmd(&["SCAN", &cursor, "COUNT", "50"]).await;
+        let items = reply.items();
+        cursor = String::from_utf8(items[0].bytes().to_vec()).unwrap();
+        seen.extend(items[1].items().iter().map(|k| k.text()));
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 303, "SCAN saw every key once");
+    assert_eq!(client.cmd(&["KEYS", "k[0-9]*"]).await.items().len(), 300);
+    // Transactions run on the shard of their keys.
+    assert_eq!(client.cmd(&["MULTI"]).await, common::ok());
+    assert_eq!(client.cmd(&["INCR", "{acct}n"]).await, common::simple("QUEUED"));
+    assert_eq!(client.cmd(&["INCR", "{acct}m"]).await, common::simple("QUEUED"));
+    assert_eq!(client.cmd(&["EXEC"]).await, Resp::Array(vec![common::int(1), common::int(1)]));
+    assert_eq!(client.cmd(&["MULTI"]).await, common::ok());
+    assert_eq!(client.cmd(&["SET", &keys[0], "t"]).await, common::simple("QUEUED"));
+    assert_eq!(client.cmd(&["SET", &keys[1], "t"]).await, crossslot);
+    assert_eq!(
+        client.cmd(&["EXEC"]).await,
+        common::error("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert_eq!(client.cmd(&["GET", &keys[0]]).await, common::bulk("x"), "the aborted transaction did nothing");
+    // The OSS Cluster API, proxy mode: this endpoint owns every slot.
+    assert_eq!(client.cmd(&["CLUSTER", "KEYSLOT", "foo"]).await, common::int(12182));
+    let slots = client.cmd(&["CLUSTER", "SLOTS"]).await;
+    assert_eq!(slots.items().len(), 1, "{slots:?}");
+    assert_eq!(slots.items()[0].items()[2].items()[1], common::int(i64::from(port)));
+    assert!(client.cmd(&["CLUSTER", "INFO"]).await.text().contains("cluster_state:ok"));
+    // Each node holds one shard's keys.
+    for id in 1..=3 {
+        let local = converges("the node's shards", || cluster.local(id, uid)).await;
+        let held = local["local_shards"].as_array().cloned().unwrap_or_default();
+        assert!(held.iter().any(|s| s["role"] == "master" && s["keys"].as_u64() > Some(50)), "node {id}: {local}");
+    }
+
+    // A client of another node, and SIGKILL of the master of the last shard.
+    let victim = masters[2];
+    let survivor = if victim == 1 { 2 } else { 1 };
+    let at = addr(cluster.member(survivor), port);
+    let mut client = connect(at).await.expect("connect to a surviving node");
+    assert_eq!(client.cmd(&["GET", "k7"]).await, common::bulk("v7"));
+    let (_, epoch) = shard_master(&cluster, survivor, uid, 2).await.unwrap();
+    let killed = Instant::now();
+    cluster.member_mut(victim).child.take();
+    converges("the shard fails over", || async {
+        let (node, e) = shard_master(&cluster, survivor, uid, 2).await?;
+        (node != victim && e > epoch).then_some(())
+    })
+    .await;
+    let mut tries = 0;
+    loop {
+        match client.cmd(&["SET", &keys[2], "after"]).await {
+            Resp::Simple(ok) if ok == "OK" => break,
+            Resp::Error(e) if (e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN")) && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("a write to the failed-over shard: {other:?}"),
+        }
+    }
+    println!(
+        "sharded failover after SIGKILL: {} ms (failover timeout {FAILOVER_TIMEOUT_MS} ms)",
+        killed.elapsed().as_millis()
+    );
+    for i in 0..300 {
+        assert_eq!(client.cmd(&["GET", &format!("k{i}")]).await, common::bulk(format!("v{i}")), "k{i} survived");
+    }
+    assert_eq!(client.cmd(&["DBSIZE"]).await, common::int(305));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oss_cluster_database_redirects_to_each_shards_master() {
+    let cluster = Cluster::start("oss", 56).await;
+    let port = free_port();
+    let uid =
+        cluster.create_db_with(json!({"name": "oss", "port": port, "shards_count": 3, "oss_cluster": true})).await;
+    let mut masters = Vec::new();
+    for index in 0..3 {
+        masters.push(converges("every shard is placed", || shard_master(&cluster, 1, uid, index)).await.0);
+    }
+    let at = addr(cluster.member(1), port);
+    let slots = converges("node 1 routes", || async {
+        let reply = try_cmd(at, &["CLUSTER", "SLOTS"]).await?;
+        (reply.items().len() == 3).then_some(reply)
+    })
+    .await;
+    for (index, range) in slots.items().iter().enumerate() {
+        let host = cluster.member(masters[index]).host.to_string();
+        assert_eq!(range.items()[2].items()[0], common::bulk(host), "{slots:?}");
+    }
+    let mut client = connect(at).await.expect("connect");
+    for (index, &master) in masters.iter().enumerate() {
+        let key = key_in_shard("o", index, 3);
+        let slot = meridian_replication::slot::key_slot(key.as_bytes());
+        let reply = converges("node 1 answers or redirects", || async {
+            let reply = try_cmd(at, &["SET", &key, "v"]).await?;
+            match &reply {
+                Resp::Error(e) if !e.starts_with("MOVED") => None,
+                _ => Some(reply),
+            }
+        })
+        .await;
+        if master == 1 {
+            assert_eq!(reply, common::ok(), "node 1's own shard");
+        } else {
+            let target = addr(cluster.member(master), port);
+            assert_eq!(reply, common::error(&format!("MOVED {slot} {target}")));
+            converges("the redirect's target serves it", || async {
+                (try_cmd(target, &["SET", &key, "v"]).await? == common::ok()).then_some(())
+            })
+            .await;
+        }
+        assert_eq!(
+            client.cmd(&["MGET", &key, &format!("{key}-other")]).await,
+            common::error("CROSSSLOT Keys in request don't hash to the same slot"),
+            "keys of two slots, as Redis Cluster"
+        );
+    }
+}
