@@ -790,17 +790,24 @@ impl Router {
                 && let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
             {
                 let _ = stream.set_nodelay(true);
-                let mut replay = vec![vec![
+                // The handshake alone first: the shard's server takes the
+                // connection over only once it answered.
+                let handshake = [vec![
                     Bytes::from_static(HANDSHAKE.as_bytes()),
                     Bytes::from(route.unit.to_string()),
                     Bytes::from(route.epoch.to_string()),
                 ]];
+                let mut replay = Vec::new();
                 replay.extend(self.auth.iter().cloned());
                 replay.extend(self.hello.iter().cloned());
                 if let Some(name) = &self.name {
                     replay.push(vec![Bytes::from_static(b"CLIENT"), Bytes::from_static(b"SETNAME"), name.clone()]);
                 }
-                match replay_state(&mut stream, &replay, self.resp3).await {
+                let replayed = match replay_state(&mut stream, &handshake, false).await {
+                    Ok(()) => replay_state(&mut stream, &replay, self.resp3).await,
+                    Err(error) => Err(error),
+                };
+                match replayed {
                     Ok(()) => {
                         self.generation += 1;
                         self.backends[shard] = Some(Backend {

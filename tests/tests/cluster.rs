@@ -654,3 +654,93 @@ async fn in_a_three_node_cluster_the_master_node_serves_a_database() {
         stop(node).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_database_routes_pipelines_resp3_pubsub_and_blocking_pops_and_recovers_per_shard() {
+    use common::{Resp, bulk, encode, int, ok};
+    let dir = TempDir::new("sharded");
+    let config = NodeConfig {
+        port: 0,
+        admin_port: Some(0),
+        cluster_port: Some(0),
+        sync_port: Some(0),
+        data_dir: Some(dir.0.clone()),
+        ..NodeConfig::default()
+    };
+    let node = start_with(config.clone()).await;
+    let port = free_port();
+    let spec = json!({"name": "sharded", "port": port, "shards_count": 3, "password": "pw"});
+    let (status, created) = api(&node, Method::POST, "/v1/bdbs", Some(spec)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let uid = created["uid"].as_u64().unwrap();
+    let authenticated = || async {
+        let mut client = connect_when_served(port).await;
+        assert_eq!(client.cmd(&["AUTH", "pw"]).await, ok());
+        client
+    };
+
+    let mut client = connect_when_served(port).await;
+    assert!(matches!(client.cmd(&["GET", "k"]).await, Resp::Error(e) if e.starts_with("NOAUTH")));
+    assert_eq!(client.cmd(&["AUTH", "pw"]).await, ok());
+    // A pipeline of 10,000 commands over three shards: replies in order.
+    let mut pipeline = Vec::new();
+    for i in 0..10_000 {
+        pipeline.extend(encode(&["SET", &format!("p{i}"), &i.to_string()]));
+    }
+    client.send(&pipeline).await;
+    for i in 0..10_000 {
+        assert_eq!(client.read().await, ok(), "reply {i}");
+    }
+    let mut pipeline = Vec::new();
+    for i in (0..10_000).step_by(7) {
+        pipeline.extend(encode(&["GET", &format!("p{i}")]));
+    }
+    client.send(&pipeline).await;
+    for i in (0..10_000).step_by(7) {
+        assert_eq!(client.read().await, bulk(i.to_string()));
+    }
+    assert_eq!(client.cmd(&["DBSIZE"]).await, int(10_000));
+    for shard in 1..=3 {
+        let held = dir.0.join(format!("bdb-{uid}")).join(format!("shard-{shard}"));
+        assert!(held.is_dir(), "each shard keeps its own data: {}", held.display());
+    }
+    // RESP3 through the router, on every shard.
+    assert!(matches!(client.cmd(&["HELLO", "3"]).await, Resp::Map(_)));
+    assert_eq!(client.cmd(&["GET", "p1"]).await, bulk("1"));
+    assert_eq!(client.cmd(&["MGET", "p1", "p2", "p3"]).await, Resp::Array(vec![bulk("1"), bulk("2"), bulk("3")]));
+    assert_eq!(client.cmd(&["HSET", "h", "f", "1.5"]).await, int(1));
+    assert_eq!(client.cmd(&["HINCRBYFLOAT", "h", "f", "1"]).await, bulk("2.5"));
+    assert_eq!(client.cmd(&["EXISTS", "p1", "p2", "nope"]).await, int(2));
+    assert_eq!(client.cmd(&["HELLO", "2"]).await.items().len(), 14, "back to RESP2");
+
+    // Pub/sub reaches subscribers whichever node or shard publishes.
+    let mut subscriber = authenticated().await;
+    let subscribed = subscriber.cmd(&["SUBSCRIBE", "news"]).await;
+    assert_eq!(subscribed, Resp::Array(vec![bulk("subscribe"), bulk("news"), int(1)]));
+    assert_eq!(client.cmd(&["PUBLISH", "news", "hello"]).await, int(1));
+    assert_eq!(subscriber.read().await, Resp::Array(vec![bulk("message"), bulk("news"), bulk("hello")]));
+    // A blocked pop is woken by a push through another connection.
+    let mut blocked = authenticated().await;
+    blocked.send(&encode(&["BLPOP", "queue", "10"])).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(client.cmd(&["RPUSH", "queue", "job"]).await, int(1));
+    assert_eq!(blocked.read().await, Resp::Array(vec![bulk("queue"), bulk("job")]));
+    // CLUSTER in proxy mode: this endpoint owns every slot.
+    let shards = client.cmd(&["CLUSTER", "SHARDS"]).await;
+    assert_eq!(shards.items().len(), 1, "{shards:?}");
+    assert!(client.cmd(&["CLUSTER", "NODES"]).await.text().contains("myself,master"));
+    assert!(matches!(client.cmd(&["CLUSTER", "BOGUS"]).await, Resp::Error(e) if e.contains("CLUSTER HELP")));
+    // A malformed frame: Redis's protocol error, then the close.
+    client.send(b"*1\r\n$abc\r\n").await;
+    assert!(matches!(client.read().await, Resp::Error(e) if e.starts_with("ERR Protocol error")));
+    client.expect_closed().await;
+
+    // Restarted, the node recovers each shard from its own directory.
+    drop((subscriber, blocked));
+    stop(node).await;
+    let _node = start_with(config).await;
+    let mut client = connect_when_served(port).await;
+    assert_eq!(client.cmd(&["AUTH", "pw"]).await, ok());
+    assert_eq!(client.cmd(&["DBSIZE"]).await, int(10_001), "10,000 strings and the hash");
+    assert_eq!(client.cmd(&["GET", "p9999"]).await, bulk("9999"));
+}

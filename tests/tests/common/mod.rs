@@ -383,10 +383,27 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, below the kernel's ephemeral range
+/// (32768 and up): a port from that range can be taken, between the test
+/// picking it and a node binding it, as the source port of some outgoing
+/// connection. Each call in a test process gets another port.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919) ^ now_ms() as u32) % COUNT,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    loop {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::AcqRel) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs the binary to completion (it is expected to fail fast) and returns
