@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (with no flags: one database on 127.0.0.1:6379).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Drive a cluster through its admin REST API.
     Ctl(CtlArgs),
     /// Start a local active-active topology on loopback (no configuration):
@@ -85,6 +85,10 @@ struct NodeArgs {
     /// over to their replicas (default 600; at least 100).
     #[arg(long)]
     failover_timeout_ms: Option<u64>,
+    /// Milliseconds a failed node's replica shards wait for it to come back
+    /// before they are re-created on other nodes (default 60000).
+    #[arg(long)]
+    replica_ha_grace_ms: Option<u64>,
     /// Cluster address (host:port) of a member to join on first start.
     #[arg(long)]
     join: Option<String>,
@@ -155,6 +159,9 @@ fn config_from(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(timeout) = args.failover_timeout_ms {
         config.failover_timeout_ms = timeout;
+    }
+    if let Some(grace) = args.replica_ha_grace_ms {
+        config.replica_ha_grace_ms = grace;
     }
     config.validate()?;
     Ok(config)
@@ -243,7 +250,7 @@ fn main() -> anyhow::Result<ExitCode> {
             runtime.block_on(run_demo(args))
         }
         Command::Node(args) => {
-            let config = config_from(args)?;
+            let config = config_from(*args)?;
             let filter = tracing_subscriber::EnvFilter::try_new(log_filter(&config.log_level))
                 .map_err(|e| anyhow::anyhow!("invalid --log-level {:?}: {e}", config.log_level))?;
             tracing_subscriber::fmt().with_env_filter(filter).init();

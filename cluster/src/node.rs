@@ -82,6 +82,9 @@ pub struct NodeConfig {
     /// master shards fail over to their replicas (at least 100). Masters
     /// with replicas stop taking writes after half of it without contact.
     pub failover_timeout_ms: u64,
+    /// Milliseconds a failed node's replica shards wait for it before they
+    /// are re-created on other active nodes (replica high availability).
+    pub replica_ha_grace_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -104,6 +107,7 @@ impl Default for NodeConfig {
             appendfsync: "everysec".to_string(),
             sync_compression: "zstd".to_string(),
             failover_timeout_ms: crate::control::liveness::FAILOVER_TIMEOUT_MS_DEFAULT,
+            replica_ha_grace_ms: crate::control::liveness::REPLICA_HA_GRACE_MS_DEFAULT,
         }
     }
 }
@@ -208,6 +212,7 @@ impl Node {
             },
             snapshot_logs: config.raft_snapshot_logs,
             failover_timeout_ms: config.failover_timeout_ms,
+            replica_ha_grace_ms: config.replica_ha_grace_ms,
             replica_sources: replica_sources.clone(),
         };
         // The control plane first: it takes the data directory's lock, so a

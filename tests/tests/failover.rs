@@ -42,6 +42,8 @@ struct Member {
     admin_port: u16,
     dir: PathBuf,
     child: Option<ChildGuard>,
+    /// More flags for `meridian node`.
+    extra: Vec<String>,
 }
 
 impl Member {
@@ -77,6 +79,7 @@ impl Member {
         if let Some(join) = join {
             args.extend(["--join".to_string(), join]);
         }
+        args.extend(self.extra.iter().cloned());
         let log = std::fs::File::create(self.dir.with_extension("log")).expect("create the node's log");
         let child = Command::new(binary)
             .args(&args)
@@ -98,7 +101,13 @@ impl Member {
 struct Cluster {
     members: Vec<Member>,
     root: PathBuf,
+    /// Held while the cluster runs (see [`CLUSTERS_AT_ONCE`]).
+    _running: tokio::sync::SemaphorePermit<'static>,
 }
+
+/// Clusters of this suite running at once: two cores run six debug-built
+/// nodes with their leases comfortably, not the whole suite's at once.
+static CLUSTERS_AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 impl Drop for Cluster {
     fn drop(&mut self) {
@@ -126,7 +135,13 @@ async fn get(base: &str, path: &str) -> Option<Value> {
 
 impl Cluster {
     async fn start(name: &str, base: u8) -> Cluster {
+        Cluster::start_with(name, base, &[]).await
+    }
+
+    /// Three members given `extra` flags.
+    async fn start_with(name: &str, base: u8, extra: &[&str]) -> Cluster {
         tokio::task::spawn_blocking(meridian_binary).await.expect("locate the binary");
+        let running = CLUSTERS_AT_ONCE.acquire().await.expect("the semaphore is never closed");
         let root = std::env::temp_dir().join(format!("meridian-failover-{name}-{}-{}", std::process::id(), now_ms()));
         std::fs::create_dir_all(&root).expect("create the test directory");
         let mut members: Vec<Member> = (0..3u8)
@@ -137,6 +152,7 @@ impl Cluster {
                 admin_port: free_port(),
                 dir: root.join(format!("n{}", i + 1)),
                 child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
             })
             .collect();
         let first = format!("{}:{}", members[0].host, members[0].cluster_port);
@@ -146,7 +162,7 @@ impl Cluster {
         for member in &mut members[1..] {
             member.spawn(Some(first.clone()));
         }
-        let cluster = Cluster { members, root };
+        let cluster = Cluster { members, root, _running: running };
         for member in &cluster.members {
             let admin = member.admin();
             converges("every node sees three voters", || async {
@@ -714,4 +730,49 @@ async fn an_oss_cluster_database_redirects_to_each_shards_master() {
             "keys of two slots, as Redis Cluster"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_nodes_replica_is_recreated_on_another_node_after_the_grace_period() {
+    let mut cluster = Cluster::start_with("replica-ha", 59, &["--replica-ha-grace-ms", "1500"]).await;
+    let port = free_port();
+    let uid = cluster.create_db("ha", port).await;
+    let (master, replica, _) = converges("the shard is placed", || cluster.roles(1, uid)).await;
+    let spare = 6 - master - replica;
+    let at = addr(cluster.member(master), port);
+    converges("the master accepts writes", || async {
+        (try_cmd(at, &["SET", "probe", "1"]).await? == common::ok()).then_some(())
+    })
+    .await;
+    let mut client = connect(at).await.expect("connect to the master");
+    for i in 0..100 {
+        assert_eq!(client.cmd(&["SET", &format!("k{i}"), "v"]).await, common::ok());
+    }
+    assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1));
+
+    // The replica's node dies and stays away past the grace period: the
+    // replica is re-created on the spare node, which catches up in full.
+    let killed = Instant::now();
+    cluster.member_mut(replica).child.take();
+    let asker = master;
+    converges("the replica moves to the spare node", || async {
+        let (m, r, _) = cluster.roles(asker, uid).await?;
+        (m == master && r == spare).then_some(())
+    })
+    .await;
+    println!("replica re-created {} ms after the kill (grace 1500 ms)", killed.elapsed().as_millis());
+    let moved = caught_up_replica(&cluster, spare, master, uid).await;
+    assert_eq!(moved["keys"], 101, "{moved}");
+    assert!(moved["full_syncs"].as_u64() >= Some(1), "{moved}");
+    assert_eq!(client.cmd(&["SET", "after", "1"]).await, common::ok());
+    assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1), "the new replica acknowledges");
+
+    // The old node, restarted, holds no copy any more: it proxies.
+    cluster.member_mut(replica).spawn(None);
+    converges("the restarted node proxies", || async {
+        (cluster.local(replica, uid).await?["role"] == "proxy").then_some(())
+    })
+    .await;
+    let (m, r, _) = cluster.roles(replica, uid).await.expect("roles");
+    assert_eq!((m, r), (master, spare));
 }

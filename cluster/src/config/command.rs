@@ -128,6 +128,13 @@ pub enum Command {
         /// Node id.
         uid: u64,
     },
+    /// Replica high availability: moves every replica copy on a node that
+    /// stayed failed past the grace period to another active node (a full
+    /// sync follows), so its shards have a replica again.
+    ReplaceReplicas {
+        /// The failed node.
+        uid: u64,
+    },
     /// Sets a node's placement state.
     SetNodeState {
         /// Node id.
@@ -189,6 +196,7 @@ impl ClusterConfig {
             Command::SetNodeState { uid, status } => self.set_node_state(*uid, *status),
             Command::NodeFailed { uid } => self.node_failed(*uid),
             Command::NodeRecovered { uid } => self.node_recovered(*uid),
+            Command::ReplaceReplicas { uid } => self.replace_replicas(*uid),
         };
         // A broken invariant here would be replicated to every member: stop
         // in debug builds (tests), where it is a bug to find.
@@ -263,6 +271,20 @@ impl ClusterConfig {
             match self.failover(master) {
                 Ok(_) | Err(CommandError::Conflict(_)) => {}
                 Err(other) => return Err(other),
+            }
+        }
+        Ok(Applied::Done)
+    }
+
+    fn replace_replicas(&mut self, uid: u64) -> Result<Applied, CommandError> {
+        self.node(uid)?;
+        if self.nodes.get(&uid).is_some_and(|n| n.status != NodeState::Failed) {
+            return Err(CommandError::Conflict(format!("node {uid} is not failed: its replicas stay")));
+        }
+        // One at a time: each move changes the load the next one sees.
+        while let Some((copy, target)) = self.replica_moves(uid).into_iter().next() {
+            if let Some(shard) = self.shards.get_mut(&copy) {
+                shard.node_uid = target;
             }
         }
         Ok(Applied::Done)

@@ -226,6 +226,36 @@ impl ClusterConfig {
         load
     }
 
+    /// Where the replica copies on node `uid` would move (replica high
+    /// availability): for each, an active node holding no copy of the same
+    /// shard — on a rack none of the shard's other copies uses where there
+    /// is one, then the least loaded, then the lowest id. Copies with no
+    /// such node stay.
+    pub fn replica_moves(&self, uid: u64) -> Vec<(u64, u64)> {
+        let load = self.load();
+        let mut moves = Vec::new();
+        for copy in self.shards.values().filter(|s| s.node_uid == uid && s.role == ShardRole::Replica) {
+            let group = self.shard_group(copy.uid);
+            let holders: Vec<u64> = group.iter().map(|s| s.node_uid).collect();
+            let racks: Vec<&Option<String>> = group
+                .iter()
+                .filter(|s| s.uid != copy.uid)
+                .filter_map(|s| self.nodes.get(&s.node_uid).map(|n| &n.rack_id))
+                .collect();
+            let target =
+                self.nodes.values().filter(|n| n.status == NodeState::Active && !holders.contains(&n.uid)).min_by_key(
+                    |n| {
+                        let shared_rack = n.rack_id.is_some() && racks.contains(&&n.rack_id);
+                        (shared_rack, load.get(&n.uid).copied().unwrap_or(0), n.uid)
+                    },
+                );
+            if let Some(target) = target {
+                moves.push((copy.uid, target.uid));
+            }
+        }
+        moves
+    }
+
     /// The copies of the shard that `shard_uid` is one copy of (same database,
     /// same slots), master first.
     pub fn shard_group(&self, shard_uid: u64) -> Vec<&ShardInfo> {

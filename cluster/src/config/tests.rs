@@ -207,3 +207,42 @@ fn the_same_commands_give_the_same_configuration() {
     let round_trip: ClusterConfig = serde_json::from_str(&serde_json::to_string(&first).unwrap()).unwrap();
     assert_eq!(round_trip, first);
 }
+
+#[test]
+fn a_failed_nodes_replicas_move_to_other_racks_and_nodes_after_the_grace_period() {
+    let mut config = cluster(&[(1, Some("a")), (2, Some("b")), (3, Some("a")), (4, Some("c"))]);
+    let uid = create(&mut config, spec("db", 12000, 2, true));
+    let on = |config: &ClusterConfig, node: u64| -> Vec<ShardInfo> {
+        config.shards.values().filter(|s| s.bdb_uid == uid && s.node_uid == node).cloned().collect()
+    };
+    let victim = config.shards[&config.bdbs[&uid].shard_list[0]].node_uid;
+    assert!(
+        config.apply(&Command::ReplaceReplicas { uid: victim }).is_err(),
+        "an active node's replicas stay where they are"
+    );
+    config.apply(&Command::NodeFailed { uid: victim }).unwrap();
+    let before = on(&config, victim);
+    assert!(!before.is_empty() && before.iter().all(|s| s.role == ShardRole::Replica), "its masters failed over");
+    let moves = config.replica_moves(victim);
+    assert_eq!(moves.len(), before.len());
+    config.apply(&Command::ReplaceReplicas { uid: victim }).unwrap();
+    assert!(on(&config, victim).is_empty(), "every replica left the failed node");
+    for copy in &before {
+        let group = config.shard_group(copy.uid);
+        assert_eq!(group.len(), 2);
+        let nodes: Vec<u64> = group.iter().map(|s| s.node_uid).collect();
+        assert_ne!(nodes[0], nodes[1], "a shard's copies stay on distinct nodes");
+        assert!(nodes.iter().all(|n| config.nodes[n].status == NodeState::Active));
+        let racks: Vec<&Option<String>> = nodes.iter().map(|n| &config.nodes[n].rack_id).collect();
+        assert_ne!(racks[0], racks[1], "a rack no other copy uses was free");
+    }
+    config.validate().unwrap();
+    // With no node left to take it, a replica stays.
+    let mut small = cluster(&[(1, None), (2, None)]);
+    let uid = create(&mut small, spec("db", 12000, 1, true));
+    let master = small.shards[&small.bdbs[&uid].shard_list[0]].node_uid;
+    small.apply(&Command::NodeFailed { uid: master }).unwrap();
+    assert!(small.replica_moves(master).is_empty());
+    small.apply(&Command::ReplaceReplicas { uid: master }).unwrap();
+    assert_eq!(small.shards.values().filter(|s| s.node_uid == master).count(), 1);
+}

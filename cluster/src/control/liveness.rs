@@ -46,6 +46,10 @@ use crate::raft::{NodeId, RpcClient};
 pub const FAILOVER_TIMEOUT_MS_DEFAULT: u64 = 600;
 /// The shortest failover timeout accepted.
 pub const FAILOVER_TIMEOUT_MS_MIN: u64 = 100;
+/// How long a failed node's replica copies wait for it before they are
+/// re-created elsewhere, unless configured (`replica_ha_grace_ms`): long
+/// enough for a restart, since each move costs the new replica a full sync.
+pub const REPLICA_HA_GRACE_MS_DEFAULT: u64 = 60_000;
 
 /// This node's lease and the timing of detection.
 pub struct Liveness {
@@ -54,6 +58,8 @@ pub struct Liveness {
     /// The lease's end, in milliseconds since `origin` (0: none).
     lease_until_ms: AtomicU64,
     timeout: Duration,
+    /// How long a failed node's replicas wait before they move.
+    replica_grace: Duration,
     /// A random id of this process, echoed back by the leader.
     incarnation: u64,
 }
@@ -61,11 +67,12 @@ pub struct Liveness {
 impl Liveness {
     /// Timing derived from the failover timeout: lease half of it, probes
     /// every tenth.
-    pub fn new(failover_timeout_ms: u64) -> Liveness {
+    pub fn new(failover_timeout_ms: u64, replica_ha_grace_ms: u64) -> Liveness {
         Liveness {
             origin: Instant::now(),
             lease_until_ms: AtomicU64::new(0),
             timeout: Duration::from_millis(failover_timeout_ms.max(FAILOVER_TIMEOUT_MS_MIN)),
+            replica_grace: Duration::from_millis(replica_ha_grace_ms),
             incarnation: {
                 use std::hash::{BuildHasher, Hasher};
                 // Randomly keyed by the standard library: differs per process.
@@ -286,6 +293,16 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             } else if node.status == NodeState::Failed && silent < liveness.interval() * 3 {
                 tracing::info!(node = node.uid, "failed node answers again: declaring it active");
                 Some(Command::NodeRecovered { uid: node.uid })
+            } else if node.status == NodeState::Failed
+                && silent > liveness.timeout + liveness.replica_grace
+                && !config.replica_moves(node.uid).is_empty()
+            {
+                tracing::warn!(
+                    node = node.uid,
+                    silent_ms = silent.as_millis() as u64,
+                    "failed node stayed away past the replica grace period: re-creating its replicas on other nodes"
+                );
+                Some(Command::ReplaceReplicas { uid: node.uid })
             } else {
                 None
             };

@@ -78,6 +78,8 @@ pub struct ControlSettings {
     /// How long a member may stop answering before its masters fail over
     /// (see [`liveness`]).
     pub failover_timeout_ms: u64,
+    /// How long a failed node's replicas wait for it before they move.
+    pub replica_ha_grace_ms: u64,
     /// The masters this node serves to replicas on its cluster port.
     pub replica_sources: Arc<meridian_replication::master_service::SourceTable>,
 }
@@ -290,7 +292,7 @@ impl RunningControl {
                 local_status: Default::default(),
                 monitor: Default::default(),
                 bdb_reporter: Default::default(),
-                liveness: liveness::Liveness::new(settings.failover_timeout_ms),
+                liveness: liveness::Liveness::new(settings.failover_timeout_ms, settings.replica_ha_grace_ms),
             }),
         };
         let (shutdown, receiver) = watch::channel(false);
