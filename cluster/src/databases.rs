@@ -1,7 +1,8 @@
 //! The databases a node serves, each on its own port, kept in line with the
 //! replicated configuration.
 //!
-//! A reconcile loop reads the applied configuration every
+//! A reconcile loop reads the applied configuration whenever a log entry is
+//! applied, and at least every
 //! [`RECONCILE_INTERVAL`] and compares what it asks this node to serve
 //! ([`wanted`], a pure function of the configuration) with what runs: a
 //! database that appears is bound on its port and served; one that goes (or
@@ -580,9 +581,12 @@ impl Databases {
         fence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut partial_logged = BTreeSet::new();
         let attach = self.attach();
+        let mut applied = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                // A configuration change (a failover) is acted on at once.
+                _ = control.applied_past(&mut applied) => {}
                 _ = fence_tick.tick() => {
                     self.fence(&control);
                     continue;
@@ -603,11 +607,10 @@ impl Databases {
             // A master with replicas starts only once the cluster confirmed
             // this node (a restarted node may hold an old configuration).
             let lease = control.write_lease_valid();
-            let serve: BTreeMap<u64, Wanted> = plan
+            let (serve, deferred): (BTreeMap<u64, Wanted>, BTreeMap<u64, Wanted>) = plan
                 .serve
                 .into_iter()
-                .filter(|(uid, want)| lease || !want.replication || self.entries().contains_key(uid))
-                .collect();
+                .partition(|(uid, want)| lease || !want.replication || self.entries().contains_key(uid));
             // Ports change hands between the forwarding proxy and the
             // served master: the side giving a port up closes it first.
             let mut forwarders = self.forwarders.lock().await;
@@ -616,7 +619,9 @@ impl Databases {
             forwarders.listen(&plan.routes).await;
             drop(forwarders);
             self.routers.lock().await.update(&plan.sharded, &attach).await;
-            self.reconcile_replicas(plan.replicas).await;
+            // A replica waiting for the lease to be promoted keeps its copy:
+            // its state is the shard's data.
+            self.reconcile_replicas(plan.replicas, &deferred).await;
             self.fence(&control);
         }
         self.forwarders.lock().await.stop_all().await;
@@ -661,11 +666,12 @@ impl Databases {
     /// when the new master continues the history); one no longer wanted
     /// stops. A replica promoted to master was taken by [`Databases::open`]
     /// before this runs.
-    async fn reconcile_replicas(&self, wanted: BTreeMap<u64, ReplicaWanted>) {
+    async fn reconcile_replicas(&self, wanted: BTreeMap<u64, ReplicaWanted>, promoting: &BTreeMap<u64, Wanted>) {
         let mut replicas = self.replicas.lock().await;
         let held: Vec<u64> = replicas.keys().copied().collect();
         for uid in held {
-            let keep = wanted.get(&uid).is_some_and(|want| *want == replicas[&uid].wanted);
+            let keep =
+                promoting.contains_key(&uid) || wanted.get(&uid).is_some_and(|want| *want == replicas[&uid].wanted);
             if keep {
                 continue;
             }

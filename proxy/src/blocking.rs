@@ -74,6 +74,16 @@ pub struct Block {
     pub deadline: Option<tokio::time::Instant>,
 }
 
+impl Block {
+    /// Completes when the deadline passes (never without one).
+    pub async fn expired(self) {
+        match self.deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// A registered waiter.
 struct Waiter {
     /// The command's arguments (the name excluded).

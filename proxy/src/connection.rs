@@ -256,12 +256,7 @@ async fn wait_unblocked(
     parser: &RequestParser,
     block: Block,
 ) -> Option<BytesMut> {
-    let deadline = async {
-        match block.deadline {
-            Some(deadline) => tokio::time::sleep_until(deadline).await,
-            None => std::future::pending().await,
-        }
-    };
+    let deadline = block.expired();
     tokio::pin!(deadline);
     let mut armed = true;
     loop {
@@ -305,7 +300,7 @@ async fn wait_unblocked(
 
 /// True if the command runs writes now (a write command not queued by
 /// MULTI, or EXEC), so it must wait for a lapsed write lease.
-fn awaits_lease(client: &ClientState, args: &[Bytes]) -> bool {
+pub(crate) fn awaits_lease(client: &ClientState, args: &[Bytes]) -> bool {
     if args[0].eq_ignore_ascii_case(b"exec") {
         return true;
     }

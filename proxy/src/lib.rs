@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod connection;
 pub mod context;
 pub mod forward;
+mod local_client;
 pub mod persistence;
 pub mod pubsub;
 pub mod replication;

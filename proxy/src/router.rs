@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use crate::cmd::{arity_ok, command_keys, lookup};
 use crate::context::ServerState;
 use crate::forward::{LOST_ERROR, MASTER_WAIT, Replay, encode_request, next_frame, replay_state};
+use crate::local_client::{FollowUp, LocalClient};
 use crate::reply::{Protocol, Reply};
 use crate::request::{Limits, Parsed, RequestParser};
 
@@ -179,16 +180,25 @@ pub async fn serve(
         }
         return;
     }
-    let mut router = Router::new(map, password);
+    let peer = socket.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut router = Router::new(map, password, attach, peer);
     tokio::select! {
         _ = router.run(&mut socket, parser, input, first) => {}
         _ = shutdown.wait_for(|&s| s) => {}
     }
 }
 
+/// How a router reaches one shard's master.
+enum Link {
+    /// Over TCP, through the master node's port (the handshake).
+    Tcp(TcpStream),
+    /// In-process: the master is served by this node.
+    Local(Box<LocalClient>),
+}
+
 /// A connection to one shard's master.
 struct Backend {
-    stream: TcpStream,
+    link: Link,
     /// Replies read, not yet consumed.
     buf: BytesMut,
     /// Requests dispatched, not yet written.
@@ -283,6 +293,10 @@ enum Flow {
 /// One client's router.
 struct Router {
     map: watch::Receiver<Arc<ShardMap>>,
+    /// Finds the shards served by this node (reached in-process).
+    attach: Attach,
+    /// The client's address (the in-process clients are registered under it).
+    peer: String,
     password: bool,
     backends: Vec<Option<Backend>>,
     generation: u64,
@@ -302,10 +316,12 @@ struct Router {
 }
 
 impl Router {
-    fn new(map: watch::Receiver<Arc<ShardMap>>, password: bool) -> Router {
+    fn new(map: watch::Receiver<Arc<ShardMap>>, password: bool, attach: Attach, peer: String) -> Router {
         let shards = map.borrow().shards.len();
         Router {
             map,
+            attach,
+            peer,
             password,
             backends: (0..shards).map(|_| None).collect(),
             generation: 0,
@@ -437,7 +453,12 @@ impl Router {
                 return Flow::Continue;
             }
             "subscribe" | "psubscribe" | "ssubscribe" | "monitor" => {
-                if let Err(error) = self.connect(0).await {
+                // The relay needs a socket: an in-process client of shard 0
+                // gives way to a TCP one.
+                if self.backends[0].as_ref().is_some_and(|b| matches!(b.link, Link::Local(_))) {
+                    self.backends[0] = None;
+                }
+                if let Err(error) = self.connect_via(0, false).await {
                     jobs.push(Job::Local(Local::Error(error)));
                     return Flow::Continue;
                 }
@@ -511,7 +532,7 @@ impl Router {
                 let unwatch = [Bytes::from_static(b"UNWATCH")];
                 // UNWATCH's +OK is DISCARD's reply.
                 let sent = match self.watching.take() {
-                    Some(shard) => self.queue_send(shard, &unwatch, Track::None, 0, jobs).is_ok(),
+                    Some(shard) => self.send(shard, &unwatch, Track::None, 0, jobs).await.is_ok(),
                     None => false,
                 };
                 if !sent {
@@ -534,18 +555,24 @@ impl Router {
                     jobs.push(Job::Local(Local::Error(error)));
                     return Flow::Continue;
                 }
-                let Some(backend) = self.backends[shard].as_mut() else {
-                    jobs.push(Job::Local(Local::Error(LOST_ERROR.into())));
-                    return Flow::Continue;
-                };
-                encode_request(&[Bytes::from_static(b"MULTI")], &mut backend.out);
+                // MULTI, the queued commands and EXEC: only EXEC's reply is
+                // the client's.
+                let mut sent = self.send(shard, &[Bytes::from_static(b"MULTI")], Track::None, 0, &mut Vec::new()).await;
                 for command in &multi.queued {
-                    encode_request(command, &mut backend.out);
+                    if sent.is_ok() {
+                        sent = self.send(shard, command, Track::None, 0, &mut Vec::new()).await;
+                    }
                 }
-                encode_request(&args, &mut backend.out);
-                backend.in_batch += multi.queued.len() + 2;
-                let part = Part { shard, generation: backend.generation, skip: multi.queued.len() + 1 };
-                jobs.push(Job::Gather { parts: vec![part], merge: Merge::First, track: Track::None });
+                if sent.is_ok() {
+                    sent = self.send(shard, &args, Track::None, 0, &mut Vec::new()).await;
+                }
+                match sent {
+                    Ok(exec) => {
+                        let part = Part { skip: multi.queued.len() + 1, ..exec };
+                        jobs.push(Job::Gather { parts: vec![part], merge: Merge::First, track: Track::None });
+                    }
+                    Err(error) => jobs.push(Job::Local(Local::Error(error))),
+                }
             }
             _ => {
                 let error = match lookup(&args[0]) {
@@ -649,7 +676,7 @@ impl Router {
                 order[i] = (part, position);
             }
             let sent = match self.connect(*shard).await {
-                Ok(()) => self.queue_send(*shard, &command, Track::None, 0, &mut Vec::new()),
+                Ok(()) => self.send(*shard, &command, Track::None, 0, &mut Vec::new()).await,
                 Err(error) => Err(error),
             };
             match sent {
@@ -684,7 +711,7 @@ impl Router {
             jobs.push(Job::Local(Local::Error(error)));
             return;
         }
-        match self.queue_send(shard, &args, Track::None, 0, &mut Vec::new()) {
+        match self.send(shard, &args, Track::None, 0, &mut Vec::new()).await {
             Ok(part) => jobs.push(Job::Gather {
                 parts: vec![part],
                 merge: Merge::Scan { shard, count: count as usize },
@@ -699,7 +726,7 @@ impl Router {
         let mut parts = Vec::new();
         for shard in 0..self.backends.len() {
             let sent = match self.connect(shard).await {
-                Ok(()) => self.queue_send(shard, args, Track::None, 0, &mut Vec::new()),
+                Ok(()) => self.send(shard, args, Track::None, 0, &mut Vec::new()).await,
                 Err(error) => Err(error),
             };
             match sent {
@@ -728,7 +755,7 @@ impl Router {
         let shards: Vec<usize> = (0..self.backends.len()).filter(|&s| self.backends[s].is_some()).collect();
         let mut parts = Vec::new();
         for shard in shards {
-            if let Ok(part) = self.queue_send(shard, args, Track::None, 0, &mut Vec::new()) {
+            if let Ok(part) = self.send(shard, args, Track::None, 0, &mut Vec::new()).await {
                 parts.push(part);
             }
         }
@@ -741,14 +768,15 @@ impl Router {
             jobs.push(Job::Local(Local::Error(error)));
             return;
         }
-        if let Err(error) = self.queue_send(shard, args, track, 0, jobs) {
+        if let Err(error) = self.send(shard, args, track, 0, jobs).await {
             jobs.push(Job::Local(Local::Error(error)));
         }
     }
 
-    /// Appends a command to a connected backend's requests; the part of the
-    /// reply it is (also pushed as a job when `jobs` is the batch's).
-    fn queue_send(
+    /// Sends a command to a connected backend: appended to its requests
+    /// (TCP) or run at once (in-process). Returns the part of the reply it
+    /// is (also pushed as a job when `jobs` is the batch's).
+    async fn send(
         &mut self,
         shard: usize,
         args: &[Bytes],
@@ -759,17 +787,70 @@ impl Router {
         let Some(backend) = self.backends[shard].as_mut() else {
             return Err("TRYAGAIN the shard's master is not reachable now".into());
         };
-        encode_request(args, &mut backend.out);
-        backend.in_batch += 1;
         let part = Part { shard, generation: backend.generation, skip };
+        match &mut backend.link {
+            Link::Tcp(_) => encode_request(args, &mut backend.out),
+            Link::Local(_) => {
+                if self.run_local(shard, args).await.is_err() {
+                    self.lose(shard);
+                    return Err(LOST_ERROR.into());
+                }
+            }
+        }
+        if let Some(backend) = self.backends[shard].as_mut() {
+            backend.in_batch += 1;
+        }
         jobs.push(Job::Gather { parts: vec![part], merge: Merge::First, track });
         Ok(part)
+    }
+
+    /// Runs a command on an in-process backend, its reply into the
+    /// backend's buffer. Anything that waits (a lapsed lease, a blocking
+    /// command, WAIT) first sends what the batch dispatched to the other
+    /// shards, so their commands are not held back behind it.
+    async fn run_local(&mut self, shard: usize, args: &[Bytes]) -> Result<(), crate::local_client::Lost> {
+        use crate::local_client::Lost;
+        let needs_lease = match self.backends[shard].as_ref().map(|b| &b.link) {
+            Some(Link::Local(local)) => local.needs_lease(args),
+            _ => return Err(Lost),
+        };
+        if needs_lease {
+            self.flush_backends().await;
+            let Some(Backend { link: Link::Local(local), .. }) = self.backends[shard].as_mut() else {
+                return Err(Lost);
+            };
+            local.await_lease().await?;
+        }
+        let Some(Backend { link: Link::Local(local), buf, .. }) = self.backends[shard].as_mut() else {
+            return Err(Lost);
+        };
+        let follow = local.execute(args, buf)?;
+        if let FollowUp::None = follow {
+            return Ok(());
+        }
+        self.flush_backends().await;
+        let Some(Backend { link: Link::Local(local), buf, .. }) = self.backends[shard].as_mut() else {
+            return Err(Lost);
+        };
+        local.follow(follow, buf).await
     }
 
     /// Makes sure the shard's backend is connected to its current master
     /// (reconnecting if the master moved and nothing is in flight on it).
     async fn connect(&mut self, shard: usize) -> Result<(), String> {
+        self.connect_via(shard, true).await
+    }
+
+    /// [`Router::connect`], in-process if `local` allows and this node
+    /// serves the shard's master, else over TCP.
+    async fn connect_via(&mut self, shard: usize, local: bool) -> Result<(), String> {
         let epoch = self.map.borrow().shards.get(shard).map(|s| s.epoch);
+        if let Some(backend) = &self.backends[shard]
+            && matches!(backend.link, Link::Local(ref l) if l.lost())
+            && backend.in_batch == 0
+        {
+            self.backends[shard] = None;
+        }
         if let Some(backend) = &self.backends[shard]
             && (Some(backend.epoch) == epoch || backend.in_batch > 0)
         {
@@ -786,6 +867,15 @@ impl Router {
             let Some(route) = route else {
                 return Err("CLUSTERDOWN the database's shards changed".into());
             };
+            if local && let Some(server) = (self.attach)(route.unit, route.epoch) {
+                match self.local_backend(server, &route) {
+                    Ok(backend) => {
+                        self.backends[shard] = Some(backend);
+                        return Ok(());
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
             if let Some(addr) = route.master
                 && let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
             {
@@ -811,7 +901,7 @@ impl Router {
                     Ok(()) => {
                         self.generation += 1;
                         self.backends[shard] = Some(Backend {
-                            stream,
+                            link: Link::Tcp(stream),
                             buf: BytesMut::with_capacity(READ_BYTES),
                             out: BytesMut::with_capacity(READ_BYTES),
                             epoch: route.epoch,
@@ -837,22 +927,63 @@ impl Router {
         }
     }
 
-    /// Writes every backend's dispatched requests.
+    /// An in-process backend of `server` (this node's master of the
+    /// shard), given the connection's state.
+    fn local_backend(&mut self, server: Arc<ServerState>, route: &ShardRoute) -> Result<Backend, String> {
+        let mut local = LocalClient::new(server, self.peer.clone());
+        let mut replay: Vec<Vec<Bytes>> = self.auth.iter().cloned().collect();
+        replay.extend(self.hello.iter().cloned());
+        if let Some(name) = &self.name {
+            replay.push(vec![Bytes::from_static(b"CLIENT"), Bytes::from_static(b"SETNAME"), name.clone()]);
+        }
+        for command in &replay {
+            let mut reply = BytesMut::new();
+            let _ = local.execute(command, &mut reply).map_err(|_| LOST_ERROR.to_string())?;
+            if is_error(&reply) {
+                return Err(String::from_utf8_lossy(&reply[1..reply.len().saturating_sub(2)]).into_owned());
+            }
+        }
+        self.generation += 1;
+        Ok(Backend {
+            link: Link::Local(Box::new(local)),
+            buf: BytesMut::with_capacity(READ_BYTES),
+            out: BytesMut::new(),
+            epoch: route.epoch,
+            generation: self.generation,
+            resp3: self.resp3,
+            in_batch: 0,
+        })
+    }
+
+    /// Writes every TCP backend's dispatched requests.
     async fn flush_backends(&mut self) {
         for slot in self.backends.iter_mut() {
-            if let Some(backend) = slot
-                && !backend.out.is_empty()
+            if let Some(Backend { link: Link::Tcp(stream), out, .. }) = slot
+                && !out.is_empty()
             {
-                let out = std::mem::take(&mut backend.out);
-                if backend.stream.write_all(&out).await.is_err() {
+                let pending = std::mem::take(out);
+                if stream.write_all(&pending).await.is_err() {
                     *slot = None;
                 }
             }
         }
     }
 
+    /// Commits what the in-process backends ran (their replies go out
+    /// next); a backend whose commit failed is lost.
+    fn commit_local(&mut self) {
+        for shard in 0..self.backends.len() {
+            if let Some(Backend { link: Link::Local(local), .. }) = self.backends[shard].as_mut()
+                && local.commit().is_err()
+            {
+                self.lose(shard);
+            }
+        }
+    }
+
     /// Reads the batch's replies in order and writes them to `out`.
     async fn collect(&mut self, jobs: Vec<Job>, out: &mut BytesMut) {
+        self.commit_local();
         for job in jobs {
             match job {
                 Job::Local(local) => self.local(local, out),
@@ -925,9 +1056,14 @@ impl Router {
                 }
             }
             let epoch = backend.epoch;
+            let Link::Tcp(stream) = &mut backend.link else {
+                // In-process replies are complete when the command returns.
+                self.lose(part.shard);
+                return None;
+            };
             backend.buf.reserve(READ_BYTES);
             let read = tokio::select! {
-                read = backend.stream.read_buf(&mut backend.buf) => read.ok().filter(|&n| n > 0),
+                read = stream.read_buf(&mut backend.buf) => read.ok().filter(|&n| n > 0),
                 _ = moved(&mut self.map, part.shard, epoch) => None,
             };
             if read.is_none() {
@@ -1099,16 +1235,16 @@ impl Router {
         input: &mut BytesMut,
         first: Vec<Bytes>,
     ) {
-        let Some(mut backend) = self.backends[0].take() else {
+        let Some(Backend { link: Link::Tcp(mut stream), buf, .. }) = self.backends[0].take() else {
             return;
         };
         let mut out = BytesMut::new();
         encode_request(&first, &mut out);
-        if backend.stream.write_all(&out).await.is_err() || socket.write_all(&backend.buf).await.is_err() {
+        if stream.write_all(&out).await.is_err() || socket.write_all(&buf).await.is_err() {
             return;
         }
         let (mut client_read, mut client_write) = socket.split();
-        let (mut master_read, mut master_write) = backend.stream.split();
+        let (mut master_read, mut master_write) = stream.split();
         let upstream = async {
             let mut args = Vec::with_capacity(8);
             loop {
@@ -1410,7 +1546,7 @@ mod tests {
     fn router(oss: bool) -> Router {
         let (_tx, rx) = watch::channel(Arc::new(map(oss)));
         // The sender goes: the router only reads the map.
-        Router::new(rx, false)
+        Router::new(rx, false, Arc::new(|_, _| None), String::new())
     }
 
     #[test]

@@ -97,6 +97,11 @@ impl<T> Backlog<T> {
         self.entries.len()
     }
 
+    /// The most bytes it keeps.
+    pub fn bytes_max(&self) -> usize {
+        self.bytes_max
+    }
+
     /// True if nothing is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

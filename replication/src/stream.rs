@@ -211,6 +211,11 @@ impl ReplicationLog {
         self.backlog.bytes()
     }
 
+    /// The most bytes the backlog keeps (Redis's `repl-backlog-size`).
+    pub fn backlog_bytes_max(&self) -> usize {
+        self.backlog.bytes_max()
+    }
+
     /// Appends one encoded delta; returns its offset.
     pub fn append(&mut self, encoded_delta: Vec<u8>) -> u64 {
         let size = encoded_delta.len();

@@ -190,6 +190,9 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
     let mut clients: HashMap<NodeId, (String, RpcClient)> = HashMap::new();
     let mut leading_since: Option<(u64, Instant)> = None;
     let mut pending: HashMap<NodeId, Instant> = HashMap::new();
+    // The leader before this node led: an election is evidence that it went
+    // silent, so it gets a shorter wait (see below).
+    let mut previous_leader: Option<NodeId> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -197,6 +200,9 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
         }
         let metrics = control.shared.raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader {
+            if let Some(leader) = metrics.current_leader.filter(|&l| l != me) {
+                previous_leader = Some(leader);
+            }
             leading_since = None;
             probes.lock().unwrap_or_else(|p| p.into_inner()).clear();
             continue;
@@ -283,14 +289,27 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             }
             let last = probe.1.answered.map_or(since, |a| a.max(since));
             let silent = now.saturating_duration_since(last);
-            let command = if node.status.is_up() && silent > liveness.timeout() {
+            // The previous leader, silent since this node was elected: the
+            // voters of this term refuse its probes, so no lease it holds or
+            // granted outlives a lease from then — waiting that long is
+            // enough, rather than a whole timeout after an election that
+            // already took one.
+            let limit = if previous_leader == Some(node.uid) && probe.1.answered.is_none() {
+                liveness.lease()
+            } else {
+                liveness.timeout()
+            };
+            let command = if node.status.is_up() && silent > limit {
                 tracing::warn!(
                     node = node.uid,
                     silent_ms = silent.as_millis() as u64,
                     "node stopped answering: declaring it failed and failing over its masters"
                 );
                 Some(Command::NodeFailed { uid: node.uid })
-            } else if node.status == NodeState::Failed && silent < liveness.interval() * 3 {
+            } else if node.status == NodeState::Failed && probe.1.answered.is_some() && silent < liveness.interval() * 3
+            {
+                // Only an answer counts: a leader that just took over has
+                // heard from nobody yet (`since` is not an answer).
                 tracing::info!(node = node.uid, "failed node answers again: declaring it active");
                 Some(Command::NodeRecovered { uid: node.uid })
             } else if node.status == NodeState::Failed

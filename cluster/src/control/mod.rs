@@ -223,18 +223,22 @@ pub async fn bind_port(bind: IpAddr, port: Option<u16>, default: u16, what: &str
 /// Log entries between two snapshots, unless configured otherwise.
 pub const SNAPSHOT_LOGS_DEFAULT: u64 = 1000;
 
-fn raft_config(snapshot_logs: u64) -> anyhow::Result<Arc<openraft::Config>> {
+fn raft_config(snapshot_logs: u64, failover_timeout_ms: u64) -> anyhow::Result<Arc<openraft::Config>> {
     if snapshot_logs == 0 {
         anyhow::bail!("raft_snapshot_logs must be 1 or more");
     }
     let config = openraft::Config {
         cluster_name: "meridian".to_string(),
-        // A dead leader is replaced within about a second (failure detection
-        // of its shards then runs on the new leader), while a missed
-        // heartbeat or two on a busy machine does not start an election.
-        heartbeat_interval: 100,
-        election_timeout_min: 600,
-        election_timeout_max: 1200,
+        // A dead leader is replaced within about one failover timeout (an
+        // openraft voter refuses candidates for `election_timeout_max` after
+        // its last heartbeat — its leader lease — so an election takes
+        // between the maximum and min + max); failure detection then runs on
+        // the new leader, which fails the old leader's masters over a write
+        // lease later. Five missed heartbeats start an election: the masters'
+        // write leases (half the failover timeout) lapse about then anyway.
+        heartbeat_interval: (failover_timeout_ms / 12).max(10),
+        election_timeout_min: failover_timeout_ms * 5 / 12,
+        election_timeout_max: failover_timeout_ms / 2,
         // The configuration is tiny; a snapshot every 1000 entries keeps the
         // log short, and a member too far behind gets the snapshot.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
@@ -277,8 +281,14 @@ impl RunningControl {
         let cluster_addr = cluster_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
-        let raft =
-            Raft::new(settings.node_id, raft_config(settings.snapshot_logs)?, Network, log, state.clone()).await?;
+        let raft = Raft::new(
+            settings.node_id,
+            raft_config(settings.snapshot_logs, settings.failover_timeout_ms)?,
+            Network,
+            log,
+            state.clone(),
+        )
+        .await?;
         let control = ControlPlane {
             shared: Arc::new(Shared {
                 node_id: settings.node_id,
@@ -438,6 +448,23 @@ impl ControlPlane {
     /// leader by the entries in flight).
     pub fn config(&self) -> ClusterConfig {
         self.shared.state.with_config(ClusterConfig::clone)
+    }
+
+    /// Waits until this node applied a log entry past `seen` (the
+    /// configuration may have changed), then records the new index in it.
+    pub async fn applied_past(&self, seen: &mut u64) {
+        let mut metrics = self.shared.raft.metrics();
+        loop {
+            let applied = metrics.borrow_and_update().last_applied.map_or(0, |id| id.index);
+            if applied != *seen {
+                *seen = applied;
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                // Raft stopped: the caller's shutdown ends its loop.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Runs `f` on the applied configuration without copying it.

@@ -506,7 +506,7 @@ fn replication_section(server: &crate::context::ServerState, text: &mut String) 
         text,
         "master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:{replid2}\r\nmaster_repl_offset:{next}\r\nsecond_repl_offset:{second}\r\nrepl_backlog_active:1\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n\r\n",
         log.replid(),
-        log.backlog_bytes(),
+        log.backlog_bytes_max(),
         log.first_offset(),
         next - log.first_offset()
     );
