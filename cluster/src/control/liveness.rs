@@ -289,13 +289,19 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             }
             let last = probe.1.answered.map_or(since, |a| a.max(since));
             let silent = now.saturating_duration_since(last);
-            // The previous leader, silent since this node was elected: the
-            // voters of this term refuse its probes, so no lease it holds or
-            // granted outlives a lease from then — waiting that long is
-            // enough, rather than a whole timeout after an election that
-            // already took one.
+            // The previous leader, silent since this node was elected: a
+            // voter grants a vote only once the old leader was silent to it
+            // for the election timeout's maximum (openraft's leader lease,
+            // five twelfths of the failover timeout), and a quorum granted
+            // this node's, so the old leader can have had no quorum contact
+            // for about that long — its write lease (half the timeout) has
+            // ended or ends within a twelfth. Three probe intervals (three
+            // tenths) cover that and give a live old leader time to answer,
+            // rather than a whole timeout after an election that already
+            // took one. (This leans on the probes travelling as the Raft
+            // messages do: the same service, address and port.)
             let limit = if previous_leader == Some(node.uid) && probe.1.answered.is_none() {
-                liveness.lease()
+                liveness.interval() * 3
             } else {
                 liveness.timeout()
             };

@@ -229,16 +229,16 @@ fn raft_config(snapshot_logs: u64, failover_timeout_ms: u64) -> anyhow::Result<A
     }
     let config = openraft::Config {
         cluster_name: "meridian".to_string(),
-        // A dead leader is replaced within about one failover timeout (an
+        // A dead leader is replaced within about one failover timeout: an
         // openraft voter refuses candidates for `election_timeout_max` after
-        // its last heartbeat — its leader lease — so an election takes
-        // between the maximum and min + max); failure detection then runs on
-        // the new leader, which fails the old leader's masters over a write
-        // lease later. Five missed heartbeats start an election: the masters'
-        // write leases (half the failover timeout) lapse about then anyway.
+        // its last heartbeat (its leader lease), so an election takes between
+        // the maximum and min + max (250 to 450 ms with the default 600);
+        // failure detection then runs on the new leader (D74). Four missed
+        // heartbeats start an election: the masters' write leases (half the
+        // failover timeout) lapse about then anyway.
         heartbeat_interval: (failover_timeout_ms / 12).max(10),
-        election_timeout_min: failover_timeout_ms * 5 / 12,
-        election_timeout_max: failover_timeout_ms / 2,
+        election_timeout_min: failover_timeout_ms / 3,
+        election_timeout_max: failover_timeout_ms * 5 / 12,
         // The configuration is tiny; a snapshot every 1000 entries keeps the
         // log short, and a member too far behind gets the snapshot.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
@@ -525,7 +525,13 @@ impl ControlPlane {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match timeout(remaining, self.shared.raft.client_write(command.clone())).await {
-                Ok(Ok(response)) => return response.data.map_err(WriteError::Refused),
+                Ok(Ok(response)) => {
+                    // Tell the followers the new commit index now rather than
+                    // at the next heartbeat: a failover takes effect on the
+                    // promoted node when it applies the change.
+                    let _ = self.shared.raft.trigger().heartbeat().await;
+                    return response.data.map_err(WriteError::Refused);
+                }
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
                     if let Some(leader) = forward.leader_node {
                         match self.forward(&leader.addr, &command, remaining).await {

@@ -284,17 +284,24 @@ async fn main() -> anyhow::Result<()> {
         let survivor = nodes.iter().find(|n| n.id != victim).map(|n| n.id).expect("two survivors");
         let via = endpoints[(survivor - 1) as usize];
         let killed = Instant::now();
+        let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         nodes[(victim - 1) as usize].kill();
         let key = &probes[shard];
-        until("a write to the failed shard", Duration::from_secs(30), || async {
-            set_once(via, key).await.then_some(())
-        })
-        .await?;
+        // Polled every 5 ms (a fresh connection each time, as a client
+        // that lost its own would).
+        while !set_once(via, key).await {
+            if killed.elapsed() > Duration::from_secs(30) {
+                bail!("no write to shard {} succeeded within 30 s of the kill", shard + 1);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let elapsed = killed.elapsed().as_millis() as u64;
         let after = masters(&admin_of(&nodes, survivor), uid).await.unwrap_or_default();
         println!(
-            "round {}: killed node {victim} (master of shard {} at epoch {epoch}); first write after {elapsed} ms, new master node {:?}",
+            "round {}: killed node {victim} at {}.{:03} (master of shard {} at epoch {epoch}); first write after {elapsed} ms, new master node {:?}",
             round + 1,
+            killed_at.as_secs() % 86_400,
+            killed_at.subsec_millis(),
             shard + 1,
             after.get(shard).map(|m| m.0)
         );
