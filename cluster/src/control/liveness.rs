@@ -174,6 +174,9 @@ struct Probe {
     followed: Option<Instant>,
     /// A probe is on its way.
     in_flight: bool,
+    /// When this leader first probed the member (a member that just joined
+    /// is silent from then, not from when this node began to lead).
+    first: Option<Instant>,
     /// The member's clock reading (and process) from its last answer that
     /// came back within the lease: echoed in the next probe.
     echo: (u64, u64),
@@ -258,7 +261,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             };
             let probe = {
                 let mut probes = probes.lock().unwrap_or_else(|p| p.into_inner());
-                let probe = probes.entry(node.uid).or_default();
+                let probe = probes.entry(node.uid).or_insert_with(|| Probe { first: Some(now), ..Probe::default() });
                 let send = !probe.in_flight;
                 probe.in_flight = true;
                 (send, *probe)
@@ -287,7 +290,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
                     }
                 });
             }
-            let last = probe.1.answered.map_or(since, |a| a.max(since));
+            let last = probe.1.answered.or(probe.1.first).map_or(since, |a| a.max(since));
             let silent = now.saturating_duration_since(last);
             // The previous leader, silent since this node was elected: a
             // voter grants a vote only once the old leader was silent to it
