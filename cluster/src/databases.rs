@@ -328,6 +328,9 @@ pub struct DatabaseSettings {
     pub data_dir: Option<PathBuf>,
     /// When journals are forced to disk.
     pub fsync: Fsync,
+    /// The cluster's failover timeout: a manual failover's hand-over waits
+    /// at most half of it (see [`Databases::open`]).
+    pub failover_timeout: Duration,
 }
 
 /// One served database.
@@ -706,6 +709,25 @@ impl Databases {
         ReplicaLink::spawn(config, stream)
     }
 
+    /// Waits until the replica copy `uid`'s link to its old master went down
+    /// (the old master handed over) or half a failover timeout passed.
+    async fn await_hand_over(&self, uid: u64) {
+        let deadline = Instant::now() + self.settings.failover_timeout / 2;
+        loop {
+            let up = {
+                let replicas = self.replicas.lock().await;
+                match replicas.get(&uid) {
+                    Some(entry) => entry.link.stats().up.load(std::sync::atomic::Ordering::Acquire),
+                    None => false,
+                }
+            };
+            if !up || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Stops following database `uid`'s master and takes the replica's state
     /// for a promotion: keyspace, history, offset and clock high-water.
     async fn take_replica(&self, uid: u64) -> Option<(meridian_crdt::Keyspace, Option<ReplicationId>, u64, u64)> {
@@ -783,6 +805,9 @@ impl Databases {
             match action {
                 Action::Keep => {}
                 Action::Stop => {
+                    if replicas.contains_key(&uid) {
+                        self.hand_over(uid).await;
+                    }
                     let bdb = self.entries().get(&uid).map_or(uid, |e| e.wanted.bdb_uid);
                     let stopped = self.stop(uid, !existing.contains(&bdb)).await;
                     if let (Some(server), Some(want)) = (stopped, replicas.get(&uid)) {
@@ -805,6 +830,25 @@ impl Databases {
         }
     }
 
+    /// A master about to become a replica of another copy (a manual
+    /// failover, or a master coming back after one): it takes no more
+    /// writes, and its log goes on streaming until its replica acknowledged
+    /// all of it — bounded by half the failover timeout — so the promoted
+    /// copy has every write it acknowledged (Redis's CLUSTER FAILOVER
+    /// hand-over). A replica that is no longer listening just costs the wait.
+    async fn hand_over(&self, uid: u64) {
+        let server = match &self.entries().get(&uid).map(|e| &e.state) {
+            Some(State::Serving(serving)) => serving.server.clone(),
+            _ => return,
+        };
+        if server.replication().is_none() {
+            return;
+        }
+        server.set_fenced(true);
+        let acked = server.wait_for_replicas(1, Some(self.settings.failover_timeout / 2)).await;
+        tracing::info!(bdb = uid, acked, "handed the shard over: fenced, its log acknowledged by {acked} replica(s)");
+    }
+
     /// Starts serving `want`; a failure is recorded in its status.
     async fn start(&self, want: Wanted) {
         let uid = want.uid;
@@ -825,6 +869,9 @@ impl Databases {
     }
 
     async fn open(&self, want: &Wanted) -> Result<Serving, String> {
+        // A settling master counts its settling from here (the hand-over
+        // below is part of it).
+        let began = Instant::now();
         // One shard of a sharded database has no port of its own: the
         // routers hand it connections.
         let listener = match want.shard_index {
@@ -849,7 +896,14 @@ impl Databases {
         let bdb_dir = self.settings.data_dir.as_ref().map(|dir| dir.join(format!("bdb-{}", want.bdb_uid)));
         let shard_dir_name = format!("shard-{}", want.shard_index.map_or(1, |i| i + 1));
         // A replica copy held here becomes the master: its state, history
-        // and clock continue (a promotion).
+        // and clock continue (a promotion). When the old master may still be
+        // up (a manual failover), it streams its last writes before it lets
+        // go (`hand_over`, which ends its stream): the replica follows until
+        // then, within half a failover timeout — time the new master would
+        // spend settling anyway.
+        if want.replication && want.settle {
+            self.await_hand_over(want.uid).await;
+        }
         let promoted = if want.replication { self.take_replica(want.uid).await } else { None };
         let mut previous = None;
         let (mut shard, journal) = match (promoted, &bdb_dir) {
@@ -946,7 +1000,7 @@ impl Databases {
             }
             _ => Arc::new(RegionInbound::new(server.clone())),
         };
-        Ok(Serving { addr, opened: Instant::now(), server, shutdown, task, inbound, links: Vec::new() })
+        Ok(Serving { addr, opened: began, server, shutdown, task, inbound, links: Vec::new() })
     }
 
     /// Brings an active-active instance's links in line with its instance

@@ -259,6 +259,7 @@ impl Node {
                 maxclients: config.maxclients,
                 data_dir: config.data_dir.clone(),
                 fsync: Fsync::parse(&config.appendfsync).expect("validated"),
+                failover_timeout: std::time::Duration::from_millis(config.failover_timeout_ms),
             },
             sync.clone(),
             replica_sources,
