@@ -53,6 +53,8 @@ pub struct Stats {
     pub hits: AtomicU64,
     /// Keyspace misses.
     pub misses: AtomicU64,
+    /// The largest resident set size INFO memory has seen (bytes).
+    pub peak_rss: AtomicU64,
 }
 
 /// State shared by every connection of one database endpoint.

@@ -921,6 +921,15 @@ async fn command_config_info_time() {
     assert!(info.lines().all(|line| !line.contains('\n')) && info.contains("\r\n"), "INFO uses CRLF lines");
     let server = c.cmd(&["INFO", "server"]).await.text();
     assert!(server.contains("redis_version:") && !server.contains("# Keyspace"), "INFO server: {server}");
+    let memory = c.cmd(&["INFO", "memory"]).await.text();
+    let used: u64 = memory
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("INFO memory lacks used_memory: {memory}"));
+    assert!(used > 1024 * 1024, "a running node uses more than 1 MiB: {memory}");
+    assert!(memory.contains("maxmemory_policy:noeviction") && memory.contains("used_memory_human:"), "{memory}");
+    assert!(info.contains("# Memory"), "INFO (default) includes the memory section: {info}");
 
     let time = c.cmd(&["TIME"]).await;
     let [seconds, micros] = time.items() else { panic!("TIME gave {time:?}") };

@@ -406,6 +406,28 @@ fn command_docs(ctx: &mut Context<'_, '_>, names: &[Bytes]) {
     }
 }
 
+/// The process's resident set size in bytes (`VmRSS` of
+/// `/proc/self/status`, whatever the page size; 0 where there is none).
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()));
+    kib.unwrap_or(0) * 1024
+}
+
+/// Redis's `bytesToHuman`: `512B`, `1.50K`, `2.00M`, `3.25G`.
+fn bytes_to_human(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    for (size, unit) in UNITS {
+        if bytes >= size {
+            return format!("{:.2}{unit}", bytes as f64 / size as f64);
+        }
+    }
+    format!("{bytes}B")
+}
+
 fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
@@ -445,6 +467,20 @@ fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
             stats.clients.load(Relaxed),
             ctx.server.settings.maxclients,
             ctx.server.blocked_clients()
+        );
+    }
+    if wanted("memory") {
+        // The process's resident set: Meridian does not count allocator
+        // bytes, so `used_memory` is the RSS (every database of the node
+        // shares it).
+        let rss = resident_bytes();
+        let peak = stats.peak_rss.fetch_max(rss, Relaxed).max(rss);
+        let _ = write!(
+            text,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n",
+            bytes_to_human(rss),
+            bytes_to_human(rss),
+            bytes_to_human(peak)
         );
     }
     if wanted("stats") {
