@@ -1337,10 +1337,11 @@ fn elements(frame: &[u8], resp3: bool) -> Option<Vec<Bytes>> {
         return None;
     }
     let (count, mut at) = header(frame)?;
-    let mut elements = Vec::with_capacity(count);
+    let mut elements = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
-        let (len, _) = next_frame(&frame[at..], resp3).ok()??;
-        elements.push(Bytes::copy_from_slice(&frame[at..at + len]));
+        let rest = frame.get(at..)?;
+        let (len, _) = next_frame(rest, resp3).ok()??;
+        elements.push(Bytes::copy_from_slice(rest.get(..len)?));
         at += len;
     }
     Some(elements)
@@ -1581,6 +1582,36 @@ mod tests {
             "# Server\r\nx:1\r\n# Keyspace\r\ndb0:keys=5,expires=0,avg_ttl=0\r\n".into(),
         ]);
         assert!(merged.contains("db0:keys=7,expires=1"), "{merged}");
+    }
+
+    proptest::proptest! {
+        /// The reply helpers see only complete frames from our own shards,
+        /// but must not panic on anything (a peer node is still a peer).
+        #[test]
+        fn reply_helpers_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), resp3: bool) {
+            let _ = elements(&bytes, resp3);
+            let _ = bulk_text(&bytes);
+            let _ = integer(&bytes);
+            let _ = is_null(&bytes);
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let _ = merge_info(&[text.clone(), format!("# Keyspace\r\n{text}")]);
+        }
+
+        #[test]
+        fn framed_arrays_split_into_their_elements(items in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8), 0..6)) {
+            let mut frame = format!("*{}\r\n", items.len()).into_bytes();
+            for item in &items {
+                frame.extend_from_slice(format!("${}\r\n", item.len()).as_bytes());
+                frame.extend_from_slice(item);
+                frame.extend_from_slice(b"\r\n");
+            }
+            let split = elements(&frame, false).expect("a well-formed array");
+            proptest::prop_assert_eq!(split.len(), items.len());
+            for (element, item) in split.iter().zip(&items) {
+                let text = bulk_text(element);
+                proptest::prop_assert_eq!(text.as_deref(), Some(&item[..]));
+            }
+        }
     }
 
     #[test]
