@@ -794,7 +794,10 @@ impl Keyspace {
         };
         let value = ShortBytes::new(value);
         let mut delta = KeyDelta::new(key);
-        match self.table.get(key) {
+        // One lookup for the read and the apply (the table does not change
+        // in between): the lookup is SET's largest cost.
+        let found = self.table.find(key);
+        match found.map(|slot| &self.table.slot(slot).1) {
             None => delta.parts.push(TypedDelta::Str(RegisterDelta {
                 removed: Default::default(),
                 entry: Some(crate::register::Entry { tag, value }),
@@ -833,7 +836,7 @@ impl Keyspace {
             delta.expiry =
                 Some(crate::expiry::ExpiryDelta { removed, entry: Some((expiry_tag, Deadline::At(deadline))) });
         }
-        self.apply_key(&delta);
+        self.apply_key_at(found, &delta, true);
         delta
     }
 
