@@ -684,6 +684,21 @@ async fn a_sharded_database_is_routed_by_slot_from_every_node_and_survives_a_kil
         assert!(held.iter().any(|s| s["role"] == "master" && s["keys"].as_u64() > Some(50)), "node {id}: {local}");
     }
 
+    // Pub/sub is region-wide: subscribed through one node, published
+    // through another.
+    let mut subscriber = connect(addr(cluster.member(2), port)).await.expect("connect to node 2");
+    assert_eq!(
+        subscriber.cmd(&["SUBSCRIBE", "news"]).await,
+        Resp::Array(vec![common::bulk("subscribe"), common::bulk("news"), common::int(1)])
+    );
+    let mut publisher = connect(addr(cluster.member(3), port)).await.expect("connect to node 3");
+    assert_eq!(publisher.cmd(&["PUBLISH", "news", "hi"]).await, common::int(1));
+    assert_eq!(
+        subscriber.read().await,
+        Resp::Array(vec![common::bulk("message"), common::bulk("news"), common::bulk("hi")])
+    );
+    drop((subscriber, publisher));
+
     // A client of another node, and SIGKILL of the master of the last shard.
     let victim = masters[2];
     let survivor = if victim == 1 { 2 } else { 1 };
