@@ -587,8 +587,12 @@ impl RgaList {
     }
 
     fn apply_insert(&mut self, id: Tag, anchor: Option<Dot>, value: &ShortBytes, seen: &CausalContext) {
-        // A dot not seen before names a new element: nothing to look up.
-        let born_dead = seen.contains(id.dot);
+        // A dot not seen before names a new element: nothing to look up. A
+        // seen dot whose removal is waiting here is not born dead: the
+        // waiting removal marks it when it lands, as it would had the insert
+        // come first (so the parked state does not depend on the order).
+        let born_dead =
+            seen.contains(id.dot) && self.pending.get(&id.dot).is_none_or(|waiting| waiting.removed_by.is_none());
         if born_dead && (self.floor_contains(id.dot) || self.find(id.dot).is_some()) {
             return; // A duplicate.
         }
