@@ -146,6 +146,13 @@ fn logical_shards<'a>(copies: &[&'a ShardInfo]) -> Vec<Vec<&'a ShardInfo>> {
     groups
 }
 
+/// True if `bdb` (with these shards, from [`logical_shards`]) is served
+/// shard by shard behind routers; an active-active instance keeps one
+/// keyspace (its WAN stream is not split by slot).
+fn is_sharded(bdb: &Bdb, groups: &[Vec<&ShardInfo>]) -> bool {
+    bdb.crdb.is_none() && groups.len() > 1
+}
+
 /// Plans a database split over several shards: each shard is served where
 /// its master is (under its [`unit_uid`]), followed where its replicas are,
 /// and every node routes the database's port by slot.
@@ -227,12 +234,10 @@ pub fn wanted(config: &ClusterConfig, node_id: u64) -> Plan {
     for bdb in config.bdbs.values().filter(|b| b.name != DEFAULT_BDB_NAME) {
         let copies: Vec<&crate::config::ShardInfo> =
             bdb.shard_list.iter().filter_map(|uid| config.shards.get(uid)).collect();
-        if bdb.crdb.is_none() {
-            let groups = logical_shards(&copies);
-            if groups.len() > 1 {
-                plan_sharded(config, node_id, bdb, &groups, &mut plan);
-                continue;
-            }
+        let groups = logical_shards(&copies);
+        if is_sharded(bdb, &groups) {
+            plan_sharded(config, node_id, bdb, &groups, &mut plan);
+            continue;
         }
         let masters: Vec<&crate::config::ShardInfo> =
             copies.iter().copied().filter(|s| s.role == ShardRole::Master).collect();
@@ -293,7 +298,7 @@ fn masters(config: &ClusterConfig) -> BTreeMap<u64, (u64, u64)> {
     for bdb in config.bdbs.values() {
         let copies: Vec<&ShardInfo> = bdb.shard_list.iter().filter_map(|uid| config.shards.get(uid)).collect();
         let groups = logical_shards(&copies);
-        let sharded = bdb.crdb.is_none() && groups.len() > 1;
+        let sharded = is_sharded(bdb, &groups);
         for (index, group) in groups.iter().enumerate() {
             if let Some(master) = group.iter().find(|s| s.role == ShardRole::Master) {
                 let id = if sharded { unit_uid(bdb.uid, index) } else { bdb.uid };

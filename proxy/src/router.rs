@@ -1406,6 +1406,7 @@ fn node_id(uid: u64) -> String {
 /// mode each shard's master owns its slots.
 fn cluster(map: &ShardMap, args: &[Bytes], reply: &mut Reply<'_>) {
     let sub = args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()).unwrap_or_default();
+    let epoch = map.shards.iter().map(|s| s.epoch).max().unwrap_or(0);
     // (start, end, endpoint, node uid, epoch) of every slot range.
     let ranges: Vec<(u16, u16, Option<SocketAddr>, u64, u64)> = if map.oss_cluster {
         let mut ranges: Vec<_> = map
@@ -1416,11 +1417,9 @@ fn cluster(map: &ShardMap, args: &[Bytes], reply: &mut Reply<'_>) {
         ranges.sort_by_key(|r| r.0);
         ranges
     } else {
-        let epoch = map.shards.iter().map(|s| s.epoch).max().unwrap_or(0);
         vec![(0, SLOT_COUNT - 1, Some(map.endpoint), map.node_uid, epoch)]
     };
     let healthy = map.shards.iter().all(|s| s.master.is_some());
-    let epoch = map.shards.iter().map(|s| s.epoch).max().unwrap_or(0);
     match (sub.as_str(), args.len()) {
         ("keyslot", 3) => reply.integer(i64::from(key_slot(&args[2]))),
         ("myid", 2) => reply.bulk(node_id(map.node_uid).as_bytes()),

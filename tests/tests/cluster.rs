@@ -535,6 +535,25 @@ async fn connect_when_served(port: u16) -> common::Client {
     .await
 }
 
+/// Creates a database from `spec` through `node`'s admin API; its uid.
+async fn create_bdb(node: &Node, spec: Value) -> u64 {
+    let (status, created) = api(node, Method::POST, "/v1/bdbs", Some(spec)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created["uid"].as_u64().expect("a uid")
+}
+
+/// A one-node cluster keeping its data in `dir`, every port free.
+fn persistent_node(dir: &Path) -> NodeConfig {
+    NodeConfig {
+        port: 0,
+        admin_port: Some(0),
+        cluster_port: Some(0),
+        sync_port: Some(0),
+        data_dir: Some(dir.to_path_buf()),
+        ..NodeConfig::default()
+    }
+}
+
 /// Waits (bounded) until nothing listens on `port` any more.
 async fn wait_port_closed(port: u16) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -544,20 +563,10 @@ async fn wait_port_closed(port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_database_is_served_on_its_port_until_deleted() {
     let dir = TempDir::new("bdb-ports");
-    let config = NodeConfig {
-        port: 0,
-        admin_port: Some(0),
-        cluster_port: Some(0),
-        sync_port: Some(0),
-        data_dir: Some(dir.0.clone()),
-        ..NodeConfig::default()
-    };
+    let config = persistent_node(&dir.0);
     let node = start_with(config.clone()).await;
     let port = free_port();
-    let spec = json!({"name": "cache", "port": port, "password": "first"});
-    let (status, created) = api(&node, Method::POST, "/v1/bdbs", Some(spec)).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let uid = created["uid"].as_u64().unwrap();
+    let uid = create_bdb(&node, json!({"name": "cache", "port": port, "password": "first"})).await;
 
     // Served on its own port, with its password; its data in its own directory.
     let mut client = connect_when_served(port).await;
@@ -593,10 +602,7 @@ async fn a_created_database_is_served_on_its_port_until_deleted() {
     // A port that cannot be bound is reported, not fatal.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
-    let (status, blocked) =
-        api(&node, Method::POST, "/v1/bdbs", Some(json!({"name": "blocked", "port": taken_port}))).await;
-    assert_eq!(status, StatusCode::CREATED, "{blocked}");
-    let blocked_uid = blocked["uid"].as_u64().unwrap();
+    let blocked_uid = create_bdb(&node, json!({"name": "blocked", "port": taken_port})).await;
     let failed = converges("the bind error in the database's status", || async {
         let bdb = get(&node, &format!("/v1/bdbs/{blocked_uid}")).await;
         (bdb["endpoint_status"]["status"] == "error").then_some(bdb)
@@ -626,10 +632,7 @@ async fn in_a_three_node_cluster_the_master_node_serves_a_database() {
     agreed_leader(&all, &[1, 2, 3]).await;
 
     let port = free_port();
-    let (status, created) =
-        api(&n3, Method::POST, "/v1/bdbs", Some(json!({"name": "sessions", "port": port, "replication": true}))).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let uid = created["uid"].as_u64().unwrap();
+    let uid = create_bdb(&n3, json!({"name": "sessions", "port": port, "replication": true})).await;
     let shards = get(&n1, "/v1/shards").await;
     let master = shards
         .as_array()
@@ -659,20 +662,10 @@ async fn in_a_three_node_cluster_the_master_node_serves_a_database() {
 async fn a_sharded_database_routes_pipelines_resp3_pubsub_and_blocking_pops_and_recovers_per_shard() {
     use common::{Resp, bulk, encode, int, ok};
     let dir = TempDir::new("sharded");
-    let config = NodeConfig {
-        port: 0,
-        admin_port: Some(0),
-        cluster_port: Some(0),
-        sync_port: Some(0),
-        data_dir: Some(dir.0.clone()),
-        ..NodeConfig::default()
-    };
+    let config = persistent_node(&dir.0);
     let node = start_with(config.clone()).await;
     let port = free_port();
-    let spec = json!({"name": "sharded", "port": port, "shards_count": 3, "password": "pw"});
-    let (status, created) = api(&node, Method::POST, "/v1/bdbs", Some(spec)).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let uid = created["uid"].as_u64().unwrap();
+    let uid = create_bdb(&node, json!({"name": "sharded", "port": port, "shards_count": 3, "password": "pw"})).await;
     let authenticated = || async {
         let mut client = connect_when_served(port).await;
         assert_eq!(client.cmd(&["AUTH", "pw"]).await, ok());

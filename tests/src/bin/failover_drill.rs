@@ -24,6 +24,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use meridian_cluster::ctl::{Method, StatusCode, request};
 use meridian_replication::slot::{key_slot, split_slots};
+use meridian_tests::free_port;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -96,19 +97,6 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// A port below the kernel's ephemeral range that is free now.
-fn free_port() -> u16 {
-    use std::sync::atomic::AtomicU32;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let offset = std::process::id() % 6000;
-    loop {
-        let port = (20_000 + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

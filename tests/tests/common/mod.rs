@@ -383,28 +383,9 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A port that was free a moment ago, below the kernel's ephemeral range
-/// (32768 and up): a port from that range can be taken, between the test
-/// picking it and a node binding it, as the source port of some outgoing
-/// connection. Each call in a test process gets another port.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 20_000;
-    const COUNT: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        (std::process::id().wrapping_mul(7919) ^ now_ms() as u32) % COUNT,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    );
-    loop {
-        let port = (FIRST + NEXT.fetch_add(1, Ordering::AcqRel) % COUNT) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+// Not every suite picks ports.
+#[allow(unused_imports)]
+pub use meridian_tests::free_port;
 
 /// Runs the binary to completion (it is expected to fail fast) and returns
 /// its status and stderr.
