@@ -34,7 +34,7 @@ use meridian_replication::durability::Fsync;
 use meridian_replication::master_service::SourceTable;
 use meridian_replication::replica_link::{ReplicaLink, ReplicaLinkConfig};
 use meridian_replication::stream::{ReplicaStream, ReplicationId, ReplicationLog};
-use meridian_wan::{CursorStore, Inbound, Link, LinkConfig, MonitorRegistry, Outbox, PeerReading, SyncSource};
+use meridian_wan::{CursorStore, Inbound, Link, LinkConfig, MonitorRegistry, Outbox, PeerReading, SyncSource, SyncTls};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -336,6 +336,8 @@ pub struct DatabaseSettings {
     /// The cluster's failover timeout: a manual failover's hand-over waits
     /// at most half of it (see [`Databases::open`]).
     pub failover_timeout: Duration,
+    /// Mutual TLS for the WAN links (the sync port's side is the node's).
+    pub sync_tls: Option<SyncTls>,
 }
 
 /// One served database.
@@ -1019,7 +1021,10 @@ impl Databases {
             let Some(crdb) = &entry.wanted.crdb else { return };
             let wanted: Vec<(u16, String)> = crdb
                 .peers()
-                .filter_map(|peer| peer.sync_endpoint.as_ref().map(|e| (peer.region_id, format!("http://{e}"))))
+                .filter_map(|peer| {
+                    let url = |e: &String| SyncTls::url(self.settings.sync_tls.as_ref(), e);
+                    peer.sync_endpoint.as_ref().map(|e| (peer.region_id, url(e)))
+                })
                 .collect();
             let (kept, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut serving.links)
                 .into_iter()
@@ -1029,7 +1034,8 @@ impl Databases {
                 if serving.links.iter().any(|(r, _, _)| *r == region) {
                     continue;
                 }
-                let config = LinkConfig::new(&crdb.guid, crdb.region_id, region, endpoint.clone());
+                let mut config = LinkConfig::new(&crdb.guid, crdb.region_id, region, endpoint.clone());
+                config.tls = self.settings.sync_tls.clone();
                 serving.links.push((region, endpoint, Link::spawn(config, serving.inbound.clone())));
             }
             let peers: Vec<u16> = crdb.peers().map(|p| p.region_id).collect();

@@ -81,6 +81,21 @@ struct NodeArgs {
     /// How what this node sends to peer regions is compressed: zstd (default), gzip or none.
     #[arg(long)]
     sync_compression: Option<String>,
+    /// This node's certificate (PEM) for mutual TLS on WAN links; with
+    /// --sync-tls-key and --sync-tls-ca, the sync port speaks TLS only and
+    /// links to peer regions dial https.
+    #[arg(long)]
+    sync_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --sync-tls-cert.
+    #[arg(long)]
+    sync_tls_key: Option<PathBuf>,
+    /// The certificate authority (PEM) peer regions' certificates must chain to.
+    #[arg(long)]
+    sync_tls_ca: Option<PathBuf>,
+    /// The name peer certificates are checked against (default: the host
+    /// of the peer's sync endpoint).
+    #[arg(long)]
+    sync_tls_domain: Option<String>,
     /// Milliseconds a node may stop answering before its master shards fail
     /// over to their replicas (default 600; at least 100).
     #[arg(long)]
@@ -156,6 +171,18 @@ fn config_from(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(codec) = args.sync_compression {
         config.sync_compression = codec;
+    }
+    if args.sync_tls_cert.is_some() {
+        config.sync_tls_cert = args.sync_tls_cert;
+    }
+    if args.sync_tls_key.is_some() {
+        config.sync_tls_key = args.sync_tls_key;
+    }
+    if args.sync_tls_ca.is_some() {
+        config.sync_tls_ca = args.sync_tls_ca;
+    }
+    if args.sync_tls_domain.is_some() {
+        config.sync_tls_domain = args.sync_tls_domain;
     }
     if let Some(timeout) = args.failover_timeout_ms {
         config.failover_timeout_ms = timeout;

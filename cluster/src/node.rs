@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use meridian_wan::{Codec, MonitorRegistry, SyncMonitorService, SyncSource};
+use meridian_wan::{Codec, MonitorRegistry, SyncMonitorService, SyncSource, SyncTls, TlsFiles};
 
 use crate::config::BdbSpec;
 use crate::control::{ControlPlane, ControlSettings, RunningControl, bind_port};
@@ -78,6 +78,19 @@ pub struct NodeConfig {
     /// How the WAN syncer compresses what this node sends to peer regions:
     /// `zstd` (default), `gzip` or `none`.
     pub sync_compression: String,
+    /// This node's certificate (PEM) for mutual TLS on WAN links. With
+    /// `sync_tls_key` and `sync_tls_ca` (all three or none), the sync port
+    /// speaks TLS only and requires peers' certificates from that authority,
+    /// and this node's links dial `https://` and present it.
+    pub sync_tls_cert: Option<PathBuf>,
+    /// The private key of `sync_tls_cert` (PEM).
+    pub sync_tls_key: Option<PathBuf>,
+    /// The authority peer regions' certificates must chain to (PEM).
+    pub sync_tls_ca: Option<PathBuf>,
+    /// The name peer certificates are checked against, when peers are
+    /// dialled by an address their certificates do not name (default: the
+    /// host of the peer's sync endpoint).
+    pub sync_tls_domain: Option<String>,
     /// Milliseconds a node may stop answering the cluster leader before its
     /// master shards fail over to their replicas (at least 100). Masters
     /// with replicas stop taking writes after half of it without contact.
@@ -106,6 +119,10 @@ impl Default for NodeConfig {
             raft_snapshot_logs: crate::control::SNAPSHOT_LOGS_DEFAULT,
             appendfsync: "everysec".to_string(),
             sync_compression: "zstd".to_string(),
+            sync_tls_cert: None,
+            sync_tls_key: None,
+            sync_tls_ca: None,
+            sync_tls_domain: None,
             failover_timeout_ms: crate::control::liveness::FAILOVER_TIMEOUT_MS_DEFAULT,
             replica_ha_grace_ms: crate::control::liveness::REPLICA_HA_GRACE_MS_DEFAULT,
         }
@@ -150,10 +167,33 @@ impl NodeConfig {
                 self.failover_timeout_ms
             );
         }
+        self.sync_tls_files()?;
         if self.join.as_deref() == Some("") {
             anyhow::bail!("join must be a host:port (leave it out to start a new cluster)");
         }
         Ok(())
+    }
+}
+
+impl NodeConfig {
+    /// The WAN TLS files, when configured: all three of certificate, key and
+    /// authority, or none.
+    pub fn sync_tls_files(&self) -> anyhow::Result<Option<TlsFiles>> {
+        match (&self.sync_tls_cert, &self.sync_tls_key, &self.sync_tls_ca) {
+            (None, None, None) => {
+                if self.sync_tls_domain.is_some() {
+                    anyhow::bail!("sync-tls-domain needs sync-tls-cert, sync-tls-key and sync-tls-ca");
+                }
+                Ok(None)
+            }
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+                domain: self.sync_tls_domain.clone(),
+            })),
+            _ => anyhow::bail!("sync-tls-cert, sync-tls-key and sync-tls-ca go together: give all three or none"),
+        }
     }
 }
 
@@ -180,6 +220,10 @@ impl Node {
     /// (e.g. the port is in use) is reported before anything runs.
     pub async fn start(config: &NodeConfig) -> anyhow::Result<Node> {
         config.validate()?;
+        let sync_tls = match config.sync_tls_files()? {
+            Some(files) => Some(SyncTls::load(&files).map_err(|e| anyhow::anyhow!(e))?),
+            None => None,
+        };
         let listener: TcpListener = meridian_proxy::server::bind(SocketAddr::new(config.bind, config.port)).await?;
         let addr = listener.local_addr()?;
         let sync_listener = bind_port(config.bind, config.sync_port, SYNC_PORT_DEFAULT, "the WAN sync service").await?;
@@ -260,6 +304,7 @@ impl Node {
                 data_dir: config.data_dir.clone(),
                 fsync: Fsync::parse(&config.appendfsync).expect("validated"),
                 failover_timeout: std::time::Duration::from_millis(config.failover_timeout_ms),
+                sync_tls: sync_tls.clone(),
             },
             sync.clone(),
             replica_sources,
@@ -285,7 +330,9 @@ impl Node {
             let stopped = async move {
                 let _ = stop.wait_for(|&stopped| stopped).await;
             };
-            if let Err(error) = meridian_wan::serve_with_monitor(sync_listener, sync, Some(monitor), stopped).await {
+            if let Err(error) =
+                meridian_wan::serve_with_monitor(sync_listener, sync, Some(monitor), sync_tls.as_ref(), stopped).await
+            {
                 tracing::error!(%error, "the WAN sync service failed");
             }
         })];

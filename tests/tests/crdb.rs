@@ -415,3 +415,115 @@ fn the_binary_refuses_an_unknown_sync_compression() {
     assert!(!status.success());
     assert!(stderr.contains("sync-compression must be zstd, gzip or none"), "{stderr}");
 }
+
+fn tls_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls").join(name)
+}
+
+/// A one-node region on 127.0.0.`host`; with `identity` (certificate, key,
+/// authority), its WAN links use mutual TLS.
+async fn start_tls_region(name: &str, host: u8, identity: Option<(&str, &str, &str)>) -> Node {
+    let (cert, key, ca) = match identity {
+        Some((cert, key, ca)) => (Some(tls_fixture(cert)), Some(tls_fixture(key)), Some(tls_fixture(ca))),
+        None => (None, None, None),
+    };
+    start_with(NodeConfig {
+        bind: IpAddr::from([127, 0, 0, host]),
+        port: 0,
+        region: name.into(),
+        admin_port: Some(0),
+        cluster_port: Some(0),
+        sync_port: Some(0),
+        sync_tls_cert: cert,
+        sync_tls_key: key,
+        sync_tls_ca: ca,
+        ..NodeConfig::default()
+    })
+    .await
+}
+
+/// The links of `node`'s instance of `guid`, once each reports an error
+/// containing one of `reasons` (bounded).
+async fn until_links_fail(node: &Node, guid: &str, reasons: &[&str]) -> Vec<Value> {
+    let url = format!("{}/v1/crdbs/{guid}/instance", admin_url(node));
+    converges("the links report the refusal", || async {
+        let (_, instance): (StatusCode, Value) = request(Method::GET, &url, None).await.ok()?;
+        let links = instance["endpoint_status"]["links"].as_array()?.clone();
+        let failed = |link: &Value| {
+            let error = link["last_error"].as_str().unwrap_or_default();
+            reasons.iter().any(|reason| error.contains(reason))
+        };
+        (!links.is_empty() && links.iter().all(failed)).then_some(links)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_sync_over_mutual_tls_and_refuse_peers_without_the_authority() {
+    let good = Some(("node.pem", "node.key", "ca.pem"));
+    let east = start_tls_region("tls-east", 91, good).await;
+    let west = start_tls_region("tls-west", 92, good).await;
+    // Two regions holding certificates of one authority sync over TLS.
+    let port = free_port();
+    let body = json!({ "name": "secure", "port": port, "instances": [admin_url(&east), admin_url(&west)] });
+    let (status, created) = api(&east, Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let mut on_east = connect_when_served(east.addr.ip(), port).await;
+    let mut on_west = connect_when_served(west.addr.ip(), port).await;
+    assert_eq!(on_east.cmd(&["SET", "sealed", "east"]).await, ok());
+    assert_eq!(on_west.cmd(&["INCRBY", "n", "2"]).await, Resp::Int(2));
+    until_reply(&mut on_west, &["GET", "sealed"], bulk("east")).await;
+    until_reply(&mut on_east, &["GET", "n"], bulk("2")).await;
+    // The sync port speaks TLS only: a plaintext gRPC client is refused.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", east.sync_addr)).unwrap();
+    let refused = async {
+        let channel = plain.connect().await?;
+        let mut client = meridian_proto::v1::sync_monitor_client::SyncMonitorClient::new(channel);
+        client.status(meridian_proto::v1::StatusRequest::default()).await.map_err(anyhow::Error::from)?;
+        anyhow::Ok(())
+    };
+    assert!(timeout(Duration::from_secs(30), refused).await.expect("bounded").is_err());
+
+    // A region whose certificate comes from another authority: each side
+    // refuses the other, nothing crosses, and the links say why.
+    let rogue = start_tls_region("tls-rogue", 93, Some(("rogue.pem", "rogue.key", "rogue-ca.pem"))).await;
+    let port = free_port();
+    let body = json!({ "name": "rogue", "port": port, "instances": [admin_url(&east), admin_url(&rogue)] });
+    let (status, created) = api(&east, Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let guid = created["guid"].as_str().expect("a guid").to_string();
+    let mut on_rogue = connect_when_served(rogue.addr.ip(), port).await;
+    assert_eq!(on_rogue.cmd(&["SET", "smuggled", "x"]).await, ok());
+    let reasons = ["certificate", "UnknownIssuer", "UnknownCA", "alert"];
+    let east_links = until_links_fail(&east, &guid, &reasons).await;
+    let rogue_links = until_links_fail(&rogue, &guid, &reasons).await;
+    assert!(east_links.iter().chain(&rogue_links).all(|l| l["deltas"].as_u64() == Some(0)), "{east_links:?}");
+    let mut on_east_rogue = connect_when_served(east.addr.ip(), port).await;
+    assert_eq!(on_east_rogue.cmd(&["GET", "smuggled"]).await, common::nil());
+
+    // A region without TLS cannot dial a TLS region, nor be dialled by it.
+    let open = start_tls_region("tls-open", 94, None).await;
+    let port = free_port();
+    let body = json!({ "name": "mixed", "port": port, "instances": [admin_url(&west), admin_url(&open)] });
+    let (status, created) = api(&west, Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let guid = created["guid"].as_str().expect("a guid").to_string();
+    until_links_fail(&west, &guid, &["cannot connect"]).await;
+    until_links_fail(&open, &guid, &["cannot connect", "rpc failed", "stream closed"]).await;
+    for node in [east, west, rogue, open] {
+        stop(node).await;
+    }
+}
+
+#[test]
+fn the_binary_refuses_an_incomplete_or_unreadable_tls_setup() {
+    let cert = tls_fixture("node.pem");
+    let cert = cert.to_str().unwrap();
+    let (status, stderr) = common::run_expecting_exit(&["node", "--port", "0", "--sync-tls-cert", cert]);
+    assert!(!status.success());
+    assert!(stderr.contains("go together"), "{stderr}");
+    let args = ["node", "--port", "0", "--sync-tls-cert", cert, "--sync-tls-key", "/nonexistent/node.key"];
+    let (status, stderr) = common::run_expecting_exit(&[&args[..], &["--sync-tls-ca", cert]].concat());
+    assert!(!status.success());
+    assert!(stderr.contains("cannot read the sync TLS key /nonexistent/node.key"), "{stderr}");
+}

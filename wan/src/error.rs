@@ -16,9 +16,10 @@ pub enum WanError {
     /// The peer refused the stream or the transport failed.
     #[error("rpc failed: {0}")]
     Rpc(#[from] tonic::Status),
-    /// The connection could not be made.
+    /// The connection could not be made (with the transport's reasons:
+    /// refused, timed out, a TLS certificate the other side rejected).
     #[error("cannot connect: {0}")]
-    Connect(#[from] tonic::transport::Error),
+    Connect(String),
     /// The peer said nothing for too long.
     #[error("peer idle for {0} ms")]
     Idle(u64),
@@ -28,4 +29,10 @@ pub enum WanError {
     /// Applying or persisting locally failed.
     #[error("local apply failed: {0}")]
     Local(String),
+}
+
+impl From<tonic::transport::Error> for WanError {
+    fn from(error: tonic::transport::Error) -> WanError {
+        WanError::Connect(crate::tls::source_chain(&error))
+    }
 }

@@ -48,6 +48,7 @@ pub mod shard_database;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use cursor_store::CursorStore;
@@ -61,27 +62,35 @@ pub use shard_database::ShardDatabase;
 pub use sink::{Link, LinkConfig};
 pub use source::SyncSource;
 pub use stats::{LinkState, LinkStats, LinkStatsSnapshot};
+pub use tls::{SyncTls, TlsFiles};
 
-/// Serves `source` on `listener` until `shutdown` completes (the node and
-/// tests; TLS joins with the node's certificates).
+/// Serves `source` on `listener`, in plain HTTP/2, until `shutdown`
+/// completes (tests).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     source: SyncSource,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_monitor(listener, source, None, shutdown).await
+    serve_with_monitor(listener, source, None, None, shutdown).await
 }
 
 /// Serves `source` and, when given, the `SyncMonitor` service `monitor` on
 /// `listener` until `shutdown` completes: one port carries the sync streams
-/// and their monitoring (see `docs/ARCHITECTURE.md`, D71).
+/// and their monitoring (see `docs/ARCHITECTURE.md`, D71). With `tls`, the
+/// port speaks TLS only and requires a client certificate from the
+/// deployment's authority ([`SyncTls`]).
 pub async fn serve_with_monitor(
     listener: tokio::net::TcpListener,
     source: SyncSource,
     monitor: Option<SyncMonitorService>,
+    tls: Option<&SyncTls>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
+    builder
         .max_concurrent_streams(protocol::STREAMS_PER_CONNECTION_MAX)
         .http2_keepalive_interval(Some(std::time::Duration::from_millis(protocol::HEARTBEAT_MS * 5)))
         .add_service(source.into_service())

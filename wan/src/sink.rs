@@ -33,6 +33,7 @@ use crate::protocol::{
     SNAPSHOT_BYTES_MAX_DEFAULT,
 };
 use crate::stats::{LinkState, LinkStats};
+use crate::tls::SyncTls;
 
 /// Default time to establish a connection.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
@@ -60,6 +61,8 @@ pub struct LinkConfig {
     pub backoff_seed: u64,
     /// Backoff bounds (ms): smallest and largest cap.
     pub backoff_ms: (u64, u64),
+    /// Mutual TLS with the source (`endpoint` is then `https://`).
+    pub tls: Option<SyncTls>,
 }
 
 impl LinkConfig {
@@ -76,6 +79,7 @@ impl LinkConfig {
             idle_timeout: Duration::from_millis(IDLE_TIMEOUT_MS),
             backoff_seed: (u64::from(local_region) << 16) | u64::from(source_region),
             backoff_ms: (crate::backoff::BACKOFF_BASE_MS, crate::backoff::BACKOFF_MAX_MS),
+            tls: None,
         }
     }
 }
@@ -148,9 +152,12 @@ async fn session(
     stats: &LinkStats,
     backoff: &mut Backoff,
 ) -> Result<(), WanError> {
-    let endpoint = Endpoint::from_shared(config.endpoint.clone())
+    let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
         .map_err(|e| WanError::Protocol(format!("bad endpoint {:?}: {e}", config.endpoint)))?
         .connect_timeout(config.connect_timeout);
+    if let Some(tls) = &config.tls {
+        endpoint = endpoint.tls_config(tls.client_config())?;
+    }
     let channel = endpoint.connect().await?;
     let mut client = WanSyncClient::new(channel)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
