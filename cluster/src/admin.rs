@@ -20,7 +20,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -58,6 +58,8 @@ pub fn router(control: ControlPlane) -> Router {
             get(crdb::instance_status).put(crdb::put_instance).delete(crdb::delete_instance),
         )
         .route("/v1/crdbs/{guid}/instance/local", get(crdb::instance_local))
+        .route("/v1/crdbs/{guid}/instances", post(crdb::add_instance))
+        .route("/v1/crdbs/{guid}/instances/{region_id}", delete(crdb::remove_instance))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(control)

@@ -79,6 +79,10 @@ pub enum CrdbCommand {
         /// Password of the default user.
         #[arg(long)]
         password: Option<String>,
+        /// An in-memory replica of every instance on another node of its
+        /// region; WAN deltas leave a region once the replica holds them.
+        #[arg(long)]
+        replication: bool,
     },
     /// The active-active databases with an instance in this cluster.
     List,
@@ -91,6 +95,27 @@ pub enum CrdbCommand {
     Delete {
         /// The crdb's guid.
         guid: String,
+    },
+    /// Adds an instance in another region (it gets the next region id and
+    /// a full sync from every peer).
+    AddInstance {
+        /// The crdb's guid.
+        guid: String,
+        /// Admin API URL of the new region's cluster.
+        #[arg(long = "instance")]
+        instance: String,
+    },
+    /// Removes another region's instance (deleted there; the remaining
+    /// regions resync from each other).
+    RemoveInstance {
+        /// The crdb's guid.
+        guid: String,
+        /// The region id of the instance to remove (see `crdb status`).
+        #[arg(long = "region")]
+        region: u16,
+        /// Remove it even if its region cannot be reached.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -238,8 +263,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             (Method::POST, format!("/v1/bdbs/{uid}/actions/failover"), Some(json!({ "shard_uid": shard })), View::Raw)
         }
         CtlCommand::Shard(ShardCommand::List { bdb }) => (Method::GET, "/v1/shards".into(), None, View::Shards(bdb)),
-        CtlCommand::Crdb(CrdbCommand::Create { name, port, instances, password }) => {
-            let mut body = json!({ "name": name, "port": port, "instances": instances });
+        CtlCommand::Crdb(CrdbCommand::Create { name, port, instances, password, replication }) => {
+            let mut body = json!({ "name": name, "port": port, "instances": instances, "replication": replication });
             if let Some(password) = password {
                 body["password"] = json!(password);
             }
@@ -248,6 +273,13 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Crdb(CrdbCommand::List) => (Method::GET, "/v1/crdbs".into(), None, View::Crdbs),
         CtlCommand::Crdb(CrdbCommand::Status { guid }) => {
             (Method::GET, format!("/v1/crdbs/{guid}"), None, View::CrdbStatus)
+        }
+        CtlCommand::Crdb(CrdbCommand::AddInstance { guid, instance }) => {
+            (Method::POST, format!("/v1/crdbs/{guid}/instances"), Some(json!({ "instance": instance })), View::Raw)
+        }
+        CtlCommand::Crdb(CrdbCommand::RemoveInstance { guid, region, force }) => {
+            let query = if force { "?force=true" } else { "" };
+            (Method::DELETE, format!("/v1/crdbs/{guid}/instances/{region}{query}"), None, View::Raw)
         }
         CtlCommand::Crdb(CrdbCommand::Delete { guid }) => {
             (Method::DELETE, format!("/v1/crdbs/{guid}"), None, View::CrdbDeleted)

@@ -34,7 +34,9 @@ use meridian_replication::durability::Fsync;
 use meridian_replication::master_service::SourceTable;
 use meridian_replication::replica_link::{ReplicaLink, ReplicaLinkConfig};
 use meridian_replication::stream::{ReplicaStream, ReplicationId, ReplicationLog};
-use meridian_wan::{CursorStore, Inbound, Link, LinkConfig, MonitorRegistry, Outbox, PeerReading, SyncSource, SyncTls};
+use meridian_wan::{
+    Cursor, CursorStore, Inbound, Link, LinkConfig, MonitorRegistry, Outbox, PeerReading, SyncSource, SyncTls,
+};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -912,6 +914,7 @@ impl Databases {
             self.await_hand_over(want.uid).await;
         }
         let promoted = if want.replication { self.take_replica(want.uid).await } else { None };
+        let was_promoted = promoted.is_some();
         let mut previous = None;
         let (mut shard, journal) = match (promoted, &bdb_dir) {
             (Some((keyspace, replid, offset, hlc)), dir) => {
@@ -957,10 +960,13 @@ impl Databases {
         let outbound = want.crdb.as_ref().map(|crdb| {
             let peers: Vec<u16> = crdb.peers().map(|p| p.region_id).collect();
             shard.set_peers(&peers);
-            // Recovered state may be non-empty: peers then start from a
-            // snapshot rather than from offset 0 of a fresh log.
-            let outbox =
-                if journal.is_some() { Outbox::new(OUTBOX_BYTES) } else { Outbox::for_new_database(OUTBOX_BYTES) };
+            // Recovered or promoted state may be non-empty: peers then start
+            // from a snapshot rather than from offset 0 of a fresh log.
+            let outbox = if journal.is_some() || was_promoted {
+                Outbox::new(OUTBOX_BYTES)
+            } else {
+                Outbox::for_new_database(OUTBOX_BYTES)
+            };
             Arc::new(RegionOutbound::new(outbox))
         });
         let mut server = ServerState::new(shard, settings);
@@ -1013,39 +1019,68 @@ impl Databases {
     /// Brings an active-active instance's links in line with its instance
     /// list: one per peer whose sync endpoint is known. A link whose peer and
     /// endpoint are unchanged keeps running (its counters and cursor too).
+    /// When a peer's instance was removed (its region id retired), every
+    /// link restarts with [`Cursor::RESYNC`]: the removed region's last
+    /// deltas may have reached some regions and not others, and only the
+    /// peers' full state (a snapshot) carries them on.
     async fn relink(&self, uid: u64) {
-        let (stale, count) = {
-            let mut entries = self.entries();
-            let Some(entry) = entries.get_mut(&uid) else { return };
-            let State::Serving(serving) = &mut entry.state else { return };
-            let Some(crdb) = &entry.wanted.crdb else { return };
-            let wanted: Vec<(u16, String)> = crdb
-                .peers()
-                .filter_map(|peer| {
-                    let url = |e: &String| SyncTls::url(self.settings.sync_tls.as_ref(), e);
-                    peer.sync_endpoint.as_ref().map(|e| (peer.region_id, url(e)))
-                })
-                .collect();
-            let (kept, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut serving.links)
-                .into_iter()
-                .partition(|(region, endpoint, _)| wanted.iter().any(|(r, e)| r == region && e == endpoint));
-            serving.links = kept;
-            for (region, endpoint) in wanted {
-                if serving.links.iter().any(|(r, _, _)| *r == region) {
-                    continue;
-                }
-                let mut config = LinkConfig::new(&crdb.guid, crdb.region_id, region, endpoint.clone());
-                config.tls = self.settings.sync_tls.clone();
-                serving.links.push((region, endpoint, Link::spawn(config, serving.inbound.clone())));
+        loop {
+            let Some((stale, resync)) = self.relink_pass(uid) else { return };
+            for (_, _, link) in stale {
+                link.stop().await;
             }
-            let peers: Vec<u16> = crdb.peers().map(|p| p.region_id).collect();
-            serving.server.shard().set_peers(&peers);
-            (stale, serving.links.len())
-        };
-        for (_, _, link) in stale {
-            link.stop().await;
+            let Some((inbound, regions)) = resync else { return };
+            for region in regions {
+                if let Err(error) = inbound.store_cursor(region, Cursor::RESYNC) {
+                    tracing::error!(bdb = uid, region, %error, "cannot reset a WAN cursor for a full sync");
+                }
+            }
         }
-        tracing::info!(bdb = uid, links = count, "active-active links in line with the instance list");
+    }
+
+    /// One pass of [`Databases::relink`]: the links to stop and, when a
+    /// removed peer calls for full syncs, the regions whose cursors to
+    /// reset before the next pass (no link is started then).
+    #[allow(clippy::type_complexity)]
+    fn relink_pass(&self, uid: u64) -> Option<(Vec<(u16, String, Link)>, Option<(Arc<dyn Inbound>, Vec<u16>)>)> {
+        let mut entries = self.entries();
+        let entry = entries.get_mut(&uid)?;
+        let State::Serving(serving) = &mut entry.state else { return None };
+        let crdb = entry.wanted.crdb.as_ref()?;
+        let url = |e: &String| SyncTls::url(self.settings.sync_tls.as_ref(), e);
+        let wanted: Vec<(u16, String)> =
+            crdb.peers().filter_map(|peer| peer.sync_endpoint.as_ref().map(|e| (peer.region_id, url(e)))).collect();
+        if serving.links.iter().any(|(region, _, _)| crdb.retired.contains(region)) {
+            let stale = std::mem::take(&mut serving.links);
+            let regions = crdb.peers().map(|peer| peer.region_id).collect();
+            tracing::info!(bdb = uid, "a peer instance was removed: full syncs from the others");
+            return Some((stale, Some((serving.inbound.clone(), regions))));
+        }
+        let (kept, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut serving.links)
+            .into_iter()
+            .partition(|(region, endpoint, _)| wanted.iter().any(|(r, e)| r == region && e == endpoint));
+        serving.links = kept;
+        for (region, endpoint) in wanted {
+            if serving.links.iter().any(|(r, _, _)| *r == region) {
+                continue;
+            }
+            // A peer never synced from begins with its full state: its log
+            // holds only what it originated, and an instance added to a
+            // running crdb also needs what other regions (some perhaps gone)
+            // wrote before.
+            if serving.inbound.load_cursor(region).is_none()
+                && let Err(error) = serving.inbound.store_cursor(region, Cursor::RESYNC)
+            {
+                tracing::error!(bdb = uid, region, %error, "cannot set a WAN cursor for a full sync");
+            }
+            let mut config = LinkConfig::new(&crdb.guid, crdb.region_id, region, endpoint.clone());
+            config.tls = self.settings.sync_tls.clone();
+            serving.links.push((region, endpoint, Link::spawn(config, serving.inbound.clone())));
+        }
+        let peers: Vec<u16> = crdb.peers().map(|p| p.region_id).collect();
+        serving.server.shard().set_peers(&peers);
+        tracing::info!(bdb = uid, links = serving.links.len(), "active-active links in line with the instance list");
+        Some((stale, None))
     }
 
     /// Stops serving `uid`: links, the sync registration, the listener and

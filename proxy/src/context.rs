@@ -106,8 +106,10 @@ pub struct ServerState {
     /// Where locally originated deltas go once committed (the WAN outbox).
     pub(crate) journal_sink: Option<crate::persistence::JournalSink>,
     /// Serializes commits when there is no persistence journal to lock, and
-    /// holds local deltas not yet shipped because their append failed.
-    pub(crate) commit: Mutex<Vec<meridian_crdt::Delta>>,
+    /// holds the local deltas not yet shipped: their journal append failed,
+    /// or (with replication) no replica has acknowledged them yet. Each with
+    /// its replication offset (0 without replication).
+    pub(crate) commit: Mutex<std::collections::VecDeque<(u64, meridian_crdt::Delta)>>,
     /// Journal position committed so far without persistence.
     pub(crate) committed_seq: AtomicU64,
     /// The master side of shard replication, when on (see
@@ -152,7 +154,7 @@ impl ServerState {
             persistence_failing: AtomicBool::new(false),
             persistence_error: Mutex::new(String::new()),
             journal_sink: None,
-            commit: Mutex::new(Vec::new()),
+            commit: Mutex::new(std::collections::VecDeque::new()),
             committed_seq: AtomicU64::new(0),
             replication: None,
             fenced: AtomicBool::new(false),

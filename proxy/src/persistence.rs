@@ -17,6 +17,7 @@
 //! under `appendfsync everysec`, and rewrites the journal into a snapshot
 //! when it has grown.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -83,10 +84,7 @@ impl ServerState {
                 return true;
             }
             let (entries, upto, _) = self.shard().take_journal_entries();
-            if let Some(replication) = &self.replication {
-                replication.append(entries.iter().map(|e| &e.delta));
-            }
-            unshipped.extend(entries.into_iter().filter(|e| e.local).map(|e| e.delta));
+            self.replicate(entries, &mut unshipped);
             self.ship(&mut unshipped);
             self.committed_seq.store(upto, Ordering::Release);
             return true;
@@ -97,16 +95,8 @@ impl ServerState {
             return true;
         }
         let (entries, upto, hlc) = self.shard().take_journal_entries();
-        if let Some(replication) = &self.replication {
-            replication.append(entries.iter().map(|e| &e.delta));
-        }
         let mut unshipped = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        let deltas = if self.journal_sink.is_some() {
-            unshipped.extend(entries.iter().filter(|e| e.local).map(|e| e.delta.clone()));
-            entries.into_iter().map(|e| e.delta).collect()
-        } else {
-            entries.into_iter().map(|e| e.delta).collect()
-        };
+        let deltas = self.replicate(entries, &mut unshipped);
         match journal.append(deltas, upto, hlc) {
             Ok(()) => {
                 if self.persistence_failing.swap(false, Ordering::AcqRel) {
@@ -125,14 +115,69 @@ impl ServerState {
         }
     }
 
-    /// Hands committed local deltas to the journal sink.
-    fn ship(&self, unshipped: &mut Vec<Delta>) {
-        if let Some(sink) = &self.journal_sink
-            && !unshipped.is_empty()
-        {
-            sink(unshipped);
+    /// Numbers committed `entries` in the replication log (with replication
+    /// on) and queues the locally originated ones for the journal sink with
+    /// their offsets; returns every delta, for the journal.
+    fn replicate(
+        &self,
+        entries: Vec<meridian_crdt::JournalEntry>,
+        unshipped: &mut VecDeque<(u64, Delta)>,
+    ) -> Vec<Delta> {
+        let first = match &self.replication {
+            Some(replication) => replication.append(entries.iter().map(|e| &e.delta)),
+            None => 0,
+        };
+        let shipping = self.journal_sink.is_some();
+        let replicated = self.replication.is_some();
+        let mut deltas = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.into_iter().enumerate() {
+            if shipping && entry.local {
+                let offset = if replicated { first + index as u64 } else { 0 };
+                unshipped.push_back((offset, entry.delta.clone()));
+            }
+            deltas.push(entry.delta);
         }
-        unshipped.clear();
+        deltas
+    }
+
+    /// Hands committed local deltas to the journal sink (the WAN outbox), in
+    /// order. With replication on, only those a replica has acknowledged: a
+    /// peer region must never hold a write a failover here could take back
+    /// (DESIGN §4, invariant 2; a promoted replica would reuse the lost
+    /// writes' dots for new ones). The rest wait for the next ack
+    /// ([`ServerState::ship_acknowledged`]).
+    pub(crate) fn ship(&self, unshipped: &mut VecDeque<(u64, Delta)>) {
+        let Some(sink) = &self.journal_sink else {
+            unshipped.clear();
+            return;
+        };
+        let held_below = match &self.replication {
+            Some(replication) => replication.log().replicas().map(|(_, acked)| acked).max().unwrap_or(0),
+            None => u64::MAX,
+        };
+        let ready = unshipped.iter().take_while(|(offset, _)| *offset < held_below).count();
+        if ready > 0 {
+            let batch: Vec<Delta> = unshipped.drain(..ready).map(|(_, delta)| delta).collect();
+            sink(&batch);
+        }
+    }
+
+    /// Ships the local deltas a replica has now acknowledged (called on
+    /// every ack).
+    pub(crate) fn ship_acknowledged(&self) {
+        if self.journal_sink.is_none() {
+            return;
+        }
+        let mut unshipped = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        if !unshipped.is_empty() {
+            self.ship(&mut unshipped);
+        }
+    }
+
+    /// Local deltas committed but not yet handed to the journal sink (INFO;
+    /// tests).
+    pub fn unshipped_deltas(&self) -> usize {
+        self.commit.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// The fsync policy, when persistent.
@@ -208,25 +253,19 @@ impl ServerState {
         };
         let _one_at_a_time = persistence.rewriting.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
-        let (dir, covered, context, keys, hlc, local) = {
+        let (dir, covered, context, keys, hlc) = {
             let mut journal = persistence.journal();
             let mut shard = self.shard();
             let (entries, upto, hlc) = shard.take_journal_entries();
-            let local: Vec<Delta> = if self.journal_sink.is_some() {
-                entries.iter().filter(|e| e.local).map(|e| e.delta.clone()).collect()
-            } else {
-                Vec::new()
-            };
-            journal.append(entries.into_iter().map(|e| e.delta).collect(), upto, hlc)?;
+            let mut unshipped = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+            let deltas = self.replicate(entries, &mut unshipped);
+            journal.append(deltas, upto, hlc)?;
+            self.ship(&mut unshipped);
+            drop(unshipped);
             let covered = journal.rotate()?;
             let keyspace = shard.keyspace();
-            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), keyspace.snapshot(), hlc, local)
+            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), keyspace.snapshot(), hlc)
         };
-        {
-            let mut unshipped = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-            unshipped.extend(local);
-            self.ship(&mut unshipped);
-        }
         let body = meridian_proto::convert::encode_snapshot_parts(&context, &keys);
         let bytes = write_snapshot_file(&dir, covered, &body, hlc)?;
         persistence.journal().set_snapshot_bytes(bytes);

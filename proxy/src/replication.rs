@@ -65,8 +65,12 @@ impl MasterReplication {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends committed deltas, in order, and wakes the streams.
-    pub(crate) fn append(&self, deltas: impl IntoIterator<Item = impl std::borrow::Borrow<meridian_crdt::Delta>>) {
+    /// Appends committed deltas, in order, and wakes the streams; returns
+    /// the offset of the first (the others follow one by one).
+    pub(crate) fn append(
+        &self,
+        deltas: impl IntoIterator<Item = impl std::borrow::Borrow<meridian_crdt::Delta>>,
+    ) -> u64 {
         let mut log = self.log();
         let before = log.next_offset();
         for delta in deltas {
@@ -77,6 +81,7 @@ impl MasterReplication {
         if next != before {
             self.next_offset.send_replace(next);
         }
+        before
     }
 }
 
@@ -214,6 +219,7 @@ impl ReplicationSource for ServerSource {
         let replication = self.replication();
         let recorded = replication.log().record_ack(replica, offset);
         replication.acks.send_modify(|generation| *generation += 1);
+        self.0.ship_acknowledged();
         recorded
     }
 
@@ -297,6 +303,44 @@ mod tests {
         server.await_write_lease(Duration::from_secs(30)).await;
         assert!(server.is_fenced());
         assert_eq!(super::write_refusal(&server).as_deref(), Some(super::FENCED_ERROR));
+    }
+
+    #[test]
+    fn local_deltas_are_shipped_only_once_a_replica_holds_them() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use meridian_crdt::keyspace::ExpiryChange;
+        use meridian_replication::master_service::ReplicationSource;
+
+        let shipped = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&shipped);
+        let server = Arc::new(
+            ServerState::new(Shard::new(ReplicaId(1), 1_000), Settings::default())
+                .with_replication(ReplicationLog::new(ReplicationId(3), 1 << 20))
+                .with_journal_sink(Box::new(move |deltas| {
+                    counter.fetch_add(deltas.len(), Ordering::SeqCst);
+                })),
+        );
+        let write = |key: &[u8]| {
+            let mut shard = server.shard();
+            let at = shard.moment().expect("a moment");
+            shard.keyspace_mut().set(key, b"v", ExpiryChange::Keep, at);
+        };
+        let source = super::ServerSource(Arc::clone(&server));
+        write(b"a");
+        write(b"b");
+        assert!(server.commit_writes(u64::MAX));
+        // Committed and numbered 0 and 1, but no replica holds them yet.
+        assert_eq!((shipped.load(Ordering::SeqCst), server.unshipped_deltas()), (0, 2));
+        // A replica that holds offset 0 only: the first one goes.
+        source.record_ack(9, 1).expect("an ack");
+        assert_eq!((shipped.load(Ordering::SeqCst), server.unshipped_deltas()), (1, 1));
+        // A later write waits for the ack that covers it.
+        write(b"c");
+        assert!(server.commit_writes(u64::MAX));
+        assert_eq!(server.unshipped_deltas(), 2);
+        source.record_ack(9, 3).expect("an ack");
+        assert_eq!((shipped.load(Ordering::SeqCst), server.unshipped_deltas()), (3, 0));
     }
 
     #[tokio::test]

@@ -284,7 +284,7 @@ async fn a_restarted_region_keeps_its_instance_and_catches_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_three_node_region_serves_its_instance_from_the_master_node() {
+async fn a_three_node_region_serves_its_replicated_instance_from_the_master_node() {
     let dirs = [TempDir::new("m1"), TempDir::new("m2"), TempDir::new("m3")];
     let member = |index: usize, join: Option<SocketAddr>| NodeConfig {
         bind: IpAddr::from([127, 0, 0, 8]),
@@ -309,10 +309,29 @@ async fn a_three_node_region_serves_its_instance_from_the_master_node() {
         (with_sync == 3).then_some(())
     })
     .await;
+    // The small region: two nodes (a replica needs a second node).
     let small = start_region("small", 9).await;
+    let small_dir = TempDir::new("s2");
+    let small_second = start_with(NodeConfig {
+        bind: IpAddr::from([127, 0, 0, 9]),
+        port: 0,
+        node_id: 2,
+        region: "small".into(),
+        data_dir: Some(small_dir.0.clone()),
+        join: Some(small.cluster_addr.to_string()),
+        admin_port: Some(0),
+        cluster_port: Some(0),
+        sync_port: Some(0),
+        ..NodeConfig::default()
+    })
+    .await;
 
     let port = free_port();
-    let body = json!({ "name": "spread", "port": port, "instances": [admin_url(&big[0]), admin_url(&small)] });
+    // Replicated: the big region's instance has a replica on another of its
+    // nodes, and its writes leave for the small region once that replica
+    // holds them.
+    let instances = [admin_url(&big[0]), admin_url(&small)];
+    let body = json!({ "name": "spread", "port": port, "instances": instances, "replication": true });
     let (status, created) = api(&small, Method::POST, "/v1/crdbs", Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let guid = created["guid"].as_str().unwrap().to_string();
@@ -330,6 +349,17 @@ async fn a_three_node_region_serves_its_instance_from_the_master_node() {
     assert_eq!(in_small.cmd(&["HSET", "h", "b", "2"]).await, common::int(1));
     until_reply(&mut in_big, &["HLEN", "h"], common::int(2)).await;
     until_reply(&mut in_small, &["HLEN", "h"], common::int(2)).await;
+    let info = in_big.cmd(&["INFO", "replication"]).await.text();
+    assert!(info.contains("role:master") && info.contains("connected_slaves:1"), "{info}");
+    // A region of one node cannot hold a replica: refused, nothing left.
+    let lone = start_region("lone", 10).await;
+    let instances = [admin_url(&big[0]), admin_url(&lone)];
+    let body = json!({ "name": "nowhere", "port": free_port(), "instances": instances, "replication": true });
+    let (status, refused) = api(&small, Method::POST, "/v1/crdbs", Some(body)).await;
+    assert!(!status.is_success() && refused.to_string().contains("cannot place"), "{refused}");
+    let (_, list) = api(&big[0], Method::GET, "/v1/crdbs", None).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "the refused crdb left nothing behind: {list}");
+    stop(lone).await;
 
     // Any node of the big region answers for its instance (asking the
     // master's node for the live figures).
@@ -344,6 +374,7 @@ async fn a_three_node_region_serves_its_instance_from_the_master_node() {
     assert_eq!(status, StatusCode::OK);
     in_big.expect_closed().await;
     in_small.expect_closed().await;
+    stop(small_second).await;
     stop(small).await;
     for node in big {
         stop(node).await;
@@ -526,4 +557,92 @@ fn the_binary_refuses_an_incomplete_or_unreadable_tls_setup() {
     let (status, stderr) = common::run_expecting_exit(&[&args[..], &["--sync-tls-ca", cert]].concat());
     assert!(!status.success());
     assert!(stderr.contains("cannot read the sync TLS key /nonexistent/node.key"), "{stderr}");
+}
+
+/// Each link of `node`'s instance of `guid`, once every one has taken at
+/// least `full_syncs` full syncs (bounded).
+async fn until_full_syncs(node: &Node, guid: &str, full_syncs: u64) -> Vec<Value> {
+    let url = format!("{}/v1/crdbs/{guid}/instance", admin_url(node));
+    converges("the links resynced", || async {
+        let (_, instance): (StatusCode, Value) = request(Method::GET, &url, None).await.ok()?;
+        let links = instance["endpoint_status"]["links"].as_array()?.clone();
+        let done = |link: &Value| link["full_syncs"].as_u64().is_some_and(|n| n >= full_syncs);
+        (!links.is_empty() && links.iter().all(done)).then_some(links)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_removed_and_added_with_ctl() {
+    let mut regions =
+        vec![start_region("m-one", 14).await, start_region("m-two", 15).await, start_region("m-three", 16).await];
+    let port = free_port();
+    let instances: Vec<String> = regions.iter().map(admin_url).collect();
+    let body = json!({ "name": "membership", "port": port, "instances": instances });
+    let (status, created) = api(&regions[0], Method::POST, "/v1/crdbs", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let guid = created["guid"].as_str().expect("a guid").to_string();
+    let mut clients = Vec::new();
+    for node in &regions {
+        clients.push(connect_when_served(node.addr.ip(), port).await);
+    }
+    assert_eq!(clients[2].cmd(&["SET", "from-three", "x"]).await, ok());
+    assert_eq!(clients[2].cmd(&["SADD", "members", "three"]).await, Resp::Int(1));
+    for client in &mut clients[..2] {
+        until_reply(client, &["GET", "from-three"], bulk("x")).await;
+    }
+    let url = admin_url(&regions[0]);
+
+    // Refused: removing the coordinating region itself, an unknown region.
+    let (done, out) = ctl(&url, &["crdb", "remove-instance", &guid, "--region", "1"]).await;
+    assert!(!done && out.contains("remove it through another region"), "{out}");
+    let (done, out) = ctl(&url, &["crdb", "remove-instance", &guid, "--region", "9"]).await;
+    assert!(!done && out.contains("no instance in region 9"), "{out}");
+
+    // Region 3 leaves: its instance is deleted there, the other two resync
+    // from each other and keep syncing.
+    let (done, out) = ctl(&url, &["crdb", "remove-instance", &guid, "--region", "3"]).await;
+    assert!(done, "{out}");
+    clients.pop().expect("region 3's client").expect_closed().await;
+    let (_, list) = api(&regions[2], Method::GET, "/v1/crdbs", None).await;
+    assert_eq!(list, json!([]), "region 3 holds no instance");
+    for node in &regions[..2] {
+        let (_, list) = api(node, Method::GET, "/v1/crdbs", None).await;
+        assert_eq!(list[0]["instances"].as_array().map(Vec::len), Some(2), "{list}");
+        assert_eq!(list[0]["retired"], json!([3]), "{list}");
+        until_full_syncs(node, &guid, 1).await;
+    }
+    assert_eq!(clients[0].cmd(&["SADD", "members", "one"]).await, Resp::Int(1));
+    until_reply(&mut clients[1], &["SCARD", "members"], Resp::Int(2)).await;
+    // Two instances is the least: removing one more is refused.
+    let (done, out) = ctl(&url, &["crdb", "remove-instance", &guid, "--region", "2"]).await;
+    assert!(!done && out.contains("delete the crdb instead"), "{out}");
+
+    // Region 3's cluster joins again: a fresh instance with a new region id
+    // (3 is retired), filled by full syncs, then syncing both ways.
+    let (done, out) = ctl(&url, &["crdb", "add-instance", &guid, "--instance", &admin_url(&regions[2])]).await;
+    assert!(done && out.contains("region_id: 4"), "{out}");
+    let (done, out) =
+        ctl(&admin_url(&regions[1]), &["crdb", "add-instance", &guid, "--instance", &admin_url(&regions[2])]).await;
+    assert!(!done && out.contains("already holds an instance"), "{out}");
+    let mut rejoined = connect_when_served(regions[2].addr.ip(), port).await;
+    until_reply(&mut rejoined, &["GET", "from-three"], bulk("x")).await;
+    until_reply(&mut rejoined, &["SCARD", "members"], Resp::Int(2)).await;
+    assert_eq!(rejoined.cmd(&["SADD", "members", "four"]).await, Resp::Int(1));
+    for client in &mut clients {
+        until_reply(client, &["SCARD", "members"], Resp::Int(3)).await;
+    }
+
+    // A region that is gone is removed only with --force.
+    let gone = regions.pop().expect("region 3");
+    stop(gone).await;
+    let (done, out) = ctl(&url, &["crdb", "remove-instance", &guid, "--region", "4"]).await;
+    assert!(!done && out.contains("use force"), "{out}");
+    let (done, out) = ctl(&url, &["crdb", "remove-instance", &guid, "--region", "4", "--force"]).await;
+    assert!(done, "{out}");
+    assert_eq!(clients[1].cmd(&["SET", "after", "forced"]).await, ok());
+    until_reply(&mut clients[0], &["GET", "after"], bulk("forced")).await;
+    for node in regions {
+        stop(node).await;
+    }
 }

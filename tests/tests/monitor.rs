@@ -70,18 +70,27 @@ async fn sync_monitor_and_metrics_show_each_peer() {
         tokio::net::TcpStream::connect(addr).await.ok().map(|stream| Client { stream, input: Vec::new() })
     })
     .await;
-    for n in 0..20 {
-        assert_eq!(client.cmd(&["SET", &format!("key:{n}"), "a value long enough to count"]).await, ok());
-    }
-
-    // West's link from east streams, has caught up and counted bytes; east
-    // counts what it sent to west.
     let west_monitor = monitor(&west).await;
     let west_bdb = converges("west serves the crdb", || async {
         let (_, list) = request(Method::GET, &format!("http://{}/v1/crdbs", west.admin_addr), None).await.ok()?;
         list[0]["bdb_uid"].as_u64()
     })
     .await;
+    // The link begins with a full sync; the writes after it come as deltas.
+    converges("west's link from east streaming", || {
+        let mut client = west_monitor.clone();
+        async move {
+            let peers = peers(&mut client, west_bdb).await;
+            peers.into_iter().find(|p| p.peer_region == 1 && p.state == "streaming")
+        }
+    })
+    .await;
+    for n in 0..20 {
+        assert_eq!(client.cmd(&["SET", &format!("key:{n}"), "a value long enough to count"]).await, ok());
+    }
+
+    // West's link from east streams, has caught up and counted bytes; east
+    // counts what it sent to west.
     let seen = converges("west's link from east streaming and caught up", || {
         let mut client = west_monitor.clone();
         async move {

@@ -56,6 +56,13 @@ pub struct Cursor {
     pub offset: u64,
 }
 
+impl Cursor {
+    /// A cursor no log covers: a destination that stores it takes a full
+    /// sync (snapshot) at its next connection — after an instance left,
+    /// whose deltas may have reached some regions and not others.
+    pub const RESYNC: Cursor = Cursor { log_id: 0, offset: 1 };
+}
+
 /// What a destination does with a batch `[first, first + count)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BatchPlan {

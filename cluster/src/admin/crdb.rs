@@ -13,7 +13,7 @@
 //! answering for itself.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,10 @@ pub struct CrdbRequest {
     /// The admin API of every region's cluster (`http://host:port`), in
     /// region id order.
     pub instances: Vec<String>,
+    /// Every instance keeps an in-memory replica on another node of its
+    /// region (regions of one node cannot hold one).
+    #[serde(default)]
+    pub replication: bool,
 }
 
 /// The body of `PUT /v1/crdbs/{guid}/instance`.
@@ -61,6 +65,9 @@ pub struct InstanceRequest {
     pub password: Option<String>,
     /// This region's part.
     pub crdb: CrdbInstance,
+    /// With an in-memory replica on another node of the region.
+    #[serde(default)]
+    pub replication: bool,
 }
 
 fn crdb_bdb<'c>(config: &'c ClusterConfig, guid: &str) -> Option<&'c Bdb> {
@@ -138,7 +145,8 @@ pub(super) async fn create(State(_control): State<ControlPlane>, body: Body) -> 
             name: spec.name.clone(),
             port: spec.port,
             password: spec.password.clone(),
-            crdb: CrdbInstance { guid: guid.clone(), region_id, instances: instances.to_vec() },
+            crdb: CrdbInstance { guid: guid.clone(), region_id, instances: instances.to_vec(), retired: Vec::new() },
+            replication: spec.replication,
         };
         serde_json::to_value(body).unwrap_or(Value::Null)
     };
@@ -188,7 +196,7 @@ fn crdb_view(control: &ControlPlane, bdb: &Bdb) -> Value {
     let crdb = bdb.crdb.as_ref().expect("a crdb instance");
     json!({
         "guid": crdb.guid, "name": bdb.name, "port": bdb.port, "region_id": crdb.region_id,
-        "bdb_uid": bdb.uid, "instances": crdb.instances,
+        "bdb_uid": bdb.uid, "instances": crdb.instances, "retired": crdb.retired,
         "endpoint_status": control.local_status(bdb.uid),
     })
 }
@@ -259,7 +267,7 @@ pub(super) async fn put_instance(
                 name: request.name.clone(),
                 port: request.port,
                 shards_count: 1,
-                replication: false,
+                replication: request.replication,
                 password: request.password.clone(),
                 oss_cluster: false,
                 crdb: Some(request.crdb.clone()),
@@ -293,6 +301,154 @@ pub(super) async fn put_instance(
         .into_response())
 }
 
+/// The body of `POST /v1/crdbs/{guid}/instances`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddInstanceRequest {
+    /// The admin API of the new region's cluster (`http://host:port`).
+    pub instance: String,
+}
+
+/// The query of `DELETE /v1/crdbs/{guid}/instances/{region_id}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveInstanceQuery {
+    /// Remove it even if its region cannot be reached (a region that is gone).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// This region's crdb `guid`: its database and instance record.
+fn local_crdb(control: &ControlPlane, guid: &str) -> Result<(Bdb, CrdbInstance), ApiError> {
+    control
+        .with_config(|c| crdb_bdb(c, guid).cloned())
+        .and_then(|bdb| bdb.crdb.clone().map(|crdb| (bdb, crdb)))
+        .ok_or_else(|| ApiError::not_found(format!("no crdb {guid} in this cluster")))
+}
+
+/// The body that creates or updates region `region_id`'s instance.
+fn instance_request(bdb: &Bdb, guid: &str, region_id: u16, instances: &[CrdbPeer], retired: &[u16]) -> Value {
+    let body = InstanceRequest {
+        name: bdb.name.clone(),
+        port: bdb.port,
+        password: bdb.password.clone(),
+        crdb: CrdbInstance {
+            guid: guid.to_string(),
+            region_id,
+            instances: instances.to_vec(),
+            retired: retired.to_vec(),
+        },
+        replication: bdb.replication,
+    };
+    serde_json::to_value(body).unwrap_or(Value::Null)
+}
+
+/// Hands every instance of `instances` the list (and the retired ids).
+async fn distribute(bdb: &Bdb, guid: &str, instances: &[CrdbPeer], retired: &[u16]) -> Result<(), ApiError> {
+    for peer in instances {
+        let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
+        call(Method::PUT, url, Some(instance_request(bdb, guid, peer.region_id, instances, retired))).await?;
+    }
+    Ok(())
+}
+
+/// Adds an instance in another region: it gets the next unused region id,
+/// starts empty and takes a full sync from every peer; the other instances
+/// start streaming to it.
+pub(super) async fn add_instance(
+    State(control): State<ControlPlane>,
+    Path(guid): Path<String>,
+    body: Body,
+) -> ApiResult {
+    let request: AddInstanceRequest = parse_body(body)?;
+    let url = request.instance.trim_end_matches('/').to_string();
+    let (bdb, crdb) = local_crdb(&control, &guid)?;
+    if crdb.instances.iter().any(|peer| peer.admin_url == url) {
+        return Err(ApiError::bad_request(format!("{url} already holds an instance of crdb {guid}")));
+    }
+    if crdb.instances.len() >= CRDB_INSTANCES_MAX {
+        return Err(ApiError::bad_request(format!("crdb {guid} already has {CRDB_INSTANCES_MAX} instances")));
+    }
+    let used = crdb.instances.iter().map(|peer| peer.region_id).chain(crdb.retired.iter().copied());
+    let region_id = used
+        .max()
+        .unwrap_or(0)
+        .checked_add(1)
+        .ok_or_else(|| ApiError::bad_request(format!("crdb {guid} has used every region id")))?;
+    let mut instances = crdb.instances.clone();
+    instances.push(CrdbPeer { region_id, admin_url: url.clone(), sync_endpoint: None });
+    // The new instance first (it learns its peers, and they do not dial it
+    // yet); then everyone gets the list with its endpoint.
+    let create = format!("{url}/v1/crdbs/{guid}/instance");
+    let answer =
+        call(Method::PUT, create.clone(), Some(instance_request(&bdb, &guid, region_id, &instances, &crdb.retired)))
+            .await?;
+    let endpoint = answer["sync_endpoint"].as_str().map(|e| dialable(e, &url));
+    instances.last_mut().expect("just pushed").sync_endpoint = endpoint;
+    if let Err(error) = distribute(&bdb, &guid, &instances, &crdb.retired).await {
+        // Back to the list before: the new instance goes away again.
+        if let Err(undo) = call(Method::DELETE, create, None).await {
+            tracing::warn!(guid, "removing the half-added instance failed: {}", undo.description);
+        }
+        if let Err(undo) = distribute(&bdb, &guid, &crdb.instances, &crdb.retired).await {
+            tracing::warn!(guid, "restoring the instance list failed: {}", undo.description);
+        }
+        return Err(error);
+    }
+    tracing::info!(guid, region_id, instance = url, "crdb instance added");
+    let body = json!({ "guid": guid, "region_id": region_id, "admin_url": url,
+                       "sync_endpoint": instances.last().and_then(|p| p.sync_endpoint.clone()),
+                       "bdb_uid": answer["bdb_uid"] });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Removes another region's instance: it is deleted there (skipped with
+/// `force` if that region cannot be reached), its region id is retired, and
+/// the remaining instances take a full sync from each other — the removed
+/// region's last writes may have reached some of them and not others.
+pub(super) async fn remove_instance(
+    State(control): State<ControlPlane>,
+    Path((guid, region_id)): Path<(String, u16)>,
+    Query(query): Query<RemoveInstanceQuery>,
+) -> ApiResult {
+    let (bdb, crdb) = local_crdb(&control, &guid)?;
+    if region_id == crdb.region_id {
+        return Err(ApiError::bad_request(format!(
+            "region {region_id} is this one: remove it through another region's admin API"
+        )));
+    }
+    let removed = crdb
+        .instances
+        .iter()
+        .find(|peer| peer.region_id == region_id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("crdb {guid} has no instance in region {region_id}")))?;
+    let remaining: Vec<CrdbPeer> = crdb.instances.iter().filter(|p| p.region_id != region_id).cloned().collect();
+    if remaining.len() < 2 {
+        return Err(ApiError::bad_request(format!("crdb {guid} would keep one instance: delete the crdb instead")));
+    }
+    let url = format!("{}/v1/crdbs/{guid}/instance", removed.admin_url);
+    match call(Method::DELETE, url, None).await {
+        Ok(_) => {}
+        Err(error) if query.force => {
+            tracing::warn!(guid, region_id, "removing an unreachable instance (forced): {}", error.description)
+        }
+        Err(error) => {
+            return Err(ApiError::new(
+                error.status,
+                "instance_failed",
+                format!("{} (use force to remove an instance whose region is gone)", error.description),
+            ));
+        }
+    }
+    let mut retired = crdb.retired.clone();
+    retired.push(region_id);
+    retired.sort_unstable();
+    distribute(&bdb, &guid, &remaining, &retired).await?;
+    tracing::info!(guid, region_id, forced = query.force, "crdb instance removed");
+    Ok(Json(json!({ "guid": guid, "removed_region_id": region_id, "instances": remaining })).into_response())
+}
+
 pub(super) async fn delete_instance(State(control): State<ControlPlane>, Path(guid): Path<String>) -> ApiResult {
     let uid = control
         .with_config(|c| crdb_bdb(c, &guid).map(|b| b.uid))
@@ -304,14 +460,16 @@ pub(super) async fn delete_instance(State(control): State<ControlPlane>, Path(gu
 }
 
 /// This region's instance: the database and the status reported by the node
-/// serving it (asked through that node's admin API if it is not this one).
+/// serving it as master (asked through that node's admin API if it is not
+/// this one).
 async fn instance_view(control: &ControlPlane, guid: &str) -> Result<Value, ApiError> {
     let (bdb, master) = control
         .with_config(|c| crdb_bdb(c, guid).map(|b| (b.clone(), master_node(c, b))))
         .ok_or_else(|| ApiError::not_found(format!("no crdb {guid} in this cluster")))?;
+    // The master's node serves the instance: its status, even where this
+    // node holds a replica copy.
     let mut view = with_local_status(control, bdb_view(&bdb));
-    if view.get("endpoint_status").is_none()
-        && let Some((_, admin)) = master
+    if let Some((_, admin)) = master
         && admin != control.admin_addr().to_string()
     {
         let url = format!("http://{admin}/v1/crdbs/{guid}/instance/local");

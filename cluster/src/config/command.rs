@@ -545,6 +545,9 @@ fn check_crdb(crdb: &CrdbInstance) -> Result<(), CommandError> {
     if ids.len() != crdb.instances.len() || ids.first() == Some(&0) {
         return Err(CommandError::Invalid("crdb region ids must be 1 or more, each used once".into()));
     }
+    if crdb.retired.iter().any(|id| ids.binary_search(id).is_ok()) {
+        return Err(CommandError::Invalid("a retired crdb region id cannot name an instance".into()));
+    }
     if !ids.contains(&crdb.region_id) {
         return Err(CommandError::Invalid(format!("region {} is not among the crdb's instances", crdb.region_id)));
     }

@@ -106,6 +106,10 @@ pub struct CrdbInstance {
     pub region_id: u16,
     /// Every instance, this one included, in region id order.
     pub instances: Vec<CrdbPeer>,
+    /// Region ids of instances removed from it: never given again, since
+    /// their writes' dots stay in every region's causal context.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<u16>,
 }
 
 impl CrdbInstance {
