@@ -31,7 +31,7 @@ use crate::config::{
 };
 use crate::control::{ControlPlane, WriteError, refusal_status};
 
-mod crdb;
+pub(crate) mod crdb;
 pub mod metrics;
 
 /// Largest request body the API reads, in bytes.

@@ -393,6 +393,9 @@ pub struct Databases {
     forwarders: Arc<tokio::sync::Mutex<Forwarders>>,
     /// The sharded databases' routers.
     routers: Arc<tokio::sync::Mutex<Routers>>,
+    /// Active-active instances whose new sync endpoint is being announced
+    /// to their peers (after a failover moved the master here).
+    announcing: Arc<Mutex<BTreeSet<u64>>>,
 }
 
 impl Databases {
@@ -409,6 +412,7 @@ impl Databases {
             replicas: Default::default(),
             routers: Arc::new(tokio::sync::Mutex::new(routers)),
             forwarders: Arc::new(tokio::sync::Mutex::new(forwarders)),
+            announcing: Default::default(),
         }
     }
 
@@ -635,6 +639,7 @@ impl Databases {
             // its state is the shard's data.
             self.reconcile_replicas(plan.replicas, &deferred).await;
             self.fence(&control);
+            self.announce(&control);
         }
         self.forwarders.lock().await.stop_all().await;
         self.routers.lock().await.stop_all(&attach).await;
@@ -836,6 +841,56 @@ impl Databases {
         };
         for want in missing {
             self.start(want).await;
+        }
+    }
+
+    /// Active-active instances served here whose recorded sync endpoint is
+    /// another node's (a failover moved the master here): announces this
+    /// node's to the peer regions in the background, retrying with backoff
+    /// while this node still serves the instance. An instance whose endpoint
+    /// was never recorded is still being created and is left alone.
+    fn announce(&self, control: &ControlPlane) {
+        let node_id = self.settings.node_id;
+        let Some(endpoint) = control.with_config(|c| c.nodes.get(&node_id).and_then(|n| n.sync_addr.clone())) else {
+            return;
+        };
+        if endpoint.parse::<SocketAddr>().is_ok_and(|addr| addr.ip().is_unspecified()) {
+            // Bound to every address: which one peers reach is unknown here.
+            return;
+        }
+        let moved: Vec<(u64, String)> = self
+            .entries()
+            .iter()
+            .filter_map(|(uid, entry)| {
+                let State::Serving(_) = entry.state else { return None };
+                let crdb = entry.wanted.crdb.as_ref()?;
+                let own = crdb.instances.iter().find(|p| p.region_id == crdb.region_id)?;
+                let recorded = own.sync_endpoint.as_deref()?;
+                (recorded != endpoint).then(|| (*uid, crdb.guid.clone()))
+            })
+            .collect();
+        for (uid, guid) in moved {
+            if !self.announcing.lock().unwrap_or_else(|p| p.into_inner()).insert(uid) {
+                continue;
+            }
+            let (databases, control, endpoint) = (self.clone(), control.clone(), endpoint.clone());
+            tokio::spawn(async move {
+                let mut backoff = meridian_wan::Backoff::with_bounds(uid, 100, 5_000);
+                loop {
+                    match crate::admin::crdb::announce_endpoint(&control, &guid, &endpoint).await {
+                        Ok(()) => break,
+                        Err(error) => {
+                            tracing::warn!(bdb = uid, guid, %error, "announcing the new sync endpoint failed")
+                        }
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    let serving = databases.entries().get(&uid).is_some_and(|e| matches!(e.state, State::Serving(_)));
+                    if !serving {
+                        break;
+                    }
+                }
+                databases.announcing.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+            });
         }
     }
 

@@ -370,6 +370,37 @@ async fn a_three_node_region_serves_its_replicated_instance_from_the_master_node
         assert_eq!(instance["instance"]["endpoint_status"]["status"], "active", "{report}");
     }
 
+    // A failover inside the big region moves its master to another node:
+    // that node announces its sync endpoint to the small region, whose link
+    // follows, and the regions keep converging both ways.
+    let (_, shards) = api(&big[0], Method::GET, "/v1/shards", None).await;
+    let master_shard = shards
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["bdb_uid"] == uid && s["role"] == "master")
+        .expect("the master shard")["uid"]
+        .clone();
+    let failover = format!("/v1/bdbs/{uid}/actions/failover");
+    let (status, answer) = api(&big[0], Method::POST, &failover, Some(json!({ "shard_uid": master_shard }))).await;
+    assert!(status.is_success(), "{answer}");
+    let promoted = converges("another node serving the instance", || async {
+        big.iter().position(|n| n.database_addr(uid).is_some()).filter(|&p| p != master)
+    })
+    .await;
+    let moved = big[promoted].sync_addr.to_string();
+    converges("the small region records the new endpoint", || async {
+        let (_, list) = request(Method::GET, &format!("{}/v1/crdbs", admin_url(&small)), None).await.ok()?;
+        (list[0]["instances"][0]["sync_endpoint"].as_str() == Some(moved.as_str())).then_some(())
+    })
+    .await;
+    let mut in_big = connect_when_served(big[promoted].addr.ip(), port).await;
+    until_reply(&mut in_big, &["HLEN", "h"], common::int(2)).await;
+    until_reply(&mut in_big, &["HSET", "h", "c", "3"], common::int(1)).await;
+    assert_eq!(in_small.cmd(&["HSET", "h", "d", "4"]).await, common::int(1));
+    until_reply(&mut in_small, &["HLEN", "h"], common::int(4)).await;
+    until_reply(&mut in_big, &["HLEN", "h"], common::int(4)).await;
+
     let (status, _) = api(&big[other], Method::DELETE, &format!("/v1/crdbs/{guid}"), None).await;
     assert_eq!(status, StatusCode::OK);
     in_big.expect_closed().await;

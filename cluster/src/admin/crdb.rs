@@ -449,6 +449,40 @@ pub(super) async fn remove_instance(
     Ok(Json(json!({ "guid": guid, "removed_region_id": region_id, "instances": remaining })).into_response())
 }
 
+/// After a failover moved this region's instance of `guid` to another node:
+/// records `endpoint` (the new master node's sync address) as the
+/// instance's sync endpoint in this cluster and hands the new list to every
+/// peer region, whose links then dial it. Idempotent; the caller retries
+/// until it succeeds.
+pub(crate) async fn announce_endpoint(control: &ControlPlane, guid: &str, endpoint: &str) -> Result<(), String> {
+    let (bdb, crdb) = local_crdb(control, guid).map_err(|e| e.description)?;
+    let mut instances = crdb.instances.clone();
+    let own = instances
+        .iter_mut()
+        .find(|peer| peer.region_id == crdb.region_id)
+        .ok_or_else(|| format!("crdb {guid} does not list its own region"))?;
+    own.sync_endpoint = Some(endpoint.to_string());
+    if instances != crdb.instances {
+        let update = BdbUpdate {
+            crdb: Some(CrdbInstance { instances: instances.clone(), ..crdb.clone() }),
+            ..BdbUpdate::default()
+        };
+        control.write(Command::UpdateBdb { uid: bdb.uid, update }).await.map_err(|e| e.to_string())?;
+    }
+    for peer in instances.iter().filter(|peer| peer.region_id != crdb.region_id) {
+        let url = format!("{}/v1/crdbs/{guid}/instance/local", peer.admin_url);
+        // A PUT would create an instance the peer does not hold (deleted).
+        if matches!(request(Method::GET, &url, None).await, Ok((StatusCode::NOT_FOUND, _))) {
+            continue;
+        }
+        let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
+        let body = instance_request(&bdb, guid, peer.region_id, &instances, &crdb.retired);
+        call(Method::PUT, url, Some(body)).await.map_err(|e| e.description)?;
+    }
+    tracing::info!(guid, endpoint, "announced the instance's new sync endpoint to its peers");
+    Ok(())
+}
+
 pub(super) async fn delete_instance(State(control): State<ControlPlane>, Path(guid): Path<String>) -> ApiResult {
     let uid = control
         .with_config(|c| crdb_bdb(c, &guid).map(|b| b.uid))
