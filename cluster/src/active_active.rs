@@ -121,6 +121,10 @@ impl Inbound for RegionInbound {
     }
 }
 
+/// How long a snapshot for a peer waits for the local replica to hold the
+/// state it shows before the peer is told to retry.
+const SNAPSHOT_REPLICA_WAIT: Duration = Duration::from_secs(10);
+
 /// The source side of one region's database: its outbox of committed local
 /// deltas, snapshots for peers whose cursor fell out of it, and peers'
 /// applied vectors for garbage collection.
@@ -162,18 +166,32 @@ impl Outbound for RegionOutbound {
         &self.outbox
     }
 
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Result<Snapshot, String> {
         // The offset first: a delta appended meanwhile is shipped twice,
         // harmlessly (merges are idempotent).
         let resume_offset = self.outbox.next_offset();
-        match self.server() {
-            Some(server) => {
-                let shard = server.shard();
-                let keyspace = shard.keyspace();
-                Snapshot { resume_offset, context: keyspace.context().clone(), keys: keyspace.snapshot() }
+        let Some(server) = self.server() else {
+            return Ok(Snapshot { resume_offset, context: Default::default(), keys: Vec::new() });
+        };
+        let snapshot = {
+            let shard = server.shard();
+            let keyspace = shard.keyspace();
+            Snapshot { resume_offset, context: keyspace.context().clone(), keys: keyspace.snapshot() }
+        };
+        // With a replica, the state leaves the region only once the replica
+        // holds all of it (invariant 2, D83): every delta applied so far is
+        // committed and must be acknowledged.
+        if server.replication().is_some() {
+            let wait = server.wait_for_replicas(1, Some(SNAPSHOT_REPLICA_WAIT));
+            let acked = tokio::runtime::Handle::current().block_on(wait);
+            if acked == 0 {
+                return Err(format!(
+                    "the local replica has not acknowledged the state within {} s; the peer retries",
+                    SNAPSHOT_REPLICA_WAIT.as_secs()
+                ));
             }
-            None => Snapshot { resume_offset, context: Default::default(), keys: Vec::new() },
         }
+        Ok(snapshot)
     }
 
     fn peer_applied(&self, region: u16, applied: VersionVector) {

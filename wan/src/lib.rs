@@ -95,6 +95,12 @@ pub async fn serve_with_monitor(
         .http2_keepalive_interval(Some(std::time::Duration::from_millis(protocol::HEARTBEAT_MS * 5)))
         .add_service(source.into_service())
         .add_optional_service(monitor.map(SyncMonitorService::into_service))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        // TCP_NODELAY on accepted streams: tonic sets it only on listeners
+        // it binds itself, and Nagle with delayed acks held small batches
+        // back 40 ms (measured by the WAN benchmark).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }

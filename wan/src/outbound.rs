@@ -25,8 +25,9 @@ pub trait Outbound: Send + Sync + 'static {
     /// The outbound log of locally originated deltas.
     fn outbox(&self) -> &Outbox;
     /// A snapshot of the local state for a destination whose cursor the
-    /// outbox no longer covers.
-    fn snapshot(&self) -> Snapshot;
+    /// outbox no longer covers; an error (the destination retries later) if
+    /// the state cannot be shipped yet. Called on a blocking thread.
+    fn snapshot(&self) -> Result<Snapshot, String>;
     /// A destination region reports what it has applied (garbage collection
     /// by causal stability: `meridian_crdt::gc::StabilityTracker::report`).
     fn peer_applied(&self, region: u16, applied: VersionVector);

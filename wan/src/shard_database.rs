@@ -88,15 +88,15 @@ impl Outbound for ShardDatabase {
         &self.outbox
     }
 
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Result<Snapshot, String> {
         let shard = self.shard();
         // Under the shard lock, the state holds every delta the outbox has
         // (pushes happen after the apply, under this lock).
-        Snapshot {
+        Ok(Snapshot {
             resume_offset: self.outbox.next_offset(),
             context: shard.keyspace().context().clone(),
             keys: shard.keyspace().snapshot(),
-        }
+        })
     }
 
     fn peer_applied(&self, region: u16, applied: VersionVector) {

@@ -220,7 +220,8 @@ async fn serve_stream(
         let taker = outbound.clone();
         let snapshot = tokio::task::spawn_blocking(move || taker.snapshot())
             .await
-            .map_err(|e| WanError::Local(format!("snapshot task failed: {e}")))?;
+            .map_err(|e| WanError::Local(format!("snapshot task failed: {e}")))?
+            .map_err(WanError::Local)?;
         Some(snapshot)
     };
     let start = snapshot.as_ref().map_or(subscribe.cursor, |s| s.resume_offset);

@@ -320,7 +320,8 @@ impl RunningControl {
                 .add_service(service)
                 .add_service(replicas)
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(cluster_listener),
+                    // Replica streams and Raft carry small messages: no Nagle.
+                    tonic::transport::server::TcpIncoming::from(cluster_listener).with_nodelay(Some(true)),
                     async move {
                         let _ = stop.wait_for(|&s| s).await;
                     },

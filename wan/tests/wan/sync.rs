@@ -111,14 +111,14 @@ impl Outbound for Region {
         &self.outbox
     }
 
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Result<Snapshot, String> {
         let state = self.state.lock().unwrap();
         // Appends happen under the same lock, so the offset and the state agree.
-        Snapshot {
+        Ok(Snapshot {
             resume_offset: self.outbox.next_offset(),
             context: state.keyspace.context().clone(),
             keys: state.keyspace.snapshot(),
-        }
+        })
     }
 
     fn peer_applied(&self, region: u16, applied: VersionVector) {
