@@ -46,6 +46,11 @@ pub const HEARTBEAT_MS: u64 = 1_000;
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 /// A destination that hears nothing for this long drops the stream.
 pub const IDLE_TIMEOUT_MS: u64 = 10 * HEARTBEAT_MS;
+/// How long a destination waits for Accepted: a source answers a full sync
+/// only once it has taken the snapshot (a walk of the whole keyspace, and
+/// the local replica's ack), so the idle bound would drop the stream and
+/// make it start over on a large database.
+pub const ACCEPT_TIMEOUT_MS: u64 = 6 * IDLE_TIMEOUT_MS;
 
 /// A destination's position in one source's log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -187,15 +187,20 @@ async fn session(
 
 impl Session<'_> {
     async fn next(&mut self) -> Result<sync_response::Kind, WanError> {
-        let message = tokio::time::timeout(self.config.idle_timeout, self.responses.message())
+        self.next_within(self.config.idle_timeout).await
+    }
+
+    async fn next_within(&mut self, limit: Duration) -> Result<sync_response::Kind, WanError> {
+        let message = tokio::time::timeout(limit, self.responses.message())
             .await
-            .map_err(|_| WanError::Idle(self.config.idle_timeout.as_millis() as u64))??
+            .map_err(|_| WanError::Idle(limit.as_millis() as u64))??
             .ok_or(WanError::Closed)?;
         message.kind.ok_or_else(|| WanError::Protocol("empty response".into()))
     }
 
     async fn run(&mut self, backoff: &mut Backoff) -> Result<(), WanError> {
-        let sync_response::Kind::Accepted(accepted) = self.next().await? else {
+        let accept_timeout = self.config.idle_timeout.max(Duration::from_millis(protocol::ACCEPT_TIMEOUT_MS));
+        let sync_response::Kind::Accepted(accepted) = self.next_within(accept_timeout).await? else {
             return Err(WanError::Protocol("the first response must be Accepted".into()));
         };
         if accepted.protocol_version != PROTOCOL_VERSION
