@@ -33,3 +33,19 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// A multiplexed `redis` connection to `addr`, made within `connect`, whose
+/// commands may take up to `response` each: redis-rs' default of 500 ms
+/// counts a slow `WAIT` or a big MGET on a loaded two-core machine as
+/// failed, which a drill would then count as unacknowledged.
+pub async fn redis_connection(
+    addr: std::net::SocketAddr,
+    connect: std::time::Duration,
+    response: std::time::Duration,
+) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://{addr}/")).ok()?;
+    let config =
+        redis::AsyncConnectionConfig::new().set_connection_timeout(Some(connect)).set_response_timeout(Some(response));
+    let connecting = client.get_multiplexed_async_connection_with_config(&config);
+    tokio::time::timeout(connect * 2, connecting).await.ok()?.ok()
+}

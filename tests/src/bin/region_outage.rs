@@ -25,7 +25,6 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use meridian_cluster::ctl::{Method, StatusCode, request};
 use meridian_tests::free_port;
-use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 
@@ -176,12 +175,7 @@ async fn get(base: &str, path: &str) -> Option<Value> {
 /// A connection whose commands may take up to 10 s (redis-rs' default is
 /// 500 ms, too short for big MGETs on a loaded two-core machine).
 async fn connect(addr: SocketAddr) -> Option<MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://{addr}/")).ok()?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(10)));
-    let connecting = client.get_multiplexed_async_connection_with_config(&config);
-    tokio::time::timeout(Duration::from_secs(2), connecting).await.ok()?.ok()
+    meridian_tests::redis_connection(addr, Duration::from_secs(1), Duration::from_secs(10)).await
 }
 
 /// One command on a fresh connection, answered within 2 s.

@@ -191,12 +191,7 @@ async fn get(base: &str, path: &str) -> Option<Value> {
 }
 
 async fn connect(addr: SocketAddr) -> Option<MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://{addr}/")).ok()?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(10)));
-    let connecting = client.get_multiplexed_async_connection_with_config(&config);
-    tokio::time::timeout(Duration::from_secs(3), connecting).await.ok()?.ok()
+    meridian_tests::redis_connection(addr, Duration::from_secs(2), Duration::from_secs(10)).await
 }
 
 async fn connect_or_fail(addr: SocketAddr) -> anyhow::Result<MultiplexedConnection> {
