@@ -49,3 +49,34 @@ pub async fn redis_connection(
     let connecting = client.get_multiplexed_async_connection_with_config(&config);
     tokio::time::timeout(connect * 2, connecting).await.ok()?.ok()
 }
+
+/// Retries `check` every 50 ms until it returns something, for at most
+/// `limit` (the drills and benchmarks; test suites panic instead, see their
+/// `eventually`).
+pub async fn until<T, F, Fut>(what: &str, limit: std::time::Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET base + path` on an admin API: the JSON body of a 200 answered
+/// within 5 s, else nothing.
+pub async fn admin_get(base: &str, path: &str) -> Option<serde_json::Value> {
+    use meridian_cluster::ctl::{Method, StatusCode, request};
+    let url = format!("{base}{path}");
+    match tokio::time::timeout(std::time::Duration::from_secs(5), request(Method::GET, &url, None)).await {
+        Ok(Ok((StatusCode::OK, body))) => Some(body),
+        _ => None,
+    }
+}

@@ -140,15 +140,11 @@ pub(super) async fn create(State(_control): State<ControlPlane>, body: Body) -> 
         .enumerate()
         .map(|(index, url)| CrdbPeer { region_id: index as u16 + 1, admin_url: url.clone(), sync_endpoint: None })
         .collect();
-    let instance_body = |region_id: u16, instances: &[CrdbPeer]| {
-        let body = InstanceRequest {
-            name: spec.name.clone(),
-            port: spec.port,
-            password: spec.password.clone(),
-            crdb: CrdbInstance { guid: guid.clone(), region_id, instances: instances.to_vec(), retired: Vec::new() },
-            replication: spec.replication,
-        };
-        serde_json::to_value(body).unwrap_or(Value::Null)
+    let shared = Shared {
+        name: spec.name.clone(),
+        port: spec.port,
+        password: spec.password.clone(),
+        replication: spec.replication,
     };
     // Round one: create every instance (no endpoints yet), learn its sync
     // endpoint.
@@ -157,7 +153,7 @@ pub(super) async fn create(State(_control): State<ControlPlane>, body: Body) -> 
     for index in 0..instances.len() {
         let peer = &instances[index];
         let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
-        match call(Method::PUT, url, Some(instance_body(peer.region_id, &unknown))).await {
+        match call(Method::PUT, url, Some(instance_request(&shared, &guid, peer.region_id, &unknown, &[]))).await {
             Ok(answer) => {
                 let endpoint = answer["sync_endpoint"].as_str().map(|e| dialable(e, &instances[index].admin_url));
                 instances[index].sync_endpoint = endpoint;
@@ -175,10 +171,7 @@ pub(super) async fn create(State(_control): State<ControlPlane>, body: Body) -> 
         }
     }
     // Round two: every instance gets every endpoint.
-    for peer in &instances {
-        let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
-        call(Method::PUT, url, Some(instance_body(peer.region_id, &instances))).await?;
-    }
+    distribute(&shared, &guid, &instances, &[]).await?;
     tracing::info!(guid, name = spec.name, instances = instances.len(), "active-active database created");
     let listed: Vec<Value> = instances
         .iter()
@@ -327,27 +320,42 @@ fn local_crdb(control: &ControlPlane, guid: &str) -> Result<(Bdb, CrdbInstance),
 }
 
 /// The body that creates or updates region `region_id`'s instance.
-fn instance_request(bdb: &Bdb, guid: &str, region_id: u16, instances: &[CrdbPeer], retired: &[u16]) -> Value {
+/// What every instance of a crdb has alike.
+struct Shared {
+    name: String,
+    port: u16,
+    password: Option<String>,
+    replication: bool,
+}
+
+impl Shared {
+    /// As this region's instance `bdb` has it.
+    fn of(bdb: &Bdb) -> Shared {
+        Shared { name: bdb.name.clone(), port: bdb.port, password: bdb.password.clone(), replication: bdb.replication }
+    }
+}
+
+fn instance_request(shared: &Shared, guid: &str, region_id: u16, instances: &[CrdbPeer], retired: &[u16]) -> Value {
     let body = InstanceRequest {
-        name: bdb.name.clone(),
-        port: bdb.port,
-        password: bdb.password.clone(),
+        name: shared.name.clone(),
+        port: shared.port,
+        password: shared.password.clone(),
         crdb: CrdbInstance {
             guid: guid.to_string(),
             region_id,
             instances: instances.to_vec(),
             retired: retired.to_vec(),
         },
-        replication: bdb.replication,
+        replication: shared.replication,
     };
     serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
 /// Hands every instance of `instances` the list (and the retired ids).
-async fn distribute(bdb: &Bdb, guid: &str, instances: &[CrdbPeer], retired: &[u16]) -> Result<(), ApiError> {
+async fn distribute(shared: &Shared, guid: &str, instances: &[CrdbPeer], retired: &[u16]) -> Result<(), ApiError> {
     for peer in instances {
         let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
-        call(Method::PUT, url, Some(instance_request(bdb, guid, peer.region_id, instances, retired))).await?;
+        call(Method::PUT, url, Some(instance_request(shared, guid, peer.region_id, instances, retired))).await?;
     }
     Ok(())
 }
@@ -363,6 +371,7 @@ pub(super) async fn add_instance(
     let request: AddInstanceRequest = parse_body(body)?;
     let url = request.instance.trim_end_matches('/').to_string();
     let (bdb, crdb) = local_crdb(&control, &guid)?;
+    let shared = Shared::of(&bdb);
     if crdb.instances.iter().any(|peer| peer.admin_url == url) {
         return Err(ApiError::bad_request(format!("{url} already holds an instance of crdb {guid}")));
     }
@@ -381,16 +390,16 @@ pub(super) async fn add_instance(
     // yet); then everyone gets the list with its endpoint.
     let create = format!("{url}/v1/crdbs/{guid}/instance");
     let answer =
-        call(Method::PUT, create.clone(), Some(instance_request(&bdb, &guid, region_id, &instances, &crdb.retired)))
+        call(Method::PUT, create.clone(), Some(instance_request(&shared, &guid, region_id, &instances, &crdb.retired)))
             .await?;
     let endpoint = answer["sync_endpoint"].as_str().map(|e| dialable(e, &url));
     instances.last_mut().expect("just pushed").sync_endpoint = endpoint;
-    if let Err(error) = distribute(&bdb, &guid, &instances, &crdb.retired).await {
+    if let Err(error) = distribute(&shared, &guid, &instances, &crdb.retired).await {
         // Back to the list before: the new instance goes away again.
         if let Err(undo) = call(Method::DELETE, create, None).await {
             tracing::warn!(guid, "removing the half-added instance failed: {}", undo.description);
         }
-        if let Err(undo) = distribute(&bdb, &guid, &crdb.instances, &crdb.retired).await {
+        if let Err(undo) = distribute(&shared, &guid, &crdb.instances, &crdb.retired).await {
             tracing::warn!(guid, "restoring the instance list failed: {}", undo.description);
         }
         return Err(error);
@@ -444,7 +453,7 @@ pub(super) async fn remove_instance(
     let mut retired = crdb.retired.clone();
     retired.push(region_id);
     retired.sort_unstable();
-    distribute(&bdb, &guid, &remaining, &retired).await?;
+    distribute(&Shared::of(&bdb), &guid, &remaining, &retired).await?;
     tracing::info!(guid, region_id, forced = query.force, "crdb instance removed");
     Ok(Json(json!({ "guid": guid, "removed_region_id": region_id, "instances": remaining })).into_response())
 }
@@ -469,6 +478,7 @@ pub(crate) async fn announce_endpoint(control: &ControlPlane, guid: &str, endpoi
         };
         control.write(Command::UpdateBdb { uid: bdb.uid, update }).await.map_err(|e| e.to_string())?;
     }
+    let shared = Shared::of(&bdb);
     for peer in instances.iter().filter(|peer| peer.region_id != crdb.region_id) {
         let url = format!("{}/v1/crdbs/{guid}/instance/local", peer.admin_url);
         // A PUT would create an instance the peer does not hold (deleted).
@@ -476,7 +486,7 @@ pub(crate) async fn announce_endpoint(control: &ControlPlane, guid: &str, endpoi
             continue;
         }
         let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
-        let body = instance_request(&bdb, guid, peer.region_id, &instances, &crdb.retired);
+        let body = instance_request(&shared, guid, peer.region_id, &instances, &crdb.retired);
         call(Method::PUT, url, Some(body)).await.map_err(|e| e.description)?;
     }
     tracing::info!(guid, endpoint, "announced the instance's new sync endpoint to its peers");

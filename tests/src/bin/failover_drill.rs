@@ -24,8 +24,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use meridian_cluster::ctl::{Method, StatusCode, request};
 use meridian_replication::slot::{key_slot, split_slots};
-use meridian_tests::free_port;
-use serde_json::{Value, json};
+use meridian_tests::{admin_get, free_port, until};
+use serde_json::json;
 use tokio::sync::Mutex;
 
 #[derive(Parser)]
@@ -100,32 +100,6 @@ impl Drop for Node {
     }
 }
 
-/// Retries `check` every 50 ms until it returns something, for at most
-/// `limit`.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn get(base: &str, path: &str) -> Option<Value> {
-    match tokio::time::timeout(Duration::from_secs(5), request(Method::GET, &format!("{base}{path}"), None)).await {
-        Ok(Ok((StatusCode::OK, body))) => Some(body),
-        _ => None,
-    }
-}
-
 /// A key whose slot is in shard `shard` of 3.
 fn key_in_shard(prefix: &str, shard: usize) -> String {
     let ranges = split_slots(3);
@@ -134,7 +108,7 @@ fn key_in_shard(prefix: &str, shard: usize) -> String {
 
 /// The node mastering each shard (slot order), as `admin` sees it.
 async fn masters(admin: &str, uid: u64) -> Option<Vec<(u64, u64)>> {
-    let shards = get(admin, "/v1/shards").await?;
+    let shards = admin_get(admin, "/v1/shards").await?;
     let mut found: Vec<(u64, u64, u64)> = shards
         .as_array()?
         .iter()
@@ -223,14 +197,14 @@ async fn main() -> anyhow::Result<()> {
     let first = format!("{}:{}", nodes[0].host, nodes[0].cluster_port);
     nodes[0].spawn(&args, None)?;
     let admin = nodes[0].admin();
-    until("the first node", Duration::from_secs(30), || get(&admin, "/v1/cluster")).await?;
+    until("the first node", Duration::from_secs(30), || admin_get(&admin, "/v1/cluster")).await?;
     for node in &mut nodes[1..] {
         node.spawn(&args, Some(first.clone()))?;
     }
     for node in &nodes {
         let admin = node.admin();
         until("three voters", Duration::from_secs(60), || async {
-            let state = get(&admin, "/v1/cluster").await?;
+            let state = admin_get(&admin, "/v1/cluster").await?;
             let voters = state["raft"]["voters"].as_array()?.len();
             (voters == 3 && state["raft"]["leader_id"].as_u64().is_some()).then_some(())
         })
@@ -299,13 +273,13 @@ async fn main() -> anyhow::Result<()> {
         nodes[(victim - 1) as usize].spawn(&args, None)?;
         let asker = admin_of(&nodes, survivor);
         until("the killed node to rejoin", Duration::from_secs(60), || async {
-            let node = get(&asker, &format!("/v1/nodes/{victim}")).await?;
+            let node = admin_get(&asker, &format!("/v1/nodes/{victim}")).await?;
             (node["status"] == "active").then_some(())
         })
         .await?;
         let restarted = admin_of(&nodes, victim);
         until("its replicas to catch up", Duration::from_secs(60), || async {
-            let bdb = get(&restarted, &format!("/v1/bdbs/{uid}")).await?;
+            let bdb = admin_get(&restarted, &format!("/v1/bdbs/{uid}")).await?;
             let held = bdb["endpoint_status"]["local_shards"].as_array()?.clone();
             held.iter().all(|s| s["role"] != "replica" || s["link"] == "up").then_some(())
         })

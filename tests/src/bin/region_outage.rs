@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use meridian_cluster::ctl::{Method, StatusCode, request};
-use meridian_tests::free_port;
+use meridian_tests::{admin_get, free_port, until};
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 
@@ -143,32 +143,6 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Retries `check` every 50 ms until it returns something, for at most
-/// `limit`.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn get(base: &str, path: &str) -> Option<Value> {
-    match tokio::time::timeout(Duration::from_secs(5), request(Method::GET, &format!("{base}{path}"), None)).await {
-        Ok(Ok((StatusCode::OK, body))) => Some(body),
-        _ => None,
     }
 }
 
@@ -391,7 +365,7 @@ async fn read_all(reader: &mut Reader, keys: &[(String, String)], what: &str) ->
 /// The WAN link of this region's instance (asked through `admin`) from
 /// region `peer`.
 async fn link(admin: &str, guid: &str, peer: u64) -> Option<Value> {
-    let view = get(admin, &format!("/v1/crdbs/{guid}/instance")).await?;
+    let view = admin_get(admin, &format!("/v1/crdbs/{guid}/instance")).await?;
     view["endpoint_status"]["links"].as_array()?.iter().find(|l| l["region_id"] == peer).cloned()
 }
 
@@ -502,7 +476,7 @@ async fn drill(args: Args) -> anyhow::Result<()> {
     // Region A: node 1 starts the cluster, the others join it.
     a[0].spawn(&args, None)?;
     let a_admin = a[0].admin();
-    until("A's first node", Duration::from_secs(30), || get(&a_admin, "/v1/cluster")).await?;
+    until("A's first node", Duration::from_secs(30), || admin_get(&a_admin, "/v1/cluster")).await?;
     let first = a[0].cluster_addr();
     for node in &mut a[1..] {
         node.spawn(&args, Some(&first))?;
@@ -511,19 +485,19 @@ async fn drill(args: Args) -> anyhow::Result<()> {
     for node in &a {
         let admin = node.admin();
         until("three voters in A", Duration::from_secs(60), || async {
-            let state = get(&admin, "/v1/cluster").await?;
+            let state = admin_get(&admin, "/v1/cluster").await?;
             let voters = state["raft"]["voters"].as_array()?.len();
             (voters == 3 && state["raft"]["leader_id"].as_u64().is_some()).then_some(())
         })
         .await?;
     }
     until("three sync addresses in A", Duration::from_secs(60), || async {
-        let nodes = get(&a_admin, "/v1/nodes").await?;
+        let nodes = admin_get(&a_admin, "/v1/nodes").await?;
         (nodes.as_array()?.iter().filter(|n| n["sync_addr"].is_string()).count() == 3).then_some(())
     })
     .await?;
     let b_admin = b.admin();
-    until("region B", Duration::from_secs(30), || get(&b_admin, "/v1/cluster")).await?;
+    until("region B", Duration::from_secs(30), || admin_get(&b_admin, "/v1/cluster")).await?;
 
     // The active-active database: A is region 1, B region 2.
     let port = free_port();
@@ -540,7 +514,7 @@ async fn drill(args: Args) -> anyhow::Result<()> {
     let guid = created.1["guid"].as_str().context("a guid")?.to_string();
     let uid = created.1["instances"][0]["bdb_uid"].as_u64().context("A's bdb uid")?;
     let master = until("the master of A's instance", Duration::from_secs(30), || async {
-        let shards = get(&a_admin, "/v1/shards").await?;
+        let shards = admin_get(&a_admin, "/v1/shards").await?;
         shards.as_array()?.iter().find(|s| s["bdb_uid"] == uid && s["role"] == "master")?["node_uid"].as_u64()
     })
     .await?;

@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use meridian_cluster::ctl::{Method, StatusCode, request};
-use meridian_tests::free_port;
+use meridian_tests::{admin_get, free_port, until};
 use redis::aio::MultiplexedConnection;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::task::JoinHandle;
 
 /// The bound of a region's outbox (`meridian_wan::OUTBOX_BYTES_DEFAULT`):
@@ -161,32 +161,6 @@ impl Drop for Region {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// Retries `check` every 50 ms until it returns something, for at most
-/// `limit`.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn get(base: &str, path: &str) -> Option<Value> {
-    match tokio::time::timeout(Duration::from_secs(5), request(Method::GET, &format!("{base}{path}"), None)).await {
-        Ok(Ok((StatusCode::OK, body))) => Some(body),
-        _ => None,
     }
 }
 
@@ -470,7 +444,7 @@ async fn main() -> anyhow::Result<()> {
         // Up once the node is an active member with its sync address (the
         // admin API answers a moment before that).
         until(&format!("region {}'s node", region.name), Duration::from_secs(60), || async {
-            let nodes = get(&admin, "/v1/nodes").await?;
+            let nodes = admin_get(&admin, "/v1/nodes").await?;
             nodes.as_array()?.iter().any(|n| n["status"] == "active" && n["sync_addr"].is_string()).then_some(())
         })
         .await?;
@@ -689,7 +663,7 @@ async fn main() -> anyhow::Result<()> {
             if f == 1 { "" } else { "s" }
         ),
     };
-    let link = get(&b.admin(), &format!("/v1/crdbs/{guid}/instance")).await;
+    let link = admin_get(&b.admin(), &format!("/v1/crdbs/{guid}/instance")).await;
     let last_error = link
         .as_ref()
         .and_then(|l| l["endpoint_status"]["links"][0]["last_error"].as_str().map(str::to_string))
