@@ -969,7 +969,6 @@ impl Databases {
             self.await_hand_over(want.uid).await;
         }
         let promoted = if want.replication { self.take_replica(want.uid).await } else { None };
-        let was_promoted = promoted.is_some();
         let mut previous = None;
         let (mut shard, journal) = match (promoted, &bdb_dir) {
             (Some((keyspace, replid, offset, hlc)), dir) => {
@@ -1015,14 +1014,10 @@ impl Databases {
         let outbound = want.crdb.as_ref().map(|crdb| {
             let peers: Vec<u16> = crdb.peers().map(|p| p.region_id).collect();
             shard.set_peers(&peers);
-            // Recovered or promoted state may be non-empty: peers then start
-            // from a snapshot rather than from offset 0 of a fresh log.
-            let outbox = if journal.is_some() || was_promoted {
-                Outbox::new(OUTBOX_BYTES)
-            } else {
-                Outbox::for_new_database(OUTBOX_BYTES)
-            };
-            Arc::new(RegionOutbound::new(outbox))
+            // Every peer link begins with a full sync (D82), so the log
+            // never needs to serve a cursorless reader from offset 0; the
+            // state may be recovered or promoted anyway.
+            Arc::new(RegionOutbound::new(Outbox::new(OUTBOX_BYTES)))
         });
         let mut server = ServerState::new(shard, settings);
         let persistent = journal.is_some();
