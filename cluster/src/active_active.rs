@@ -171,12 +171,12 @@ impl Outbound for RegionOutbound {
         // harmlessly (merges are idempotent).
         let resume_offset = self.outbox.next_offset();
         let Some(server) = self.server() else {
-            return Ok(Snapshot { resume_offset, context: Default::default(), keys: Vec::new() });
+            return Ok(Snapshot { resume_offset, context: Default::default(), keys: Default::default() });
         };
         let snapshot = {
             let shard = server.shard();
             let keyspace = shard.keyspace();
-            Snapshot { resume_offset, context: keyspace.context().clone(), keys: keyspace.snapshot() }
+            Snapshot { resume_offset, context: keyspace.context().clone(), keys: keyspace.freeze() }
         };
         // With a replica, the state leaves the region only once the replica
         // holds all of it (invariant 2, D83): every delta applied so far is

@@ -1398,7 +1398,30 @@ impl Keyspace {
     /// Every key's state as plain data, keys in byte order (with
     /// [`Keyspace::context`], a snapshot of the shard).
     pub fn snapshot(&self) -> Vec<KeySnapshot> {
-        self.entries().into_iter().map(|(key, state)| state.snapshot(&key)).collect()
+        self.freeze().into_snapshot()
+    }
+
+    /// The greatest HLC timestamp of any element held (what a receiver of
+    /// this keyspace as a snapshot must observe before merging it).
+    pub fn max_hlc(&self) -> Option<u64> {
+        let mut max = None;
+        for (_, _, stored) in self.table.iter() {
+            let hlc = match stored {
+                Stored::Small { tag, .. } => Some(tag.hlc),
+                Stored::Big(state) => state.values().iter().filter_map(|v| v.max_tag()).map(|t| t.hlc).max(),
+            };
+            max = max.max(hlc);
+        }
+        max
+    }
+
+    /// A copy of every key's state as stored, for a snapshot built later
+    /// ([`FrozenKeys::into_snapshot`]) without this keyspace: a node holds
+    /// its shard's lock only for this copy (for string keys a copy of the
+    /// table's entries, no allocation per key), not for sorting and
+    /// converting the keys.
+    pub fn freeze(&self) -> FrozenKeys {
+        FrozenKeys(self.table.iter().map(|(_, key, stored)| (key.clone(), stored.clone())).collect())
     }
 
     /// Rebuilds a keyspace from a snapshot. Local writes will originate at
@@ -1406,19 +1429,41 @@ impl Keyspace {
     /// snapshot that breaks an invariant (a repeated key, a state outside its
     /// context, an invalid value) is refused whole.
     pub fn restore(replica: ReplicaId, context: CausalContext, keys: &[KeySnapshot]) -> Result<Keyspace, String> {
+        context.validate()?;
         let mut keyspace = Keyspace::new(replica);
         keyspace.context = context;
+        keyspace.table.reserve(keys.len());
+        let mut previous: Option<&[u8]> = None;
         for snapshot in keys {
-            if keyspace.table.find(&snapshot.key).is_some() {
-                return Err(format!("key {:?} appears twice", snapshot.key));
+            // Snapshots list keys in byte order: a repeated key is caught by
+            // the order check without a lookup.
+            if previous.is_some_and(|previous| previous >= snapshot.key.as_slice()) {
+                return Err(format!("key {:?} is repeated or out of byte order", snapshot.key));
             }
-            let state = KeyState::from_snapshot(snapshot)?;
-            let deadline = state.owned_deadline(replica);
-            let slot = keyspace.table.insert_new(&snapshot.key, Stored::from_state(state));
+            previous = Some(snapshot.key.as_slice());
+            let stored = match Stored::small_from_snapshot(snapshot) {
+                Some(small) => small,
+                None => Stored::from_state(KeyState::from_snapshot(snapshot)?),
+            };
+            let mut outside = None;
+            stored.for_each_dot(|dot| {
+                if !keyspace.context.contains(dot) {
+                    outside = Some(dot);
+                }
+            });
+            if let Some(dot) = outside {
+                return Err(format!("key {:?} holds dot {dot:?} outside the context", snapshot.key));
+            }
+            let deadline = match &stored {
+                Stored::Small { .. } => None,
+                Stored::Big(state) => state.owned_deadline(replica),
+            };
+            let slot = keyspace.table.insert_new(&snapshot.key, stored);
             keyspace.track_deadline(slot, None, deadline);
         }
         let own_cloud = keyspace.context.cloud().filter(|d| d.replica() == replica).map(|d| d.seq()).max();
         keyspace.last_seq = keyspace.context.vector().get(replica).max(own_cloud.unwrap_or(0));
+        #[cfg(debug_assertions)]
         keyspace.validate()?;
         Ok(keyspace)
     }
@@ -1439,32 +1484,61 @@ impl Keyspace {
     /// snapshot after one.
     pub fn merge_snapshot(&mut self, other: &Keyspace) -> SnapshotMerge {
         let mut outcome = SnapshotMerge::default();
-        let mut keys: BTreeSet<ShortBytes> = other.table.iter().map(|(_, k, _)| k.clone()).collect();
-        // Local keys whose elements `other` has seen may lose some.
+        // Local keys `other` lacks but whose elements it has seen may lose
+        // some: collected first, joined with nothing below.
+        let mut only_local: Vec<ShortBytes> = Vec::new();
         for (_, key, stored) in self.table.iter() {
-            if keys.contains(key) {
+            if other.table.find(key).is_some() {
                 continue;
             }
-            let mut covered = false;
-            stored.to_state().for_each_dot(|dot| covered |= other.context.contains(dot));
+            let covered = match stored {
+                Stored::Small { tag, .. } => other.context.contains(tag.dot),
+                Stored::Big(state) => {
+                    let mut covered = false;
+                    state.for_each_dot(|dot| covered |= other.context.contains(dot));
+                    covered
+                }
+            };
             if covered {
-                keys.insert(key.clone());
+                only_local.push(key.clone());
             }
         }
-        for key in keys {
-            let local = self.table.get(&key).map(Stored::to_state);
-            let theirs = other.table.get(&key).map(Stored::to_state);
+        let theirs = other.table.iter().map(|(_, key, stored)| (key, Some(stored)));
+        let only_local = only_local.iter().map(|key| (key, None));
+        for (key, theirs) in theirs.chain(only_local) {
+            let found = self.table.find(key);
+            // The common cases of a catch-up, without building states: the
+            // same register on both sides, and a register this side has
+            // neither (its dot unseen here: a write it missed) nor dropped.
+            match (found.map(|slot| &self.table.slot(slot).1), theirs) {
+                (Some(Stored::Small { tag, value }), Some(Stored::Small { tag: their_tag, value: their_value }))
+                    if tag == their_tag && value == their_value =>
+                {
+                    outcome.keys_merged += 1;
+                    continue;
+                }
+                (None, Some(small @ Stored::Small { tag, .. })) => {
+                    outcome.keys_merged += 1;
+                    if !self.context.contains(tag.dot) {
+                        self.table.insert_new(key, small.clone());
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let local = found.map(|slot| self.table.slot(slot).1.to_state());
+            let theirs = theirs.map(Stored::to_state);
             let (joined, list_kept) = join_states(local.as_ref(), &self.context, theirs.as_ref(), &other.context);
             outcome.keys_merged += 1;
             outcome.lists_kept += usize::from(list_kept);
-            match self.table.find(&key) {
+            match found {
                 Some(slot) => {
                     self.update_slot(slot, |state| *state = joined);
                     self.marked.insert(slot);
                 }
                 None if !joined.can_drop() => {
                     let deadline = joined.owned_deadline(self.replica);
-                    let slot = self.table.insert_new(&key, Stored::from_state(joined));
+                    let slot = self.table.insert_new(key, Stored::from_state(joined));
                     self.track_deadline(slot, None, deadline);
                     self.marked.insert(slot);
                 }
@@ -1527,6 +1601,35 @@ impl Keyspace {
     /// Bytes held by the key table's arrays (for memory accounting).
     pub fn table_bytes(&self) -> usize {
         self.table.table_bytes()
+    }
+}
+
+/// Every key's state as a keyspace stored it at [`Keyspace::freeze`].
+#[derive(Clone, Debug, Default)]
+pub struct FrozenKeys(Vec<(ShortBytes, Stored)>);
+
+impl FrozenKeys {
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The keys' states as plain data, keys in byte order: what
+    /// [`Keyspace::snapshot`] returned at the freeze.
+    pub fn into_snapshot(mut self) -> Vec<KeySnapshot> {
+        self.0.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.0
+            .into_iter()
+            .map(|(key, stored)| match stored {
+                Stored::Big(state) => state.snapshot(&key),
+                small => small.to_state().snapshot(&key),
+            })
+            .collect()
     }
 }
 
@@ -1836,5 +1939,34 @@ mod tests {
         assert!(!keyspace.exists(b"d", 1_790_000_000_000));
         assert_eq!(keyspace.zstore(b"d", &[], zmoment(5)).unwrap(), (0, None), "nothing to delete");
         keyspace.validate().unwrap();
+    }
+
+    #[test]
+    fn a_frozen_copy_snapshots_as_the_keyspace_did_and_restore_wants_byte_order() {
+        let mut keyspace = Keyspace::new(ReplicaId(1));
+        keyspace.set(b"b", b"2", ExpiryChange::Clear, moment(1));
+        keyspace.set(b"a", b"1", ExpiryChange::At(9_000), moment(2));
+        keyspace.sadd(b"c", &[b"x", b"y"], moment(3)).unwrap();
+        let frozen = keyspace.freeze();
+        // Writes after the freeze are not in it.
+        keyspace.set(b"d", b"4", ExpiryChange::Clear, moment(4));
+        let keys = frozen.into_snapshot();
+        assert_eq!(
+            keys.iter().map(|k| k.key.to_vec()).collect::<Vec<_>>(),
+            [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        let restored = Keyspace::restore(ReplicaId(1), keyspace.context().clone(), &keys).unwrap();
+        assert_eq!(restored.get(b"b", 1_000).unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(restored.max_hlc(), Some(3));
+        let mut swapped = keys.clone();
+        swapped.swap(0, 1);
+        let error = Keyspace::restore(ReplicaId(1), keyspace.context().clone(), &swapped).unwrap_err();
+        assert!(error.contains("out of byte order"), "{error}");
+        let mut repeated = keys.clone();
+        repeated.insert(1, keys[0].clone());
+        assert!(Keyspace::restore(ReplicaId(1), keyspace.context().clone(), &repeated).is_err());
+        // A key whose dot the context does not hold is refused.
+        let error = Keyspace::restore(ReplicaId(1), CausalContext::new(), &keys).unwrap_err();
+        assert!(error.contains("outside the context"), "{error}");
     }
 }

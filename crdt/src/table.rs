@@ -103,6 +103,15 @@ impl<V> KeyTable<V> {
         slot
     }
 
+    /// Makes room for `additional` more keys without growing the index.
+    pub fn reserve(&mut self, additional: usize) {
+        self.slots.reserve(additional.saturating_sub(self.free.len()));
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.reserve(additional, |&s| {
+            hasher.hash_one(slots[s as usize].as_ref().expect("indexed slot is occupied").0.as_slice())
+        });
+    }
+
     /// Removes the key in `slot`, returning its value.
     pub fn remove_slot(&mut self, slot: u32) -> V {
         let key_hash = self.hash(&self.slot(slot).0);

@@ -17,7 +17,7 @@ use crate::dot::{Dot, ReplicaId, Tag};
 use crate::expiry::Expiry;
 use crate::hash::OrHash;
 use crate::list::RgaList;
-use crate::register::Register;
+use crate::register::{Register, RegisterDelta};
 use crate::set::OrSet;
 use crate::short_bytes::ShortBytes;
 use crate::zset::OrZSet;
@@ -436,6 +436,28 @@ impl Stored {
                 expiry: Expiry::default(),
             },
             Stored::Big(state) => *state,
+        }
+    }
+
+    /// The small form of a key's snapshot that holds one plain string
+    /// entry (most keys), built without a full state; None for anything else.
+    pub fn small_from_snapshot(snapshot: &KeySnapshot) -> Option<Stored> {
+        if !snapshot.expiry.is_empty() || snapshot.list.is_some() {
+            return None;
+        }
+        match snapshot.parts.as_slice() {
+            [TypedDelta::Str(RegisterDelta { removed, entry: Some(entry), increment: None })] if removed.is_empty() => {
+                Some(Stored::Small { tag: entry.tag, value: entry.value.clone() })
+            }
+            _ => None,
+        }
+    }
+
+    /// Every dot the stored state holds.
+    pub fn for_each_dot(&self, mut f: impl FnMut(Dot)) {
+        match self {
+            Stored::Small { tag, .. } => f(tag.dot),
+            Stored::Big(state) => state.for_each_dot(f),
         }
     }
 

@@ -511,6 +511,16 @@ pub fn encode_snapshot_parts(context: &CausalContext, keys: &[KeySnapshot]) -> V
         .encode_to_vec()
 }
 
+/// Appends one key of a snapshot to `buf` as it appears inside an encoded
+/// `ShardSnapshot` (its `keys` field): a snapshot can be encoded key by key
+/// into chunks whose concatenation decodes as one message.
+pub fn encode_snapshot_key(key: &KeySnapshot, buf: &mut Vec<u8>) {
+    prost::encoding::message::encode(SHARD_SNAPSHOT_KEYS_FIELD, &key_snapshot_to_wire(key), buf);
+}
+
+/// The field number of `keys` in `ShardSnapshot` (crdt.proto).
+const SHARD_SNAPSHOT_KEYS_FIELD: u32 = 2;
+
 /// A keyspace decoded from snapshot bytes.
 pub fn decode_snapshot(replica: ReplicaId, bytes: &[u8]) -> Result<Keyspace, DecodeError> {
     let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;

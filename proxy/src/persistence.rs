@@ -245,8 +245,8 @@ impl ServerState {
 
     /// Rewrites the journal: rotates to a new journal generation and writes a
     /// snapshot of the state at the rotation, then deletes what it covers.
-    /// The shard is locked only to copy its state out; encoding and writing
-    /// happen while commands run (their deltas go to the new generation).
+    /// The shard is locked only to copy its table out; sorting, encoding and
+    /// writing happen while commands run (their deltas go to the new generation).
     pub fn rewrite(&self) -> std::io::Result<()> {
         let Some(persistence) = &self.persistence else {
             return Ok(());
@@ -264,8 +264,9 @@ impl ServerState {
             drop(unshipped);
             let covered = journal.rotate()?;
             let keyspace = shard.keyspace();
-            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), keyspace.snapshot(), hlc)
+            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), keyspace.freeze(), hlc)
         };
+        let keys = keys.into_snapshot();
         let body = meridian_proto::convert::encode_snapshot_parts(&context, &keys);
         let bytes = write_snapshot_file(&dir, covered, &body, hlc)?;
         persistence.journal().set_snapshot_bytes(bytes);

@@ -2,8 +2,7 @@
 //! snapshots. The node implements [`Outbound`] for each (database, shard
 //! stream) over its shard; tests implement it over an in-process keyspace.
 
-use meridian_crdt::value::KeySnapshot;
-use meridian_crdt::{CausalContext, VersionVector};
+use meridian_crdt::{CausalContext, FrozenKeys, VersionVector};
 
 use crate::outbox::Outbox;
 
@@ -16,8 +15,9 @@ pub struct Snapshot {
     pub resume_offset: u64,
     /// The causal context of the state.
     pub context: CausalContext,
-    /// The keys' states.
-    pub keys: Vec<KeySnapshot>,
+    /// The keys' states, as copied out of the shard (sorted and converted
+    /// off the shard's lock, while the snapshot is sent).
+    pub keys: FrozenKeys,
 }
 
 /// The source side of one database (one shard stream) in this region.

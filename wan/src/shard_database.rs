@@ -95,7 +95,7 @@ impl Outbound for ShardDatabase {
         Ok(Snapshot {
             resume_offset: self.outbox.next_offset(),
             context: shard.keyspace().context().clone(),
-            keys: shard.keyspace().snapshot(),
+            keys: shard.keyspace().freeze(),
         })
     }
 

@@ -117,7 +117,7 @@ async fn run(config: LinkConfig, inbound: Arc<dyn Inbound>, stats: Arc<LinkStats
     loop {
         stats.set_state(LinkState::Connecting);
         let result = tokio::select! {
-            result = session(&config, &*inbound, &stats, &mut backoff) => result,
+            result = session(&config, &inbound, &stats, &mut backoff) => result,
             _ = stopped.changed() => break,
         };
         let error = match result {
@@ -139,7 +139,7 @@ async fn run(config: LinkConfig, inbound: Arc<dyn Inbound>, stats: Arc<LinkStats
 /// The requests of one stream and the state it keeps.
 struct Session<'a> {
     config: &'a LinkConfig,
-    inbound: &'a dyn Inbound,
+    inbound: &'a Arc<dyn Inbound>,
     stats: &'a LinkStats,
     requests: mpsc::Sender<v1::SyncRequest>,
     responses: Streaming<v1::SyncResponse>,
@@ -148,7 +148,7 @@ struct Session<'a> {
 
 async fn session(
     config: &LinkConfig,
-    inbound: &dyn Inbound,
+    inbound: &Arc<dyn Inbound>,
     stats: &LinkStats,
     backoff: &mut Backoff,
 ) -> Result<(), WanError> {
@@ -267,17 +267,25 @@ impl Session<'_> {
                 break;
             }
         }
-        // The replica id only names who would write locally: the snapshot is read, never written.
-        let snapshot = meridian_proto::decode_snapshot(ReplicaId(u16::MAX), &buffer)?;
-        drop(buffer);
-        for (_, state) in snapshot.entries() {
-            for value in state.values() {
-                if let Some(tag) = value.max_tag() {
-                    self.observe(tag.hlc)?;
-                }
-            }
+        // Decoding and merging walk every key: on blocking threads, never on
+        // the async workers. The replica id only names who would write
+        // locally: the snapshot is read, never written.
+        let (snapshot, max_hlc) = tokio::task::spawn_blocking(move || {
+            meridian_proto::decode_snapshot(ReplicaId(u16::MAX), &buffer).map(|snapshot| {
+                let max_hlc = snapshot.max_hlc();
+                (snapshot, max_hlc)
+            })
+        })
+        .await
+        .map_err(|e| WanError::Local(format!("snapshot decoder failed: {e}")))??;
+        if let Some(hlc) = max_hlc {
+            self.observe(hlc)?;
         }
-        let merged = self.inbound.apply_snapshot(&snapshot).map_err(WanError::Local)?;
+        let inbound = self.inbound.clone();
+        let merged = tokio::task::spawn_blocking(move || inbound.apply_snapshot(&snapshot))
+            .await
+            .map_err(|e| WanError::Local(format!("snapshot merge failed: {e}")))?
+            .map_err(WanError::Local)?;
         LinkStats::add(&self.stats.snapshot_lists_kept, merged.lists_kept as u64);
         self.advance(resume).await
     }

@@ -16,8 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use meridian_crdt::CausalContext;
+use bytes::Bytes;
 use meridian_proto::v1::wan_sync_server::{WanSync, WanSyncServer};
 use meridian_proto::v1::{self, sync_request, sync_response};
 use tokio::sync::{mpsc, watch};
@@ -234,7 +233,7 @@ async fn serve_stream(
     };
     send(tx, sync_response::Kind::Accepted(accepted)).await?;
     if let Some(snapshot) = snapshot {
-        send_snapshot(&snapshot, tx, stats, codec).await?;
+        send_snapshot(snapshot, tx, stats, codec).await?;
     }
     LinkStats::add(&stats.connects, 1);
     stats.set_state(LinkState::Streaming);
@@ -301,23 +300,44 @@ async fn serve_stream(
 /// Sends a snapshot as chunks of at most [`SNAPSHOT_CHUNK_BYTES_MAX`] bytes
 /// (one key larger than that travels alone). Each chunk is an encoded
 /// `ShardSnapshot`; concatenated they decode as one (protobuf merges
-/// repeated fields), the context travelling in the first.
-async fn send_snapshot(snapshot: &Snapshot, tx: &Responses, stats: &LinkStats, codec: Codec) -> Result<(), WanError> {
-    let empty = CausalContext::new();
-    let mut chunk = BytesMut::from(&meridian_proto::convert::encode_snapshot_parts(&snapshot.context, &[])[..]);
+/// repeated fields), the context travelling in the first. Sorting, encoding
+/// and compressing walk every key, so they run on a blocking thread a few
+/// chunks ahead of the stream, never on the async workers.
+async fn send_snapshot(snapshot: Snapshot, tx: &Responses, stats: &LinkStats, codec: Codec) -> Result<(), WanError> {
+    let (chunks_tx, mut chunks) = mpsc::channel::<(v1::SnapshotChunk, usize)>(SNAPSHOT_CHUNKS_AHEAD);
+    let encoder = tokio::task::spawn_blocking(move || {
+        encode_snapshot_chunks(snapshot, codec, |chunk, raw_bytes| chunks_tx.blocking_send((chunk, raw_bytes)).is_ok())
+    });
+    while let Some((chunk, raw_bytes)) = chunks.recv().await {
+        LinkStats::add(&stats.bytes_out_raw, raw_bytes as u64);
+        LinkStats::add(&stats.bytes_out_wire, chunk.payload.len() as u64);
+        // On an error the receiver is dropped and the encoder stops at its next chunk.
+        send(tx, sync_response::Kind::SnapshotChunk(chunk)).await?;
+    }
+    encoder.await.map_err(|e| WanError::Local(format!("snapshot encoder failed: {e}")))
+}
+
+/// Chunks a snapshot may be encoded ahead of the stream.
+const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
+
+/// Encodes and compresses `snapshot` chunk by chunk, handing each to `emit`
+/// (with its uncompressed size) until `emit` returns false.
+fn encode_snapshot_chunks(snapshot: Snapshot, codec: Codec, mut emit: impl FnMut(v1::SnapshotChunk, usize) -> bool) {
+    let keys = snapshot.keys.into_snapshot();
+    let mut chunk = meridian_proto::convert::encode_snapshot_parts(&snapshot.context, &[]);
     let mut index = 0u32;
-    let mut keys = snapshot.keys.iter().peekable();
+    let mut keys = keys.iter().peekable();
+    let mut next = Vec::new();
     loop {
-        let next =
-            keys.peek().map(|key| meridian_proto::convert::encode_snapshot_parts(&empty, std::slice::from_ref(*key)));
-        let last = next.is_none();
-        let full = next
-            .as_ref()
-            .is_some_and(|bytes| !chunk.is_empty() && chunk.len() + bytes.len() > SNAPSHOT_CHUNK_BYTES_MAX);
+        next.clear();
+        if let Some(key) = keys.peek() {
+            meridian_proto::convert::encode_snapshot_key(key, &mut next);
+        }
+        let last = keys.peek().is_none();
+        let full = !last && !chunk.is_empty() && chunk.len() + next.len() > SNAPSHOT_CHUNK_BYTES_MAX;
         if last || full {
             let payload = protocol::compress(Bytes::from(std::mem::take(&mut chunk)), codec);
-            LinkStats::add(&stats.bytes_out_raw, payload.raw_bytes as u64);
-            LinkStats::add(&stats.bytes_out_wire, payload.bytes.len() as u64);
+            let raw_bytes = payload.raw_bytes;
             let message = v1::SnapshotChunk {
                 index,
                 last,
@@ -325,15 +345,12 @@ async fn send_snapshot(snapshot: &Snapshot, tx: &Responses, stats: &LinkStats, c
                 raw_bytes: payload.raw_bytes as u32,
                 payload: payload.bytes,
             };
-            send(tx, sync_response::Kind::SnapshotChunk(message)).await?;
+            if !emit(message, raw_bytes) || last {
+                return;
+            }
             index += 1;
         }
-        match next {
-            None => return Ok(()),
-            Some(bytes) => {
-                chunk.extend_from_slice(&bytes);
-                keys.next();
-            }
-        }
+        chunk.extend_from_slice(&next);
+        keys.next();
     }
 }

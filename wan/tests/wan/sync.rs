@@ -117,7 +117,7 @@ impl Outbound for Region {
         Ok(Snapshot {
             resume_offset: self.outbox.next_offset(),
             context: state.keyspace.context().clone(),
-            keys: state.keyspace.snapshot(),
+            keys: state.keyspace.freeze(),
         })
     }
 
