@@ -26,30 +26,84 @@ pub struct RegionInbound {
     cursors: Mutex<HashMap<u16, Cursor>>,
     /// Where the cursors persist, and the database's name there.
     store: Option<(CursorStore, String)>,
-    /// When each source's cursor was last written to the store.
+    /// When each source's cursor was last handed to the writer.
     persisted_at: Mutex<HashMap<u16, Instant>>,
+    /// The cursor writer's queue (started with the first cursor to write).
+    writer: OnceLock<Mutex<std::sync::mpsc::Sender<(u16, Cursor)>>>,
 }
 
 impl RegionInbound {
     /// An inbound side over `server` whose cursors live in memory only: after
     /// a restart a peer's stream resumes by snapshot.
     pub fn new(server: Arc<ServerState>) -> RegionInbound {
-        RegionInbound { server, cursors: Mutex::new(HashMap::new()), store: None, persisted_at: Mutex::default() }
+        RegionInbound {
+            server,
+            cursors: Mutex::new(HashMap::new()),
+            store: None,
+            persisted_at: Mutex::default(),
+            writer: OnceLock::new(),
+        }
     }
 
     /// An inbound side over a persistent `server` whose cursors into each
     /// peer's log persist in `store` under `database`, so a restart resumes
     /// every peer's stream where it stopped (a partial sync) rather than by
-    /// snapshot. A cursor is written only once the deltas below it are in the
-    /// journal (see [`Inbound::apply`] here), and a snapshot merge is written
-    /// out as a journal rewrite before its cursor is stored: the cursor on
-    /// disk never runs ahead of the data on disk.
+    /// snapshot. A cursor is written only once the deltas below it are on
+    /// disk: a writer thread fsyncs the journal (they were appended to it in
+    /// [`Inbound::apply`] before the cursor moved) and then writes the
+    /// cursor, off the link's task, so neither fsync stalls the async
+    /// workers; a snapshot merge is written out as a journal rewrite before
+    /// its cursor moves. The cursor on disk never runs ahead of the data on
+    /// disk.
     pub fn persistent(server: Arc<ServerState>, store: CursorStore, database: String) -> RegionInbound {
         RegionInbound {
             server,
             cursors: Mutex::new(HashMap::new()),
             store: Some((store, database)),
             persisted_at: Mutex::default(),
+            writer: OnceLock::new(),
+        }
+    }
+
+    /// Hands `cursor` to the writer thread, starting it the first time.
+    fn write_later(&self, store: &CursorStore, database: &str, source_region: u16, cursor: Cursor) {
+        let writer = self.writer.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (server, store, name) = (self.server.clone(), store.clone(), database.to_owned());
+            let spawned = std::thread::Builder::new()
+                .name("wan-cursors".into())
+                .spawn(move || write_cursors(&rx, &server, &store, &name));
+            if let Err(error) = spawned {
+                tracing::error!(%error, database, "cannot start the WAN cursor writer; cursors stay in memory");
+            }
+            Mutex::new(tx)
+        });
+        // A send fails only if the writer could not start (logged above).
+        let _ = writer.lock().unwrap_or_else(|p| p.into_inner()).send((source_region, cursor));
+    }
+}
+
+/// The cursor writer: takes the newest cursor of each source region from the
+/// queue, forces the journal to disk, then writes the cursors. Ends when the
+/// inbound side is dropped.
+fn write_cursors(
+    queue: &std::sync::mpsc::Receiver<(u16, Cursor)>,
+    server: &ServerState,
+    store: &CursorStore,
+    database: &str,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut newest: HashMap<u16, Cursor> = HashMap::from([first]);
+        newest.extend(queue.try_iter());
+        if let Err(error) = server.sync_journal() {
+            tracing::warn!(%error, database, "journal fsync failed; WAN cursors not written");
+            continue;
+        }
+        for (source_region, cursor) in newest {
+            if let Err(error) = store.store(database, source_region, cursor) {
+                // The cursor on disk stays behind: a restart redelivers more.
+                tracing::warn!(%error, database, source_region, "cannot persist the WAN cursor");
+            }
         }
     }
 }
@@ -110,7 +164,7 @@ impl Inbound for RegionInbound {
         // disk names a log the source no longer serves.
         let new_log = previous.is_none_or(|previous| previous.log_id != cursor.log_id);
         if due || new_log {
-            store.store(database, source_region, cursor).map_err(|e| format!("cannot persist the WAN cursor: {e}"))?;
+            self.write_later(store, database, source_region, cursor);
             persisted_at.insert(source_region, Instant::now());
         }
         Ok(())

@@ -215,21 +215,36 @@ impl ServerState {
         let Some(persistence) = &self.persistence else {
             return;
         };
-        {
-            let mut journal = persistence.journal();
+        let due = {
             let mut last_sync = persistence.last_sync.lock().unwrap_or_else(|p| p.into_inner());
-            if journal.fsync() == Fsync::EverySec && last_sync.elapsed() >= EVERYSEC_INTERVAL {
-                if let Err(error) = journal.sync() {
-                    tracing::error!(%error, "journal fsync failed");
-                }
+            let due = persistence.journal().fsync() == Fsync::EverySec && last_sync.elapsed() >= EVERYSEC_INTERVAL;
+            if due {
                 *last_sync = Instant::now();
             }
+            due
+        };
+        if due && let Err(error) = self.sync_journal() {
+            tracing::error!(%error, "journal fsync failed");
         }
         if persistence.journal().needs_rewrite()
             && let Err(error) = self.rewrite()
         {
             tracing::error!(%error, "journal rewrite failed; the journal keeps growing and will be retried");
         }
+    }
+
+    /// Forces everything the journal holds to disk. The journal stays
+    /// unlocked during the fsync, so commands keep committing meanwhile
+    /// (their appends wait for the next sync); with no persistence, nothing.
+    pub fn sync_journal(&self) -> std::io::Result<()> {
+        let Some(persistence) = &self.persistence else {
+            return Ok(());
+        };
+        let Some(pending) = persistence.journal().begin_sync()? else {
+            return Ok(());
+        };
+        let result = pending.sync();
+        persistence.journal().end_sync(&pending, result)
     }
 
     /// At shutdown: appends and fsyncs everything applied so far.
@@ -253,6 +268,9 @@ impl ServerState {
         };
         let _one_at_a_time = persistence.rewriting.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
+        // Most of the journal reaches disk here, unlocked: the rotation below
+        // syncs under the shard's lock only what was written since.
+        self.sync_journal()?;
         let (dir, covered, context, keys, hlc) = {
             let mut journal = persistence.journal();
             let mut shard = self.shard();

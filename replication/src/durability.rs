@@ -76,6 +76,21 @@ impl Fsync {
     }
 }
 
+/// A sync in progress outside the journal's lock (see [`Journal::begin_sync`]).
+pub struct PendingSync {
+    file: File,
+    seq: u64,
+    path: PathBuf,
+}
+
+impl PendingSync {
+    /// Forces the journal file's data to disk (may take long: call it with
+    /// no lock held).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
 /// A journal larger than this (and than the last snapshot) is rewritten.
 pub const REWRITE_MIN_BYTES: u64 = 64 * 1024 * 1024;
 /// The largest frame or snapshot body accepted when reading (a larger length
@@ -430,6 +445,35 @@ impl Journal {
         Ok(())
     }
 
+    /// Starts a sync to be done without holding the journal: a handle on the
+    /// journal file and the position it will make durable, or None if
+    /// nothing written is waiting for disk. Finish with [`Journal::end_sync`].
+    pub fn begin_sync(&mut self) -> io::Result<Option<PendingSync>> {
+        if !self.dirty {
+            self.synced_seq = self.written_seq;
+            return Ok(None);
+        }
+        let path = journal_path(&self.dir, self.generation);
+        let file = self.file.try_clone().map_err(|e| context(&path, e))?;
+        self.dirty = false;
+        Ok(Some(PendingSync { file, seq: self.written_seq, path }))
+    }
+
+    /// Records the outcome of a sync begun with [`Journal::begin_sync`]. A
+    /// failed one leaves the journal waiting for disk, to be retried.
+    pub fn end_sync(&mut self, pending: &PendingSync, result: io::Result<()>) -> io::Result<()> {
+        match result {
+            Ok(()) => {
+                self.synced_seq = self.synced_seq.max(pending.seq);
+                Ok(())
+            }
+            Err(error) => {
+                self.dirty = true;
+                Err(context(&pending.path, error))
+            }
+        }
+    }
+
     /// True when the journal has grown enough to be replaced by a snapshot.
     pub fn needs_rewrite(&self) -> bool {
         self.journal_bytes >= REWRITE_MIN_BYTES.max(self.snapshot_bytes)
@@ -653,6 +697,29 @@ mod tests {
         assert_eq!(recovered.deltas_replayed, 1, "only the journal after the snapshot is replayed");
         assert_eq!(recovered.hlc_high_water, at(200).hlc);
         assert_eq!(without_journal(recovered.keyspace), without_journal(keyspace));
+    }
+
+    #[test]
+    fn a_sync_outside_the_lock_advances_the_synced_position_only_when_it_succeeds() {
+        let dir = tempdir();
+        let (mut journal, _) = Journal::open(&dir, Fsync::EverySec, ReplicaId(1), |k| k.set_journal(true)).unwrap();
+        let mut keyspace = journaled();
+        keyspace.set(b"k", b"v", ExpiryChange::Clear, at(1));
+        commit(&mut journal, &mut keyspace, at(1).hlc);
+        let written = journal.written_seq();
+        assert!(journal.synced_seq() < written);
+        let pending = journal.begin_sync().unwrap().expect("something to sync");
+        // Appends meanwhile are not covered by this sync.
+        keyspace.set(b"k2", b"v", ExpiryChange::Clear, at(2));
+        commit(&mut journal, &mut keyspace, at(2).hlc);
+        let failed = journal.end_sync(&pending, Err(io::Error::other("disk gone")));
+        assert!(failed.unwrap_err().to_string().contains("disk gone"));
+        assert!(journal.synced_seq() < written, "a failed sync moves nothing");
+        let pending = journal.begin_sync().unwrap().expect("still waiting for disk");
+        let result = pending.sync();
+        journal.end_sync(&pending, result).unwrap();
+        assert_eq!(journal.synced_seq(), journal.written_seq());
+        assert!(journal.begin_sync().unwrap().is_none(), "nothing left to sync");
     }
 
     #[test]
