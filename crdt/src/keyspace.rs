@@ -1429,18 +1429,30 @@ impl Keyspace {
     /// snapshot that breaks an invariant (a repeated key, a state outside its
     /// context, an invalid value) is refused whole.
     pub fn restore(replica: ReplicaId, context: CausalContext, keys: &[KeySnapshot]) -> Result<Keyspace, String> {
+        Keyspace::restore_each(replica, context, keys.len(), keys)
+    }
+
+    /// [`Keyspace::restore`] from keys produced one at a time (a decoder's),
+    /// so that no list of every key's snapshot is held at once; `expected`
+    /// is how many to make room for.
+    pub fn restore_each<K: core::borrow::Borrow<KeySnapshot>>(
+        replica: ReplicaId,
+        context: CausalContext,
+        expected: usize,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Keyspace, String> {
         context.validate()?;
         let mut keyspace = Keyspace::new(replica);
         keyspace.context = context;
-        keyspace.table.reserve(keys.len());
-        let mut previous: Option<&[u8]> = None;
+        keyspace.table.reserve(expected);
+        let mut previous: Option<u32> = None;
         for snapshot in keys {
+            let snapshot = snapshot.borrow();
             // Snapshots list keys in byte order: a repeated key is caught by
             // the order check without a lookup.
-            if previous.is_some_and(|previous| previous >= snapshot.key.as_slice()) {
+            if previous.is_some_and(|slot| keyspace.table.slot(slot).0.as_slice() >= snapshot.key.as_slice()) {
                 return Err(format!("key {:?} is repeated or out of byte order", snapshot.key));
             }
-            previous = Some(snapshot.key.as_slice());
             let stored = match Stored::small_from_snapshot(snapshot) {
                 Some(small) => small,
                 None => Stored::from_state(KeyState::from_snapshot(snapshot)?),
@@ -1460,6 +1472,7 @@ impl Keyspace {
             };
             let slot = keyspace.table.insert_new(&snapshot.key, stored);
             keyspace.track_deadline(slot, None, deadline);
+            previous = Some(slot);
         }
         let own_cloud = keyspace.context.cloud().filter(|d| d.replica() == replica).map(|d| d.seq()).max();
         keyspace.last_seq = keyspace.context.vector().get(replica).max(own_cloud.unwrap_or(0));
@@ -1621,15 +1634,19 @@ impl FrozenKeys {
 
     /// The keys' states as plain data, keys in byte order: what
     /// [`Keyspace::snapshot`] returned at the freeze.
-    pub fn into_snapshot(mut self) -> Vec<KeySnapshot> {
+    pub fn into_snapshot(self) -> Vec<KeySnapshot> {
+        self.into_sorted().collect()
+    }
+
+    /// The keys' states as plain data, keys in byte order, converted one at
+    /// a time as the iterator is read (an encoder's input: no list of every
+    /// key's snapshot is held at once).
+    pub fn into_sorted(mut self) -> impl ExactSizeIterator<Item = KeySnapshot> {
         self.0.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        self.0
-            .into_iter()
-            .map(|(key, stored)| match stored {
-                Stored::Big(state) => state.snapshot(&key),
-                small => small.to_state().snapshot(&key),
-            })
-            .collect()
+        self.0.into_iter().map(|(key, stored)| match stored {
+            Stored::Big(state) => state.snapshot(&key),
+            small => small.to_state().snapshot(&key),
+        })
     }
 }
 

@@ -494,8 +494,20 @@ pub fn snapshot_to_wire(keyspace: &Keyspace) -> v1::ShardSnapshot {
 /// refused with [`DecodeError::Invalid`].
 pub fn snapshot_from_wire(replica: ReplicaId, snapshot: &v1::ShardSnapshot) -> Result<Keyspace, DecodeError> {
     let context = context_from_wire(snapshot.context.as_ref().ok_or(DecodeError::Missing("snapshot context"))?)?;
-    let keys = snapshot.keys.iter().map(key_snapshot_from_wire).collect::<Result<Vec<_>, _>>()?;
-    Keyspace::restore(replica, context, &keys).map_err(DecodeError::Invalid)
+    // Key by key into the keyspace: no list of every key's snapshot.
+    let mut undecodable = None;
+    let keys = snapshot.keys.iter().map_while(|key| match key_snapshot_from_wire(key) {
+        Ok(key) => Some(key),
+        Err(error) => {
+            undecodable = Some(error);
+            None
+        }
+    });
+    let restored = Keyspace::restore_each(replica, context, snapshot.keys.len(), keys);
+    match undecodable {
+        Some(error) => Err(error),
+        None => restored.map_err(DecodeError::Invalid),
+    }
 }
 
 /// A keyspace's snapshot encoded as protobuf bytes.
@@ -507,8 +519,20 @@ pub fn encode_snapshot(keyspace: &Keyspace) -> Vec<u8> {
 /// and `Keyspace::snapshot` gave them) encoded as protobuf bytes: the same
 /// bytes as [`encode_snapshot`] of that keyspace, produced without holding it.
 pub fn encode_snapshot_parts(context: &CausalContext, keys: &[KeySnapshot]) -> Vec<u8> {
-    v1::ShardSnapshot { context: Some(context_to_wire(context)), keys: keys.iter().map(key_snapshot_to_wire).collect() }
-        .encode_to_vec()
+    encode_snapshot_each(context, keys)
+}
+
+/// [`encode_snapshot_parts`] of keys produced one at a time (in byte
+/// order), without a list of every key's wire form: the same bytes.
+pub fn encode_snapshot_each<K: core::borrow::Borrow<KeySnapshot>>(
+    context: &CausalContext,
+    keys: impl IntoIterator<Item = K>,
+) -> Vec<u8> {
+    let mut bytes = v1::ShardSnapshot { context: Some(context_to_wire(context)), keys: Vec::new() }.encode_to_vec();
+    for key in keys {
+        encode_snapshot_key(key.borrow(), &mut bytes);
+    }
+    bytes
 }
 
 /// Appends one key of a snapshot to `buf` as it appears inside an encoded
@@ -520,6 +544,14 @@ pub fn encode_snapshot_key(key: &KeySnapshot, buf: &mut Vec<u8>) {
 
 /// The field number of `keys` in `ShardSnapshot` (crdt.proto).
 const SHARD_SNAPSHOT_KEYS_FIELD: u32 = 2;
+
+/// A keyspace decoded from snapshot bytes held in `Bytes`: keys and values
+/// are decoded as slices of `bytes` instead of copies (fewer allocations per
+/// key than [`decode_snapshot`]; the buffer is freed with the wire form).
+pub fn decode_snapshot_shared(replica: ReplicaId, bytes: Bytes) -> Result<Keyspace, DecodeError> {
+    let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    snapshot_from_wire(replica, &wire)
+}
 
 /// A keyspace decoded from snapshot bytes.
 pub fn decode_snapshot(replica: ReplicaId, bytes: &[u8]) -> Result<Keyspace, DecodeError> {

@@ -25,6 +25,6 @@ pub mod v1 {
 pub mod convert;
 
 pub use convert::{
-    DecodeError, decode_delta, decode_snapshot, delta_from_wire, delta_to_wire, encode_delta, encode_snapshot,
-    snapshot_from_wire, snapshot_to_wire,
+    DecodeError, decode_delta, decode_snapshot, decode_snapshot_shared, delta_from_wire, delta_to_wire, encode_delta,
+    encode_snapshot, snapshot_from_wire, snapshot_to_wire,
 };

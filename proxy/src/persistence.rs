@@ -284,12 +284,12 @@ impl ServerState {
             let keyspace = shard.keyspace();
             (journal.dir().to_path_buf(), covered, keyspace.context().clone(), keyspace.freeze(), hlc)
         };
-        let keys = keys.into_snapshot();
-        let body = meridian_proto::convert::encode_snapshot_parts(&context, &keys);
+        let count = keys.len();
+        let body = meridian_proto::convert::encode_snapshot_each(&context, keys.into_sorted());
         let bytes = write_snapshot_file(&dir, covered, &body, hlc)?;
         persistence.journal().set_snapshot_bytes(bytes);
         tracing::info!(
-            keys = keys.len(),
+            keys = count,
             bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "journal rewritten into a snapshot"

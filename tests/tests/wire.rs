@@ -7,7 +7,10 @@
 //! - Hostile bytes never panic the decoders; malformed content is refused.
 
 use meridian_crdt::{Delta, ReplicaId};
-use meridian_proto::{DecodeError, decode_delta, decode_snapshot, encode_delta, encode_snapshot};
+use meridian_proto::convert::encode_snapshot_each;
+use meridian_proto::{
+    DecodeError, decode_delta, decode_snapshot, decode_snapshot_shared, encode_delta, encode_snapshot,
+};
 use meridian_tests::sim::{Op, Sim, Step};
 use proptest::prelude::*;
 use prost::Message;
@@ -60,6 +63,12 @@ proptest! {
         let restored = decode_snapshot(ReplicaId(1), &encode_snapshot(keyspace)).unwrap();
         prop_assert!(restored == *keyspace, "restored:\n{:?}\noriginal:\n{:?}", restored, keyspace);
         restored.validate().unwrap();
+        // The key-by-key encoder over a frozen copy gives the same bytes, and
+        // the decoder over shared bytes the same keyspace.
+        let streamed = encode_snapshot_each(keyspace.context(), keyspace.freeze().into_sorted());
+        prop_assert_eq!(&streamed, &encode_snapshot(keyspace));
+        let shared = decode_snapshot_shared(ReplicaId(1), streamed.into()).unwrap();
+        prop_assert!(shared == *keyspace);
         // After full delivery, both regions encode to the same bytes.
         sim.finish(seed);
         let a = encode_snapshot(&sim.regions[0].keyspace);
@@ -87,6 +96,7 @@ proptest! {
     fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_delta(&bytes);
         let _ = decode_snapshot(ReplicaId(1), &bytes);
+        let _ = decode_snapshot_shared(ReplicaId(1), bytes.into());
     }
 }
 

@@ -271,7 +271,7 @@ impl Session<'_> {
         // the async workers. The replica id only names who would write
         // locally: the snapshot is read, never written.
         let (snapshot, max_hlc) = tokio::task::spawn_blocking(move || {
-            meridian_proto::decode_snapshot(ReplicaId(u16::MAX), &buffer).map(|snapshot| {
+            meridian_proto::decode_snapshot_shared(ReplicaId(u16::MAX), buffer.freeze()).map(|snapshot| {
                 let max_hlc = snapshot.max_hlc();
                 (snapshot, max_hlc)
             })

@@ -323,10 +323,9 @@ const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
 /// Encodes and compresses `snapshot` chunk by chunk, handing each to `emit`
 /// (with its uncompressed size) until `emit` returns false.
 fn encode_snapshot_chunks(snapshot: Snapshot, codec: Codec, mut emit: impl FnMut(v1::SnapshotChunk, usize) -> bool) {
-    let keys = snapshot.keys.into_snapshot();
     let mut chunk = meridian_proto::convert::encode_snapshot_parts(&snapshot.context, &[]);
     let mut index = 0u32;
-    let mut keys = keys.iter().peekable();
+    let mut keys = snapshot.keys.into_sorted().peekable();
     let mut next = Vec::new();
     loop {
         next.clear();
