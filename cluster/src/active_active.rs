@@ -29,7 +29,7 @@ pub struct RegionInbound {
     /// When each source's cursor was last handed to the writer.
     persisted_at: Mutex<HashMap<u16, Instant>>,
     /// The cursor writer's queue (started with the first cursor to write).
-    writer: OnceLock<Mutex<std::sync::mpsc::Sender<(u16, Cursor)>>>,
+    writer: OnceLock<Mutex<std::sync::mpsc::Sender<CursorWrite>>>,
 }
 
 impl RegionInbound {
@@ -65,8 +65,9 @@ impl RegionInbound {
         }
     }
 
-    /// Hands `cursor` to the writer thread, starting it the first time.
-    fn write_later(&self, store: &CursorStore, database: &str, source_region: u16, cursor: Cursor) {
+    /// Hands `cursor` to the writer thread, starting it the first time; with
+    /// `wait`, returns once it is on disk (or the writer gave up on it).
+    fn write_cursor(&self, store: &CursorStore, database: &str, source_region: u16, cursor: Cursor, wait: bool) {
         let writer = self.writer.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel();
             let (server, store, name) = (self.server.clone(), store.clone(), database.to_owned());
@@ -78,32 +79,60 @@ impl RegionInbound {
             }
             Mutex::new(tx)
         });
+        let (done, written) = if wait {
+            let (done, written) = std::sync::mpsc::sync_channel(1);
+            (Some(done), Some(written))
+        } else {
+            (None, None)
+        };
         // A send fails only if the writer could not start (logged above).
-        let _ = writer.lock().unwrap_or_else(|p| p.into_inner()).send((source_region, cursor));
+        let sent = writer.lock().unwrap_or_else(|p| p.into_inner()).send(CursorWrite { source_region, cursor, done });
+        if let (Ok(()), Some(written)) = (sent, written) {
+            let _ = written.recv_timeout(CURSOR_WRITE_WAIT);
+        }
     }
 }
 
+/// One cursor for the writer thread, and whom to tell once it is written.
+struct CursorWrite {
+    source_region: u16,
+    cursor: Cursor,
+    done: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+/// How long a cursor that must be on disk at once (a new log's) is waited for.
+const CURSOR_WRITE_WAIT: Duration = Duration::from_secs(5);
+
 /// The cursor writer: takes the newest cursor of each source region from the
-/// queue, forces the journal to disk, then writes the cursors. Ends when the
-/// inbound side is dropped.
+/// queue (in queue order, so an older cursor never overwrites a newer one),
+/// forces the journal to disk, then writes the cursors and tells whoever
+/// waits. Ends when the inbound side is dropped.
 fn write_cursors(
-    queue: &std::sync::mpsc::Receiver<(u16, Cursor)>,
+    queue: &std::sync::mpsc::Receiver<CursorWrite>,
     server: &ServerState,
     store: &CursorStore,
     database: &str,
 ) {
     while let Ok(first) = queue.recv() {
-        let mut newest: HashMap<u16, Cursor> = HashMap::from([first]);
-        newest.extend(queue.try_iter());
-        if let Err(error) = server.sync_journal() {
-            tracing::warn!(%error, database, "journal fsync failed; WAN cursors not written");
-            continue;
+        let mut newest: HashMap<u16, Cursor> = HashMap::new();
+        let mut waiting = Vec::new();
+        for write in std::iter::once(first).chain(queue.try_iter()) {
+            newest.insert(write.source_region, write.cursor);
+            waiting.extend(write.done);
         }
-        for (source_region, cursor) in newest {
-            if let Err(error) = store.store(database, source_region, cursor) {
-                // The cursor on disk stays behind: a restart redelivers more.
-                tracing::warn!(%error, database, source_region, "cannot persist the WAN cursor");
+        match server.sync_journal() {
+            Err(error) => tracing::warn!(%error, database, "journal fsync failed; WAN cursors not written"),
+            Ok(()) => {
+                for (source_region, cursor) in newest {
+                    if let Err(error) = store.store(database, source_region, cursor) {
+                        // The cursor on disk stays behind: a restart redelivers more.
+                        tracing::warn!(%error, database, source_region, "cannot persist the WAN cursor");
+                    }
+                }
             }
+        }
+        for done in waiting {
+            let _ = done.send(());
         }
     }
 }
@@ -160,11 +189,12 @@ impl Inbound for RegionInbound {
         };
         let mut persisted_at = self.persisted_at.lock().unwrap_or_else(|p| p.into_inner());
         let due = persisted_at.get(&source_region).is_none_or(|at| at.elapsed() >= CURSOR_PERSIST_INTERVAL);
-        // A new log (after a full sync) is written at once: the cursor on
-        // disk names a log the source no longer serves.
+        // A new log (after a full sync) is on disk before the link goes on:
+        // the cursor on disk names a log the source no longer serves, and a
+        // restart would otherwise take the whole snapshot again.
         let new_log = previous.is_none_or(|previous| previous.log_id != cursor.log_id);
         if due || new_log {
-            self.write_later(store, database, source_region, cursor);
+            self.write_cursor(store, database, source_region, cursor, new_log);
             persisted_at.insert(source_region, Instant::now());
         }
         Ok(())

@@ -260,7 +260,16 @@ async fn a_restarted_region_keeps_its_instance_and_catches_up() {
     until_reply(&mut one, &["GET", "n"], bulk("11")).await;
     until_reply(&mut two, &["GET", "n"], bulk("11")).await;
 
-    // The second region goes away; the first keeps taking writes.
+    // Once its link from the first region has finished the initial full
+    // sync (the cursor into the first region's log is on disk), the second
+    // region goes away; the first keeps taking writes.
+    let guid = created["guid"].as_str().expect("a guid");
+    let url = format!("{}/v1/crdbs/{guid}/instance", admin_url(&second));
+    converges("the second region's link streams", || async {
+        let (_, instance): (StatusCode, Value) = request(Method::GET, &url, None).await.ok()?;
+        (instance["endpoint_status"]["links"][0]["state"] == "streaming").then_some(())
+    })
+    .await;
     stop(second).await;
     assert_eq!(one.cmd(&["INCRBY", "n", "100"]).await, common::int(111));
     let second = start_with(configs[1].clone()).await;
@@ -270,7 +279,6 @@ async fn a_restarted_region_keeps_its_instance_and_catches_up() {
     until_reply(&mut two, &["GET", "n"], bulk("111")).await;
     // It resumed the first region's stream from its persisted cursor (a
     // partial sync), not by snapshot: the first region kept its log.
-    let guid = created["guid"].as_str().expect("a guid");
     let (status, instance) = api(&second, Method::GET, &format!("/v1/crdbs/{guid}/instance"), None).await;
     assert_eq!(status, StatusCode::OK, "{instance}");
     let link = &instance["endpoint_status"]["links"][0];

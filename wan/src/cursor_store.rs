@@ -10,6 +10,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::protocol::Cursor;
 
@@ -28,6 +29,14 @@ impl CursorStore {
     /// Cursors under `dir` (created if absent).
     pub fn open(dir: &Path) -> io::Result<CursorStore> {
         fs::create_dir_all(dir)?;
+        // Temporary files of writes a crash interrupted.
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("wan-cursor-") && name.contains(".tmp") {
+                let _ = fs::remove_file(dir.join(&*name));
+            }
+        }
         Ok(CursorStore { dir: dir.to_owned() })
     }
 
@@ -66,7 +75,11 @@ impl CursorStore {
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         let path = self.path(database, source_region);
-        let tmp = path.with_extension("tmp");
+        // A temporary name of its own per write: two writers of one cursor
+        // (a stopping instance's and its successor's) never share a file.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp-{}-{write}", std::process::id()));
         {
             let mut file = fs::File::create(&tmp)?;
             file.write_all(&bytes)?;
