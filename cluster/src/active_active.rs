@@ -56,13 +56,7 @@ impl RegionInbound {
     /// its cursor moves. The cursor on disk never runs ahead of the data on
     /// disk.
     pub fn persistent(server: Arc<ServerState>, store: CursorStore, database: String) -> RegionInbound {
-        RegionInbound {
-            server,
-            cursors: Mutex::new(HashMap::new()),
-            store: Some((store, database)),
-            persisted_at: Mutex::default(),
-            writer: OnceLock::new(),
-        }
+        RegionInbound { store: Some((store, database)), ..RegionInbound::new(server) }
     }
 
     /// Hands `cursor` to the writer thread, starting it the first time; with
@@ -187,15 +181,22 @@ impl Inbound for RegionInbound {
         let Some((store, database)) = &self.store else {
             return Ok(());
         };
-        let mut persisted_at = self.persisted_at.lock().unwrap_or_else(|p| p.into_inner());
-        let due = persisted_at.get(&source_region).is_none_or(|at| at.elapsed() >= CURSOR_PERSIST_INTERVAL);
         // A new log (after a full sync) is on disk before the link goes on:
         // the cursor on disk names a log the source no longer serves, and a
         // restart would otherwise take the whole snapshot again.
         let new_log = previous.is_none_or(|previous| previous.log_id != cursor.log_id);
-        if due || new_log {
+        let write = {
+            let mut persisted_at = self.persisted_at.lock().unwrap_or_else(|p| p.into_inner());
+            let due = persisted_at.get(&source_region).is_none_or(|at| at.elapsed() >= CURSOR_PERSIST_INTERVAL);
+            if due || new_log {
+                persisted_at.insert(source_region, Instant::now());
+            }
+            due || new_log
+        };
+        // Handed over (and a new log's waited for) with no lock held: other
+        // links' cursors do not queue behind this one's fsync.
+        if write {
             self.write_cursor(store, database, source_region, cursor, new_log);
-            persisted_at.insert(source_region, Instant::now());
         }
         Ok(())
     }

@@ -1504,14 +1504,8 @@ impl Keyspace {
             if other.table.find(key).is_some() {
                 continue;
             }
-            let covered = match stored {
-                Stored::Small { tag, .. } => other.context.contains(tag.dot),
-                Stored::Big(state) => {
-                    let mut covered = false;
-                    state.for_each_dot(|dot| covered |= other.context.contains(dot));
-                    covered
-                }
-            };
+            let mut covered = false;
+            stored.for_each_dot(|dot| covered |= other.context.contains(dot));
             if covered {
                 only_local.push(key.clone());
             }
