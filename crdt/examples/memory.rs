@@ -14,7 +14,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::time::Instant;
 
 use meridian_crdt::keyspace::{ExpiryChange, Keyspace, Moment};
@@ -27,25 +27,36 @@ unsafe extern "C" {
 struct Counting;
 
 static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
+/// Allocations made (calls to `alloc` and `realloc`).
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// False while writes are timed: the bookkeeping above would be timed too.
+static COUNTING: AtomicBool = AtomicBool::new(true);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
+        if !ptr.is_null() && COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
             ALLOCATED.fetch_add(unsafe { malloc_usable_size(ptr.cast()) } as isize, Ordering::Relaxed);
         }
         ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(unsafe { malloc_usable_size(ptr.cast()) } as isize, Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATED.fetch_sub(unsafe { malloc_usable_size(ptr.cast()) } as isize, Ordering::Relaxed);
+        }
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if !COUNTING.load(Ordering::Relaxed) {
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
         let old = unsafe { malloc_usable_size(ptr.cast()) } as isize;
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
             ALLOCATED.fetch_add(unsafe { malloc_usable_size(new.cast()) } as isize - old, Ordering::Relaxed);
         }
         new
@@ -227,5 +238,65 @@ fn main() {
     for (name, measure) in rows {
         let (mutate, merge) = measure();
         println!("{name:<8} {mutate:>16.0} {merge:>16.0}");
+    }
+    hot_key(ops.max(1_000_000));
+}
+
+/// Times one `write` repeated `ops` times, then counts the allocations of
+/// 1,000 more: (nanoseconds per write, allocations per write). The allocator's
+/// bookkeeping is off while timing (the accounting would be timed too).
+fn time_writes(ops: u64, region: &mut Region, mut write: impl FnMut(&mut Region, Moment)) -> (f64, f64) {
+    COUNTING.store(false, Ordering::Relaxed);
+    let start = Instant::now();
+    for _ in 0..ops {
+        // One clock read per write, as the node takes.
+        let (hlc, wall_ms) = region.clock.now_with_wall().expect("clock");
+        write(region, Moment { hlc, wall_ms });
+    }
+    let ns = start.elapsed().as_nanos() as f64 / ops as f64;
+    // The counters are only meaningful as differences from here on.
+    COUNTING.store(true, Ordering::Relaxed);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..1_000 {
+        let at = region.at();
+        write(region, at);
+    }
+    (ns, (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / 1_000.0)
+}
+
+/// The pattern of `redis-benchmark -t ...` without `-r`: every write goes to
+/// the same key (and the same member or field), as the node's side-by-side
+/// benchmark drives it. The deltas are dropped, as on a node that neither
+/// journals nor replicates; the clock read is included, as a node takes one
+/// per write.
+fn hot_key(ops: u64) {
+    println!();
+    println!("{:<8} {:>16} {:>16}", "hot key", "ns/write", "allocs/write");
+    let member: &[u8] = b"element:__rand_int__";
+    let mut rows: Vec<(&str, (f64, f64))> = Vec::new();
+    let mut r = Region::new(1);
+    rows.push((
+        "SET",
+        time_writes(ops, &mut r, |r, at| drop(r.keyspace.set(b"key:__rand_int__", b"xxx", ExpiryChange::Clear, at))),
+    ));
+    rows.push(("INCR", time_writes(ops, &mut r, |r, at| drop(r.keyspace.incr_by(b"counter:__rand_int__", 1, at)))));
+    rows.push(("SADD", time_writes(ops, &mut r, |r, at| drop(r.keyspace.sadd(b"myset", &[member], at)))));
+    rows.push(("HSET", time_writes(ops, &mut r, |r, at| drop(r.keyspace.hset(b"myhash", &[(member, b"xxx")], at)))));
+    rows.push((
+        "ZADD",
+        time_writes(ops, &mut r, |r, at| drop(r.keyspace.zadd(b"myzset", &[(0.0, member)], Default::default(), at))),
+    ));
+    rows.push((
+        "LPUSH",
+        time_writes(ops, &mut r, |r, at| {
+            drop(r.keyspace.push(b"mylist", &[b"xxx"], meridian_crdt::keyspace::End::Front, at))
+        }),
+    ));
+    rows.push((
+        "LPOP",
+        time_writes(ops, &mut r, |r, at| drop(r.keyspace.pop(b"mylist", meridian_crdt::keyspace::End::Front, 1, at))),
+    ));
+    for (name, (ns, allocs)) in rows {
+        println!("{name:<8} {ns:>16.1} {allocs:>16.2}");
     }
 }

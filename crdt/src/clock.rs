@@ -112,7 +112,14 @@ impl<S: ClockSource> Clock<S> {
     /// A timestamp for a local write and the wall clock it was taken at, from
     /// one read of the clock.
     pub fn now_with_wall(&self) -> Result<(u64, u64), ClockError> {
-        let wall = self.wall_ms();
+        self.now_at(self.wall_ms())
+    }
+
+    /// A timestamp for a local write taken with `wall` as the wall clock's
+    /// reading (an earlier reading of [`Clock::wall_ms`], shared by the writes
+    /// of one batch of commands): strictly greater than every timestamp this
+    /// clock produced or observed, like [`Clock::now`]. Returns it with `wall`.
+    pub fn now_at(&self, wall: u64) -> Result<(u64, u64), ClockError> {
         self.generator.set_current_timestamp(wall as i64);
         match self.generator.next_timestamp() {
             Some(ts) => Ok((ts.as_u64(), wall)),

@@ -7,6 +7,7 @@
 //! wins over delete). A field whose register becomes empty disappears.
 
 use hashbrown::HashMap;
+use smallvec::SmallVec;
 
 use crate::context::{CausalContext, VersionVector};
 use crate::dot::{Dot, Tag};
@@ -23,7 +24,7 @@ pub struct OrHash {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HashDelta {
     /// Per field, the change to its register.
-    pub fields: Vec<(ShortBytes, RegisterDelta<ShortBytes>)>,
+    pub fields: SmallVec<[(ShortBytes, RegisterDelta<ShortBytes>); 1]>,
 }
 
 impl HashDelta {

@@ -133,7 +133,7 @@ pub enum ListOp {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ListDelta {
     /// The operations, applied in order (inserts may anchor on earlier ones).
-    pub ops: Vec<ListOp>,
+    pub ops: SmallVec<[ListOp; 1]>,
 }
 
 impl ListDelta {
@@ -421,7 +421,7 @@ impl RgaList {
         values: impl IntoIterator<Item = V>,
         fresh: &mut impl FnMut() -> Tag,
     ) -> ListDelta {
-        let mut ops = Vec::new();
+        let mut ops = SmallVec::new();
         // Landing at index 0 needs a tag above the first element's run.
         let mut above = self.elements.front().map(|e| e.run_min);
         for value in values {
@@ -446,7 +446,7 @@ impl RgaList {
         fresh: &mut impl FnMut() -> Tag,
     ) -> ListDelta {
         let mut anchor = self.last_live().map(|i| self.elements[i].id);
-        let mut ops = Vec::new();
+        let mut ops = SmallVec::new();
         for value in values {
             let id = raise(fresh(), anchor);
             ops.push(ListOp::Insert { id, anchor: anchor.map(|a| a.dot), value: ShortBytes::new(value.as_ref()) });
@@ -477,7 +477,7 @@ impl RgaList {
         let by = fresh().dot;
         let taken = count.min(self.visible);
         let mut values = Vec::with_capacity(taken);
-        let mut ops = Vec::with_capacity(taken);
+        let mut ops = SmallVec::with_capacity(taken);
         for i in live.take(taken) {
             values.push(self.live_value(i).clone());
             ops.push(ListOp::Remove { id: self.elements[i].id.dot, by });
@@ -513,7 +513,7 @@ impl RgaList {
         let next = self.elements.get(anchor_index.map_or(0, |i| i + 1)).map(|e| e.run_min);
         let id = raise(fresh(), anchor.max(next));
         let op = ListOp::Insert { id, anchor: anchor.map(|a| a.dot), value: ShortBytes::new(value) };
-        Some(ListDelta { ops: vec![op] })
+        Some(ListDelta { ops: smallvec::smallvec![op] })
     }
 
     /// LSET. The tag is raised above the element's current value tag, so the
@@ -525,7 +525,9 @@ impl RgaList {
             unreachable!("locate returns live elements only");
         };
         let tag = raise(fresh(), Some(value_tag));
-        Ok(ListDelta { ops: vec![ListOp::Assign { id: element.id.dot, tag, value: ShortBytes::new(value) }] })
+        Ok(ListDelta {
+            ops: smallvec::smallvec![ListOp::Assign { id: element.id.dot, tag, value: ShortBytes::new(value) }],
+        })
     }
 
     /// LREM: removes up to |count| elements equal to `value`, from the head if

@@ -50,12 +50,18 @@ pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
         return None;
     }
     let text = std::str::from_utf8(bytes).ok()?;
-    let lower = text.to_ascii_lowercase();
-    let value = match lower.as_str() {
-        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
-        "-inf" | "-infinity" => f64::NEG_INFINITY,
-        _ if lower.contains("nan") || lower.contains("inf") => return None,
-        _ => text.parse::<f64>().ok()?,
+    // Letters other than an exponent's `e` can only spell the infinities
+    // (Rust's parser would also take "nan" and "infinity" in any case, Redis
+    // takes no NaN). Checked without lowercasing a copy: scores are parsed on
+    // the ZADD hot path.
+    let value = if bytes.iter().any(|b| b.is_ascii_alphabetic() && !matches!(b, b'e' | b'E')) {
+        let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+        if !unsigned.eq_ignore_ascii_case("inf") && !unsigned.eq_ignore_ascii_case("infinity") {
+            return None;
+        }
+        if text.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY }
+    } else {
+        text.parse::<f64>().ok()?
     };
     (!value.is_nan()).then_some(value)
 }
@@ -214,6 +220,17 @@ mod tests {
         assert_eq!(parse_f64(b"nan"), None);
         assert_eq!(parse_f64(b" 1"), None);
         assert_eq!(parse_f64(b"abc"), None);
+        // The infinities in any case and with a sign; nothing else spelled.
+        assert_eq!(parse_f64(b"INF"), Some(f64::INFINITY));
+        assert_eq!(parse_f64(b"+Infinity"), Some(f64::INFINITY));
+        assert_eq!(parse_f64(b"-InFiNiTy"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_f64(b"+-inf"), None);
+        assert_eq!(parse_f64(b"infx"), None);
+        assert_eq!(parse_f64(b"-nan"), None);
+        assert_eq!(parse_f64(b"NaN"), None);
+        assert_eq!(parse_f64(b"1E5"), Some(100_000.0));
+        assert_eq!(parse_f64(b"E5"), None);
+        assert_eq!(parse_f64(b"0x10"), None);
         assert_eq!(format_f64(10.5 + 0.1), "10.6");
         assert_eq!(format_f64(5000.0 + 200.0), "5200");
         assert_eq!(format_f64(1e20), "100000000000000000000");

@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 
 use crate::context::CausalContext;
 use crate::dot::{Dot, Tag};
+use crate::register::Dots;
 use crate::short_bytes::ShortBytes;
 
 /// Tags of one member (sorted).
@@ -23,13 +24,14 @@ pub struct OrSet {
     members: HashMap<ShortBytes, Tags>,
 }
 
-/// The change one write makes to a set.
+/// The change one write makes to a set. Inline for one member (SADD and
+/// SREM of one member, the common case, allocate nothing for their delta).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SetDelta {
     /// Members added, each with the tag of this add.
-    pub adds: Vec<(ShortBytes, Tag)>,
+    pub adds: SmallVec<[(ShortBytes, Tag); 1]>,
     /// Members' observed tags that this write removes.
-    pub removes: Vec<(ShortBytes, Vec<Dot>)>,
+    pub removes: SmallVec<[(ShortBytes, Dots); 1]>,
 }
 
 impl SetDelta {
@@ -103,7 +105,7 @@ impl OrSet {
     pub fn clear(&self) -> SetDelta {
         let removes =
             self.members.iter().map(|(member, tags)| (member.clone(), tags.iter().map(|t| t.dot).collect())).collect();
-        SetDelta { adds: Vec::new(), removes }
+        SetDelta { adds: SmallVec::new(), removes }
     }
 
     /// The state as a delta that rebuilds it from nothing, members in byte
@@ -112,7 +114,7 @@ impl OrSet {
         let mut members: Vec<_> = self.members.iter().collect();
         members.sort_by(|a, b| a.0.cmp(b.0));
         let adds = members.into_iter().flat_map(|(m, tags)| tags.iter().map(move |t| (m.clone(), *t))).collect();
-        SetDelta { adds, removes: Vec::new() }
+        SetDelta { adds, removes: SmallVec::new() }
     }
 
     /// Merges a delta; `seen` is the receiver's context before it.

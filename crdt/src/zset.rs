@@ -58,6 +58,7 @@ use std::collections::BTreeSet;
 use std::collections::btree_set;
 
 use hashbrown::{HashMap, HashSet};
+use smallvec::SmallVec;
 
 use crate::context::{CausalContext, VersionVector};
 use crate::dot::{Dot, Tag};
@@ -434,7 +435,7 @@ pub type MemberChange = (ShortBytes, RegisterDelta<F64>);
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ZSetDelta {
     /// (member, register change), in the order the command made them.
-    pub changes: Vec<MemberChange>,
+    pub changes: SmallVec<[MemberChange; 1]>,
 }
 
 impl ZSetDelta {
@@ -873,7 +874,7 @@ impl OrZSet {
             return Err(CommandError::NotFloat);
         }
         let (reply, change) = zadd_member(self.members.get(member), member, score, flags, tags)?;
-        Ok((reply, change.map(|change| ZSetDelta { changes: vec![change] })))
+        Ok((reply, change.map(|change| ZSetDelta { changes: smallvec::smallvec![change] })))
     }
 
     /// ZADD of several (score, member) pairs, in order, as one delta. A member

@@ -236,7 +236,7 @@ fn typed_from_wire(delta: &v1::TypedDelta) -> Result<TypedDelta, DecodeError> {
             removes: d
                 .removes
                 .iter()
-                .map(|r| Ok((ShortBytes::new(&r.member), dots(&r.dots)?)))
+                .map(|r| Ok((ShortBytes::new(&r.member), dots(&r.dots)?.into())))
                 .collect::<Result<_, DecodeError>>()?,
         }),
         Value::Hash(d) => TypedDelta::Hash(HashDelta {

@@ -66,6 +66,9 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
     let mut output = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
     let mut args: Vec<Bytes> = Vec::with_capacity(8);
     loop {
+        // The writes of what this read brought share one wall-clock reading;
+        // it is dropped again after anything below that waits.
+        client.wall.clear();
         loop {
             match parser.parse_into(&mut input, &mut args) {
                 Ok(Parsed::Command) => {
@@ -80,6 +83,7 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                             _ = server.await_write_lease(crate::replication::LEASE_WAIT) => {}
                             _ = handle.kill.notified() => return,
                         }
+                        client.wall.clear();
                     }
                     execute(server, client, &args, &mut output);
                     if client.authenticated && parser.limits().unauthenticated {
@@ -109,6 +113,7 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                             }
                             None => return,
                         }
+                        client.wall.clear();
                     }
                     if let Some((replicas, timeout)) = client.wait.take() {
                         // WAIT: the replies before it go out first (which
@@ -121,6 +126,7 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                             _ = handle.kill.notified() => return,
                         };
                         Reply::new(&mut output, client.protocol).integer(acked as i64);
+                        client.wall.clear();
                     }
                     if let Some(pause) = client.sleep.take() {
                         // DEBUG SLEEP: only this connection waits.
@@ -128,9 +134,13 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                             _ = tokio::time::sleep(pause) => {}
                             _ = handle.kill.notified() => return,
                         }
+                        client.wall.clear();
                     }
-                    if output.len() >= OUTPUT_BYTES_FLUSH_AT && !flush(socket, server, client, &mut output).await {
-                        return;
+                    if output.len() >= OUTPUT_BYTES_FLUSH_AT {
+                        if !flush(socket, server, client, &mut output).await {
+                            return;
+                        }
+                        client.wall.clear();
                     }
                 }
                 Ok(Parsed::Incomplete) => {

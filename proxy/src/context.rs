@@ -510,6 +510,10 @@ pub struct ClientState {
     pub channels: std::collections::HashSet<Bytes>,
     /// The patterns this client is subscribed to.
     pub patterns: std::collections::HashSet<Bytes>,
+    /// The wall-clock reading the writes of the current batch share: the
+    /// connection clears it after each read from the socket and whenever it
+    /// waits (see [`meridian_replication::WallSnapshot`]).
+    pub wall: meridian_replication::WallSnapshot,
 }
 
 impl ClientState {
@@ -534,6 +538,7 @@ impl ClientState {
             sync_target: None,
             channels: std::collections::HashSet::new(),
             patterns: std::collections::HashSet::new(),
+            wall: Default::default(),
         }
     }
 }
@@ -546,4 +551,12 @@ pub struct Context<'a, 'b> {
     pub client: &'a mut ClientState,
     /// Where the reply goes.
     pub reply: Reply<'b>,
+}
+
+impl Context<'_, '_> {
+    /// A timestamp for one write of this command on `shard`, sharing the wall
+    /// clock's reading with the other writes of the client's batch.
+    pub fn moment(&self, shard: &mut Shard) -> Result<meridian_crdt::keyspace::Moment, meridian_crdt::ClockError> {
+        shard.moment_in(&self.client.wall)
+    }
 }

@@ -74,6 +74,8 @@ impl LocalClient {
         if self.lost() {
             return Err(Lost);
         }
+        // One command per call, with time passing in between.
+        self.client.wall.clear();
         execute(&self.server, &mut self.client, args, out);
         if let Some(block) = self.client.blocked.take() {
             return Ok(FollowUp::Blocked(block));

@@ -21,6 +21,6 @@ pub mod slot;
 pub mod stream;
 
 pub use backlog::{Backlog, ReadFrom};
-pub use shard::Shard;
+pub use shard::{Shard, WallSnapshot};
 pub use slot::{SLOT_COUNT, key_slot, split_slots};
 pub use stream::{ReplicaHandshake, ReplicaStream, ReplicationId, ReplicationLog, StreamError, SyncDecision};

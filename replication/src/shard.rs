@@ -19,6 +19,45 @@ pub const GC_MARKED_KEYS_PER_STEP_MAX: usize = 1_000;
 /// Keys one maintenance step visits in the background full pass.
 pub const GC_PASS_KEYS_PER_STEP_MAX: usize = 1_000;
 
+/// Writes that may share one [`WallSnapshot`] reading at most: the HLC's
+/// logical counter then orders them, and it must not run out (hlc-gen's has
+/// 16 bits per millisecond).
+pub const WALL_SNAPSHOT_WRITES_MAX: u32 = 1_024;
+
+/// One reading of the wall clock shared by the writes of a batch of commands
+/// (one connection's pipeline, read in one go), as Redis takes the time once
+/// per event-loop iteration: the clock is read by the batch's first write and
+/// reused by the next, up to [`WALL_SNAPSHOT_WRITES_MAX`] writes. The owner
+/// clears it whenever time may have passed (before it waits for anything);
+/// between two clears, writes are stamped as if issued at the same wall
+/// millisecond, and the HLC keeps them strictly ordered. Measured on this
+/// machine: a clock read is 80-110 ns, a tenth of a pipelined write's CPU.
+#[derive(Debug, Default)]
+pub struct WallSnapshot {
+    /// The reading shifted left 16 bits, or'ed with the writes that used it;
+    /// 0 when there is none. Atomic only so that the owner stays `Sync`: it
+    /// is used by one connection at a time.
+    reading: std::sync::atomic::AtomicU64,
+}
+
+impl WallSnapshot {
+    /// Forgets the reading: the next write reads the clock again.
+    pub fn clear(&self) {
+        self.reading.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The reading and the writes that used it, if any.
+    fn get(&self) -> Option<(u64, u32)> {
+        let packed = self.reading.load(std::sync::atomic::Ordering::Relaxed);
+        (packed != 0).then_some((packed >> 16, (packed & 0xffff) as u32))
+    }
+
+    fn set(&self, wall: u64, uses: u32) {
+        // Unix milliseconds fit 48 bits for the next eight thousand years.
+        self.reading.store((wall << 16) | u64::from(uses), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What one maintenance step did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Maintenance {
@@ -165,6 +204,25 @@ impl Shard {
         Ok(Moment { hlc, wall_ms })
     }
 
+    /// A timestamp for one write of a batch: like [`Shard::moment`], with the
+    /// wall clock read at most once per `snapshot` (see [`WallSnapshot`]).
+    pub fn moment_in(&mut self, snapshot: &WallSnapshot) -> Result<Moment, ClockError> {
+        self.writes += 1;
+        let wall = match snapshot.get() {
+            Some((wall, uses)) if uses < WALL_SNAPSHOT_WRITES_MAX => {
+                snapshot.set(wall, uses + 1);
+                wall
+            }
+            _ => {
+                let wall = self.clock.wall_ms();
+                snapshot.set(wall, 1);
+                wall
+            }
+        };
+        let (hlc, wall_ms) = self.clock.now_at(wall)?;
+        Ok(Moment { hlc, wall_ms })
+    }
+
     /// The clock (monitoring, HLC observation of replicated deltas).
     pub fn clock(&self) -> &Clock {
         &self.clock
@@ -200,5 +258,61 @@ impl Shard {
         self.gc_cursor = next;
         collected += pass;
         Ok(Maintenance { expired, collected })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Sleeps until the system clock shows a later millisecond than `wall`.
+    // A plain test thread, not a tokio worker.
+    #[allow(clippy::disallowed_methods)]
+    fn after(wall: u64) {
+        while meridian_crdt::clock::system_wall_ms() <= wall {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_batch_shares_one_clock_reading_until_it_is_cleared_or_used_up() {
+        let mut shard = Shard::new(ReplicaId(1), 1_000);
+        let snapshot = WallSnapshot::default();
+        let first = shard.moment_in(&snapshot).expect("clock");
+        after(first.wall_ms);
+        let second = shard.moment_in(&snapshot).expect("clock");
+        assert_eq!(second.wall_ms, first.wall_ms, "the batch's second write reuses the reading");
+        assert!(second.hlc > first.hlc, "and is still ordered after the first");
+
+        snapshot.clear();
+        let third = shard.moment_in(&snapshot).expect("clock");
+        assert!(third.wall_ms > first.wall_ms, "a cleared snapshot reads the clock again");
+        assert!(third.hlc > second.hlc);
+
+        // A reading serves at most WALL_SNAPSHOT_WRITES_MAX writes.
+        let mut last = third;
+        for _ in 1..WALL_SNAPSHOT_WRITES_MAX {
+            let next = shard.moment_in(&snapshot).expect("clock");
+            assert_eq!(next.wall_ms, third.wall_ms);
+            assert!(next.hlc > last.hlc);
+            last = next;
+        }
+        after(third.wall_ms);
+        let fresh = shard.moment_in(&snapshot).expect("clock");
+        assert!(fresh.wall_ms > third.wall_ms, "the reading was used up");
+        assert!(fresh.hlc > last.hlc);
+        assert_eq!(shard.writes(), 3 + WALL_SNAPSHOT_WRITES_MAX as u64);
+    }
+
+    #[test]
+    fn a_write_without_a_batch_reads_the_clock_each_time() {
+        let mut shard = Shard::new(ReplicaId(1), 1_000);
+        let first = shard.moment().expect("clock");
+        after(first.wall_ms);
+        let second = shard.moment().expect("clock");
+        assert!(second.wall_ms > first.wall_ms);
+        assert!(second.hlc > first.hlc);
     }
 }

@@ -15,11 +15,12 @@ use meridian_crdt::register::Register;
 use meridian_crdt::short_bytes::ShortBytes;
 use meridian_crdt::{CommandError, Moment};
 use rand::Rng;
+use smallvec::SmallVec;
 
 use super::docs::{Arg, Doc, O1, arg, doc, key};
 use super::random::{self, parse_count};
 use super::scan::{self, ScanOptions, Window};
-use super::{CommandSpec, SYNTAX_ERROR, parse_float, parse_int};
+use super::{ARGS_INLINE, CommandSpec, SYNTAX_ERROR, parse_float, parse_int};
 use crate::context::Context;
 use crate::reply::Protocol;
 
@@ -63,7 +64,7 @@ fn write<R>(
     work: impl FnOnce(&mut Keyspace, Moment) -> Result<R, CommandError>,
 ) -> Result<R, CommandError> {
     let mut shard = ctx.server.shard();
-    let at = shard.moment()?;
+    let at = ctx.moment(&mut shard)?;
     work(shard.keyspace_mut(), at)
 }
 
@@ -71,7 +72,7 @@ fn reply_error(ctx: &mut Context<'_, '_>, error: CommandError) {
     ctx.reply.error(&error.to_string());
 }
 
-fn hset_pairs(args: &[Bytes]) -> Vec<(&[u8], &[u8])> {
+fn hset_pairs(args: &[Bytes]) -> SmallVec<[(&[u8], &[u8]); ARGS_INLINE]> {
     args.chunks_exact(2).map(|pair| (pair[0].as_ref(), pair[1].as_ref())).collect()
 }
 

@@ -42,7 +42,7 @@ fn del(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let mut shard = ctx.server.shard();
     let mut deleted = 0;
     for key in args {
-        match shard.moment() {
+        match ctx.moment(&mut shard) {
             Ok(at) => deleted += i64::from(shard.keyspace_mut().delete(key, at).0),
             Err(e) => {
                 drop(shard);
@@ -120,7 +120,7 @@ fn expire_with(ctx: &mut Context<'_, '_>, args: &[Bytes], unit_ms: i64, absolute
         return ctx.reply.integer(0);
     }
     let target = Deadline::At(deadline.max(0) as u64);
-    match shard.moment() {
+    match ctx.moment(&mut shard) {
         Ok(at) => {
             shard.keyspace_mut().set_expiry(&args[0], target, at);
             drop(shard);
@@ -183,7 +183,8 @@ fn pexpiretime(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 
 fn persist(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let mut shard = ctx.server.shard();
-    let result = shard.moment().map(|at| shard.keyspace_mut().set_expiry(&args[0], Deadline::Persist, at).is_some());
+    let result =
+        ctx.moment(&mut shard).map(|at| shard.keyspace_mut().set_expiry(&args[0], Deadline::Persist, at).is_some());
     drop(shard);
     match result {
         Ok(changed) => ctx.reply.integer(i64::from(changed)),
@@ -281,10 +282,10 @@ fn move_key(
     delete_source: bool,
 ) -> Result<CopyOutcome, String> {
     let mut shard = ctx.server.shard();
-    let at = shard.moment().map_err(|e| format!("ERR {e}"))?;
+    let at = ctx.moment(&mut shard).map_err(|e| format!("ERR {e}"))?;
     let outcome = shard.keyspace_mut().copy(src, dst, replace, at);
     if delete_source && src != dst && matches!(outcome, CopyOutcome::Copied(_)) {
-        let at = shard.moment().map_err(|e| format!("ERR {e}"))?;
+        let at = ctx.moment(&mut shard).map_err(|e| format!("ERR {e}"))?;
         shard.keyspace_mut().delete(src, at);
     }
     Ok(outcome)

@@ -13,9 +13,11 @@ use meridian_crdt::CommandError;
 use meridian_crdt::keyspace::{End, Keyspace, Moment};
 use meridian_crdt::list::RgaList;
 use meridian_crdt::short_bytes::ShortBytes;
+use meridian_replication::WallSnapshot;
+use smallvec::SmallVec;
 
 use super::docs::{Arg, Doc, KEY, arg, doc, key};
-use super::{CommandSpec, SYNTAX_ERROR, numkeys_at, parse_int};
+use super::{ARGS_INLINE, CommandSpec, SYNTAX_ERROR, numkeys_at, parse_int};
 use crate::blocking::{Attempt, NullReply, block_on, parse_timeout};
 use crate::context::{Context, ServerState};
 use crate::reply::Reply;
@@ -323,13 +325,16 @@ pub static DOCS: &[(&str, Doc)] = &[
 
 // ----- helpers -----
 
-/// Runs a write against the keyspace at a fresh HLC moment.
+/// Runs a write against the keyspace at a fresh HLC moment, with the wall
+/// clock read through `wall` (the client's batch snapshot; a new one for
+/// a blocked client served by another's write).
 fn write<R>(
     server: &ServerState,
+    wall: &WallSnapshot,
     f: impl FnOnce(&mut Keyspace, Moment) -> Result<R, CommandError>,
 ) -> Result<R, CommandError> {
     let mut shard = server.shard();
-    let at = shard.moment().map_err(CommandError::from)?;
+    let at = shard.moment_in(wall).map_err(CommandError::from)?;
     f(shard.keyspace_mut(), at)
 }
 
@@ -372,8 +377,8 @@ fn values_reply(reply: &mut Reply<'_>, values: &[ShortBytes]) {
 // ----- pushes -----
 
 fn push(ctx: &mut Context<'_, '_>, args: &[Bytes], end: End, only_existing: bool) {
-    let values: Vec<&[u8]> = args[1..].iter().map(|v| v.as_ref()).collect();
-    let result = write(ctx.server, |keyspace, at| {
+    let values: SmallVec<[&[u8]; ARGS_INLINE]> = args[1..].iter().map(|v| v.as_ref()).collect();
+    let result = write(ctx.server, &ctx.client.wall, |keyspace, at| {
         if only_existing {
             let exists = keyspace.list_value(&args[0], at.wall_ms)?.is_some_and(|list| !list.is_empty());
             if !exists {
@@ -418,7 +423,7 @@ fn pop(ctx: &mut Context<'_, '_>, args: &[Bytes], end: End) {
             return ctx.reply.error(&format!("ERR wrong number of arguments for '{name}' command"));
         }
     };
-    let result = write(ctx.server, |keyspace, at| {
+    let result = write(ctx.server, &ctx.client.wall, |keyspace, at| {
         let exists = keyspace.list_value(&args[0], at.wall_ms)?.is_some_and(|list| !list.is_empty());
         if !exists {
             return Ok(None);
@@ -593,7 +598,7 @@ fn lset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         Ok(index) => index,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
-    match write(ctx.server, |keyspace, at| keyspace.list_set(&args[0], index, &args[2], at)) {
+    match write(ctx.server, &ctx.client.wall, |keyspace, at| keyspace.list_set(&args[0], index, &args[2], at)) {
         Ok(_) => ctx.reply.ok(),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
@@ -607,7 +612,9 @@ fn linsert(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     } else {
         return ctx.reply.error(SYNTAX_ERROR);
     };
-    match write(ctx.server, |keyspace, at| keyspace.list_insert(&args[0], before, &args[2], &args[3], at)) {
+    match write(ctx.server, &ctx.client.wall, |keyspace, at| {
+        keyspace.list_insert(&args[0], before, &args[2], &args[3], at)
+    }) {
         Ok((len, _)) => ctx.reply.integer(len),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
@@ -618,7 +625,7 @@ fn lrem(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         Ok(count) => count,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
-    match write(ctx.server, |keyspace, at| keyspace.list_remove(&args[0], count, &args[2], at)) {
+    match write(ctx.server, &ctx.client.wall, |keyspace, at| keyspace.list_remove(&args[0], count, &args[2], at)) {
         Ok((removed, _)) => ctx.reply.integer(removed as i64),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
@@ -629,7 +636,7 @@ fn ltrim(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         (Ok(start), Ok(stop)) => (start, stop),
         _ => return ctx.reply.error(&CommandError::NotInteger.to_string()),
     };
-    match write(ctx.server, |keyspace, at| keyspace.list_trim(&args[0], start, stop, at)) {
+    match write(ctx.server, &ctx.client.wall, |keyspace, at| keyspace.list_trim(&args[0], start, stop, at)) {
         Ok(_) => ctx.reply.ok(),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
@@ -656,7 +663,7 @@ fn move_one(
     from: End,
     to: End,
 ) -> Result<Moved, CommandError> {
-    write(server, |keyspace, at| {
+    write(server, &WallSnapshot::default(), |keyspace, at| {
         if keyspace.list_value(source, at.wall_ms)?.is_none_or(|list| list.is_empty()) {
             return Ok(Moved::Empty);
         }
@@ -734,7 +741,7 @@ fn mpop_try(
     reply: &mut Reply<'_>,
     first: bool,
 ) -> Attempt {
-    let result = write(server, |keyspace, at| {
+    let result = write(server, &WallSnapshot::default(), |keyspace, at| {
         for key in keys {
             match keyspace.list_value(key, at.wall_ms) {
                 Ok(Some(list)) if !list.is_empty() => {
@@ -780,7 +787,7 @@ fn lmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 /// BLPOP/BRPOP's try: `[key, value]` from the first non-empty key.
 fn bpop_try(server: &ServerState, args: &[Bytes], end: End, reply: &mut Reply<'_>, first: bool) -> Attempt {
     let keys = &args[..args.len() - 1];
-    let result = write(server, |keyspace, at| {
+    let result = write(server, &WallSnapshot::default(), |keyspace, at| {
         for key in keys {
             match keyspace.list_value(key, at.wall_ms) {
                 Ok(Some(list)) if !list.is_empty() => {

@@ -174,6 +174,11 @@ pub fn parse_float(arg: &[u8]) -> Result<f64, CommandError> {
 /// The standard syntax error.
 pub const SYNTAX_ERROR: &str = "ERR syntax error";
 
+/// Arguments a command handler keeps inline when it gathers them into a list
+/// (members, fields, values): the usual command names a few, and a heap
+/// allocation per command costs about as much as the write itself.
+pub(crate) const ARGS_INLINE: usize = 8;
+
 /// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[...]` with ranges
 /// and `^` negation, `\` escapes. Iterative, with one backtrack point per
 /// star, so hostile patterns cost O(pattern · string).

@@ -17,11 +17,12 @@ use meridian_crdt::set::OrSet;
 use meridian_crdt::short_bytes::ShortBytes;
 use meridian_crdt::{CommandError, Moment};
 use rand::Rng;
+use smallvec::SmallVec;
 
 use super::docs::{Arg, Doc, KEYS, O1, arg, doc, key};
 use super::random::{self, parse_count};
 use super::scan::{self, ScanOptions, Window};
-use super::{CommandSpec, SYNTAX_ERROR, parse_int};
+use super::{ARGS_INLINE, CommandSpec, SYNTAX_ERROR, parse_int};
 use crate::context::Context;
 
 /// The set commands, with Redis 7.2's arity, flags and key positions.
@@ -64,11 +65,13 @@ fn write<R>(
     work: impl FnOnce(&mut Keyspace, Moment) -> Result<R, CommandError>,
 ) -> Result<R, CommandError> {
     let mut shard = ctx.server.shard();
-    let at = shard.moment()?;
+    let at = ctx.moment(&mut shard)?;
     work(shard.keyspace_mut(), at)
 }
 
-fn as_slices(args: &[Bytes]) -> Vec<&[u8]> {
+/// The arguments as byte slices: inline for the usual few (no allocation
+/// per command).
+fn as_slices(args: &[Bytes]) -> SmallVec<[&[u8]; ARGS_INLINE]> {
     args.iter().map(|a| a.as_ref()).collect()
 }
 
@@ -181,8 +184,10 @@ fn spop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     };
     if !picked.is_empty() {
         let members: Vec<&[u8]> = picked.iter().map(|m| m.as_slice()).collect();
-        let result =
-            shard.moment().map_err(CommandError::from).and_then(|at| shard.keyspace_mut().srem(&args[0], &members, at));
+        let result = ctx
+            .moment(&mut shard)
+            .map_err(CommandError::from)
+            .and_then(|at| shard.keyspace_mut().srem(&args[0], &members, at));
         if let Err(e) = result {
             drop(shard);
             return reply_error(ctx, e);
@@ -257,9 +262,9 @@ fn smove(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     // Two deltas: the removal from the source (of the tags observed, so a
     // concurrent SADD there survives) and a fresh add at the destination.
     let moved = (|| -> Result<(), CommandError> {
-        let at = shard.moment()?;
+        let at = ctx.moment(&mut shard)?;
         shard.keyspace_mut().srem(source, &[member.as_ref()], at)?;
-        let at = shard.moment()?;
+        let at = ctx.moment(&mut shard)?;
         shard.keyspace_mut().sadd(destination, &[member.as_ref()], at)?;
         Ok(())
     })();
@@ -353,7 +358,7 @@ fn algebra_store(ctx: &mut Context<'_, '_>, args: &[Bytes], operation: Operation
         sets_at(shard.keyspace(), keys, now).map(|sets| compute(operation, &sets).into_iter().cloned().collect());
     let stored = result.and_then(|members| {
         let slices: Vec<&[u8]> = members.iter().map(|m| m.as_slice()).collect();
-        let at = shard.moment()?;
+        let at = ctx.moment(&mut shard)?;
         shard.keyspace_mut().replace_with_set(destination, &slices, at);
         Ok(members.len())
     });

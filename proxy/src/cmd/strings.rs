@@ -135,14 +135,14 @@ fn set(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         if let ExpiryChange::At(deadline) = expiry
             && deadline <= now
         {
-            match shard.moment() {
+            match ctx.moment(&mut shard) {
                 Ok(at) => {
                     shard.keyspace_mut().delete(key, at);
                 }
                 Err(e) => return ctx.reply.error(&format!("ERR {e}")),
             }
         } else {
-            match shard.moment() {
+            match ctx.moment(&mut shard) {
                 Ok(at) => {
                     shard.keyspace_mut().set(key, value, expiry, at);
                 }
@@ -163,7 +163,7 @@ fn set(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 /// Writes `value` at `key` unconditionally with `expiry` (SETEX, PSETEX, MSET, GETSET).
 fn write_value(ctx: &Context<'_, '_>, key: &[u8], value: &[u8], expiry: ExpiryChange) -> Result<(), String> {
     let mut shard = ctx.server.shard();
-    let at = shard.moment().map_err(|e| format!("ERR {e}"))?;
+    let at = ctx.moment(&mut shard).map_err(|e| format!("ERR {e}"))?;
     shard.keyspace_mut().set(key, value, expiry, at);
     Ok(())
 }
@@ -175,7 +175,7 @@ fn setnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         drop(shard);
         return ctx.reply.integer(0);
     }
-    match shard.moment() {
+    match ctx.moment(&mut shard) {
         Ok(at) => {
             shard.keyspace_mut().set(&args[0], &args[1], ExpiryChange::Clear, at);
             drop(shard);
@@ -230,7 +230,7 @@ fn getdel(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         }
     };
     if old.is_some() {
-        match shard.moment() {
+        match ctx.moment(&mut shard) {
             Ok(at) => {
                 shard.keyspace_mut().delete(&args[0], at);
             }
@@ -272,7 +272,7 @@ fn getex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     };
     if let (Some(_), Some(change)) = (&value, change) {
         let mut shard = ctx.server.shard();
-        match shard.moment() {
+        match ctx.moment(&mut shard) {
             Ok(at) => {
                 shard.keyspace_mut().set_expiry(&args[0], change, at);
             }
@@ -299,9 +299,13 @@ fn mget(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 }
 
 /// Writes every (key, value) pair of MSET/MSETNX, each as its own delta.
-fn set_pairs(shard: &mut meridian_replication::Shard, args: &[Bytes]) -> Result<(), String> {
+fn set_pairs(
+    shard: &mut meridian_replication::Shard,
+    wall: &meridian_replication::WallSnapshot,
+    args: &[Bytes],
+) -> Result<(), String> {
     for pair in args.chunks(2) {
-        let at = shard.moment().map_err(|e| format!("ERR {e}"))?;
+        let at = shard.moment_in(wall).map_err(|e| format!("ERR {e}"))?;
         shard.keyspace_mut().set(&pair[0], &pair[1], ExpiryChange::Clear, at);
     }
     Ok(())
@@ -311,7 +315,7 @@ fn mset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     if !args.len().is_multiple_of(2) {
         return ctx.reply.error("ERR wrong number of arguments for 'mset' command");
     }
-    let result = set_pairs(&mut ctx.server.shard(), args);
+    let result = set_pairs(&mut ctx.server.shard(), &ctx.client.wall, args);
     match result {
         Ok(()) => ctx.reply.ok(),
         Err(e) => ctx.reply.error(&e),
@@ -328,7 +332,7 @@ fn msetnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         drop(shard);
         return ctx.reply.integer(0);
     }
-    let result = set_pairs(&mut shard, args);
+    let result = set_pairs(&mut shard, &ctx.client.wall, args);
     drop(shard);
     match result {
         Ok(()) => ctx.reply.integer(1),
@@ -416,7 +420,8 @@ fn setrange(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 
 fn incr_by(ctx: &mut Context<'_, '_>, key: &[u8], by: i64) {
     let mut shard = ctx.server.shard();
-    let result = shard.moment().map_err(CommandError::from).and_then(|at| shard.keyspace_mut().incr_by(key, by, at));
+    let result =
+        ctx.moment(&mut shard).map_err(CommandError::from).and_then(|at| shard.keyspace_mut().incr_by(key, by, at));
     drop(shard);
     match result {
         Ok((value, _)) => ctx.reply.integer(value),
@@ -453,8 +458,10 @@ fn incrbyfloat(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
     let mut shard = ctx.server.shard();
-    let result =
-        shard.moment().map_err(CommandError::from).and_then(|at| shard.keyspace_mut().incr_by_float(&args[0], by, at));
+    let result = ctx
+        .moment(&mut shard)
+        .map_err(CommandError::from)
+        .and_then(|at| shard.keyspace_mut().incr_by_float(&args[0], by, at));
     drop(shard);
     match result {
         Ok((value, _)) => ctx.reply.bulk(&value),

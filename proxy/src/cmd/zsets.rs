@@ -21,9 +21,10 @@ use meridian_crdt::set::OrSet;
 use meridian_crdt::value::TypedValue;
 use meridian_crdt::zset::{LexBound, Limit, OrZSet, ScoreBound, ZSetIter};
 use rand::Rng;
+use smallvec::SmallVec;
 
 use super::docs::{Arg, Doc, KEY, arg, doc, key};
-use super::{CommandSpec, SYNTAX_ERROR, glob_match, numkeys_at, parse_float, parse_int, rng};
+use super::{ARGS_INLINE, CommandSpec, SYNTAX_ERROR, glob_match, numkeys_at, parse_float, parse_int, rng};
 use crate::blocking::{Attempt, NullReply, TryServe, block_on, parse_timeout};
 use crate::context::{Context, ServerState};
 use crate::reply::{Protocol, Reply};
@@ -213,7 +214,7 @@ fn zadd(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     if flags.incr && pairs.len() > 2 {
         return ctx.reply.error("ERR INCR option supports a single increment-element pair");
     }
-    let mut items: Vec<(f64, &[u8])> = Vec::with_capacity(pairs.len() / 2);
+    let mut items: SmallVec<[(f64, &[u8]); ARGS_INLINE]> = SmallVec::with_capacity(pairs.len() / 2);
     for pair in pairs.chunks(2) {
         match parse_score(&pair[0]) {
             Ok(score) => items.push((score, &pair[1])),
@@ -221,8 +222,10 @@ fn zadd(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         }
     }
     let mut shard = ctx.server.shard();
-    let result =
-        shard.moment().map_err(CommandError::from).and_then(|at| shard.keyspace_mut().zadd(key, &items, flags, at));
+    let result = ctx
+        .moment(&mut shard)
+        .map_err(CommandError::from)
+        .and_then(|at| shard.keyspace_mut().zadd(key, &items, flags, at));
     drop(shard);
     match result {
         Ok((totals, _)) if flags.incr => match totals.score {
@@ -254,8 +257,10 @@ fn zincrby(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 fn zrem(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let members: Vec<&[u8]> = args[1..].iter().map(|m| m.as_ref()).collect();
     let mut shard = ctx.server.shard();
-    let result =
-        shard.moment().map_err(CommandError::from).and_then(|at| shard.keyspace_mut().zrem(&args[0], &members, at));
+    let result = ctx
+        .moment(&mut shard)
+        .map_err(CommandError::from)
+        .and_then(|at| shard.keyspace_mut().zrem(&args[0], &members, at));
     drop(shard);
     match result {
         Ok((removed, _)) => ctx.reply.integer(removed as i64),
@@ -500,7 +505,8 @@ fn zrevrange(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 /// new cardinality: the tail of every store command.
 fn store_reply(ctx: &mut Context<'_, '_>, dst: &[u8], items: &[(f64, &[u8])]) {
     let mut shard = ctx.server.shard();
-    let result = shard.moment().map_err(CommandError::from).and_then(|at| shard.keyspace_mut().zstore(dst, items, at));
+    let result =
+        ctx.moment(&mut shard).map_err(CommandError::from).and_then(|at| shard.keyspace_mut().zstore(dst, items, at));
     drop(shard);
     match result {
         Ok((len, _)) => ctx.reply.integer(len as i64),
@@ -536,8 +542,10 @@ fn zrangestore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 
 fn remove_range(ctx: &mut Context<'_, '_>, key: &[u8], range: ZRemoveRange<'_>) {
     let mut shard = ctx.server.shard();
-    let result =
-        shard.moment().map_err(CommandError::from).and_then(|at| shard.keyspace_mut().zrem_range(key, range, at));
+    let result = ctx
+        .moment(&mut shard)
+        .map_err(CommandError::from)
+        .and_then(|at| shard.keyspace_mut().zrem_range(key, range, at));
     drop(shard);
     match result {
         Ok((removed, _)) => ctx.reply.integer(removed as i64),
