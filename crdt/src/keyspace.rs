@@ -892,6 +892,7 @@ impl Keyspace {
         members: &[&[u8]],
         at: Moment,
     ) -> Result<(usize, Option<KeyDelta>), CommandError> {
+        let solo = self.solo;
         self.mutate(key, at, ValueType::Set, |current, tags| {
             let empty = OrSet::default();
             let set = match current {
@@ -912,7 +913,12 @@ impl Keyspace {
                     Some(seen) => !seen.insert(member),
                     None => members[..index].contains(&member),
                 };
-                if repeated {
+                // Solo, no region can remove the member concurrently, so
+                // there is nothing for a re-assertion to win against: a
+                // present member is left as it is and, if every member is
+                // present, the SADD writes nothing (no delta to journal or
+                // replicate), as in Redis.
+                if repeated || (solo && set.contains(member)) {
                     continue;
                 }
                 if set.add_to(&mut delta, member, tags.next_tag()) {
@@ -1784,6 +1790,35 @@ mod tests {
 
     fn moment(hlc: u64) -> Moment {
         Moment { hlc, wall_ms: 1_000 }
+    }
+
+    #[test]
+    fn sadd_of_a_present_member_reasserts_it_only_when_a_peer_could_remove_it() {
+        for solo in [false, true] {
+            let mut keyspace = Keyspace::new(ReplicaId(1));
+            keyspace.set_solo(solo);
+            keyspace.set_journal(true);
+            let (added, delta) = keyspace.sadd(b"s", &[b"m"], moment(1)).expect("sadd");
+            assert_eq!(added, 1);
+            assert!(delta.is_some());
+            let seq = keyspace.journal_seq();
+            // Present: answers 0 either way; with peers it re-asserts the
+            // member (add wins over a concurrent SREM), solo it writes nothing.
+            let (added, delta) = keyspace.sadd(b"s", &[b"m"], moment(2)).expect("sadd");
+            assert_eq!(added, 0);
+            assert_eq!(delta.is_some(), !solo, "solo={solo}");
+            assert_eq!(keyspace.journal_seq() > seq, !solo, "solo={solo}");
+            // A new member next to a present one: only the new one is written solo.
+            let (added, delta) = keyspace.sadd(b"s", &[b"m", b"n"], moment(3)).expect("sadd");
+            assert_eq!(added, 1);
+            let Some(TypedDelta::Set(change)) = delta.expect("a delta").parts.pop() else {
+                panic!("a set delta");
+            };
+            let written: Vec<&[u8]> = change.adds.iter().map(|(m, _)| m.as_slice()).collect();
+            assert_eq!(written, if solo { vec![&b"n"[..]] } else { vec![&b"m"[..], &b"n"[..]] });
+            assert_eq!(sorted_members(&keyspace, b"s"), vec![b"m".to_vec(), b"n".to_vec()]);
+            keyspace.validate().expect("valid");
+        }
     }
 
     fn sorted_members(keyspace: &Keyspace, key: &[u8]) -> Vec<Vec<u8>> {
