@@ -94,8 +94,10 @@ impl Region {
         Region { keyspace: Keyspace::new(ReplicaId(id)), clock: Clock::new(1_000) }
     }
 
+    /// A moment from one clock read, as the node takes one per write.
     fn at(&self) -> Moment {
-        Moment { hlc: self.clock.now().expect("clock"), wall_ms: self.clock.wall_ms() }
+        let (hlc, wall_ms) = self.clock.now_with_wall().expect("clock");
+        Moment { hlc, wall_ms }
     }
 }
 
@@ -249,9 +251,8 @@ fn time_writes(ops: u64, region: &mut Region, mut write: impl FnMut(&mut Region,
     COUNTING.store(false, Ordering::Relaxed);
     let start = Instant::now();
     for _ in 0..ops {
-        // One clock read per write, as the node takes.
-        let (hlc, wall_ms) = region.clock.now_with_wall().expect("clock");
-        write(region, Moment { hlc, wall_ms });
+        let at = region.at();
+        write(region, at);
     }
     let ns = start.elapsed().as_nanos() as f64 / ops as f64;
     // The counters are only meaningful as differences from here on.

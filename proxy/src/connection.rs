@@ -67,7 +67,8 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
     let mut args: Vec<Bytes> = Vec::with_capacity(8);
     loop {
         // The writes of what this read brought share one wall-clock reading;
-        // it is dropped again after anything below that waits.
+        // it is dropped again by every flush (anything below that waits
+        // flushes first) and by DEBUG SLEEP.
         client.wall.clear();
         loop {
             match parser.parse_into(&mut input, &mut args) {
@@ -83,7 +84,6 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                             _ = server.await_write_lease(crate::replication::LEASE_WAIT) => {}
                             _ = handle.kill.notified() => return,
                         }
-                        client.wall.clear();
                     }
                     execute(server, client, &args, &mut output);
                     if client.authenticated && parser.limits().unauthenticated {
@@ -113,7 +113,6 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                             }
                             None => return,
                         }
-                        client.wall.clear();
                     }
                     if let Some((replicas, timeout)) = client.wait.take() {
                         // WAIT: the replies before it go out first (which
@@ -126,7 +125,6 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                             _ = handle.kill.notified() => return,
                         };
                         Reply::new(&mut output, client.protocol).integer(acked as i64);
-                        client.wall.clear();
                     }
                     if let Some(pause) = client.sleep.take() {
                         // DEBUG SLEEP: only this connection waits.
@@ -136,11 +134,8 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                         }
                         client.wall.clear();
                     }
-                    if output.len() >= OUTPUT_BYTES_FLUSH_AT {
-                        if !flush(socket, server, client, &mut output).await {
-                            return;
-                        }
-                        client.wall.clear();
+                    if output.len() >= OUTPUT_BYTES_FLUSH_AT && !flush(socket, server, client, &mut output).await {
+                        return;
                     }
                 }
                 Ok(Parsed::Incomplete) => {
@@ -226,6 +221,9 @@ async fn read_some(socket: &TcpStream, input: &mut BytesMut) -> std::io::Result<
 /// close: the socket failed, or the writes could not be made durable (their
 /// replies are then never sent).
 async fn flush(socket: &mut TcpStream, server: &ServerState, client: &mut ClientState, output: &mut BytesMut) -> bool {
+    // Time passes while the replies go out: the writes after them read the
+    // clock again.
+    client.wall.clear();
     if let Some(target) = client.sync_target.take()
         && !server.commit_writes(target)
     {

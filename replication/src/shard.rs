@@ -199,9 +199,7 @@ impl Shard {
 
     /// A timestamp for one write.
     pub fn moment(&mut self) -> Result<Moment, ClockError> {
-        self.writes += 1;
-        let (hlc, wall_ms) = self.clock.now_with_wall()?;
-        Ok(Moment { hlc, wall_ms })
+        self.moment_in(&WallSnapshot::default())
     }
 
     /// A timestamp for one write of a batch: like [`Shard::moment`], with the
