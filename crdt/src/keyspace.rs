@@ -1493,14 +1493,12 @@ impl Keyspace {
     /// survives if both hold it, or if one holds it and the other never saw
     /// its dot; the contexts are joined. Idempotent, like every merge.
     ///
-    /// One case is not joined: a key holding a list on both sides where the
-    /// lists differ (after the removals above). A list's elements cannot be
-    /// re-inserted without their original anchors (garbage collection may
-    /// have dropped them), so the local list is kept and the key counted in
-    /// the returned [`SnapshotMerge::lists_kept`]; the elements arrive again
-    /// with the peer's next write to the key or the next full sync after it.
-    /// Snapshot merges are not journaled: the caller rewrites its durable
-    /// snapshot after one.
+    /// Lists join with [`RgaList::join`](crate::list::RgaList::join). Two
+    /// lists that cannot be replicas of one list (elements both hold in
+    /// different orders: only a broken or hostile peer sends that) keep the
+    /// local list, and the key is counted in the returned
+    /// [`SnapshotMerge::lists_kept`]. Snapshot merges are not journaled: the
+    /// caller rewrites its durable snapshot after one.
     pub fn merge_snapshot(&mut self, other: &Keyspace) -> SnapshotMerge {
         let mut outcome = SnapshotMerge::default();
         // Local keys `other` lacks but whose elements it has seen may lose
@@ -1655,7 +1653,8 @@ impl FrozenKeys {
 pub struct SnapshotMerge {
     /// Keys whose state was joined (present on either side and touched).
     pub keys_merged: usize,
-    /// Keys whose list could not be joined and was kept as it was here.
+    /// Keys whose list could not be joined (the peer's elements stood in
+    /// another order) and was kept as it was here.
     pub lists_kept: usize,
 }
 
@@ -1696,10 +1695,13 @@ fn join_states(
         match value {
             TypedValue::List(list) => {
                 let at = joined.values.partition_point(|v| v.value_type() < ValueType::List);
-                match joined.values.get(at) {
-                    // Only identical lists are joined; any difference keeps ours
-                    // and is reported, never silently dropped.
-                    Some(TypedValue::List(mine)) => list_kept |= mine != list,
+                match joined.values.get_mut(at) {
+                    // Lists that are not replicas of one list (elements both
+                    // hold in different orders: a broken or hostile peer) keep
+                    // ours, reported, never silently dropped.
+                    Some(TypedValue::List(mine)) => {
+                        list_kept |= mine.join(local_context, list, their_context).is_err();
+                    }
                     _ => joined.values.insert(at, TypedValue::List(list.clone())),
                 }
             }

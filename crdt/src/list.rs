@@ -301,6 +301,34 @@ fn raise(tag: Tag, above: Option<Tag>) -> Tag {
     }
 }
 
+/// True if `element` is live but the replica with context `seen` has seen
+/// it and neither holds it nor waits to place it live (`waiting`): it was
+/// removed there (and collected, or its removal waits for it).
+fn removed_elsewhere(element: &Element, seen: &CausalContext, waiting: &HashSet<Dot>) -> bool {
+    element.is_live() && seen.contains(element.id.dot) && !waiting.contains(&element.id.dot)
+}
+
+/// One element as both sides of a join hold it: a removal wins (the smaller
+/// removal dot), else the later value; the smaller `run_min`.
+fn join_element(ours: &Element, theirs: &Element) -> Element {
+    let body = match (&ours.body, &theirs.body) {
+        (Body::Live { value_tag: mine, .. }, Body::Live { value_tag: other, .. }) => {
+            if other > mine {
+                theirs.body.clone()
+            } else {
+                ours.body.clone()
+            }
+        }
+        (Body::Removed { by: a }, Body::Removed { by: b }) => {
+            Body::Removed { by: a.zip(*b).map(|(a, b)| a.min(b)).or(*a).or(*b) }
+        }
+        (Body::Removed { by }, Body::Live { .. }) | (Body::Live { .. }, Body::Removed { by }) => {
+            Body::Removed { by: *by }
+        }
+    };
+    Element { id: ours.id, run_min: ours.run_min.min(theirs.run_min), body }
+}
+
 /// Redis's index rules for LRANGE and LTRIM: negative indexes count from the
 /// tail, the start is clamped to 0 and the stop to the last element. `None`
 /// if the range is empty.
@@ -396,7 +424,9 @@ impl RgaList {
             .max()
     }
 
-    /// Every live dot: the visible elements and their LSET tags.
+    /// Every live dot: the visible elements and their LSET tags, and the
+    /// inserts waiting for their anchor that will arrive live (an element
+    /// not placed yet is still held).
     pub fn for_each_dot(&self, mut f: impl FnMut(Dot)) {
         for i in self.live_indexes() {
             let element = &self.elements[i];
@@ -407,6 +437,17 @@ impl RgaList {
                 }
             }
         }
+        for insert in self.pending.values().flat_map(|waiting| &waiting.inserts) {
+            if self.waits_live(insert) {
+                f(insert.id.dot);
+            }
+        }
+    }
+
+    /// True if a parked insert will integrate as a live element (not born
+    /// dead, and no removal of it waiting).
+    fn waits_live(&self, insert: &PendingInsert) -> bool {
+        !insert.born_dead && self.pending.get(&insert.id.dot).is_none_or(|waiting| waiting.removed_by.is_none())
     }
 
     // ----- local writes: build the delta, change nothing -----
@@ -755,6 +796,116 @@ impl RgaList {
             self.recount_ends();
         }
         removed > 0
+    }
+
+    // ----- full syncs -----
+
+    /// Joins another replica's whole list into this one (a full sync from a
+    /// peer whose log no longer covers what this replica missed). `seen` is
+    /// this replica's context, `their_seen` the other's. Afterwards the list
+    /// reads as if every delta the other had applied had been delivered here.
+    ///
+    /// RGA's order is the same everywhere, so the elements both lists hold
+    /// stand in the same order in both; between two of them, each side may
+    /// hold elements the other lacks. Theirs are placed as delivering their
+    /// inserts would place them: each right after the element before it in
+    /// their list, then past our elements whose run holds only greater tags.
+    /// That is the integration rule started from a later point than the
+    /// insert's anchor — every element between the anchor and the insert's
+    /// place is passed over by the rule, so starting at any of them gives
+    /// the same place, and the element before it in their list is one of
+    /// them (or the anchor). An element of theirs this list has collected is
+    /// a stable tombstone and stays collected; an element live on one side
+    /// that the other has seen and neither holds nor waits to place was
+    /// removed there and becomes a tombstone. Elements both hold join: a
+    /// removal wins, else the later LSET; the smaller `run_min` (the other
+    /// side collected a run before it). Operations waiting on either side
+    /// then run against the joined elements, or keep waiting.
+    ///
+    /// Errors, changing nothing, if the elements both hold stand in
+    /// different orders: the other is not a replica of this list.
+    pub fn join(&mut self, seen: &CausalContext, theirs: &RgaList, their_seen: &CausalContext) -> Result<(), String> {
+        let their_index: HashMap<Dot, usize> = theirs.elements.iter().enumerate().map(|(i, e)| (e.id.dot, i)).collect();
+        let our_waiting = self.live_waiting_inserts();
+        let their_waiting = theirs.live_waiting_inserts();
+        let mut merged: Vec<Element> = Vec::with_capacity(self.elements.len().max(theirs.elements.len()));
+        // Our elements since the last element both hold.
+        let mut ours_only: Vec<Element> = Vec::new();
+        let mut next_theirs = 0;
+        let place = |merged: &mut Vec<Element>,
+                     ours_only: &mut Vec<Element>,
+                     their_run: std::collections::vec_deque::Iter<'_, Element>| {
+            let mut ours = ours_only.drain(..).peekable();
+            for element in their_run {
+                if self.floor_contains(element.id.dot) {
+                    continue; // Collected here: a stable tombstone.
+                }
+                let mut element = element.clone();
+                if removed_elsewhere(&element, seen, &our_waiting) {
+                    element.body = Body::Removed { by: None };
+                }
+                while let Some(mine) = ours.next_if(|mine| mine.run_min > element.id) {
+                    merged.push(mine);
+                }
+                merged.push(element);
+            }
+            merged.extend(ours);
+        };
+        for element in &self.elements {
+            let Some(&at) = their_index.get(&element.id.dot) else {
+                let mut element = element.clone();
+                if removed_elsewhere(&element, their_seen, &their_waiting) {
+                    element.body = Body::Removed { by: None };
+                }
+                ours_only.push(element);
+                continue;
+            };
+            if at < next_theirs {
+                return Err(format!("element {:?} stands in a different order in the other list", element.id));
+            }
+            place(&mut merged, &mut ours_only, theirs.elements.range(next_theirs..at));
+            merged.push(join_element(element, &theirs.elements[at]));
+            next_theirs = at + 1;
+        }
+        place(&mut merged, &mut ours_only, theirs.elements.range(next_theirs..));
+
+        let our_pending = std::mem::take(&mut self.pending);
+        self.elements = merged.into();
+        self.visible = self.elements.iter().filter(|e| e.is_live()).count();
+        self.recount_ends();
+        for (target, waiting) in our_pending.into_iter().chain(theirs.pending.clone()) {
+            self.replay(target, waiting);
+        }
+        Ok(())
+    }
+
+    /// The ids of the parked inserts that will integrate live.
+    fn live_waiting_inserts(&self) -> HashSet<Dot> {
+        let inserts = self.pending.values().flat_map(|waiting| &waiting.inserts);
+        inserts.filter(|insert| self.waits_live(insert)).map(|insert| insert.id.dot).collect()
+    }
+
+    /// Runs operations that waited for `target` in a list being joined: now,
+    /// if it is here, else they wait here.
+    fn replay(&mut self, target: Dot, waiting: Waiting) {
+        if self.floor_contains(target) {
+            return; // Late duplicates of something collected here.
+        }
+        for insert in waiting.inserts {
+            if self.floor_contains(insert.id.dot) || self.find(insert.id.dot).is_some() {
+                continue; // Joined already.
+            }
+            match self.find(target) {
+                Some(i) => self.integrate_all(Some(i), insert),
+                None => self.park_insert(target, insert),
+            }
+        }
+        if let Some((tag, value)) = waiting.assign {
+            self.apply_assign(target, tag, &value);
+        }
+        if let Some(by) = waiting.removed_by {
+            self.apply_removes(&[(target, by)]);
+        }
     }
 
     /// Garbage collection with a causally stable vector (every write issued
@@ -1618,6 +1769,44 @@ mod tests {
     }
 
     #[test]
+    fn a_full_sync_joins_lists_both_sides_changed() {
+        let mut a = Replica::new(1, 100);
+        let mut b = Replica::new(2, 100);
+        let shared = a.rpush(&["m", "n"]);
+        b.apply(&shared);
+        // Apart: each side pushes at both ends and pops; b also LSETs.
+        let from_a = [a.rpush(&["a1"]), a.lpush(&["a0"]), a.lpop(1).1];
+        let from_b = [b.rpush(&["b1"]), b.lpush(&["b0"]), b.rpop(1).1, b.lset(1, "N").unwrap()];
+        let (mut expected, mut other) = (a.clone(), b.clone());
+        exchange(&mut expected, &mut other, &from_a, &from_b);
+        // a joins b's whole list instead of receiving b's deltas.
+        a.list.join(&a.seen, &b.list, &b.seen).unwrap();
+        a.seen.join(&b.seen);
+        a.list.validate().unwrap();
+        assert_eq!(a.values(), ["b0", "N", "n", "a1"]);
+        assert_eq!(a.list, expected.list);
+        // Joining again changes nothing.
+        a.list.join(&a.seen, &b.list, &b.seen).unwrap();
+        assert_eq!(a.list, expected.list);
+    }
+
+    #[test]
+    fn a_list_with_shared_elements_in_another_order_is_not_joined() {
+        let mut a = list_of(&["x", "y"]);
+        let mut image = a.list.image();
+        image.elements.reverse();
+        for element in &mut image.elements {
+            element.run_min = element.id;
+        }
+        let reversed = RgaList::from_image(&image).unwrap();
+        let before = a.list.clone();
+        let seen = a.seen.clone();
+        assert!(a.list.join(&seen, &reversed, &seen).is_err());
+        assert_eq!(a.list, before);
+        assert_eq!(a.values(), ["x", "y"]);
+    }
+
+    #[test]
     fn a_flush_leaves_tombstones_for_concurrent_pushes() {
         let mut a = Replica::new(1, 100);
         let push_a = a.rpush(&["a"]);
@@ -1856,6 +2045,8 @@ mod tests {
         Deliver(usize, proptest::sample::Index),
         /// A replica collects with the causally stable vector of the moment.
         Collect(usize),
+        /// A replica joins another's whole list (a full sync).
+        Join(usize, usize),
     }
 
     /// Three replicas exchanging deltas in any order, the keyspace emulated.
@@ -1940,6 +2131,31 @@ mod tests {
             applied[k] = true;
         }
 
+        /// Replica `r` joins replica `from`'s list and context: it has then
+        /// applied everything `from` had.
+        fn join(&mut self, r: usize, from: usize) {
+            if r == from {
+                return;
+            }
+            let (list, seen) = (self.replicas[from].list.clone(), self.replicas[from].seen.clone());
+            let replica = &mut self.replicas[r];
+            replica.list.join(&replica.seen, &list, &seen).unwrap();
+            replica.seen.join(&seen);
+            replica.list.validate().unwrap();
+            if self.observes[r] {
+                let newest = list.elements.iter().map(|e| e.id.hlc).max().unwrap_or(0);
+                replica.tags.hlc = replica.tags.hlc.max(newest);
+            }
+            let theirs = self.applied[from].clone();
+            let applied = &mut self.applied[r];
+            if applied.len() < theirs.len() {
+                applied.resize(theirs.len(), false);
+            }
+            for (mine, theirs) in applied.iter_mut().zip(theirs) {
+                *mine |= theirs;
+            }
+        }
+
         fn applied(&self, r: usize, k: usize) -> bool {
             self.applied[r].get(k).copied().unwrap_or(false)
         }
@@ -1967,6 +2183,7 @@ mod tests {
         let exchange = prop_oneof![
             4 => (0..REPLICAS, local_command(!gc)).prop_map(|(r, c)| Step::Local(r, c)),
             5 => (0..REPLICAS, any::<proptest::sample::Index>()).prop_map(|(r, i)| Step::Deliver(r, i)),
+            1 => (0..REPLICAS, 0..REPLICAS).prop_map(|(r, from)| Step::Join(r, from)),
         ];
         if gc {
             prop_oneof![9 => exchange, 2 => (0..REPLICAS).prop_map(Step::Collect)].boxed()
@@ -1980,11 +2197,12 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// Three replicas run random commands and receive each other's deltas
-        /// in random order, duplicated; half the runs also collect garbage
-        /// along the way with the causally stable vector. Once everything is
+        /// in random order, duplicated, or join each other's whole lists (full
+        /// syncs); half the runs also collect garbage along the way with the
+        /// causally stable vector. Once everything is
         /// delivered everywhere the lists read the same, nothing is pending,
         /// and (without collection) they are equal structurally; collecting
         /// with the full vector then leaves equal lists with no tombstone.
@@ -2005,6 +2223,7 @@ mod tests {
                         sim.replicas[*r].list.collect(&stable);
                         sim.replicas[*r].list.validate().unwrap();
                     }
+                    Step::Join(r, from) => sim.join(*r, *from),
                 }
             }
             // Deliver everything everywhere, in a shuffled order, with repeats.

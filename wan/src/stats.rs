@@ -94,8 +94,9 @@ pub struct LinkStats {
     pub errors: AtomicU64,
     /// Peer timestamps beyond the allowed skew (clamped, invariant 5).
     pub clamped_timestamps: AtomicU64,
-    /// List keys a snapshot merge kept as they were (see
-    /// `Keyspace::merge_snapshot`).
+    /// List keys a snapshot merge kept as they were because the peer's list
+    /// was not a replica of the local one (its elements in another order:
+    /// a broken or hostile peer; see `Keyspace::merge_snapshot`).
     pub snapshot_lists_kept: AtomicU64,
     /// The last error, if any.
     last_error: Mutex<Option<String>>,
