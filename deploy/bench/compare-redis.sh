@@ -8,7 +8,12 @@
 # generator runs on the other CPUs), runs redis-benchmark -c 50 -t $TESTS
 # (default: set,get,incr,sadd,hset,zadd,lpush,lpop,lrange_100 — redis-benchmark's
 # own tests) at -P 1 and -P 16 against each in the same run, and prints ops/s, p50 and p99
-# for both with the ratio Meridian / Redis (median of REPEAT alternating runs). Then it loads 1,000,000 keys
+# for both with the ratio Meridian / Redis (median of REPEAT alternating runs),
+# and each server's CPU per request (m_us, r_us: user + system microseconds)
+# and CPU use over the run (m_cpu, r_cpu: percent of its core). When both
+# servers stay well below 100%, the load generator's core was the limit and
+# the ops/s ratio cannot show which server is faster; the CPU per request
+# can. Then it loads 1,000,000 keys
 # (16-byte keys, 16-byte values) into each and prints RSS growth per key.
 # Everything it starts is stopped on exit.
 set -euo pipefail
@@ -56,12 +61,27 @@ for port in "$MERIDIAN_PORT" "$REDIS_PORT"; do
   for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
-# run <port> <pipeline> -> lines "test rps p50 p99"
+# Server CPU (user + system) in clock ticks, from /proc.
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# run <port> <server pid> <pipeline> -> lines "test rps p50 p99 cpu_us cpu_pct":
+# one redis-benchmark per test, the server's CPU time sampled around it
+# (microseconds per request, and percent of one core over the run; a server
+# well below 100% was not the bottleneck: the load generator was).
 run() {
-  # The prefill rows ("LPUSH (needed to benchmark LRANGE)") are skipped, and
-  # "LRANGE_100 (first 100 elements)" is named by its first word.
-  $LOAD_CPU redis-benchmark -p "$1" -c "$CLIENTS" -n "$REQUESTS" -P "$2" -t "$TESTS" --csv 2>/dev/null |
-    awk -F',' 'NR > 1 { gsub(/"/, ""); if ($1 ~ /needed/) next; sub(/ .*/, "", $1); print $1, $2, $5, $7 }'
+  for test in $(echo "$TESTS" | tr ',' ' '); do
+    local before after start end
+    before=$(cpu_ticks "$2"); start=$(date +%s.%N)
+    # The prefill rows ("LPUSH (needed to benchmark LRANGE)") are skipped
+    # (their CPU is counted in the test's), and "LRANGE_100 (first 100
+    # elements)" is named by its first word.
+    $LOAD_CPU redis-benchmark -p "$1" -c "$CLIENTS" -n "$REQUESTS" -P "$3" -t "$test" --csv 2>/dev/null |
+      awk -F',' 'NR > 1 { gsub(/"/, ""); if ($1 ~ /needed/) next; sub(/ .*/, "", $1); printf "%s %s %s %s", $1, $2, $5, $7 }'
+    after=$(cpu_ticks "$2"); end=$(date +%s.%N)
+    awk -v a="$before" -v b="$after" -v n="$REQUESTS" -v hz="$HZ" -v s="$start" -v e="$end" \
+      'BEGIN { printf " %.2f %.0f\n", (b - a) * 1e6 / hz / n, (b - a) / hz / (e - s) * 100 }'
+  done
 }
 
 # median <lines "test rps p50 p99"...> -> per test, the line with the median rps
@@ -76,23 +96,24 @@ median() {
     }'
 }
 
-printf '%-10s %4s %14s %14s %8s %9s %9s %9s %9s\n' test P meridian_ops redis_ops ratio m_p50 r_p50 m_p99 r_p99
+printf '%-10s %4s %14s %14s %8s %9s %9s %9s %9s %8s %8s %6s %6s\n' test P meridian_ops redis_ops ratio m_p50 r_p50 m_p99 r_p99 m_us r_us m_cpu r_cpu
 worst=999
 for pipeline in 1 16; do
   meridian_runs=""
   redis_runs=""
   for _ in $(seq 1 "$REPEAT"); do
-    meridian_runs+=$(run "$MERIDIAN_PORT" "$pipeline")$'\n'
-    redis_runs+=$(run "$REDIS_PORT" "$pipeline")$'\n'
+    meridian_runs+=$(run "$MERIDIAN_PORT" "$MERIDIAN_PID" "$pipeline")$'\n'
+    redis_runs+=$(run "$REDIS_PORT" "$REDIS_PID" "$pipeline")$'\n'
   done
   meridian=$(printf '%s' "$meridian_runs" | grep -v '^$' | median)
   redis=$(printf '%s' "$redis_runs" | grep -v '^$' | median)
   for test in $(echo "$TESTS" | tr 'a-z,' 'A-Z '); do
-    read -r _ m_rps m_p50 m_p99 < <(echo "$meridian" | awk -v t="$test" '$1 == t')
-    read -r _ r_rps r_p50 r_p99 < <(echo "$redis" | awk -v t="$test" '$1 == t')
+    read -r _ m_rps m_p50 m_p99 m_us m_cpu < <(echo "$meridian" | awk -v t="$test" '$1 == t')
+    read -r _ r_rps r_p50 r_p99 r_us r_cpu < <(echo "$redis" | awk -v t="$test" '$1 == t')
     ratio=$(awk -v m="$m_rps" -v r="$r_rps" 'BEGIN { printf "%.2f", m / r }')
     worst=$(awk -v a="$worst" -v b="$ratio" 'BEGIN { print (b < a) ? b : a }')
-    printf '%-10s %4s %14.0f %14.0f %8s %9s %9s %9s %9s\n' "$test" "$pipeline" "$m_rps" "$r_rps" "$ratio" "$m_p50" "$r_p50" "$m_p99" "$r_p99"
+    printf '%-10s %4s %14.0f %14.0f %8s %9s %9s %9s %9s %8s %8s %5s%% %5s%%\n' "$test" "$pipeline" "$m_rps" "$r_rps" "$ratio" \
+      "$m_p50" "$r_p50" "$m_p99" "$r_p99" "$m_us" "$r_us" "$m_cpu" "$r_cpu"
   done
 done
 
