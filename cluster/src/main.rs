@@ -53,6 +53,10 @@ struct NodeArgs {
     /// Address to listen on.
     #[arg(long)]
     bind: Option<IpAddr>,
+    /// Address other nodes, peer regions and clients are told to reach this
+    /// node at (default: --bind; needed with --bind 0.0.0.0).
+    #[arg(long)]
+    announce: Option<IpAddr>,
     /// Port of the database endpoint.
     #[arg(long)]
     port: Option<u16>,
@@ -129,6 +133,9 @@ fn config_from(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     };
     if let Some(bind) = args.bind {
         config.bind = bind;
+    }
+    if args.announce.is_some() {
+        config.announce = args.announce;
     }
     if let Some(port) = args.port {
         config.port = port;

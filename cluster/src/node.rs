@@ -40,6 +40,11 @@ pub const SYNC_PORT_DEFAULT: u16 = 9445;
 pub struct NodeConfig {
     /// Address to listen on.
     pub bind: IpAddr,
+    /// The address other nodes, peer regions and clients are told to reach
+    /// this node at (its cluster, admin and sync addresses, and the host of
+    /// its database endpoints); default: `bind`. Needed when `bind` is
+    /// `0.0.0.0` or `::`, which no one can dial.
+    pub announce: Option<IpAddr>,
     /// Port of the database endpoint.
     pub port: u16,
     /// Password of the default user.
@@ -104,6 +109,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             bind: IpAddr::from([127, 0, 0, 1]),
+            announce: None,
             port: 6379,
             requirepass: None,
             log_level: "info".to_string(),
@@ -141,6 +147,9 @@ impl NodeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.maxclients == 0 {
             anyhow::bail!("maxclients must be at least 1");
+        }
+        if let Some(announce) = self.announce.filter(IpAddr::is_unspecified) {
+            anyhow::bail!("announce must be an address other nodes can reach, not {announce}");
         }
         if Codec::parse(&self.sync_compression).is_none() {
             anyhow::bail!("sync-compression must be zstd, gzip or none (got {:?})", self.sync_compression);
@@ -197,15 +206,20 @@ impl NodeConfig {
     }
 }
 
+/// `addr` as others reach it: its port at `announce`, if given.
+pub(crate) fn announced(addr: SocketAddr, announce: Option<IpAddr>) -> SocketAddr {
+    SocketAddr::new(announce.unwrap_or(addr.ip()), addr.port())
+}
+
 /// A running node.
 pub struct Node {
     /// Where clients connect.
     pub addr: SocketAddr,
-    /// Where the admin REST API listens.
+    /// Where the admin REST API is reached (the announced address).
     pub admin_addr: SocketAddr,
-    /// Where the cluster (Raft) RPCs listen.
+    /// Where the cluster (Raft) RPCs are reached (the announced address).
     pub cluster_addr: SocketAddr,
-    /// Where peer regions dial the WAN sync service.
+    /// Where peer regions dial the WAN sync service (the announced address).
     pub sync_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -227,7 +241,16 @@ impl Node {
         let listener: TcpListener = meridian_proxy::server::bind(SocketAddr::new(config.bind, config.port)).await?;
         let addr = listener.local_addr()?;
         let sync_listener = bind_port(config.bind, config.sync_port, SYNC_PORT_DEFAULT, "the WAN sync service").await?;
-        let sync_addr = sync_listener.local_addr()?;
+        // What others are told: the bound port at the announced address.
+        let sync_addr = announced(sync_listener.local_addr()?, config.announce);
+        if config.bind.is_unspecified() && config.announce.is_none() {
+            tracing::warn!(
+                bind = %config.bind,
+                "listening on every address without `announce`: other nodes and peer regions are told {}, \
+                 which they cannot dial; set --announce to the address they reach this node at",
+                config.bind
+            );
+        }
         let settings = Settings {
             requirepass: config.requirepass.clone(),
             maxclients: config.maxclients,
@@ -242,6 +265,7 @@ impl Node {
             data_dir: config.data_dir.clone(),
             join: config.join.clone(),
             bind: config.bind,
+            announce: config.announce,
             cluster_port: config.cluster_port,
             admin_port: config.admin_port,
             sync_addr: Some(sync_addr),

@@ -737,3 +737,45 @@ async fn a_sharded_database_routes_pipelines_resp3_pubsub_and_blocking_pops_and_
     assert_eq!(client.cmd(&["DBSIZE"]).await, int(10_001), "10,000 strings and the hash");
     assert_eq!(client.cmd(&["GET", "p9999"]).await, bulk("9999"));
 }
+
+/// Nodes listening on every address (`--bind 0.0.0.0`) tell others the
+/// address given with `announce`: their own records hold it, a second node
+/// joins through it, and an unspecified announce address is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_bound_to_every_address_announce_a_dialable_one() {
+    let any = std::net::IpAddr::from([0, 0, 0, 0]);
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let dirs = [TempDir::new("announce1"), TempDir::new("announce2")];
+    let config = |node_id: u64, dir: &TempDir, join: Option<SocketAddr>| NodeConfig {
+        bind: any,
+        announce: Some(loopback),
+        sync_port: Some(0),
+        ..member_config(node_id, &dir.0, join, 0)
+    };
+    let n1 = start_with(config(1, &dirs[0], None)).await;
+    assert_eq!(n1.cluster_addr.ip(), loopback);
+    assert_eq!(n1.admin_addr.ip(), loopback);
+    assert_eq!(n1.sync_addr.ip(), loopback);
+    let n2 = start_with(config(2, &dirs[1], Some(n1.cluster_addr))).await;
+    // A joining node records its sync address itself once it has joined.
+    let listed = converges("two node records with their sync addresses", || async {
+        let nodes = get(&n1, "/v1/nodes").await;
+        let records = nodes.as_array()?;
+        (records.len() == 2 && records.iter().all(|n| n["sync_addr"].is_string())).then_some(nodes)
+    })
+    .await;
+    for node in listed.as_array().unwrap() {
+        for field in ["addr", "admin_addr", "sync_addr"] {
+            let addr: SocketAddr = node[field].as_str().unwrap_or_else(|| panic!("{field} of {node}")).parse().unwrap();
+            assert_eq!(addr.ip(), loopback, "{field} of {node}");
+        }
+    }
+    let refused = TempDir::new("announce3");
+    let error = meridian_cluster::node::Node::start(&NodeConfig { announce: Some(any), ..config(3, &refused, None) })
+        .await
+        .err()
+        .expect("an unspecified announce address is refused");
+    assert!(error.to_string().contains("announce must be an address other nodes can reach"), "{error}");
+    stop(n2).await;
+    stop(n1).await;
+}

@@ -64,6 +64,9 @@ pub struct ControlSettings {
     pub join: Option<String>,
     /// Address to listen on.
     pub bind: IpAddr,
+    /// Address other nodes are told (cluster and admin addresses); `None`:
+    /// the bound one.
+    pub announce: Option<IpAddr>,
     /// Cluster RPC port; `None` = the built-in default with fallback, 0 = any free port.
     pub cluster_port: Option<u16>,
     /// Admin API port; same rules as `cluster_port`.
@@ -278,8 +281,8 @@ impl RunningControl {
         let cluster_listener =
             bind_port(settings.bind, settings.cluster_port, CLUSTER_PORT_DEFAULT, "the cluster port").await?;
         let admin_listener = bind_port(settings.bind, settings.admin_port, ADMIN_PORT_DEFAULT, "the admin API").await?;
-        let cluster_addr = cluster_listener.local_addr()?;
-        let admin_addr = admin_listener.local_addr()?;
+        let cluster_addr = crate::node::announced(cluster_listener.local_addr()?, settings.announce);
+        let admin_addr = crate::node::announced(admin_listener.local_addr()?, settings.announce);
 
         let raft = Raft::new(
             settings.node_id,
