@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use meridian_crdt::clock::Observation;
+use meridian_crdt::keyspace::FrozenKeys;
 use meridian_crdt::{ClockError, Delta, Keyspace, SnapshotMerge, VersionVector};
 use meridian_proxy::context::ServerState;
 use meridian_wan::{Cursor, CursorStore, Inbound, Outbound, Outbox, Snapshot};
@@ -258,10 +259,13 @@ impl Outbound for RegionOutbound {
         let Some(server) = self.server() else {
             return Ok(Snapshot { resume_offset, context: Default::default(), keys: Default::default() });
         };
+        // Room for the copy, made unlocked: under the lock it is a copy only.
+        let mut keys = FrozenKeys::room_for(server.shard().keyspace().len());
         let snapshot = {
             let shard = server.shard();
             let keyspace = shard.keyspace();
-            Snapshot { resume_offset, context: keyspace.context().clone(), keys: keyspace.freeze() }
+            keyspace.freeze_into(&mut keys);
+            Snapshot { resume_offset, context: keyspace.context().clone(), keys }
         };
         // With a replica, the state leaves the region only once the replica
         // holds all of it (invariant 2, D83): every delta applied so far is

@@ -1427,7 +1427,20 @@ impl Keyspace {
     /// table's entries, no allocation per key), not for sorting and
     /// converting the keys.
     pub fn freeze(&self) -> FrozenKeys {
-        FrozenKeys(self.table.iter().map(|(_, key, stored)| (key.clone(), stored.clone())).collect())
+        let mut frozen = FrozenKeys(Vec::with_capacity(self.table.len()));
+        self.freeze_into(&mut frozen);
+        frozen
+    }
+
+    /// [`Keyspace::freeze`] into `frozen`, replacing what it held. With room
+    /// made beforehand by [`FrozenKeys::room_for`] (outside the lock),
+    /// the copy under the lock is a copy only: no allocation, no growth, no
+    /// page faults on fresh memory (at millions of keys those cost more
+    /// than the copy itself).
+    pub fn freeze_into(&self, frozen: &mut FrozenKeys) {
+        frozen.0.clear();
+        frozen.0.reserve(self.table.len());
+        frozen.0.extend(self.table.iter().map(|(_, key, stored)| (key.clone(), stored.clone())));
     }
 
     /// Rebuilds a keyspace from a snapshot. Local writes will originate at
@@ -1620,6 +1633,18 @@ impl Keyspace {
 pub struct FrozenKeys(Vec<(ShortBytes, Stored)>);
 
 impl FrozenKeys {
+    /// Room for `keys` keys and a margin for keys added meanwhile (1/16),
+    /// its memory touched now, for a later [`Keyspace::freeze_into`]: made
+    /// before taking the lock the freeze needs, with the key count read
+    /// under it a moment before.
+    pub fn room_for(keys: usize) -> FrozenKeys {
+        let mut entries = Vec::with_capacity(keys + keys / 16 + 16);
+        for slot in entries.spare_capacity_mut() {
+            *slot = core::mem::MaybeUninit::zeroed();
+        }
+        FrozenKeys(entries)
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -1996,6 +2021,13 @@ mod tests {
         keyspace.set(b"a", b"1", ExpiryChange::At(9_000), moment(2));
         keyspace.sadd(b"c", &[b"x", b"y"], moment(3)).unwrap();
         let frozen = keyspace.freeze();
+        // A copy into room made beforehand (too little of it: one key came
+        // since) holds the same, and a second copy replaces the first.
+        let mut into = FrozenKeys::room_for(0);
+        keyspace.freeze_into(&mut into);
+        keyspace.freeze_into(&mut into);
+        assert_eq!(into.len(), 3);
+        assert_eq!(into.clone().into_snapshot(), frozen.clone().into_snapshot());
         // Writes after the freeze are not in it.
         keyspace.set(b"d", b"4", ExpiryChange::Clear, moment(4));
         let keys = frozen.into_snapshot();

@@ -23,6 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use meridian_crdt::Delta;
+use meridian_crdt::keyspace::FrozenKeys;
 use meridian_replication::durability::{Fsync, Journal, write_snapshot_file};
 
 use crate::context::ServerState;
@@ -271,7 +272,10 @@ impl ServerState {
         // Most of the journal reaches disk here, unlocked: the rotation below
         // syncs under the shard's lock only what was written since.
         self.sync_journal()?;
-        let (dir, covered, context, keys, hlc) = {
+        // Room for the copy, made unlocked: under the lock it is a copy only.
+        let mut keys = FrozenKeys::room_for(self.shard().keyspace().len());
+        let locked = Instant::now();
+        let (dir, covered, context, hlc) = {
             let mut journal = persistence.journal();
             let mut shard = self.shard();
             let (entries, upto, hlc) = shard.take_journal_entries();
@@ -282,8 +286,10 @@ impl ServerState {
             drop(unshipped);
             let covered = journal.rotate()?;
             let keyspace = shard.keyspace();
-            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), keyspace.freeze(), hlc)
+            keyspace.freeze_into(&mut keys);
+            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), hlc)
         };
+        let locked_ms = locked.elapsed().as_millis() as u64;
         let count = keys.len();
         let body = meridian_proto::convert::encode_snapshot_each(&context, keys.into_sorted());
         let bytes = write_snapshot_file(&dir, covered, &body, hlc)?;
@@ -291,6 +297,7 @@ impl ServerState {
         tracing::info!(
             keys = count,
             bytes,
+            locked_ms,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "journal rewritten into a snapshot"
         );

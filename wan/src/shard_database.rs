@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use meridian_crdt::clock::Observation;
+use meridian_crdt::keyspace::FrozenKeys;
 use meridian_crdt::{ClockError, Delta, JournalEntry, Keyspace, SnapshotMerge, VersionVector};
 use meridian_replication::Shard;
 
@@ -89,14 +90,13 @@ impl Outbound for ShardDatabase {
     }
 
     fn snapshot(&self) -> Result<Snapshot, String> {
+        // Room for the copy, made unlocked: under the lock it is a copy only.
+        let mut keys = FrozenKeys::room_for(self.shard().keyspace().len());
         let shard = self.shard();
         // Under the shard lock, the state holds every delta the outbox has
         // (pushes happen after the apply, under this lock).
-        Ok(Snapshot {
-            resume_offset: self.outbox.next_offset(),
-            context: shard.keyspace().context().clone(),
-            keys: shard.keyspace().freeze(),
-        })
+        shard.keyspace().freeze_into(&mut keys);
+        Ok(Snapshot { resume_offset: self.outbox.next_offset(), context: shard.keyspace().context().clone(), keys })
     }
 
     fn peer_applied(&self, region: u16, applied: VersionVector) {

@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use meridian_crdt::keyspace::ExpiryChange;
+use meridian_crdt::keyspace::{ExpiryChange, FrozenKeys};
 use meridian_crdt::{Delta, Keyspace, Moment, ReplicaId};
 
 fn main() {
@@ -37,9 +37,11 @@ fn main() {
     }
     println!("setup: {keys} keys in a, {shared_keys} of them in b, {:.0} ms", ms(started));
 
+    // Room for the copy is made before the lock, as the node does.
+    let mut frozen = FrozenKeys::room_for(a.len());
     let t = Instant::now();
     let context = a.context().clone();
-    let frozen = a.freeze();
+    a.freeze_into(&mut frozen);
     let copy_ms = ms(t);
     let t = Instant::now();
     let bytes = meridian_proto::convert::encode_snapshot_each(&context, frozen.into_sorted());
@@ -51,8 +53,9 @@ fn main() {
     let t = Instant::now();
     let merge = b.merge_snapshot(&theirs);
     let merge_ms = ms(t);
+    let mut rewrite = FrozenKeys::room_for(b.len());
     let t = Instant::now();
-    let rewrite = b.freeze();
+    b.freeze_into(&mut rewrite);
     let rewrite_ms = ms(t);
     assert_eq!(rewrite.len() as u64, keys, "b holds every key after the merge");
     assert_eq!(merge.lists_kept, 0);

@@ -316,10 +316,15 @@ async fn probe(
                 if let Some((over, writes)) = &trace
                     && lag > *over
                 {
+                    // The wall-clock time of the SET, to line up with the node logs.
+                    let at = std::time::SystemTime::now() - acked.elapsed() - (acked - sent);
+                    let at = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                     eprintln!(
-                        "slow probe: lag {lag:.2} ms, probe SET {:.2} ms, {} writes so far",
+                        "slow probe: lag {lag:.2} ms, probe SET {:.2} ms, {} writes so far, sent at {}.{:03} (Unix time)",
                         (acked - sent).as_secs_f64() * 1e3,
-                        writes.load(Ordering::Relaxed)
+                        writes.load(Ordering::Relaxed),
+                        at.as_secs(),
+                        at.subsec_millis()
                     );
                 }
                 break;
