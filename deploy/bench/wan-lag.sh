@@ -23,7 +23,8 @@
 #
 # Environment: PROFILE=release|debug (default release), PARTITION_SECONDS
 # (default 30), PARTITION_RATE (region a's rate meanwhile, percent of peak,
-# default 50; a's 64 MiB outbox holds about 1.1M SET deltas, so a lower rate
+# default 50; a's 64 MiB outbox holds about 3.3M SET deltas in compressed
+# segments, so a lower rate
 # measures the resume-from-cursor path and a higher one the snapshot path),
 # PEAK_SECONDS (default 5), RATES (percent of peak, default 10,25,50),
 # WAN_BENCH_ARGS (more wan_bench flags, e.g. "--in-memory --trace-ms 5"; see

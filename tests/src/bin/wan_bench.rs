@@ -41,8 +41,8 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 /// The bound of a region's outbox (`meridian_wan::OUTBOX_BYTES_DEFAULT`):
-/// a peer further behind than this many bytes of encoded deltas resumes by
-/// snapshot.
+/// a peer further behind than this many bytes of encoded deltas — counted
+/// compressed once sealed in segments — resumes by snapshot.
 const OUTBOX_BYTES: f64 = (64 << 20) as f64;
 
 /// The probe's key: the same shape as the writers' keys (12 bytes).
@@ -589,7 +589,7 @@ async fn main() -> anyhow::Result<()> {
     let raw_per_delta = rows.last().map_or(peak_raw, |r| r.raw_per_delta);
     println!(
         "partition: region b stopped (SIGSTOP) {paused:.1} s while region a wrote {deltas} SETs ({:.0}/s, {}% of peak); \
-         about {:.0} MiB of encoded deltas for a {:.0} MiB outbox",
+         about {:.0} MiB of encoded deltas (raw; the outbox compresses sealed segments) for a {:.0} MiB outbox",
         deltas as f64 / paused,
         args.partition_rate,
         deltas as f64 * raw_per_delta / (1 << 20) as f64,
