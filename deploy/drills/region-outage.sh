@@ -19,6 +19,12 @@
 #
 #   region_outage_lost_b=<count> lost_a_window=<count> catchup_s=<seconds>
 #
+# With --scenario master the database has an in-memory replica in A and only
+# the node holding A's master is SIGKILLed (writes acknowledged with WAIT 1,
+# a counter per writer); it ends with
+#
+#   crdb_master_kill_lost=<count> failover_ms=<ms> counters_off=<count>
+#
 # where catchup_s is the time from A's restart until A holds every write B
 # acknowledged during the outage. It exits non-zero if a write acknowledged
 # by B is missing in A, if A does not catch up within the bound, or if a

@@ -12,6 +12,21 @@
 //! loss window of an asynchronous WAN: what A had not shipped and did not
 //! bring back). The last line is
 //! `region_outage_lost_b=<count> lost_a_window=<count> catchup_s=<seconds>`.
+//!
+//! With `--scenario master` the database is created with `--replication`
+//! (an in-memory replica of each instance on another node of its region; B
+//! gets a second node for it) and only the
+//! node holding the instance's master is SIGKILLed: A fails the instance
+//! over to its replica and tells B its new sync endpoint, the application
+//! keeps writing to A through the surviving nodes, and the killed node is
+//! restarted and rejoins as the replica. Every pipeline also increments a
+//! counter of its writer and ends with `WAIT 1 2000`: a pipeline counts as
+//! acknowledged only when the replica holds it. The drill checks that every
+//! acknowledged write is readable in both regions (nothing a failover takes
+//! back, DESIGN invariant 2) and that each counter, in both regions, is at
+//! least the increments acknowledged and at most those sent (nothing applied
+//! twice by the snapshot and stream that follow the failover). The last line
+//! is `crdb_master_kill_lost=<count> failover_ms=<ms> counters_off=<count>`.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -66,6 +81,10 @@ struct Args {
     /// Where the nodes keep their data and logs.
     #[arg(long)]
     dir: PathBuf,
+    /// `region`: every node of A dies; `master`: only the node holding A's
+    /// master of a replicated instance dies (see the module doc).
+    #[arg(long, default_value = "region", value_parser = ["region", "master"])]
+    scenario: String,
 }
 
 /// One `meridian node` process, restartable with the same ports and
@@ -172,6 +191,10 @@ enum Region {
     B,
 }
 
+fn counter(writer: usize) -> String {
+    format!("ro:count:{writer}")
+}
+
 fn key(writer: usize, seq: u64) -> String {
     format!("ro:{writer}:{seq}")
 }
@@ -199,6 +222,8 @@ struct Acks {
     slowest_b_at: Option<Instant>,
     /// Pipelines and connections to B that failed.
     b_errors: u64,
+    /// Per writer, counter increments sent and acknowledged (master scenario).
+    increments: Vec<(u64, u64)>,
 }
 
 impl Acks {
@@ -222,6 +247,10 @@ struct App {
     pace: Option<Duration>,
     acks: Mutex<Acks>,
     stop: AtomicBool,
+    /// The master scenario: each pipeline also increments its writer's
+    /// counter and ends with WAIT 1 (acknowledged only if the replica holds
+    /// it), and writers never leave A.
+    replicated: bool,
 }
 
 /// One connection of the application: pipelines of `batch` SETs of unique
@@ -243,7 +272,12 @@ async fn writer(id: usize, app: Arc<App>) {
                 if region == Region::A {
                     unreachable += 1;
                     at += 1;
-                    if unreachable >= app.a.len() {
+                    if unreachable >= app.a.len() && app.replicated {
+                        // The master scenario stays with A: its other nodes
+                        // serve again once the failover is done.
+                        unreachable = 0;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    } else if unreachable >= app.a.len() {
                         region = Region::B;
                         app.acks.lock().expect("acks").switched += 1;
                     }
@@ -267,12 +301,32 @@ async fn writer(id: usize, app: Arc<App>) {
             pipe.cmd("SET").arg(key(id, s)).arg(value(region, s)).ignore();
         }
         let sent = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(10), pipe.query_async::<()>(conn)).await {
-            Ok(Ok(())) => {
+        let reply = if app.replicated {
+            pipe.cmd("INCR").arg(counter(id)).ignore();
+            pipe.cmd("WAIT").arg(1).arg(2000);
+            app.acks.lock().expect("acks").increments[id].0 += 1;
+            match tokio::time::timeout(Duration::from_secs(10), pipe.query_async::<(i64,)>(conn)).await {
+                Ok(Ok((replicas,))) => Ok(replicas >= 1),
+                _ => Err(()),
+            }
+        } else {
+            match tokio::time::timeout(Duration::from_secs(10), pipe.query_async::<()>(conn)).await {
+                Ok(Ok(())) => Ok(true),
+                _ => Err(()),
+            }
+        };
+        match reply {
+            // Applied, but the replica did not confirm it in time: not
+            // acknowledged (the connection is fine).
+            Ok(false) => {}
+            Ok(true) => {
                 unreachable = 0;
                 let now = Instant::now();
                 let took = now - sent;
                 let mut acks = app.acks.lock().expect("acks");
+                if app.replicated {
+                    acks.increments[id].1 += 1;
+                }
                 match region {
                     Region::A => {
                         acks.a.push((id, first, seq));
@@ -289,7 +343,7 @@ async fn writer(id: usize, app: Arc<App>) {
                     }
                 }
             }
-            _ => {
+            Err(()) => {
                 // A closed connection, a timeout, an error reply: this
                 // pipeline is not acknowledged (some of it may have been
                 // applied); try the next node.
@@ -464,8 +518,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn drill(args: Args) -> anyhow::Result<()> {
-    if args.base > 252 {
-        bail!("--base must leave room for four addresses");
+    if args.base > 251 {
+        bail!("--base must leave room for five addresses");
     }
     std::fs::create_dir_all(&args.dir)?;
     let host = |i: u8| IpAddr::from([127, 0, 0, args.base + i]);
@@ -498,10 +552,27 @@ async fn drill(args: Args) -> anyhow::Result<()> {
     .await?;
     let b_admin = b.admin();
     until("region B", Duration::from_secs(30), || admin_get(&b_admin, "/v1/cluster")).await?;
+    // A replicated database needs two nodes in every region: the master
+    // scenario gives B a second one.
+    let replicated = args.scenario == "master";
+    let mut b2 = replicated.then(|| Node::new("b2", 2, "b", host(4)));
+    if let Some(b2) = b2.as_mut() {
+        b2.spawn(&args, Some(&b.cluster_addr()))?;
+        until("two voters in B", Duration::from_secs(60), || async {
+            let state = admin_get(&b_admin, "/v1/cluster").await?;
+            (state["raft"]["voters"].as_array()?.len() == 2).then_some(())
+        })
+        .await?;
+    }
 
     // The active-active database: A is region 1, B region 2.
     let port = free_port();
-    let body = json!({"name": "outage", "port": port, "instances": [a_admin.clone(), b_admin.clone()]});
+    let body = json!({
+        "name": "outage",
+        "port": port,
+        "instances": [a_admin.clone(), b_admin.clone()],
+        "replication": replicated,
+    });
     let created = tokio::time::timeout(
         Duration::from_secs(90),
         request(Method::POST, &format!("{a_admin}/v1/crdbs"), Some(body)),
@@ -544,9 +615,14 @@ async fn drill(args: Args) -> anyhow::Result<()> {
         a[0].host, a[2].host, b.host
     );
 
-    // The application writes to A.
     let pace =
         (args.rate > 0).then(|| Duration::from_secs_f64((args.batch * args.writers as u64) as f64 / args.rate as f64));
+    if replicated {
+        let setup = Setup { a_endpoints, b_endpoint, b_admin, guid, master, pace };
+        return master_scenario(&args, &mut a, setup).await;
+    }
+
+    // The application writes to A.
     let app = Arc::new(App {
         a: a_endpoints.clone(),
         b: b_endpoint,
@@ -554,6 +630,7 @@ async fn drill(args: Args) -> anyhow::Result<()> {
         pace,
         acks: Mutex::new(Acks::default()),
         stop: AtomicBool::new(false),
+        replicated: false,
     });
     let writers: Vec<_> = (0..args.writers).map(|w| tokio::spawn(writer(w, app.clone()))).collect();
     tokio::time::sleep(Duration::from_secs_f64(args.write_s)).await;
@@ -700,6 +777,132 @@ async fn drill(args: Args) -> anyhow::Result<()> {
     }
     if diverged > 0 {
         bail!("{diverged} writes acknowledged by A are in A but never reached B: the regions did not converge");
+    }
+    Ok(())
+}
+
+/// What the master scenario needs from the common setup.
+struct Setup {
+    a_endpoints: Vec<SocketAddr>,
+    b_endpoint: SocketAddr,
+    b_admin: String,
+    guid: String,
+    /// The node (1-3) holding the master of A's instance.
+    master: u64,
+    pace: Option<Duration>,
+}
+
+/// The master scenario (see the module doc): A's master node is SIGKILLed
+/// under a replicated, acknowledged write load, and nothing acknowledged may
+/// be lost or applied twice in either region.
+async fn master_scenario(args: &Args, a: &mut [Node], setup: Setup) -> anyhow::Result<()> {
+    let Setup { a_endpoints, b_endpoint, b_admin, guid, master, pace } = setup;
+    let acks = Acks { increments: vec![(0, 0); args.writers], ..Acks::default() };
+    let app = Arc::new(App {
+        a: a_endpoints.clone(),
+        b: b_endpoint,
+        batch: args.batch,
+        pace,
+        acks: Mutex::new(acks),
+        stop: AtomicBool::new(false),
+        replicated: true,
+    });
+    let writers: Vec<_> = (0..args.writers).map(|w| tokio::spawn(writer(w, app.clone()))).collect();
+    tokio::time::sleep(Duration::from_secs_f64(args.write_s)).await;
+    let acked_before = app.acks.lock().expect("acks").a.len();
+    if acked_before == 0 {
+        bail!("no pipeline was acknowledged (WAIT 1) before the kill");
+    }
+
+    // The node holding A's master dies.
+    let victim = (master - 1) as usize;
+    let killed = Instant::now();
+    a[victim].kill();
+    // A plain SET through a surviving node (no WAIT: the new master has no
+    // replica until the killed node returns) answers once A has failed over.
+    let survivor = a_endpoints[(victim + 1) % a_endpoints.len()];
+    until("a write through a surviving node of A", Duration::from_secs(60), || async {
+        let ok: String = once(survivor, &cmd(&["SET", "ro:failover", "1"])).await?;
+        (ok == "OK").then_some(())
+    })
+    .await?;
+    let failover_ms = killed.elapsed().as_millis();
+    println!(
+        "killed node {master} (A's master, {acked_before} pipelines acknowledged before); A takes writes again after {failover_ms} ms"
+    );
+    tokio::time::sleep((killed + Duration::from_secs_f64(args.outage_s)).saturating_duration_since(Instant::now()))
+        .await;
+
+    // The node comes back and rejoins as the replica: acknowledgements resume.
+    let restarted = Instant::now();
+    a[victim].spawn(args, None)?;
+    let limit = Duration::from_secs(args.catchup_timeout_s);
+    let resumed = until("a write acknowledged by the new replica", limit, || async {
+        app.acks.lock().expect("acks").last_a.filter(|t| *t > restarted)
+    })
+    .await?;
+    println!(
+        "restarted node {master}: acknowledged writes resumed {:.2} s after its restart",
+        secs(resumed.saturating_duration_since(restarted))
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    app.stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await?;
+    }
+    let (acked, increments) = {
+        let acks = app.acks.lock().expect("acks");
+        (Acks::pairs(&acks.a, Region::A), acks.increments.clone())
+    };
+
+    // Every acknowledged write, in both regions.
+    let settle = Duration::from_secs(args.settle_timeout_s);
+    let mut a_reader = Reader::new(a_endpoints.clone());
+    let mut b_reader = Reader::new(vec![b_endpoint]);
+    let (lost_b, _) = await_keys(&mut b_reader, acked.clone(), limit, Some((&b_admin, &guid, 1))).await;
+    let (lost_a, _) = await_keys(&mut a_reader, acked.clone(), settle, None).await;
+    // Each writer's counter, in both regions, once B's link has nothing left.
+    until("B's link from A to stream with nothing left", settle, || async {
+        let link = link(&b_admin, &guid, 1).await?;
+        (link["state"] == "streaming" && link["lag_ops"] == 0).then_some(())
+    })
+    .await?;
+    let mut counters_off = 0;
+    for (writer, &(sent, acknowledged)) in increments.iter().enumerate() {
+        for (name, addr) in [("A", a_endpoints[(victim + 1) % a_endpoints.len()]), ("B", b_endpoint)] {
+            let value: Option<u64> = until("a counter", Duration::from_secs(30), || async {
+                Some(once::<Option<u64>>(addr, &cmd(&["GET", &counter(writer)])).await?.unwrap_or(0))
+            })
+            .await
+            .ok();
+            let ok = value.is_some_and(|v| (acknowledged..=sent).contains(&v));
+            if !ok {
+                counters_off += 1;
+                println!("  counter of writer {writer} in {name}: {value:?}, acknowledged {acknowledged}, sent {sent}");
+            }
+        }
+    }
+    println!("summary:");
+    println!(
+        "  writes acknowledged by A (WAIT 1): {} in {} pipelines; counter increments sent {}, acknowledged {}",
+        acked.len(),
+        acked.len() as u64 / args.batch,
+        increments.iter().map(|i| i.0).sum::<u64>(),
+        increments.iter().map(|i| i.1).sum::<u64>()
+    );
+    println!("  failover (kill to a write answered OK through a surviving node of A): {failover_ms} ms");
+    println!("  acknowledged writes missing at the end: B {}, A {}", lost_b.len(), lost_a.len());
+    println!("  B's link from A: {}", describe(link(&b_admin, &guid, 1).await));
+    println!(
+        "crdb_master_kill_lost={} failover_ms={failover_ms} counters_off={counters_off}",
+        lost_b.len() + lost_a.len()
+    );
+    if !lost_b.is_empty() || !lost_a.is_empty() {
+        let first = lost_b.first().or(lost_a.first());
+        bail!("acknowledged writes lost after the failover (first: {first:?})");
+    }
+    if counters_off > 0 {
+        bail!("{counters_off} counters outside [acknowledged, sent] increments: an effect was lost or applied twice");
     }
     Ok(())
 }
