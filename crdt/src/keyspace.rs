@@ -1143,11 +1143,25 @@ impl Keyspace {
         flags: ZAddFlags,
         at: Moment,
     ) -> Result<(ZAddTotals, Option<KeyDelta>), CommandError> {
+        let solo = self.solo;
         self.mutate(key, at, ValueType::ZSet, |current, tags| {
             let empty = OrZSet::default();
             let zset = match current {
                 Some(TypedValue::ZSet(zset)) => zset,
                 _ => &empty,
+            };
+            // Solo, as with SADD: no region can remove a member concurrently,
+            // so a member given again with the score it has is left as it is
+            // (not re-asserted), and a ZADD of nothing else writes nothing.
+            // A member named more than once keeps the general path: a later
+            // pair may undo an earlier one.
+            let unchanged = |&(score, member): &(f64, &[u8])| zset.score(member) == Some(score);
+            let kept: Vec<(f64, &[u8])>;
+            let items = if solo && !flags.incr && items.iter().any(unchanged) && !names_a_member_twice(items) {
+                kept = items.iter().copied().filter(|item| !unchanged(item)).collect();
+                &kept[..]
+            } else {
+                items
             };
             let (totals, delta) = zset.zadd_many(items, flags, &mut || tags.next_tag())?;
             Ok((totals, delta.map(TypedDelta::ZSet)))
@@ -1770,6 +1784,16 @@ impl core::fmt::Debug for Keyspace {
     }
 }
 
+/// True if a member appears in more than one of `items` (a linear check
+/// for the usual few, a hash set for long lists).
+fn names_a_member_twice(items: &[(f64, &[u8])]) -> bool {
+    if items.len() <= DEDUP_LINEAR_MAX {
+        return items.iter().enumerate().any(|(i, (_, m))| items[..i].iter().any(|(_, o)| o == m));
+    }
+    let mut seen = hashbrown::HashSet::with_capacity(items.len());
+    items.iter().any(|(_, m)| !seen.insert(*m))
+}
+
 /// A tag used only to fill a slot while its state is taken out and merged.
 const PLACEHOLDER_TAG: Tag = Tag { dot: crate::dot::PLACEHOLDER_DOT, hlc: 0 };
 
@@ -1817,6 +1841,40 @@ mod tests {
 
     fn moment(hlc: u64) -> Moment {
         Moment { hlc, wall_ms: 1_000 }
+    }
+
+    #[test]
+    fn zadd_of_an_unchanged_score_reasserts_it_only_when_a_peer_could_remove_it() {
+        for solo in [false, true] {
+            let mut keyspace = Keyspace::new(ReplicaId(1));
+            keyspace.set_solo(solo);
+            keyspace.set_journal(true);
+            let flags = ZAddFlags::default();
+            let (totals, delta) = keyspace.zadd(b"z", &[(1.0, b"m")], flags, moment(1)).expect("zadd");
+            assert_eq!((totals.added, delta.is_some()), (1, true));
+            let seq = keyspace.journal_seq();
+            // The same score: answers 0 either way; solo it writes nothing.
+            let (totals, delta) = keyspace.zadd(b"z", &[(1.0, b"m")], flags, moment(2)).expect("zadd");
+            assert_eq!((totals.added, totals.updated), (0, 0));
+            assert_eq!(delta.is_some(), !solo, "solo={solo}");
+            assert_eq!(keyspace.journal_seq() > seq, !solo, "solo={solo}");
+            // Next to a new member and a changed one, only those are written solo.
+            let items: [(f64, &[u8]); 3] = [(1.0, b"m"), (2.0, b"n"), (5.0, b"o")];
+            keyspace.zadd(b"z", &[(4.0, b"o")], flags, moment(3)).expect("zadd");
+            let (totals, delta) = keyspace.zadd(b"z", &items, flags, moment(4)).expect("zadd");
+            assert_eq!((totals.added, totals.updated), (1, 1));
+            let Some(TypedDelta::ZSet(change)) = delta.expect("a delta").parts.pop() else {
+                panic!("a sorted-set delta");
+            };
+            let written: Vec<&[u8]> = change.changes.iter().map(|(m, _)| m.as_slice()).collect();
+            assert_eq!(written, if solo { vec![&b"n"[..], &b"o"[..]] } else { vec![&b"m"[..], &b"n"[..], &b"o"[..]] });
+            // A member named twice takes the general path: the last pair wins.
+            keyspace.zadd(b"z", &[(3.0, b"m"), (1.0, b"m")], flags, moment(5)).expect("zadd");
+            let zset = keyspace.zset_value(b"z", 1_000).expect("a sorted set").expect("present");
+            let scores: Vec<Option<f64>> = [&b"m"[..], b"n", b"o"].iter().map(|m| zset.score(m)).collect();
+            assert_eq!(scores, [Some(1.0), Some(2.0), Some(5.0)]);
+            keyspace.validate().expect("valid");
+        }
     }
 
     #[test]
