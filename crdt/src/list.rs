@@ -897,7 +897,15 @@ impl RgaList {
             }
             match self.find(target) {
                 Some(i) => self.integrate_all(Some(i), insert),
-                None => self.park_insert(target, insert),
+                None => {
+                    // Parked on both sides: born dead if either says so (a
+                    // flush there covered it while it waited).
+                    let parked = self.pending.entry(target).or_default();
+                    match parked.inserts.binary_search_by(|p| p.id.cmp(&insert.id)) {
+                        Ok(at) => parked.inserts[at].born_dead |= insert.born_dead,
+                        Err(at) => parked.inserts.insert(at, insert),
+                    }
+                }
             }
         }
         if let Some((tag, value)) = waiting.assign {

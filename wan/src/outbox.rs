@@ -75,17 +75,23 @@ struct Sealed {
 
 impl Sealed {
     fn seal(first: u64, entries: impl ExactSizeIterator<Item = Bytes>) -> Sealed {
-        let mut lens = Vec::with_capacity(entries.len());
-        let mut raw = Vec::new();
-        for entry in entries {
-            lens.push(u32::try_from(entry.len()).expect("an encoded delta is far below 4 GiB"));
-            raw.extend_from_slice(&entry);
+        let entries: Vec<Bytes> = entries.collect();
+        let lens: Vec<u32> =
+            entries.iter().map(|e| u32::try_from(e.len()).expect("an encoded delta is far below 4 GiB")).collect();
+        let raw_bytes = entries.iter().map(Bytes::len).sum();
+        let mut raw = Vec::with_capacity(raw_bytes);
+        for entry in &entries {
+            raw.extend_from_slice(entry);
         }
-        let raw_bytes = raw.len();
-        let (block, compressed) = match zstd::bulk::compress(&raw, SEGMENT_ZSTD_LEVEL) {
-            Ok(packed) if packed.len() < raw.len() => (Bytes::from(packed), true),
-            _ => (Bytes::from(raw), false),
+        // The block keeps its vector's capacity (`Bytes::from`), and zstd
+        // allocates for the worst case: shrunk, what the bound counts is
+        // what the block holds.
+        let (mut block, compressed) = match zstd::bulk::compress(&raw, SEGMENT_ZSTD_LEVEL) {
+            Ok(packed) if packed.len() < raw.len() => (packed, true),
+            _ => (raw, false),
         };
+        block.shrink_to_fit();
+        let block = Bytes::from(block);
         Sealed { first, lens: lens.into(), block, compressed, raw_bytes }
     }
 
