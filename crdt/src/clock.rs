@@ -192,6 +192,12 @@ pub fn system_wall_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// True if `hlc` is a valid hybrid-clock value ([`Clock::observe`] refuses
+/// the others with [`ClockError::InvalidTimestamp`]).
+pub fn is_valid_hlc(hlc: u64) -> bool {
+    HlcTimestamp::try_from(hlc).is_ok()
+}
+
 /// Unix milliseconds of an HLC value.
 pub fn hlc_to_unix_ms(hlc: u64) -> u64 {
     HlcTimestamp::try_from(hlc).map(|ts| ts.timestamp().max(0) as u64).unwrap_or(0)

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use meridian_crdt::clock::{Observation, system_wall_ms};
-use meridian_crdt::{Delta, ReplicaId};
+use meridian_crdt::{ClockError, Delta, ReplicaId};
 use meridian_proto::v1::wan_sync_client::WanSyncClient;
 use meridian_proto::v1::{self, sync_request, sync_response};
 use tokio::sync::{mpsc, watch};
@@ -309,15 +309,7 @@ impl Session<'_> {
             return Err(WanError::Protocol(format!("batch of {} deltas announced as {count}", deltas.len())));
         }
         let fresh: &[Delta] = &deltas[skip..];
-        for delta in fresh {
-            let mut result = Ok(());
-            delta.for_each_hlc(|hlc| {
-                if result.is_ok() {
-                    result = self.observe(hlc);
-                }
-            });
-            result?;
-        }
+        self.observe_batch(fresh)?;
         if !fresh.is_empty() {
             self.inbound.apply(fresh).map_err(WanError::Local)?;
         }
@@ -329,13 +321,53 @@ impl Session<'_> {
         self.advance(next).await
     }
 
-    /// Shows the clock one peer timestamp; counts a clamp.
-    fn observe(&self, hlc: u64) -> Result<(), WanError> {
+    /// Shows the clock a batch's timestamps (invariant 5) before it is
+    /// applied. Every timestamp is checked, but the clock is shown only the
+    /// newest: moving past it moves past all (one clock reading and one
+    /// shard lock per batch, not per delta). If the newest is beyond the
+    /// allowed skew, the others are shown one by one, so that each clamped
+    /// timestamp is counted.
+    fn observe_batch(&self, deltas: &[Delta]) -> Result<(), WanError> {
+        let (mut newest, mut invalid) = (None::<u64>, None::<u64>);
+        for delta in deltas {
+            delta.for_each_hlc(|hlc| {
+                if !meridian_crdt::clock::is_valid_hlc(hlc) {
+                    invalid.get_or_insert(hlc);
+                }
+                newest = newest.max(Some(hlc));
+            });
+        }
+        if let Some(hlc) = invalid {
+            return Err(WanError::Protocol(format!("bad peer timestamp: {}", ClockError::InvalidTimestamp(hlc))));
+        }
+        let Some(newest) = newest else {
+            return Ok(());
+        };
+        if !self.observe(newest)? {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        let mut newest_seen = false;
+        for delta in deltas {
+            delta.for_each_hlc(|hlc| {
+                if hlc == newest && !newest_seen {
+                    newest_seen = true; // Shown and counted above.
+                } else if result.is_ok() {
+                    result = self.observe(hlc).map(|_| ());
+                }
+            });
+        }
+        result
+    }
+
+    /// Shows the clock one peer timestamp; counts a clamp. True if it was
+    /// clamped.
+    fn observe(&self, hlc: u64) -> Result<bool, WanError> {
         match self.inbound.observe(hlc) {
-            Ok(Observation::Applied) => Ok(()),
+            Ok(Observation::Applied) => Ok(false),
             Ok(Observation::Clamped { .. }) => {
                 LinkStats::add(&self.stats.clamped_timestamps, 1);
-                Ok(())
+                Ok(true)
             }
             Err(error) => Err(WanError::Protocol(format!("bad peer timestamp: {error}"))),
         }
