@@ -1843,12 +1843,18 @@ mod tests {
         Moment { hlc, wall_ms: 1_000 }
     }
 
+    /// A journaling keyspace, solo (no peer region) or not.
+    fn journaled(solo: bool) -> Keyspace {
+        let mut keyspace = Keyspace::new(ReplicaId(1));
+        keyspace.set_solo(solo);
+        keyspace.set_journal(true);
+        keyspace
+    }
+
     #[test]
     fn zadd_of_an_unchanged_score_reasserts_it_only_when_a_peer_could_remove_it() {
         for solo in [false, true] {
-            let mut keyspace = Keyspace::new(ReplicaId(1));
-            keyspace.set_solo(solo);
-            keyspace.set_journal(true);
+            let mut keyspace = journaled(solo);
             let flags = ZAddFlags::default();
             let (totals, delta) = keyspace.zadd(b"z", &[(1.0, b"m")], flags, moment(1)).expect("zadd");
             assert_eq!((totals.added, delta.is_some()), (1, true));
@@ -1880,9 +1886,7 @@ mod tests {
     #[test]
     fn sadd_of_a_present_member_reasserts_it_only_when_a_peer_could_remove_it() {
         for solo in [false, true] {
-            let mut keyspace = Keyspace::new(ReplicaId(1));
-            keyspace.set_solo(solo);
-            keyspace.set_journal(true);
+            let mut keyspace = journaled(solo);
             let (added, delta) = keyspace.sadd(b"s", &[b"m"], moment(1)).expect("sadd");
             assert_eq!(added, 1);
             assert!(delta.is_some());

@@ -871,8 +871,7 @@ impl RgaList {
 
         let our_pending = std::mem::take(&mut self.pending);
         self.elements = merged.into();
-        self.visible = self.elements.iter().filter(|e| e.is_live()).count();
-        self.recount_ends();
+        self.recount();
         for (target, waiting) in our_pending.into_iter().chain(theirs.pending.clone()) {
             self.replay(target, waiting);
         }
@@ -1214,6 +1213,13 @@ impl RgaList {
             self.after_first = GapHint::UNKNOWN;
             self.before_last = GapHint::UNKNOWN;
         }
+    }
+
+    /// Recounts the live elements and the tombstones at the ends (elements
+    /// replaced whole: an imported image, a join).
+    fn recount(&mut self) {
+        self.visible = self.elements.iter().filter(|e| e.is_live()).count();
+        self.recount_ends();
     }
 
     /// Recounts the tombstones at the ends (after a flush or a collection).

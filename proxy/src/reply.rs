@@ -215,9 +215,7 @@ mod tests {
     use super::*;
 
     fn encoded(protocol: Protocol, write: impl FnOnce(&mut Reply<'_>)) -> String {
-        let mut out = BytesMut::new();
-        write(&mut Reply::new(&mut out, protocol));
-        String::from_utf8(out.to_vec()).unwrap()
+        String::from_utf8(written(protocol, write).to_vec()).unwrap()
     }
 
     #[test]
@@ -239,23 +237,31 @@ mod tests {
         assert_eq!(encoded(Protocol::Resp3, |r| r.error("ERR x")), "-ERR x\r\n");
     }
 
+    /// What the library writes for one value in `protocol`.
+    fn library(protocol: Protocol, resp2: Resp2<'_>, resp3: Resp3<'_>) -> BytesMut {
+        let mut out = BytesMut::new();
+        match protocol {
+            Protocol::Resp2 => resp2_encode::extend_encode_borrowed(&mut out, &resp2, false),
+            Protocol::Resp3 => resp3_encode::extend_encode_borrowed(&mut out, &resp3, false),
+        }
+        .unwrap();
+        out
+    }
+
+    /// What `write` writes in `protocol`, as bytes.
+    fn written(protocol: Protocol, write: impl FnOnce(&mut Reply<'_>)) -> BytesMut {
+        let mut out = BytesMut::new();
+        write(&mut Reply::new(&mut out, protocol));
+        out
+    }
+
     #[test]
     fn integers_at_the_bounds_match_the_library() {
         for value in [0, 1, -1, 9, 10, -10, 99, 100, i64::MAX, i64::MIN, 1 << 40, -(1 << 40)] {
             for protocol in [Protocol::Resp2, Protocol::Resp3] {
-                let mut expected = BytesMut::new();
-                match protocol {
-                    Protocol::Resp2 => {
-                        resp2_encode::extend_encode_borrowed(&mut expected, &Resp2::Integer(value), false)
-                    }
-                    Protocol::Resp3 => resp3_encode::extend_encode_borrowed(
-                        &mut expected,
-                        &Resp3::Number { data: value, attributes: None },
-                        false,
-                    ),
-                }
-                .unwrap();
-                assert_eq!(encoded(protocol, |r| r.integer(value)).as_bytes(), &expected[..], "{value}");
+                let expected =
+                    library(protocol, Resp2::Integer(value), Resp3::Number { data: value, attributes: None });
+                assert_eq!(written(protocol, |r| r.integer(value)), expected, "{value}");
             }
         }
     }
@@ -265,21 +271,9 @@ mod tests {
         for len in [0usize, 1, 9, 10, 99, 100, 4096, 100_000] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             for protocol in [Protocol::Resp2, Protocol::Resp3] {
-                let mut expected = BytesMut::new();
-                match protocol {
-                    Protocol::Resp2 => {
-                        resp2_encode::extend_encode_borrowed(&mut expected, &Resp2::BulkString(&data), false)
-                    }
-                    Protocol::Resp3 => resp3_encode::extend_encode_borrowed(
-                        &mut expected,
-                        &Resp3::BlobString { data: &data, attributes: None },
-                        false,
-                    ),
-                }
-                .unwrap();
-                let mut out = BytesMut::new();
-                Reply::new(&mut out, protocol).bulk(&data);
-                assert_eq!(&out[..], &expected[..], "{len} bytes");
+                let expected =
+                    library(protocol, Resp2::BulkString(&data), Resp3::BlobString { data: &data, attributes: None });
+                assert_eq!(written(protocol, |r| r.bulk(&data)), expected, "{len} bytes");
             }
         }
     }

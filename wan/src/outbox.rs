@@ -74,13 +74,12 @@ struct Sealed {
 }
 
 impl Sealed {
-    fn seal(first: u64, entries: impl ExactSizeIterator<Item = Bytes>) -> Sealed {
-        let entries: Vec<Bytes> = entries.collect();
+    fn seal(first: u64, entries: &VecDeque<Bytes>) -> Sealed {
         let lens: Vec<u32> =
             entries.iter().map(|e| u32::try_from(e.len()).expect("an encoded delta is far below 4 GiB")).collect();
         let raw_bytes = entries.iter().map(Bytes::len).sum();
         let mut raw = Vec::with_capacity(raw_bytes);
-        for entry in &entries {
+        for entry in entries {
             raw.extend_from_slice(entry);
         }
         // The block keeps its vector's capacity (`Bytes::from`), and zstd
@@ -158,9 +157,9 @@ impl Log {
         self.bytes += entry.len();
         self.open.push_back(entry);
         if self.open.len() >= SEGMENT_DELTAS {
-            let open_bytes: usize = self.open.iter().map(Bytes::len).sum();
-            let sealed = Sealed::seal(self.open_first, self.open.drain(..));
-            self.bytes = self.bytes - open_bytes + sealed.bytes();
+            let sealed = Sealed::seal(self.open_first, &self.open);
+            self.open.clear();
+            self.bytes = self.bytes - sealed.raw_bytes + sealed.bytes();
             self.open_first = sealed.end();
             self.sealed.push_back(sealed);
         }

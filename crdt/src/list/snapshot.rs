@@ -98,9 +98,7 @@ impl RgaList {
                 return Err(format!("pending entry for {:?} is empty or repeated", pending.missing));
             }
         }
-        list.visible = list.elements.iter().filter(|e| e.is_live()).count();
-        list.head_dead = list.elements.iter().take_while(|e| !e.is_live()).count();
-        list.tail_dead = list.elements.iter().rev().take_while(|e| !e.is_live()).count();
+        list.recount();
         list.validate()?;
         Ok(list)
     }
