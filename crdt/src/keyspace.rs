@@ -17,7 +17,7 @@ use crate::dot::{Dot, ReplicaId, Tag};
 use crate::error::CommandError;
 use crate::expiry::Deadline;
 use crate::hash::{HashDelta, OrHash};
-use crate::list::RgaList;
+use crate::list::{EMPTY_LIST, RgaList};
 use crate::number::{self, Numeric};
 use crate::register::{Amount, Register, RegisterDelta};
 use crate::set::{OrSet, SetDelta};
@@ -724,9 +724,7 @@ impl Keyspace {
                     .expect("scores read from a sorted set are valid");
                 TypedDelta::ZSet(zset.unwrap_or_default())
             }
-            Content::List(values) => {
-                TypedDelta::List(RgaList::default().push_back(values.iter(), &mut || tags.next_tag()))
-            }
+            Content::List(values) => TypedDelta::List(EMPTY_LIST.push_back(values.iter(), &mut || tags.next_tag())),
         };
         delta.parts.push(part);
         if let Some(deadline) = deadline {
@@ -1286,10 +1284,9 @@ impl Keyspace {
         at: Moment,
     ) -> Result<(usize, KeyDelta), CommandError> {
         let (len, delta) = self.mutate(key, at, ValueType::List, |current, tags| {
-            let empty = RgaList::default();
             let list = match current {
                 Some(TypedValue::List(list)) => list,
-                _ => &empty,
+                _ => &EMPTY_LIST,
             };
             let delta = match end {
                 End::Front => list.push_front(values, &mut || tags.next_tag()),

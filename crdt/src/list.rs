@@ -281,6 +281,19 @@ pub struct RgaList {
     floor: Option<Box<VersionVector>>,
 }
 
+/// The list with no elements, for writes to a key that holds none: no list
+/// is built (and dropped) per write.
+pub static EMPTY_LIST: RgaList = RgaList {
+    elements: VecDeque::new(),
+    visible: 0,
+    head_dead: 0,
+    tail_dead: 0,
+    after_first: GapHint::UNKNOWN,
+    before_last: GapHint::UNKNOWN,
+    pending: BTreeMap::new(),
+    floor: None,
+};
+
 impl PartialEq for RgaList {
     fn eq(&self, other: &Self) -> bool {
         self.elements == other.elements && self.pending == other.pending

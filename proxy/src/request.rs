@@ -521,6 +521,9 @@ impl RequestParser {
                         return Ok(Parsed::Incomplete);
                     };
                     // Redis picks the framing from the first byte of a request.
+                    if first == b'*' && self.parse_buffered_array(buf, args) {
+                        return Ok(Parsed::Command);
+                    }
                     self.state =
                         if first == b'*' { State::ArrayHeader { scanned: 1 } } else { State::Inline { scanned: 0 } };
                     Step::Continue
@@ -536,6 +539,44 @@ impl RequestParser {
                 return Ok(parsed);
             }
         }
+    }
+
+    /// The common case in one pass: an array of bulk strings that is wholly
+    /// buffered, with well-formed headers within the limits. Returns false,
+    /// having changed nothing but scratch space, for anything else — an
+    /// incomplete frame, a negative or zero count, a malformed or oversized
+    /// header — which the state machine then reads from the start, resuming
+    /// and reporting errors exactly as it always does.
+    fn parse_buffered_array(&mut self, buf: &mut BytesMut, args: &mut Vec<Bytes>) -> bool {
+        let header_max = self.limits.header_bytes_max;
+        let Some((count, mut at)) = buffered_length(buf, 0, header_max) else {
+            return false;
+        };
+        if count == 0 || count > self.limits.args_max {
+            return false;
+        }
+        self.arg_ranges.clear();
+        for _ in 0..count {
+            if buf.get(at) != Some(&b'$') {
+                return false;
+            }
+            let Some((len, start)) = buffered_length(buf, at, header_max) else {
+                return false;
+            };
+            // `start` is within the buffer; comparing with what remains
+            // keeps the sum below from overflowing under any limit.
+            if len > self.limits.bulk_bytes_max || len > buf.len() - start {
+                return false;
+            }
+            let end = start + len;
+            if buf.get(end..end + 2) != Some(b"\r\n") {
+                return false;
+            }
+            self.arg_ranges.push((start, end));
+            at = end + 2;
+        }
+        self.finish_array(buf, at, args);
+        true
     }
 
     /// Inline request: waits for the whole line, then splits it into arguments.
@@ -747,6 +788,25 @@ impl RequestParser {
         }
         found.map(|index| from + index)
     }
+}
+
+/// A buffered `*<n>\r\n` or `$<n>\r\n` line whose marker is at `start`, with
+/// `n` in canonical form (no sign, no leading zero) and at most 18 digits,
+/// the line within `header_max`: `(n, index after the line)`. None for
+/// anything else, including a line not wholly buffered.
+fn buffered_length(buf: &[u8], start: usize, header_max: usize) -> Option<(usize, usize)> {
+    let digits = buf.get(start + 1..)?;
+    let mut value: usize = 0;
+    for (index, &byte) in digits.iter().enumerate().take(19) {
+        match byte {
+            b'0'..=b'9' if !(index == 1 && value == 0) => value = value * 10 + usize::from(byte - b'0'),
+            b'\r' if index > 0 && index < header_max && digits.get(index + 1) == Some(&b'\n') => {
+                return Some((value, start + index + 3));
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Parses a length the way Redis's `string2ll` does: optional `-`, then
