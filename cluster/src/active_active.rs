@@ -231,7 +231,7 @@ impl RegionOutbound {
         let sink = self.clone();
         Box::new(move |deltas| {
             for delta in deltas {
-                sink.outbox.push(delta);
+                sink.outbox.push_encoded(delta.clone());
             }
         })
     }

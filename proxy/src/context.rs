@@ -109,7 +109,7 @@ pub struct ServerState {
     /// holds the local deltas not yet shipped: their journal append failed,
     /// or (with replication) no replica has acknowledged them yet. Each with
     /// its replication offset (0 without replication).
-    pub(crate) commit: Mutex<std::collections::VecDeque<(u64, meridian_crdt::Delta)>>,
+    pub(crate) commit: Mutex<std::collections::VecDeque<(u64, bytes::Bytes)>>,
     /// Journal position committed so far without persistence.
     pub(crate) committed_seq: AtomicU64,
     /// The master side of shard replication, when on (see

@@ -22,8 +22,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use meridian_crdt::Delta;
+use bytes::Bytes;
 use meridian_crdt::keyspace::FrozenKeys;
+use meridian_proto::convert::encode_delta;
 use meridian_replication::durability::{Fsync, Journal, write_snapshot_file};
 
 use crate::context::ServerState;
@@ -52,7 +53,7 @@ impl Persistence {
 
 /// Receives the locally originated deltas of each commit, in order (the WAN
 /// syncer's outbox).
-pub type JournalSink = Box<dyn Fn(&[Delta]) + Send + Sync>;
+pub type JournalSink = Box<dyn Fn(&[Bytes]) + Send + Sync>;
 
 /// How often `appendfsync everysec` forces the journal to disk.
 pub const EVERYSEC_INTERVAL: Duration = Duration::from_secs(1);
@@ -122,23 +123,25 @@ impl ServerState {
     fn replicate(
         &self,
         entries: Vec<meridian_crdt::JournalEntry>,
-        unshipped: &mut VecDeque<(u64, Delta)>,
-    ) -> Vec<Delta> {
+        unshipped: &mut VecDeque<(u64, Bytes)>,
+    ) -> Vec<Bytes> {
+        // Each delta is encoded once; the replication log, the journal and
+        // the sink share the bytes.
+        let encoded: Vec<Bytes> = entries.iter().map(|e| Bytes::from(encode_delta(&e.delta))).collect();
         let first = match &self.replication {
-            Some(replication) => replication.append(entries.iter().map(|e| &e.delta)),
+            Some(replication) => replication.append(encoded.iter().cloned()),
             None => 0,
         };
-        let shipping = self.journal_sink.is_some();
-        let replicated = self.replication.is_some();
-        let mut deltas = Vec::with_capacity(entries.len());
-        for (index, entry) in entries.into_iter().enumerate() {
-            if shipping && entry.local {
-                let offset = if replicated { first + index as u64 } else { 0 };
-                unshipped.push_back((offset, entry.delta.clone()));
+        if self.journal_sink.is_some() {
+            let replicated = self.replication.is_some();
+            for (index, (entry, bytes)) in entries.iter().zip(&encoded).enumerate() {
+                if entry.local {
+                    let offset = if replicated { first + index as u64 } else { 0 };
+                    unshipped.push_back((offset, bytes.clone()));
+                }
             }
-            deltas.push(entry.delta);
         }
-        deltas
+        encoded
     }
 
     /// Hands committed local deltas to the journal sink (the WAN outbox), in
@@ -147,7 +150,7 @@ impl ServerState {
     /// (DESIGN §4, invariant 2; a promoted replica would reuse the lost
     /// writes' dots for new ones). The rest wait for the next ack
     /// ([`ServerState::ship_acknowledged`]).
-    pub(crate) fn ship(&self, unshipped: &mut VecDeque<(u64, Delta)>) {
+    pub(crate) fn ship(&self, unshipped: &mut VecDeque<(u64, Bytes)>) {
         let Some(sink) = &self.journal_sink else {
             unshipped.clear();
             return;
@@ -158,7 +161,7 @@ impl ServerState {
         };
         let ready = unshipped.iter().take_while(|(offset, _)| *offset < held_below).count();
         if ready > 0 {
-            let batch: Vec<Delta> = unshipped.drain(..ready).map(|(_, delta)| delta).collect();
+            let batch: Vec<Bytes> = unshipped.drain(..ready).map(|(_, delta)| delta).collect();
             sink(&batch);
         }
     }

@@ -65,16 +65,13 @@ impl MasterReplication {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends committed deltas, in order, and wakes the streams; returns
-    /// the offset of the first (the others follow one by one).
-    pub(crate) fn append(
-        &self,
-        deltas: impl IntoIterator<Item = impl std::borrow::Borrow<meridian_crdt::Delta>>,
-    ) -> u64 {
+    /// Appends committed deltas (encoded), in order, and wakes the streams;
+    /// returns the offset of the first (the others follow one by one).
+    pub(crate) fn append(&self, deltas: impl IntoIterator<Item = Bytes>) -> u64 {
         let mut log = self.log();
         let before = log.next_offset();
         for delta in deltas {
-            log.append_delta(delta.borrow());
+            log.append(delta);
         }
         let next = log.next_offset();
         drop(log);
@@ -212,7 +209,7 @@ impl ReplicationSource for ServerSource {
     fn read(&self, offset: u64, entries_max: usize, bytes_max: usize) -> Option<Vec<Bytes>> {
         let log = self.replication().log();
         log.read_from(offset, entries_max, bytes_max)
-            .map(|entries| entries.iter().map(|entry| Bytes::copy_from_slice(entry.delta)).collect())
+            .map(|entries| entries.iter().map(|entry| entry.delta.clone()).collect())
     }
 
     fn record_ack(&self, replica: u64, offset: u64) -> Result<(), StreamError> {

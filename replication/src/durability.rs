@@ -39,8 +39,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use meridian_crdt::{Delta, Keyspace, ReplicaId};
-use meridian_proto::convert::{decode_delta, decode_snapshot, encode_delta, encode_snapshot};
+#[cfg(test)]
+use meridian_proto::convert::encode_delta;
+use meridian_proto::convert::{decode_delta, decode_snapshot, encode_snapshot};
 
 /// When an appended frame is forced to disk (Redis's `appendfsync`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +137,7 @@ pub struct Journal {
     /// the policy defers fsync).
     synced_seq: u64,
     /// Deltas whose append failed, written first by the next append.
-    retry: Vec<Delta>,
+    retry: Vec<Bytes>,
     /// Set when a failed append could not be cut back: nothing more may be
     /// appended to this file (writes are refused until a restart).
     broken: Option<String>,
@@ -178,15 +182,16 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| context(dir, e))
 }
 
-/// Encodes one frame holding `deltas`.
-pub fn encode_frame(deltas: &[Delta], hlc_high_water: u64) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(12 + deltas.len() * 64);
+/// Encodes one frame holding `deltas`, already encoded one by one
+/// ([`encode_delta`]).
+pub fn encode_frame(deltas: &[Bytes], hlc_high_water: u64) -> Vec<u8> {
+    let encoded: usize = deltas.iter().map(|d| 4 + d.len()).sum();
+    let mut payload = Vec::with_capacity(12 + encoded);
     payload.extend_from_slice(&hlc_high_water.to_le_bytes());
     payload.extend_from_slice(&(deltas.len() as u32).to_le_bytes());
-    for delta in deltas {
-        let bytes = encode_delta(delta);
+    for bytes in deltas {
         payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&bytes);
+        payload.extend_from_slice(bytes);
     }
     let mut frame = Vec::with_capacity(8 + payload.len());
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -393,10 +398,12 @@ impl Journal {
         self.synced_seq
     }
 
-    /// Appends one frame of `deltas`, which bring the journal to position
-    /// `upto`, and forces it to disk if the policy is [`Fsync::Always`]. On an
-    /// error nothing counts as written (a partial frame is cut at recovery).
-    pub fn append(&mut self, deltas: Vec<Delta>, upto: u64, hlc_high_water: u64) -> io::Result<()> {
+    /// Appends one frame of `deltas` (each encoded by
+    /// [`meridian_proto::convert::encode_delta`]), which bring the journal to
+    /// position `upto`, and forces it to disk if the policy is
+    /// [`Fsync::Always`]. On an error nothing counts as written (a partial
+    /// frame is cut at recovery).
+    pub fn append(&mut self, deltas: Vec<Bytes>, upto: u64, hlc_high_water: u64) -> io::Result<()> {
         let path = journal_path(&self.dir, self.generation);
         if let Some(why) = &self.broken {
             self.retry.extend(deltas);
@@ -582,7 +589,7 @@ mod tests {
     /// Appends what the keyspace journaled.
     fn commit(journal: &mut Journal, keyspace: &mut Keyspace, hlc: u64) {
         let (deltas, upto) = keyspace.take_journal();
-        journal.append(deltas, upto, hlc).expect("append");
+        journal.append(deltas.iter().map(|d| Bytes::from(encode_delta(d))).collect(), upto, hlc).expect("append");
     }
 
     fn without_journal(mut keyspace: Keyspace) -> Keyspace {

@@ -224,7 +224,7 @@ impl ReplicationSource for MasterShard {
     fn read(&self, offset: u64, entries_max: usize, bytes_max: usize) -> Option<Vec<Bytes>> {
         self.read(|_, log| {
             log.read_from(offset, entries_max, bytes_max)
-                .map(|entries| entries.iter().map(|entry| Bytes::copy_from_slice(entry.delta)).collect())
+                .map(|entries| entries.iter().map(|entry| entry.delta.clone()).collect())
         })
     }
 

@@ -21,6 +21,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bytes::Bytes;
+
 use meridian_crdt::{Keyspace, ReplicaId};
 use meridian_proto::convert::{decode_delta, decode_snapshot, encode_delta, encode_snapshot};
 
@@ -101,7 +103,7 @@ pub struct LogEntry<'a> {
     /// The entry's offset.
     pub offset: u64,
     /// The encoded delta (`meridian_proto::convert::encode_delta`).
-    pub delta: &'a [u8],
+    pub delta: &'a Bytes,
 }
 
 /// What went wrong between a master and a replica. Every variant is a
@@ -154,7 +156,7 @@ pub struct ReplicationLog {
     /// was left (Redis's `replid2` and `second_replid_offset`): a replica of
     /// the previous master at or below that offset shares this history.
     previous: Option<(ReplicationId, u64)>,
-    backlog: Backlog<Vec<u8>>,
+    backlog: Backlog<Bytes>,
     acks: BTreeMap<u64, u64>,
 }
 
@@ -217,14 +219,14 @@ impl ReplicationLog {
     }
 
     /// Appends one encoded delta; returns its offset.
-    pub fn append(&mut self, encoded_delta: Vec<u8>) -> u64 {
+    pub fn append(&mut self, encoded_delta: Bytes) -> u64 {
         let size = encoded_delta.len();
         self.backlog.push(encoded_delta, size)
     }
 
     /// Encodes and appends a delta; returns its offset.
     pub fn append_delta(&mut self, delta: &meridian_crdt::Delta) -> u64 {
-        self.append(encode_delta(delta))
+        self.append(Bytes::from(encode_delta(delta)))
     }
 
     /// Decides how a replica resumes. `keyspace` must be the master's keyspace

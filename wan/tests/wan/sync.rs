@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -201,6 +201,8 @@ fn link(to: &Arc<Region>, from: &Arc<Region>, addr: SocketAddr) -> Link {
 struct Proxy {
     addr: SocketAddr,
     cut: broadcast::Sender<()>,
+    /// While set, new connections are closed at once (a partition).
+    blocked: Arc<AtomicBool>,
 }
 
 async fn proxy(target: SocketAddr) -> Proxy {
@@ -208,9 +210,14 @@ async fn proxy(target: SocketAddr) -> Proxy {
     let addr = listener.local_addr().unwrap();
     let (cut, _) = broadcast::channel(4);
     let cuts = cut.clone();
+    let blocked = Arc::new(AtomicBool::new(false));
+    let partitioned = Arc::clone(&blocked);
     tokio::spawn(async move {
         loop {
             let Ok((mut inbound, _)) = listener.accept().await else { return };
+            if partitioned.load(Ordering::SeqCst) {
+                continue;
+            }
             let mut cut = cuts.subscribe();
             tokio::spawn(async move {
                 let Ok(mut outbound) = TcpStream::connect(target).await else { return };
@@ -221,7 +228,7 @@ async fn proxy(target: SocketAddr) -> Proxy {
             });
         }
     });
-    Proxy { addr, cut }
+    Proxy { addr, cut, blocked }
 }
 
 async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
@@ -690,6 +697,18 @@ async fn three_regions_converge_through_random_cuts_and_snapshots() {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
             }
         }
+        // Whatever the random cuts did, region 3 is then partitioned while
+        // it writes past its 2 KiB outbox: its peers' cursors fall out of
+        // its log, and they must catch up through a snapshot.
+        proxies[2].blocked.store(true, Ordering::SeqCst);
+        let _ = proxies[2].cut.send(());
+        // Again, for a connection accepted just before the block.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = proxies[2].cut.send(());
+        for i in 0..64 {
+            regions[2].set(&format!("burst{i}"), &[b'x'; 64]);
+        }
+        proxies[2].blocked.store(false, Ordering::SeqCst);
         let converged = async {
             eventually("three regions converge", || regions[0].same_as(&regions[1]) && regions[1].same_as(&regions[2]))
                 .await
