@@ -345,9 +345,13 @@ pub fn delta_from_wire(delta: &v1::Delta) -> Result<Delta, DecodeError> {
     }
 }
 
-/// A delta encoded as protobuf bytes.
+/// A delta encoded as protobuf bytes: the bytes prost makes of
+/// [`delta_to_wire`], written straight from the delta
+/// ([`crate::direct::encode_delta_into`]).
 pub fn encode_delta(delta: &Delta) -> Vec<u8> {
-    delta_to_wire(delta).encode_to_vec()
+    let mut buf = Vec::with_capacity(128);
+    crate::direct::encode_delta_into(delta, &mut buf);
+    buf
 }
 
 /// A delta decoded from protobuf bytes.
@@ -538,12 +542,11 @@ pub fn encode_snapshot_each<K: core::borrow::Borrow<KeySnapshot>>(
 /// Appends one key of a snapshot to `buf` as it appears inside an encoded
 /// `ShardSnapshot` (its `keys` field): a snapshot can be encoded key by key
 /// into chunks whose concatenation decodes as one message.
+/// Written straight from the key ([`crate::direct::encode_snapshot_key_into`]):
+/// the bytes prost makes of its wire message.
 pub fn encode_snapshot_key(key: &KeySnapshot, buf: &mut Vec<u8>) {
-    prost::encoding::message::encode(SHARD_SNAPSHOT_KEYS_FIELD, &key_snapshot_to_wire(key), buf);
+    crate::direct::encode_snapshot_key_into(key, buf);
 }
-
-/// The field number of `keys` in `ShardSnapshot` (crdt.proto).
-const SHARD_SNAPSHOT_KEYS_FIELD: u32 = 2;
 
 /// A keyspace decoded from snapshot bytes held in `Bytes`: keys and values
 /// are decoded as slices of `bytes` instead of copies (fewer allocations per

@@ -23,6 +23,7 @@ pub mod v1 {
 }
 
 pub mod convert;
+pub mod direct;
 
 pub use convert::{
     DecodeError, decode_delta, decode_snapshot, decode_snapshot_shared, delta_from_wire, delta_to_wire, encode_delta,

@@ -9,7 +9,7 @@
 use meridian_crdt::{Delta, ReplicaId};
 use meridian_proto::convert::encode_snapshot_each;
 use meridian_proto::{
-    DecodeError, decode_delta, decode_snapshot, decode_snapshot_shared, encode_delta, encode_snapshot,
+    DecodeError, decode_delta, decode_snapshot, decode_snapshot_shared, delta_to_wire, encode_delta, encode_snapshot,
 };
 use meridian_tests::sim::{Op, Sim, Step};
 use proptest::prelude::*;
@@ -56,6 +56,9 @@ proptest! {
         }
         for (_, delta) in &sim.log {
             let bytes = encode_delta(delta);
+            // The direct encoder writes exactly what prost makes of the
+            // wire messages.
+            prop_assert_eq!(&bytes, &delta_to_wire(delta).encode_to_vec());
             prop_assert_eq!(&decode_delta(&bytes).unwrap(), delta);
         }
         // A snapshot taken mid-run decodes to an equal keyspace.
