@@ -1717,15 +1717,22 @@ fn join_states(
         local_dots.iter().copied().filter(|d| their_context.contains(*d) && !their_dots.contains(d)).collect();
     let drop_theirs: Vec<Dot> =
         their_dots.iter().copied().filter(|d| local_context.contains(*d) && !local_dots.contains(d)).collect();
+    // A counter merged by garbage collection on their side and not on ours
+    // shares its dot with our single increment: ours gives way (before the
+    // drops below, which need to see the increments the merge absorbed).
+    let yielding = local.zip(theirs).and_then(|(mine, theirs)| mine.yielding_to_merged(theirs));
+    let nothing_seen = CausalContext::new();
     let mut joined = local.cloned().unwrap_or_default();
     joined.remove_covered(&CausalContext::from_parts(VersionVector::new(), drop_local));
+    if let Some(yielding) = &yielding {
+        joined.apply(yielding, &nothing_seen);
+    }
     let Some(theirs) = theirs else {
         return (joined, false);
     };
     let mut theirs = theirs.clone();
     theirs.remove_covered(&CausalContext::from_parts(VersionVector::new(), drop_theirs));
     // Both sides now agree on every element they share: add theirs.
-    let nothing_seen = CausalContext::new();
     let mut list_kept = false;
     for value in &theirs.values {
         match value {
@@ -1989,6 +1996,55 @@ mod tests {
         let mut fresh = Keyspace::new(ReplicaId(3));
         fresh.merge_snapshot(&a);
         assert_eq!(fresh, a);
+    }
+
+    /// The master-kill drill's lost increments: the region that collected
+    /// merged a's stable increments into one element at the last one's dot;
+    /// the other still held them one by one, that last one included. A full
+    /// sync in either direction must keep every increment.
+    #[test]
+    fn a_join_keeps_increments_merged_on_one_side_only() {
+        let mut a = Keyspace::new(ReplicaId(1));
+        let mut b = Keyspace::new(ReplicaId(2));
+        for i in 0..5u64 {
+            let deltas = [
+                a.incr_by(b"n", 2, moment(10 + i)).unwrap().1,
+                a.hincr_by(b"h", b"f", 3, moment(20 + i)).unwrap().1,
+                a.zadd(
+                    b"z",
+                    &[(1.5, b"m".as_slice())],
+                    ZAddFlags { incr: true, ..ZAddFlags::default() },
+                    moment(30 + i),
+                )
+                .unwrap()
+                .1
+                .unwrap(),
+            ];
+            for delta in deltas {
+                b.apply(&Delta::Key(delta));
+            }
+        }
+        // Every region has applied everything: a's whole history is stable.
+        let stable = a.context().vector().clone();
+        let mut merged = copy_of(&a);
+        merged.collect(&stable, 0, usize::MAX);
+        let expected = |keyspace: &Keyspace| {
+            assert_eq!(keyspace.get(b"n", 1_000).unwrap().as_deref(), Some(b"10".as_slice()));
+            let hash = keyspace.hash_value(b"h", 1_000).unwrap().expect("a hash");
+            assert_eq!(hash.field(b"f").and_then(|r| r.int_sum()), Some(15));
+            let zset = keyspace.zset_value(b"z", 1_000).unwrap().expect("a sorted set");
+            assert_eq!(zset.score(b"m"), Some(7.5));
+        };
+        expected(&merged);
+        let (mut unmerged, mut collected) = (copy_of(&b), copy_of(&merged));
+        unmerged.merge_snapshot(&merged);
+        collected.merge_snapshot(&b);
+        expected(&unmerged);
+        expected(&collected);
+        // Once both collect, they are the same state.
+        unmerged.collect(&stable, 0, usize::MAX);
+        collected.collect(&stable, 0, usize::MAX);
+        assert_eq!(unmerged, collected);
     }
 
     #[test]

@@ -306,6 +306,40 @@ impl<V: Clone + PartialEq> Register<V> {
         before != self.entries.len() + self.increments.len()
     }
 
+    /// For a full-sync join with `theirs`: the dots of increments here that
+    /// must give way to a merged increment of theirs with the same dot.
+    ///
+    /// Garbage collection merges a replica's stable increments into one
+    /// element carrying the greatest of their dots ([`Register::collect`]),
+    /// so two replicas that collected at different moments can hold the same
+    /// dot with different amounts: one the single increment, the other the
+    /// sum of every increment of that replica up to it. The merged side
+    /// holds no other increment of that replica below the dot (stability is
+    /// a prefix, and a merge takes all of it); the other side, if the
+    /// amounts differ, holds some — the increments the merge absorbed, which
+    /// the join drops as seen and gone on the merged side. The merged
+    /// element is the one to keep: keeping the single increment would lose
+    /// every increment the merge absorbed.
+    pub fn yielding_to_merged(&self, theirs: &Register<V>) -> Dots {
+        let mut yielding = Dots::new();
+        for merged in &theirs.increments {
+            let dot = merged.tag.dot;
+            let Ok(at) = self.increments.binary_search_by(|i| i.tag.dot.cmp(&dot)) else {
+                continue;
+            };
+            if self.increments[at].amount == merged.amount {
+                continue;
+            }
+            let holds_below = |increments: &[Increment]| {
+                increments.iter().any(|i| i.tag.dot.replica() == dot.replica() && i.tag.dot < dot)
+            };
+            if holds_below(&self.increments) && !holds_below(&theirs.increments) {
+                yielding.push(dot);
+            }
+        }
+        yielding
+    }
+
     /// Merges the last increment into the one before it when both come from
     /// the same replica. Valid only where nothing is concurrent with them — a
     /// keyspace with no peer region ([`crate::Keyspace::set_solo`]) — where it

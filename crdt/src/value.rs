@@ -130,6 +130,48 @@ impl TypedValue {
         }
     }
 
+    /// For a full-sync join with `theirs` (of the same type): a delta
+    /// removing the increments here that must give way to merged increments
+    /// of theirs ([`Register::yielding_to_merged`]), for every counter of
+    /// the value — the string, each hash field, each sorted-set member.
+    pub fn yielding_to_merged(&self, theirs: &TypedValue) -> Option<TypedDelta> {
+        fn removal<V>(removed: crate::register::Dots) -> Option<RegisterDelta<V>> {
+            (!removed.is_empty()).then(|| RegisterDelta { removed, ..RegisterDelta::default() })
+        }
+        let delta = match (self, theirs) {
+            (TypedValue::Str(mine), TypedValue::Str(other)) => {
+                TypedDelta::Str(removal(mine.yielding_to_merged(other))?)
+            }
+            (TypedValue::Hash(mine), TypedValue::Hash(other)) => {
+                let fields: SmallVec<_> = other
+                    .iter()
+                    .filter_map(|(field, register)| {
+                        Some((field.clone(), removal(mine.field(field)?.yielding_to_merged(register))?))
+                    })
+                    .collect();
+                if fields.is_empty() {
+                    return None;
+                }
+                TypedDelta::Hash(crate::hash::HashDelta { fields })
+            }
+            (TypedValue::ZSet(mine), TypedValue::ZSet(other)) => {
+                let changes: SmallVec<_> = other
+                    .iter()
+                    .filter_map(|(member, _)| {
+                        let dots = mine.register(member)?.yielding_to_merged(other.register(member)?);
+                        Some((member.clone(), removal(dots)?))
+                    })
+                    .collect();
+                if changes.is_empty() {
+                    return None;
+                }
+                TypedDelta::ZSet(crate::zset::ZSetDelta { changes })
+            }
+            _ => return None,
+        };
+        Some(delta)
+    }
+
     /// The value as delta parts that rebuild it from nothing (snapshots). A
     /// register needs one part per element; sets, hashes and sorted sets one
     /// part. Lists cannot be rebuilt from inserts (see `list::snapshot`) and
@@ -200,6 +242,20 @@ pub struct KeyState {
 }
 
 impl KeyState {
+    /// For a full-sync join with `theirs`: a delta removing the increments
+    /// here that must give way to merged increments of theirs
+    /// ([`TypedValue::yielding_to_merged`]), if there are any.
+    pub fn yielding_to_merged(&self, theirs: &KeyState) -> Option<KeyDelta> {
+        let mut delta = KeyDelta::new(b"");
+        for mine in &self.values {
+            let other = theirs.values.iter().find(|v| v.value_type() == mine.value_type());
+            if let Some(part) = other.and_then(|other| mine.yielding_to_merged(other)) {
+                delta.parts.push(part);
+            }
+        }
+        (!delta.parts.is_empty()).then_some(delta)
+    }
+
     /// The value clients see: the only visible one, or with several (a type
     /// conflict) the one whose newest element has the greatest tag.
     pub fn visible(&self) -> Option<&TypedValue> {
