@@ -361,27 +361,19 @@ impl<V: Clone + PartialEq> Register<V> {
     /// Garbage collection with a causally stable vector: every dot it covers
     /// has been applied everywhere, and so has everything concurrent with it.
     ///
-    /// - Stable losing entries are dropped: any future write observes the
-    ///   winner and them together, so they can never matter again.
     /// - Stable increments of one replica are merged into one element carrying
     ///   the greatest of their tags: no future removal can observe some of them
     ///   and not the others.
+    /// - Losing entries are kept, stable or not: a removal names the dots it
+    ///   observed, and a region that had dropped a loser would name only the
+    ///   winner, leaving the loser alive — and visible — wherever it had not
+    ///   been dropped yet (docs/ARCHITECTURE.md D96). The next write to the
+    ///   register removes them with the winner.
     ///
     /// Every replica that collects with the same vector reaches the same state.
     /// Returns the number of elements collected.
     pub fn collect(&mut self, stable: &VersionVector) -> usize {
         let mut collected = 0;
-        if self.entries.len() > 1 {
-            let winner = self.entries.len() - 1;
-            let before = self.entries.len();
-            let mut index = 0;
-            self.entries.retain(|e| {
-                let keep = index == winner || !stable.contains(e.tag.dot);
-                index += 1;
-                keep
-            });
-            collected += before - self.entries.len();
-        }
         if self.increments.len() > 1 {
             collected += merge_stable_increments(&mut self.increments, stable);
             self.recount();
