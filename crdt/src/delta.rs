@@ -93,6 +93,9 @@ impl KeyDelta {
 }
 
 /// One write's effect, as shipped to replicas, disk and peer regions.
+// A key delta is the hot variant (every write) and a flush the rare one:
+// boxing the key delta to even them out would cost an allocation per write.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Delta {
     /// A change to one key.

@@ -10,7 +10,7 @@
 
 use smallvec::SmallVec;
 
-use crate::context::{CausalContext, VersionVector};
+use crate::context::CausalContext;
 use crate::dot::{Dot, ReplicaId, Tag};
 
 /// What one expiry entry asks for.
@@ -128,25 +128,6 @@ impl Expiry {
         let before = self.entries.len();
         self.entries.retain(|(t, _)| !context.contains(t.dot));
         before != self.entries.len()
-    }
-
-    /// Garbage collection: once every entry is stable the outcome is final, so
-    /// only what decides it is kept — nothing if a persist entry won, else the
-    /// winning deadline.
-    pub fn collect(&mut self, stable: &VersionVector) -> usize {
-        if self.entries.is_empty() || !self.entries.iter().all(|(t, _)| stable.contains(t.dot)) {
-            return 0;
-        }
-        let before = self.entries.len();
-        match self.effective() {
-            None => self.entries.clear(),
-            Some(effective) => {
-                let winner =
-                    self.entries.iter().filter(|(_, d)| *d == Deadline::At(effective.deadline_ms)).map(|e| e.0).max();
-                self.entries.retain(|(t, _)| Some(*t) == winner);
-            }
-        }
-        before - self.entries.len()
     }
 }
 

@@ -79,11 +79,8 @@ impl OrHash {
                 false
             }
             None => {
-                let register = RegisterDelta {
-                    removed: Default::default(),
-                    entry: Some(crate::register::Entry { tag, value }),
-                    increment: None,
-                };
+                let register =
+                    RegisterDelta { entry: Some(crate::register::Entry { tag, value }), ..RegisterDelta::default() };
                 delta.fields.push((ShortBytes::new(field), register));
                 true
             }

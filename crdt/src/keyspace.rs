@@ -700,6 +700,7 @@ impl Keyspace {
                 removed: Default::default(),
                 entry: Some(crate::register::Entry { tag: tags.next_tag(), value: ShortBytes::from_vec(value) }),
                 increment: None,
+                removed_runs: Box::default(),
             }),
             Content::Set(members) => {
                 let empty = OrSet::default();
@@ -800,11 +801,13 @@ impl Keyspace {
                 removed: Default::default(),
                 entry: Some(crate::register::Entry { tag, value }),
                 increment: None,
+                removed_runs: Box::default(),
             })),
             Some(Stored::Small { tag: old, .. }) => delta.parts.push(TypedDelta::Str(RegisterDelta {
                 removed: smallvec::smallvec![old.dot],
                 entry: Some(crate::register::Entry { tag, value }),
                 increment: None,
+                removed_runs: Box::default(),
             })),
             Some(Stored::Big(state)) => {
                 let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
@@ -818,6 +821,7 @@ impl Keyspace {
                         removed: Default::default(),
                         entry: Some(crate::register::Entry { tag, value }),
                         increment: None,
+                        removed_runs: Box::default(),
                     })),
                 }
                 delta = removal;
@@ -1809,11 +1813,16 @@ fn apply_small_fast(stored: &mut Stored, delta: &KeyDelta, seen: &CausalContext)
     let Stored::Small { tag, value } = stored else {
         return false;
     };
-    let [TypedDelta::Str(RegisterDelta { removed, entry: Some(entry), increment: None })] = delta.parts.as_slice()
+    let [TypedDelta::Str(RegisterDelta { removed, entry: Some(entry), increment: None, removed_runs })] =
+        delta.parts.as_slice()
     else {
         return false;
     };
-    if delta.expiry.is_some() || removed.as_slice() != [tag.dot] || seen.contains(entry.tag.dot) {
+    if delta.expiry.is_some()
+        || removed.as_slice() != [tag.dot]
+        || !removed_runs.is_empty()
+        || seen.contains(entry.tag.dot)
+    {
         return false;
     }
     *tag = entry.tag;
@@ -2045,6 +2054,35 @@ mod tests {
         unmerged.collect(&stable, 0, usize::MAX);
         collected.collect(&stable, 0, usize::MAX);
         assert_eq!(unmerged, collected);
+    }
+
+    /// A region that merged a counter's stable increments names one dot for
+    /// them when it overwrites the counter; a region still holding them one
+    /// by one must remove them all (the removal carries the merged run).
+    #[test]
+    fn an_overwrite_of_merged_increments_removes_them_where_they_are_single() {
+        let mut a = Keyspace::new(ReplicaId(1));
+        let mut b = Keyspace::new(ReplicaId(2));
+        for i in 0..5u64 {
+            let incr = a.incr_by(b"n", 2, moment(10 + i)).unwrap().1;
+            let hincr = a.hincr_by(b"h", b"f", 3, moment(20 + i)).unwrap().1;
+            b.apply(&Delta::Key(incr));
+            b.apply(&Delta::Key(hincr));
+        }
+        let stable = a.context().vector().clone();
+        a.collect(&stable, 0, usize::MAX);
+        let set = a.set(b"n", b"100", ExpiryChange::Keep, moment(30));
+        let (_, hset) = a.hset(b"h", &[(b"f", b"7")], moment(31)).unwrap();
+        b.apply(&Delta::Key(set));
+        b.apply(&Delta::Key(hset.expect("a delta")));
+        for keyspace in [&a, &b] {
+            assert_eq!(keyspace.get(b"n", 1_000).unwrap().as_deref(), Some(b"100".as_slice()));
+            let hash = keyspace.hash_value(b"h", 1_000).unwrap().expect("a hash");
+            assert_eq!(hash.field(b"f").and_then(|r| r.increments().first().copied()), None);
+        }
+        b.collect(&b.context().vector().clone(), 0, usize::MAX);
+        a.collect(&a.context().vector().clone(), 0, usize::MAX);
+        assert_eq!(a, b);
     }
 
     #[test]

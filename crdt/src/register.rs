@@ -92,13 +92,38 @@ pub struct Entry<V> {
     pub value: V,
 }
 
-/// One counter increment element.
+/// One counter increment element: a single increment, or the sum of a
+/// replica's stable increments merged by garbage collection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Increment {
-    /// Identity and time of the increment.
+    /// Identity and time of the increment (of the last one merged).
     pub tag: Tag,
     /// How much was added.
     pub amount: Amount,
+    /// The sequence number of the first increment the element sums, of the
+    /// replica of `tag`: `tag.dot.seq()` for a single increment, lower for
+    /// a merged one. A removal that observes a merged element removes every
+    /// increment of that range (see [`RegisterDelta::removed_runs`]).
+    pub first: u64,
+}
+
+impl Increment {
+    /// A single increment.
+    pub fn new(tag: Tag, amount: Amount) -> Increment {
+        Increment { tag, amount, first: tag.dot.seq() }
+    }
+
+    /// True if the element sums more than one increment.
+    pub fn is_merged(&self) -> bool {
+        self.first < self.tag.dot.seq()
+    }
+
+    /// True if the element lies in the run of `last`'s replica from sequence
+    /// `first` to `last`.
+    fn in_run(&self, last: Dot, first: u64) -> bool {
+        let dot = self.tag.dot;
+        dot.replica() == last.replica() && dot.seq() >= first && dot.seq() <= last.seq()
+    }
 }
 
 /// A register's state. `entries` is sorted by tag and `increments` by dot, so
@@ -125,11 +150,20 @@ pub struct RegisterDelta<V> {
     pub entry: Option<Entry<V>>,
     /// The increment the write adds, if it increments.
     pub increment: Option<Increment>,
+    /// For each merged increment the write observed (its dot is also in
+    /// `removed`): that dot and the sequence number of the first increment
+    /// it sums. A receiver removes every increment of that replica in the
+    /// run, one by one or merged at other points: a region that merged
+    /// names one dot for what another still holds as many. Everything in a
+    /// run is causally stable, so nothing of it can arrive later, and every
+    /// removal concurrent with it was applied before anyone merged it
+    /// ([`crate::gc::StabilityTracker`]).
+    pub removed_runs: Box<[(Dot, u64)]>,
 }
 
 impl<V> Default for RegisterDelta<V> {
     fn default() -> Self {
-        RegisterDelta { removed: Dots::new(), entry: None, increment: None }
+        RegisterDelta { removed: Dots::new(), entry: None, increment: None, removed_runs: Box::default() }
     }
 }
 
@@ -226,17 +260,18 @@ impl<V: Clone + PartialEq> Register<V> {
 
     /// The delta of a write that replaces everything observed with `value`.
     pub fn assign(&self, tag: Tag, value: V) -> RegisterDelta<V> {
-        RegisterDelta { removed: self.live_dots(), entry: Some(Entry { tag, value }), increment: None }
+        RegisterDelta { entry: Some(Entry { tag, value }), ..self.clear() }
     }
 
     /// The delta of a removal of everything observed (DEL, HDEL, ZREM).
     pub fn clear(&self) -> RegisterDelta<V> {
-        RegisterDelta { removed: self.live_dots(), entry: None, increment: None }
+        let removed_runs = self.increments.iter().filter(|i| i.is_merged()).map(|i| (i.tag.dot, i.first)).collect();
+        RegisterDelta { removed: self.live_dots(), entry: None, increment: None, removed_runs }
     }
 
     /// The delta of an increment.
     pub fn increment(tag: Tag, amount: Amount) -> RegisterDelta<V> {
-        RegisterDelta { removed: Dots::new(), entry: None, increment: Some(Increment { tag, amount }) }
+        RegisterDelta { increment: Some(Increment::new(tag, amount)), ..RegisterDelta::default() }
     }
 
     fn live_dots(&self) -> Dots {
@@ -248,13 +283,9 @@ impl<V: Clone + PartialEq> Register<V> {
     /// The state as deltas that rebuild it from nothing: one per entry (in tag
     /// order), then one per increment (in dot order). Used by snapshots.
     pub fn as_deltas(&self) -> Vec<RegisterDelta<V>> {
-        let entries = self.entries.iter().map(|e| RegisterDelta {
-            removed: Dots::new(),
-            entry: Some(e.clone()),
-            increment: None,
-        });
+        let entries = self.entries.iter().map(|e| RegisterDelta { entry: Some(e.clone()), ..RegisterDelta::default() });
         let increments =
-            self.increments.iter().map(|i| RegisterDelta { removed: Dots::new(), entry: None, increment: Some(*i) });
+            self.increments.iter().map(|i| RegisterDelta { increment: Some(*i), ..RegisterDelta::default() });
         entries.chain(increments).collect()
     }
 
@@ -265,7 +296,10 @@ impl<V: Clone + PartialEq> Register<V> {
         if !delta.removed.is_empty() {
             self.entries.retain(|e| !delta.removed.contains(&e.tag.dot));
             let before = self.increments.len();
-            self.increments.retain(|i| !delta.removed.contains(&i.tag.dot));
+            self.increments.retain(|i| {
+                !delta.removed.contains(&i.tag.dot)
+                    && !delta.removed_runs.iter().any(|&(last, first)| i.in_run(last, first))
+            });
             if self.increments.len() != before {
                 self.recount();
             }
@@ -312,28 +346,18 @@ impl<V: Clone + PartialEq> Register<V> {
     /// Garbage collection merges a replica's stable increments into one
     /// element carrying the greatest of their dots ([`Register::collect`]),
     /// so two replicas that collected at different moments can hold the same
-    /// dot with different amounts: one the single increment, the other the
-    /// sum of every increment of that replica up to it. The merged side
-    /// holds no other increment of that replica below the dot (stability is
-    /// a prefix, and a merge takes all of it); the other side, if the
-    /// amounts differ, holds some — the increments the merge absorbed, which
-    /// the join drops as seen and gone on the merged side. The merged
-    /// element is the one to keep: keeping the single increment would lose
-    /// every increment the merge absorbed.
+    /// dot as a single increment here and as the sum of a longer run there
+    /// (an earlier `first`). The longer run is the one to keep: the
+    /// increments it absorbed are dropped from this side by the join as seen
+    /// and gone on the other, and keeping the single increment would lose
+    /// them all.
     pub fn yielding_to_merged(&self, theirs: &Register<V>) -> Dots {
         let mut yielding = Dots::new();
-        for merged in &theirs.increments {
+        for merged in theirs.increments.iter().filter(|i| i.is_merged()) {
             let dot = merged.tag.dot;
-            let Ok(at) = self.increments.binary_search_by(|i| i.tag.dot.cmp(&dot)) else {
-                continue;
-            };
-            if self.increments[at].amount == merged.amount {
-                continue;
-            }
-            let holds_below = |increments: &[Increment]| {
-                increments.iter().any(|i| i.tag.dot.replica() == dot.replica() && i.tag.dot < dot)
-            };
-            if holds_below(&self.increments) && !holds_below(&theirs.increments) {
+            if let Ok(at) = self.increments.binary_search_by(|i| i.tag.dot.cmp(&dot))
+                && self.increments[at].first > merged.first
+            {
                 yielding.push(dot);
             }
         }
@@ -354,7 +378,7 @@ impl<V: Clone + PartialEq> Register<V> {
             return;
         }
         let amount = Sum::Int(0).plus(previous.amount).plus(last.amount).into_amount();
-        self.increments[len - 1] = Increment { tag: previous.tag.max(last.tag), amount };
+        self.increments[len - 1] = Increment { tag: previous.tag.max(last.tag), amount, first: previous.first };
         self.increments.remove(len - 2);
     }
 
@@ -386,10 +410,12 @@ impl<V: Clone + PartialEq> Register<V> {
 fn merge_stable_increments(increments: &mut Vec<Increment>, stable: &VersionVector) -> usize {
     let mut merged: Vec<Increment> = Vec::with_capacity(increments.len());
     let mut collected = 0;
-    let mut run: Option<(ReplicaId, Sum, Tag, usize)> = None;
-    let flush = |run: &mut Option<(ReplicaId, Sum, Tag, usize)>, merged: &mut Vec<Increment>, collected: &mut usize| {
-        if let Some((_, sum, tag, count)) = run.take() {
-            merged.push(Increment { tag, amount: sum.into_amount() });
+    // (replica, sum, greatest tag, first sequence, elements merged)
+    type Run = Option<(ReplicaId, Sum, Tag, u64, usize)>;
+    let mut run: Run = None;
+    let flush = |run: &mut Run, merged: &mut Vec<Increment>, collected: &mut usize| {
+        if let Some((_, sum, tag, first, count)) = run.take() {
+            merged.push(Increment { tag, amount: sum.into_amount(), first });
             *collected += count - 1;
         }
     };
@@ -401,14 +427,15 @@ fn merge_stable_increments(increments: &mut Vec<Increment>, stable: &VersionVect
             continue;
         }
         match &mut run {
-            Some((replica, sum, tag, count)) if *replica == dot.replica() => {
+            Some((replica, sum, tag, _, count)) if *replica == dot.replica() => {
                 *sum = sum.plus(increment.amount);
                 *tag = (*tag).max(increment.tag);
                 *count += 1;
             }
             _ => {
                 flush(&mut run, &mut merged, &mut collected);
-                run = Some((dot.replica(), Sum::Int(0).plus(increment.amount), increment.tag, 1));
+                let first = increment.first;
+                run = Some((dot.replica(), Sum::Int(0).plus(increment.amount), increment.tag, first, 1));
             }
         }
     }

@@ -393,7 +393,11 @@ impl KeyState {
 
     /// Garbage collection with a causally stable vector.
     pub fn collect(&mut self, stable: &VersionVector) -> usize {
-        let mut collected = self.expiry.collect(stable);
+        // Expiry entries are never collected: a removal names the entries it
+        // observed, and one dropped here but still held elsewhere would
+        // outlive a later EXPIRE, PERSIST or DEL there — a PERSIST that won
+        // and was dropped here would still beat a new TTL elsewhere (D96).
+        let mut collected = 0;
         for value in self.values.iter_mut() {
             collected += value.collect(stable);
         }
@@ -502,7 +506,9 @@ impl Stored {
             return None;
         }
         match snapshot.parts.as_slice() {
-            [TypedDelta::Str(RegisterDelta { removed, entry: Some(entry), increment: None })] if removed.is_empty() => {
+            [TypedDelta::Str(RegisterDelta { removed, entry: Some(entry), increment: None, removed_runs })]
+                if removed.is_empty() && removed_runs.is_empty() =>
+            {
                 Some(Stored::Small { tag: entry.tag, value: entry.value.clone() })
             }
             _ => None,

@@ -592,9 +592,9 @@ fn zadd_member(
     let tag = tags();
     // An increment on a NaN score would stay NaN forever: assign instead.
     let (change, after) = if flags.incr && !raw.is_nan() {
-        let increment = Increment { tag, amount: Amount::Float(score) };
+        let increment = Increment::new(tag, Amount::Float(score));
         let after = visible(raw_score_with(register, &increment));
-        (RegisterDelta { removed: Default::default(), entry: None, increment: Some(increment) }, after)
+        (RegisterDelta { increment: Some(increment), ..RegisterDelta::default() }, after)
     } else {
         (register.assign(tag, F64(new)), new)
     };

@@ -88,26 +88,59 @@ fn amount_from_wire(amount: Option<&v1::Amount>) -> Result<Amount, DecodeError> 
 }
 
 fn increment_to_wire(increment: &Increment) -> v1::Increment {
-    v1::Increment { tag: Some(tag_to_wire(increment.tag)), amount: Some(amount_to_wire(increment.amount)) }
+    v1::Increment {
+        tag: Some(tag_to_wire(increment.tag)),
+        amount: Some(amount_to_wire(increment.amount)),
+        first: if increment.is_merged() { increment.first } else { 0 },
+    }
 }
 
 fn increment_from_wire(increment: Option<&v1::Increment>) -> Result<Option<Increment>, DecodeError> {
     increment
         .map(|i| {
-            Ok(Increment {
-                tag: tag_from_wire(i.tag.as_ref(), "increment.tag")?,
-                amount: amount_from_wire(i.amount.as_ref())?,
-            })
+            let tag = tag_from_wire(i.tag.as_ref(), "increment.tag")?;
+            let first = match i.first {
+                0 => tag.dot.seq(),
+                first if first < tag.dot.seq() => first,
+                first => return Err(DecodeError::Invalid(format!("increment {tag:?} merged from {first}"))),
+            };
+            Ok(Increment { tag, amount: amount_from_wire(i.amount.as_ref())?, first })
         })
         .transpose()
 }
 
+/// The (dot, first sequence) runs of merged increments a removal observed,
+/// as two parallel packed lists.
+fn runs_to_wire(runs: &[(Dot, u64)]) -> (Vec<u64>, Vec<u64>) {
+    runs.iter().map(|(last, first)| (last.packed(), *first)).unzip()
+}
+
+fn runs_from_wire(lasts: &[u64], firsts: &[u64]) -> Result<Box<[(Dot, u64)]>, DecodeError> {
+    if lasts.len() != firsts.len() {
+        return Err(DecodeError::Invalid(format!("{} run ends for {} run starts", lasts.len(), firsts.len())));
+    }
+    lasts
+        .iter()
+        .zip(firsts)
+        .map(|(&last, &first)| {
+            let last = dot(last)?;
+            if first == 0 || first >= last.seq() {
+                return Err(DecodeError::Invalid(format!("run of {last:?} from {first}")));
+            }
+            Ok((last, first))
+        })
+        .collect()
+}
+
 fn string_to_wire(delta: &RegisterDelta<ShortBytes>) -> v1::StringDelta {
+    let (removed_run_last, removed_run_first) = runs_to_wire(&delta.removed_runs);
     v1::StringDelta {
         removed: packed(&delta.removed),
         entry_tag: delta.entry.as_ref().map(|e| tag_to_wire(e.tag)),
         entry_value: delta.entry.as_ref().map(|e| Bytes::copy_from_slice(&e.value)).unwrap_or_default(),
         increment: delta.increment.as_ref().map(increment_to_wire),
+        removed_run_last,
+        removed_run_first,
     }
 }
 
@@ -122,15 +155,19 @@ fn string_from_wire(delta: &v1::StringDelta) -> Result<RegisterDelta<ShortBytes>
         removed: dots(&delta.removed)?.into(),
         entry,
         increment: increment_from_wire(delta.increment.as_ref())?,
+        removed_runs: runs_from_wire(&delta.removed_run_last, &delta.removed_run_first)?,
     })
 }
 
 fn score_to_wire(delta: &RegisterDelta<F64>) -> v1::ScoreDelta {
+    let (removed_run_last, removed_run_first) = runs_to_wire(&delta.removed_runs);
     v1::ScoreDelta {
         removed: packed(&delta.removed),
         entry_tag: delta.entry.as_ref().map(|e| tag_to_wire(e.tag)),
         entry_score: delta.entry.as_ref().map(|e| e.value.0).unwrap_or_default(),
         increment: delta.increment.as_ref().map(increment_to_wire),
+        removed_run_last,
+        removed_run_first,
     }
 }
 
@@ -150,7 +187,8 @@ fn score_from_wire(delta: &v1::ScoreDelta) -> Result<RegisterDelta<F64>, DecodeE
     {
         return Err(DecodeError::NanScore);
     }
-    Ok(RegisterDelta { removed: dots(&delta.removed)?.into(), entry, increment })
+    let removed_runs = runs_from_wire(&delta.removed_run_last, &delta.removed_run_first)?;
+    Ok(RegisterDelta { removed: dots(&delta.removed)?.into(), entry, increment, removed_runs })
 }
 
 fn typed_to_wire(delta: &TypedDelta) -> v1::TypedDelta {

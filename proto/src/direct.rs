@@ -181,7 +181,29 @@ fn increment(buf: &mut Vec<u8>, field: u32, value: &Increment) {
     nested(buf, field, |b| {
         tag(b, 1, value.tag);
         amount(b, 2, value.amount);
+        if value.is_merged() {
+            varint(b, 3, value.first);
+        }
     });
+}
+
+/// A removal's merged runs (`removed_run_last`, `removed_run_first`), as
+/// packed lists (omitted when empty).
+fn runs(buf: &mut Vec<u8>, runs: &[(Dot, u64)]) {
+    if runs.is_empty() {
+        return;
+    }
+    encode_key(5, WireType::LengthDelimited, buf);
+    encode_varint(runs.len() as u64 * 8, buf);
+    for (last, _) in runs {
+        buf.extend_from_slice(&last.packed().to_le_bytes());
+    }
+    encode_key(6, WireType::LengthDelimited, buf);
+    let len: usize = runs.iter().map(|(_, first)| prost::encoding::encoded_len_varint(*first)).sum();
+    encode_varint(len as u64, buf);
+    for (_, first) in runs {
+        encode_varint(*first, buf);
+    }
 }
 
 fn string_delta(buf: &mut Vec<u8>, delta: &RegisterDelta<ShortBytes>) {
@@ -193,6 +215,7 @@ fn string_delta(buf: &mut Vec<u8>, delta: &RegisterDelta<ShortBytes>) {
     if let Some(value) = &delta.increment {
         increment(buf, 4, value);
     }
+    runs(buf, &delta.removed_runs);
 }
 
 fn score_delta(buf: &mut Vec<u8>, delta: &RegisterDelta<F64>) {
@@ -207,6 +230,7 @@ fn score_delta(buf: &mut Vec<u8>, delta: &RegisterDelta<F64>) {
     if let Some(value) = &delta.increment {
         increment(buf, 4, value);
     }
+    runs(buf, &delta.removed_runs);
 }
 
 fn typed_delta(buf: &mut Vec<u8>, delta: &TypedDelta) {
@@ -341,10 +365,75 @@ mod tests {
             Amount::Float(2.5),
         ] {
             let mut delta = KeyDelta::new(b"n");
-            let register =
-                RegisterDelta::<ShortBytes> { increment: Some(Increment { tag, amount }), ..RegisterDelta::default() };
+            let register = RegisterDelta::<ShortBytes> {
+                increment: Some(Increment::new(tag, amount)),
+                ..RegisterDelta::default()
+            };
             delta.parts.push(TypedDelta::Str(register));
             same_as_prost(&Delta::Key(delta));
+        }
+    }
+
+    /// Merged increments (a snapshot's `first`) and the runs of a removal
+    /// that observed them, through both encoders and back.
+    #[test]
+    fn merged_increments_and_their_removal_runs() {
+        let mut keyspace = Keyspace::new(ReplicaId(1));
+        for i in 0..4u64 {
+            keyspace.incr_by(b"n", 1, at((10 + i) << 20)).expect("incr");
+        }
+        let stable = keyspace.context().vector().clone();
+        keyspace.collect(&stable, 0, usize::MAX);
+        let mut snapshot = Vec::new();
+        for key in keyspace.snapshot() {
+            snapshot.clear();
+            encode_snapshot_key_into(&key, &mut snapshot);
+            assert!(
+                key.parts.iter().any(|p| matches!(p, TypedDelta::Str(r) if r.increment.is_some_and(|i| i.is_merged())))
+            );
+        }
+        // The merged element survives a snapshot, `first` included.
+        let restored = crate::convert::decode_snapshot(ReplicaId(2), &crate::convert::encode_snapshot(&keyspace));
+        assert_eq!(restored.expect("decodes"), keyspace);
+        let overwrite = Delta::Key(keyspace.set(b"n", b"v", ExpiryChange::Keep, at(20 << 20)));
+        let Delta::Key(key) = &overwrite else { unreachable!() };
+        assert!(matches!(&key.parts[..], [TypedDelta::Str(r)] if r.removed_runs.len() == 1));
+        same_as_prost(&overwrite);
+        let mut bytes = Vec::new();
+        encode_delta_into(&overwrite, &mut bytes);
+        assert_eq!(crate::convert::decode_delta(&bytes).expect("decodes"), overwrite);
+    }
+
+    #[test]
+    fn malformed_runs_and_merges_are_refused() {
+        use crate::v1;
+        let tag = Some(v1::Tag { dot: (1 << 48) | 5, hlc: 1 });
+        let amount = Some(v1::Amount { value: Some(v1::amount::Value::Int(1)) });
+        let string = |change: v1::StringDelta| v1::Delta {
+            kind: Some(v1::delta::Kind::Key(v1::KeyDelta {
+                key: "k".into(),
+                parts: vec![v1::TypedDelta { value: Some(v1::typed_delta::Value::String(change)) }],
+                expiry: None,
+            })),
+        };
+        let refused = [
+            // Two run ends, one start.
+            v1::StringDelta {
+                removed_run_last: vec![(1 << 48) | 5, (1 << 48) | 9],
+                removed_run_first: vec![2],
+                ..Default::default()
+            },
+            // A run that starts at its end.
+            v1::StringDelta { removed_run_last: vec![(1 << 48) | 5], removed_run_first: vec![5], ..Default::default() },
+            // A merge that starts after its last increment.
+            v1::StringDelta { increment: Some(v1::Increment { tag, amount, first: 6 }), ..Default::default() },
+        ];
+        for change in refused {
+            let bytes = string(change.clone()).encode_to_vec();
+            assert!(
+                matches!(crate::convert::decode_delta(&bytes), Err(crate::convert::DecodeError::Invalid(_))),
+                "{change:?}"
+            );
         }
     }
 

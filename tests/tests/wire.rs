@@ -132,7 +132,7 @@ fn malformed_content_is_refused_with_a_reason() {
                             removed: vec![],
                             entry_tag: Some(v1::Tag { dot: (1 << 48) | 1, hlc: 1 }),
                             entry_score: f64::NAN,
-                            increment: None,
+                            ..v1::ScoreDelta::default()
                         }),
                     }],
                 })),
