@@ -2007,32 +2007,33 @@ mod tests {
         assert_eq!(fresh, a);
     }
 
+    /// Region a (replica 1) increments a string `n` by 2, a hash field `h`.`f`
+    /// by 3 and a sorted-set member `z`.`m` by 1.5, five times each; region b
+    /// (replica 2) applies every delta.
+    fn counters_incremented_in_a_and_delivered_to_b() -> (Keyspace, Keyspace) {
+        let mut a = Keyspace::new(ReplicaId(1));
+        let mut b = Keyspace::new(ReplicaId(2));
+        let by = ZAddFlags { incr: true, ..ZAddFlags::default() };
+        for i in 0..5u64 {
+            let deltas = [
+                a.incr_by(b"n", 2, moment(10 + i)).unwrap().1,
+                a.hincr_by(b"h", b"f", 3, moment(20 + i)).unwrap().1,
+                a.zadd(b"z", &[(1.5, b"m".as_slice())], by, moment(30 + i)).unwrap().1.unwrap(),
+            ];
+            for delta in deltas {
+                b.apply(&Delta::Key(delta));
+            }
+        }
+        (a, b)
+    }
+
     /// The master-kill drill's lost increments: the region that collected
     /// merged a's stable increments into one element at the last one's dot;
     /// the other still held them one by one, that last one included. A full
     /// sync in either direction must keep every increment.
     #[test]
     fn a_join_keeps_increments_merged_on_one_side_only() {
-        let mut a = Keyspace::new(ReplicaId(1));
-        let mut b = Keyspace::new(ReplicaId(2));
-        for i in 0..5u64 {
-            let deltas = [
-                a.incr_by(b"n", 2, moment(10 + i)).unwrap().1,
-                a.hincr_by(b"h", b"f", 3, moment(20 + i)).unwrap().1,
-                a.zadd(
-                    b"z",
-                    &[(1.5, b"m".as_slice())],
-                    ZAddFlags { incr: true, ..ZAddFlags::default() },
-                    moment(30 + i),
-                )
-                .unwrap()
-                .1
-                .unwrap(),
-            ];
-            for delta in deltas {
-                b.apply(&Delta::Key(delta));
-            }
-        }
+        let (a, b) = counters_incremented_in_a_and_delivered_to_b();
         // Every region has applied everything: a's whole history is stable.
         let stable = a.context().vector().clone();
         let mut merged = copy_of(&a);
@@ -2061,14 +2062,7 @@ mod tests {
     /// by one must remove them all (the removal carries the merged run).
     #[test]
     fn an_overwrite_of_merged_increments_removes_them_where_they_are_single() {
-        let mut a = Keyspace::new(ReplicaId(1));
-        let mut b = Keyspace::new(ReplicaId(2));
-        for i in 0..5u64 {
-            let incr = a.incr_by(b"n", 2, moment(10 + i)).unwrap().1;
-            let hincr = a.hincr_by(b"h", b"f", 3, moment(20 + i)).unwrap().1;
-            b.apply(&Delta::Key(incr));
-            b.apply(&Delta::Key(hincr));
-        }
+        let (mut a, mut b) = counters_incremented_in_a_and_delivered_to_b();
         let stable = a.context().vector().clone();
         a.collect(&stable, 0, usize::MAX);
         let set = a.set(b"n", b"100", ExpiryChange::Keep, moment(30));

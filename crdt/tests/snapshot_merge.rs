@@ -34,37 +34,17 @@ proptest! {
 
     /// Garbage collection at different moments in different regions — a
     /// counter's increments merged in one and still one by one in another,
-    /// losing values kept — changes nothing a join gives. Once every region applied every delta, each
-    /// collects with its own stable vector; full syncs then give what the
-    /// regions hold (compared once all are collected with the same vector,
-    /// which makes equal states identical). Writes after an uneven
-    /// collection: the next test.
+    /// losing values kept — changes nothing a join gives. Once every region
+    /// applied every delta, each collects with its own stable vector; full
+    /// syncs then give what the regions hold (compared once all are
+    /// collected with the same vector, which makes equal states identical).
     #[test]
     fn joining_unevenly_collected_states_equals_delivering_every_delta(
         before in proptest::collection::vec(step_without_lists(), 1..40),
         cuts in proptest::collection::vec(proptest::collection::vec(0u64..=100, 3), 3),
     ) {
-        let mut regions: Vec<Keyspace> = (1..=3).map(|r| Keyspace::new(ReplicaId(r))).collect();
-        let mut log: Vec<Delta> = Vec::new();
-        run(&mut regions, &mut log, &before, 0);
-        deliver_all(&mut regions, &log);
-        collect_at(&mut regions, &cuts);
-        let (mut joined, _, lists_kept) = full_syncs(&regions);
-        prop_assert_eq!(lists_kept, 0, "a list was not joined");
-        deliver_all(&mut regions, &log);
-        let stable = regions[0].context().vector().clone();
-        for region in regions.iter_mut().chain(joined.iter_mut()) {
-            region.validate().map_err(TestCaseError::fail)?;
-            region.collect(&stable, 0, usize::MAX);
-        }
-        for (i, region) in regions.iter().chain(&joined).enumerate() {
-            prop_assert!(*region == regions[0], "region {} differs:\n{:?}\nexpected:\n{:?}", i, region, regions[0]);
-        }
+        uneven_collection_converges(&before, &cuts, &[])?;
     }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// Writes after garbage collection at different moments in different
     /// regions reach every region as they would without it: after a
@@ -76,24 +56,32 @@ proptest! {
         cuts in proptest::collection::vec(proptest::collection::vec(0u64..=100, 3), 3),
         after in proptest::collection::vec(step_without_lists(), 1..30),
     ) {
-        let mut regions: Vec<Keyspace> = (1..=3).map(|r| Keyspace::new(ReplicaId(r))).collect();
-        let mut log: Vec<Delta> = Vec::new();
-        run(&mut regions, &mut log, &before, 0);
-        deliver_all(&mut regions, &log);
-        collect_at(&mut regions, &cuts);
-        run(&mut regions, &mut log, &after, before.len());
-        let (mut joined, _, lists_kept) = full_syncs(&regions);
-        prop_assert_eq!(lists_kept, 0, "a list was not joined");
-        deliver_all(&mut regions, &log);
-        let stable = regions[0].context().vector().clone();
-        for region in regions.iter_mut().chain(joined.iter_mut()) {
-            region.validate().map_err(TestCaseError::fail)?;
-            region.collect(&stable, 0, usize::MAX);
-        }
-        for (i, region) in regions.iter().chain(&joined).enumerate() {
-            prop_assert!(*region == regions[0], "region {} differs:\n{:?}\nexpected:\n{:?}", i, region, regions[0]);
-        }
+        uneven_collection_converges(&before, &cuts, &after)?;
     }
+}
+
+/// Runs `before`, delivers everything everywhere, collects each region at
+/// its cut ([`collect_at`]), runs `after`, then checks that full syncs and
+/// delivering every delta give one state.
+fn uneven_collection_converges(before: &[Step], cuts: &[Vec<u64>], after: &[Step]) -> Result<(), TestCaseError> {
+    let mut regions: Vec<Keyspace> = (1..=3).map(|r| Keyspace::new(ReplicaId(r))).collect();
+    let mut log: Vec<Delta> = Vec::new();
+    run(&mut regions, &mut log, before, 0);
+    deliver_all(&mut regions, &log);
+    collect_at(&mut regions, cuts);
+    run(&mut regions, &mut log, after, before.len());
+    let (mut joined, _, lists_kept) = full_syncs(&regions);
+    prop_assert_eq!(lists_kept, 0, "a list was not joined");
+    deliver_all(&mut regions, &log);
+    let stable = regions[0].context().vector().clone();
+    for region in regions.iter_mut().chain(joined.iter_mut()) {
+        region.validate().map_err(TestCaseError::fail)?;
+        region.collect(&stable, 0, usize::MAX);
+    }
+    for (i, region) in regions.iter().chain(&joined).enumerate() {
+        prop_assert!(*region == regions[0], "region {} differs:\n{:?}\nexpected:\n{:?}", i, region, regions[0]);
+    }
+    Ok(())
 }
 
 /// Every region collects with its own stable vector: each replica's

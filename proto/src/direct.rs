@@ -141,9 +141,15 @@ fn bytes(buf: &mut Vec<u8>, field: u32, value: &[u8]) {
 
 /// A packed `repeated fixed64` of dots (omitted when empty).
 fn dots(buf: &mut Vec<u8>, field: u32, dots: &[Dot]) {
-    if !dots.is_empty() {
+    packed_dots(buf, field, dots.len(), dots.iter().copied());
+}
+
+/// A packed `repeated fixed64` of the `count` dots of `dots` (omitted when
+/// there are none).
+fn packed_dots(buf: &mut Vec<u8>, field: u32, count: usize, dots: impl Iterator<Item = Dot>) {
+    if count > 0 {
         encode_key(field, WireType::LengthDelimited, buf);
-        encode_varint(dots.len() as u64 * 8, buf);
+        encode_varint(count as u64 * 8, buf);
         for dot in dots {
             buf.extend_from_slice(&dot.packed().to_le_bytes());
         }
@@ -193,11 +199,7 @@ fn runs(buf: &mut Vec<u8>, runs: &[(Dot, u64)]) {
     if runs.is_empty() {
         return;
     }
-    encode_key(5, WireType::LengthDelimited, buf);
-    encode_varint(runs.len() as u64 * 8, buf);
-    for (last, _) in runs {
-        buf.extend_from_slice(&last.packed().to_le_bytes());
-    }
+    packed_dots(buf, 5, runs.len(), runs.iter().map(|&(last, _)| last));
     encode_key(6, WireType::LengthDelimited, buf);
     let len: usize = runs.iter().map(|(_, first)| prost::encoding::encoded_len_varint(*first)).sum();
     encode_varint(len as u64, buf);
@@ -318,8 +320,7 @@ fn causal_context(buf: &mut Vec<u8>, context: &CausalContext) {
             varint(b, 2, seq);
         });
     }
-    let cloud: Vec<Dot> = context.cloud().collect();
-    dots(buf, 2, &cloud);
+    packed_dots(buf, 2, context.cloud_len(), context.cloud());
 }
 
 #[cfg(test)]
