@@ -790,18 +790,23 @@ impl RequestParser {
     }
 }
 
-/// A buffered `*<n>\r\n` or `$<n>\r\n` line whose marker is at `start`,
-/// `n` a length [`parse_length`] accepts and not negative, the line within
-/// `header_max`: `(n, index after the line)`. None for anything else,
-/// including a line not wholly buffered.
+/// A buffered `*<n>\r\n` or `$<n>\r\n` line whose marker is at `start`, with
+/// `n` in canonical form (no sign, no leading zero) and at most 18 digits,
+/// the line within `header_max`: `(n, index after the line)`. None for
+/// anything else, including a line not wholly buffered.
 fn buffered_length(buf: &[u8], start: usize, header_max: usize) -> Option<(usize, usize)> {
-    let line = buf.get(start + 1..)?;
-    let end = line.iter().take(LENGTH_DIGITS_MAX + 1).position(|&byte| byte == b'\r')?;
-    if end >= header_max || line.get(end + 1) != Some(&b'\n') {
-        return None;
+    let digits = buf.get(start + 1..)?;
+    let mut value: usize = 0;
+    for (index, &byte) in digits.iter().enumerate().take(19) {
+        match byte {
+            b'0'..=b'9' if !(index == 1 && value == 0) => value = value * 10 + usize::from(byte - b'0'),
+            b'\r' if index > 0 && index < header_max && digits.get(index + 1) == Some(&b'\n') => {
+                return Some((value, start + index + 3));
+            }
+            _ => return None,
+        }
     }
-    let value = usize::try_from(parse_length(&line[..end])?).ok()?;
-    Some((value, start + end + 3))
+    None
 }
 
 /// Parses a length the way Redis's `string2ll` does: optional `-`, then
