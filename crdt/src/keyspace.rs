@@ -1748,6 +1748,10 @@ fn join_states(
                     // ours, reported, never silently dropped.
                     Some(TypedValue::List(mine)) => {
                         list_kept |= mine.join(local_context, list, their_context).is_err();
+                        // Both sides' collections together may leave nothing.
+                        if mine.can_drop() {
+                            joined.values.remove(at);
+                        }
                     }
                     _ => joined.values.insert(at, TypedValue::List(list.clone())),
                 }

@@ -321,6 +321,27 @@ fn removed_elsewhere(element: &Element, seen: &CausalContext, waiting: &HashSet<
     element.is_live() && seen.contains(element.id.dot) && !waiting.contains(&element.id.dot)
 }
 
+/// Drops the elements `gone` picks, each dropped run's smallest tag moving
+/// into the next kept element's `run_min` (a run dropped at the tail needs no
+/// trace: an insert reaching the end stops there either way). Returns the
+/// number dropped; the list's counts are the caller's to redo.
+fn drop_elements(elements: &mut VecDeque<Element>, mut gone: impl FnMut(&Element) -> bool) -> usize {
+    let before = elements.len();
+    let mut carried: Option<Tag> = None;
+    elements.retain_mut(|element| {
+        if gone(element) {
+            carried = Some(carried.map_or(element.run_min, |c| c.min(element.run_min)));
+            false
+        } else {
+            if let Some(c) = carried.take() {
+                element.run_min = element.run_min.min(c);
+            }
+            true
+        }
+    });
+    before - elements.len()
+}
+
 /// One element as both sides of a join hold it: a removal wins (the smaller
 /// removal dot), else the later value; the smaller `run_min`.
 fn join_element(ours: &Element, theirs: &Element) -> Element {
@@ -839,9 +860,32 @@ impl RgaList {
     /// different orders: the other is not a replica of this list.
     pub fn join(&mut self, seen: &CausalContext, theirs: &RgaList, their_seen: &CausalContext) -> Result<(), String> {
         let their_index: HashMap<Dot, usize> = theirs.elements.iter().enumerate().map(|(i, e)| (e.id.dot, i)).collect();
-        let our_waiting = self.live_waiting_inserts();
         let their_waiting = theirs.live_waiting_inserts();
-        let mut merged: Vec<Element> = Vec::with_capacity(self.elements.len().max(theirs.elements.len()));
+        // Ours that they collected (their floor covers it, and they neither
+        // hold it nor wait to place it) is collected here too before anything
+        // is placed: where it stood is folded into their runs, not ours.
+        let kept_here;
+        let ours = match theirs.floor.as_deref() {
+            Some(their_floor) => {
+                let parked: HashSet<Dot> =
+                    theirs.pending.values().flat_map(|w| &w.inserts).map(|insert| insert.id.dot).collect();
+                let collected_there = |element: &Element| {
+                    let dot = element.id.dot;
+                    their_floor.contains(dot) && !their_index.contains_key(&dot) && !parked.contains(&dot)
+                };
+                if self.elements.iter().any(collected_there) {
+                    let mut elements = self.elements.clone();
+                    drop_elements(&mut elements, collected_there);
+                    kept_here = elements;
+                    &kept_here
+                } else {
+                    &self.elements
+                }
+            }
+            None => &self.elements,
+        };
+        let our_waiting = self.live_waiting_inserts();
+        let mut merged: Vec<Element> = Vec::with_capacity(ours.len().max(theirs.elements.len()));
         // Our elements since the last element both hold.
         let mut ours_only: Vec<Element> = Vec::new();
         let mut next_theirs = 0;
@@ -864,7 +908,7 @@ impl RgaList {
             }
             merged.extend(ours);
         };
-        for element in &self.elements {
+        for element in ours {
             let Some(&at) = their_index.get(&element.id.dot) else {
                 let mut element = element.clone();
                 if removed_elsewhere(&element, their_seen, &their_waiting) {
@@ -885,6 +929,9 @@ impl RgaList {
         let our_pending = std::mem::take(&mut self.pending);
         self.elements = merged.into();
         self.recount();
+        if let Some(their_floor) = &theirs.floor {
+            self.floor.get_or_insert_with(Default::default).join(their_floor);
+        }
         for (target, waiting) in our_pending.into_iter().chain(theirs.pending.clone()) {
             self.replay(target, waiting);
         }
@@ -956,22 +1003,7 @@ impl RgaList {
         if self.visible == self.elements.len() {
             return collected;
         }
-        let before = self.elements.len();
-        let mut carried: Option<Tag> = None;
-        self.elements.retain_mut(|element| {
-            if element.is_collectable(stable) {
-                carried = Some(carried.map_or(element.run_min, |c| c.min(element.run_min)));
-                false
-            } else {
-                if let Some(c) = carried.take() {
-                    element.run_min = element.run_min.min(c);
-                }
-                true
-            }
-        });
-        // A run collected at the tail needs no trace: an insert reaching the
-        // end of the list stops there either way.
-        let dropped = before - self.elements.len();
+        let dropped = drop_elements(&mut self.elements, |element| element.is_collectable(stable));
         if dropped > 0 {
             self.floor.get_or_insert_with(Default::default).join(stable);
             self.recount_ends();

@@ -40,10 +40,11 @@ proptest! {
     /// collected with the same vector, which makes equal states identical).
     #[test]
     fn joining_unevenly_collected_states_equals_delivering_every_delta(
-        before in proptest::collection::vec(step_without_lists(), 1..40),
+        before in proptest::collection::vec(step(), 1..40),
         cuts in proptest::collection::vec(proptest::collection::vec(0u64..=100, 3), 3),
+        forget_floors in any::<bool>(),
     ) {
-        uneven_collection_converges(&before, &cuts, &[])?;
+        uneven_collection_converges(&before, &cuts, &[], forget_floors)?;
     }
 
     /// Writes after garbage collection at different moments in different
@@ -52,25 +53,34 @@ proptest! {
     /// delivering every delta and full syncs agree (D96).
     #[test]
     fn writes_after_uneven_collection_converge(
-        before in proptest::collection::vec(step_without_lists(), 1..40),
+        before in proptest::collection::vec(step(), 1..40),
         cuts in proptest::collection::vec(proptest::collection::vec(0u64..=100, 3), 3),
-        after in proptest::collection::vec(step_without_lists(), 1..30),
+        after in proptest::collection::vec(step(), 1..30),
+        forget_floors in any::<bool>(),
     ) {
-        uneven_collection_converges(&before, &cuts, &after)?;
+        uneven_collection_converges(&before, &cuts, &after, forget_floors)?;
     }
 }
 
 /// Runs `before`, delivers everything everywhere, collects each region at
 /// its cut ([`collect_at`]), runs `after`, then checks that full syncs and
-/// delivering every delta give one state.
-fn uneven_collection_converges(before: &[Step], cuts: &[Vec<u64>], after: &[Step]) -> Result<(), TestCaseError> {
+/// delivering every delta give one state. With `forget_floors`, each region
+/// joins as if restored from a snapshot without its lists' floors (written
+/// before snapshots carried them): it learns what the senders collected
+/// only from theirs.
+fn uneven_collection_converges(
+    before: &[Step],
+    cuts: &[Vec<u64>],
+    after: &[Step],
+    forget_floors: bool,
+) -> Result<(), TestCaseError> {
     let mut regions: Vec<Keyspace> = (1..=3).map(|r| Keyspace::new(ReplicaId(r))).collect();
     let mut log: Vec<Delta> = Vec::new();
     run(&mut regions, &mut log, before, 0);
     deliver_all(&mut regions, &log);
     collect_at(&mut regions, cuts);
     run(&mut regions, &mut log, after, before.len());
-    let (mut joined, _, lists_kept) = full_syncs(&regions);
+    let (mut joined, _, lists_kept) = full_syncs(&regions, forget_floors);
     prop_assert_eq!(lists_kept, 0, "a list was not joined");
     deliver_all(&mut regions, &log);
     let stable = regions[0].context().vector().clone();
@@ -94,13 +104,6 @@ fn collect_at(regions: &mut [Keyspace], cuts: &[Vec<u64>]) {
             VersionVector::from_entries(everything.iter().map(|(r, seq)| (r, seq * cut[usize::from(r.0) - 1] / 100)));
         region.collect(&stable, 0, usize::MAX);
     }
-}
-
-/// Steps without list writes: a list joined with one whose tombstones were
-/// collected can come out in another order (D96, open), so the suites of
-/// uneven collection leave lists out.
-fn step_without_lists() -> impl Strategy<Value = Step> {
-    steps_of(op_on_other_types())
 }
 
 /// Runs `steps` (local writes and deliveries of random logged deltas); the
@@ -132,9 +135,11 @@ fn deliver_all(regions: &mut [Keyspace], log: &[Delta]) {
 
 /// Full syncs: region 0 joins the others' states, then they join its.
 /// Returns the joined regions, region 0's joined state, and the count of
-/// lists kept rather than joined.
-fn full_syncs(regions: &[Keyspace]) -> (Vec<Keyspace>, Keyspace, usize) {
-    let mut joined: Vec<Keyspace> = regions.iter().map(copy).collect();
+/// lists kept rather than joined. With `forget_floors` the joining regions
+/// have lost their lists' floors (the states they receive keep theirs).
+fn full_syncs(regions: &[Keyspace], forget_floors: bool) -> (Vec<Keyspace>, Keyspace, usize) {
+    let receiver = |keyspace: &Keyspace| if forget_floors { copy_forgetting_floors(keyspace) } else { copy(keyspace) };
+    let mut joined: Vec<Keyspace> = regions.iter().map(receiver).collect();
     let mut lists_kept = 0;
     for region in &regions[1..] {
         lists_kept += joined[0].merge_snapshot(region).lists_kept;
@@ -236,6 +241,15 @@ fn copy(keyspace: &Keyspace) -> Keyspace {
     Keyspace::restore(keyspace.replica(), keyspace.context().clone(), &keyspace.snapshot()).expect("restore")
 }
 
+/// A copy whose lists have lost their floors.
+fn copy_forgetting_floors(keyspace: &Keyspace) -> Keyspace {
+    let mut keys = keyspace.snapshot();
+    for list in keys.iter_mut().filter_map(|key| key.list.as_mut()) {
+        list.floor = VersionVector::new();
+    }
+    Keyspace::restore(keyspace.replica(), keyspace.context().clone(), &keys).expect("restore")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -244,7 +258,7 @@ proptest! {
         let mut regions: Vec<Keyspace> = (1..=3).map(|r| Keyspace::new(ReplicaId(r))).collect();
         let mut log: Vec<Delta> = Vec::new();
         run(&mut regions, &mut log, &steps, 0);
-        let (mut joined, hub, lists_kept) = full_syncs(&regions);
+        let (mut joined, hub, lists_kept) = full_syncs(&regions, false);
         for region in &joined {
             region.validate().map_err(TestCaseError::fail)?;
         }
@@ -259,5 +273,34 @@ proptest! {
         let again = copy(&joined[1]);
         joined[1].merge_snapshot(&hub);
         prop_assert!(joined[1] == again);
+    }
+}
+
+/// The case that kept lists out of the uneven-collection suites: region 2
+/// pushed two elements to `b`, the second after the first; the first was
+/// popped in region 3 and both flushed in 2. Region 1 then collected the
+/// second only, region 2 the first only (its run folded into the second's
+/// `run_min`). A join that placed the second by their list alone put it
+/// before the first, and the later joins found the two in different orders
+/// and kept lists (D97): the other side's floor says what it collected.
+#[test]
+fn a_list_joined_with_one_that_collected_an_anchor_keeps_one_order() {
+    use Op::*;
+    use Step::*;
+    let before = vec![
+        Local(2, Set(1, 0)),
+        Local(0, Set(0, 0)),
+        Local(1, Push(1, 0, false)),
+        Local(1, Push(0, 0, false)),
+        Deliver(2, 17102),
+        Local(2, Pop(1, false)),
+        Local(1, Push(1, 0, false)),
+        Local(2, Set(0, 0)),
+        Local(1, Expire(0)),
+        Local(1, Flush),
+    ];
+    let cuts = vec![vec![0, 75, 0], vec![0, 25, 67], vec![0, 0, 0]];
+    for forget_floors in [false, true] {
+        uneven_collection_converges(&before, &cuts, &[], forget_floors).expect("converges");
     }
 }

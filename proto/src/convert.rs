@@ -435,6 +435,7 @@ fn list_image_to_wire(image: &ListImage) -> v1::ListImage {
                 removed_by: p.removed_by.map(|d| d.packed()).unwrap_or(0),
             })
             .collect(),
+        floor: image.floor.iter().map(|(replica, seq)| Dot::new(replica, seq).packed()).collect(),
     }
 }
 
@@ -478,7 +479,8 @@ fn list_image_from_wire(image: &v1::ListImage) -> Result<ListImage, DecodeError>
             })
         })
         .collect::<Result<_, DecodeError>>()?;
-    Ok(ListImage { elements, pending })
+    let floor = VersionVector::from_entries(dots(&image.floor)?.into_iter().map(|d| (d.replica(), d.seq())));
+    Ok(ListImage { elements, pending, floor })
 }
 
 fn key_snapshot_to_wire(key: &KeySnapshot) -> v1::KeySnapshot {

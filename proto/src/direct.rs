@@ -82,6 +82,8 @@ fn list_image(buf: &mut Vec<u8>, image: &ListImage) {
             fixed64(b, 5, pending.removed_by.map_or(0, |d| d.packed()));
         });
     }
+    let floor = image.floor.iter().map(|(replica, seq)| Dot::new(replica, seq));
+    packed_dots(buf, 3, image.floor.len(), floor);
 }
 
 /// A `deadline` oneof whose `at_unix_ms` is field `first` and `persist` the
@@ -403,6 +405,30 @@ mod tests {
         let mut bytes = Vec::new();
         encode_delta_into(&overwrite, &mut bytes);
         assert_eq!(crate::convert::decode_delta(&bytes).expect("decodes"), overwrite);
+    }
+
+    /// A list that collected tombstones keeps its floor through both
+    /// snapshot encoders and back (a full sync needs it, D97).
+    #[test]
+    fn a_collected_list_keeps_its_floor_through_a_snapshot() {
+        use meridian_crdt::keyspace::End;
+        let mut keyspace = Keyspace::new(ReplicaId(2));
+        keyspace.push(b"l", &[b"a".as_slice(), b"b", b"c"], End::Back, at(1 << 20)).expect("push");
+        keyspace.pop(b"l", End::Front, 2, at(2 << 20)).expect("pop");
+        let stable = keyspace.context().vector().clone();
+        keyspace.collect(&stable, 0, usize::MAX);
+        let floor_of = |keyspace: &Keyspace| {
+            let keys = keyspace.snapshot();
+            keys[0].list.as_ref().expect("a list").floor.clone()
+        };
+        assert_eq!(floor_of(&keyspace), stable);
+        let keys = keyspace.snapshot();
+        assert_eq!(
+            crate::convert::encode_snapshot_each(keyspace.context(), &keys),
+            crate::convert::encode_snapshot(&keyspace),
+        );
+        let restored = crate::convert::decode_snapshot(ReplicaId(1), &crate::convert::encode_snapshot(&keyspace));
+        assert_eq!(floor_of(&restored.expect("decodes")), stable);
     }
 
     #[test]

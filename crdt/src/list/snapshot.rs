@@ -6,8 +6,12 @@
 //! so its original anchor no longer exists. The image carries the elements as
 //! they stand, with their tombstones, and what is pending; importing it checks
 //! every invariant, so a snapshot from a broken or hostile peer is refused.
+//! It also carries the list's floor (every vector it collected with): a full
+//! sync needs it to tell what the other side collected (D97), and a restored
+//! list, to recognise late duplicates of what it collected.
 
 use super::{Body, Element, PendingInsert, RgaList, Waiting};
+use crate::context::VersionVector;
 use crate::dot::{Dot, Tag};
 use crate::short_bytes::ShortBytes;
 
@@ -44,6 +48,10 @@ pub struct ListImage {
     pub elements: Vec<ElementImage>,
     /// Operations waiting for missing elements, by the element waited for.
     pub pending: Vec<PendingImage>,
+    /// Every vector the list collected with, joined (empty if it never
+    /// dropped a tombstone): an element it covers was applied here, so one
+    /// not held was collected.
+    pub floor: VersionVector,
 }
 
 impl RgaList {
@@ -72,7 +80,7 @@ impl RgaList {
                 removed_by: waiting.removed_by,
             })
             .collect();
-        ListImage { elements, pending }
+        ListImage { elements, pending, floor: self.floor.as_deref().cloned().unwrap_or_default() }
     }
 
     /// Rebuilds a list from its image, refusing one that breaks an invariant.
@@ -97,6 +105,13 @@ impl RgaList {
             if waiting.len() == 0 || list.pending.insert(pending.missing, waiting).is_some() {
                 return Err(format!("pending entry for {:?} is empty or repeated", pending.missing));
             }
+        }
+        if !image.floor.is_empty() {
+            // An insert that arrived for an element already collected (a
+            // flush's race, `RgaList::remove_covered`) waits for nothing; the
+            // next collection would drop it, and a restore must not refuse it.
+            list.pending.retain(|missing, _| !image.floor.contains(*missing));
+            list.floor = Some(Box::new(image.floor.clone()));
         }
         list.recount();
         list.validate()?;
