@@ -15,11 +15,12 @@
 //! append succeeds again every write command answers Redis's `MISCONF` error.
 //! Reads keep working. The maintenance cycle retries, fsyncs once a second
 //! under `appendfsync everysec`, and rewrites the journal into a snapshot
-//! when it has grown.
+//! when it has grown — on a thread of its own, at the lowest CPU priority
+//! once the shard's table is copied, so the fsyncs and commands go on (D98).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,12 +37,19 @@ pub struct Persistence {
     last_sync: Mutex<Instant>,
     /// Held by a rewrite for its whole length (one at a time).
     rewriting: Mutex<()>,
+    /// True while a background rewrite's thread runs.
+    rewrite_running: AtomicBool,
 }
 
 impl Persistence {
     /// Wraps an opened journal.
     pub fn new(journal: Journal) -> Persistence {
-        Persistence { journal: Mutex::new(journal), last_sync: Mutex::new(Instant::now()), rewriting: Mutex::new(()) }
+        Persistence {
+            journal: Mutex::new(journal),
+            last_sync: Mutex::new(Instant::now()),
+            rewriting: Mutex::new(()),
+            rewrite_running: AtomicBool::new(false),
+        }
     }
 
     /// The journal, locked. Lock order: this, then the shard.
@@ -200,6 +208,24 @@ impl ServerState {
         }
     }
 
+    /// The journal size below which it is never rewritten; `None` without
+    /// a data directory.
+    pub fn rewrite_min_bytes(&self) -> Option<u64> {
+        self.persistence.as_ref().map(|p| p.journal().rewrite_min_bytes())
+    }
+
+    /// CONFIG SET auto-aof-rewrite-min-size: false if the node is not
+    /// persistent.
+    pub fn set_rewrite_min_bytes(&self, bytes: u64) -> bool {
+        match &self.persistence {
+            Some(persistence) => {
+                persistence.journal().set_rewrite_min_bytes(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// True while journal appends fail: write commands answer `MISCONF`.
     pub fn persistence_failing(&self) -> bool {
         self.persistence_failing.load(Ordering::Acquire)
@@ -213,8 +239,9 @@ impl ServerState {
 
     /// One maintenance step of persistence: commits what background work
     /// applied (expiry, GC, merges), fsyncs once a second under `everysec`,
-    /// and rewrites the journal into a snapshot when it has grown.
-    pub fn persistence_tick(&self) {
+    /// and starts a rewrite of the journal into a snapshot, on a thread of
+    /// its own, when it has grown (so the fsyncs go on meanwhile).
+    pub fn persistence_tick(self: &Arc<Self>) {
         self.commit_writes(u64::MAX);
         let Some(persistence) = &self.persistence else {
             return;
@@ -230,10 +257,20 @@ impl ServerState {
         if due && let Err(error) = self.sync_journal() {
             tracing::error!(%error, "journal fsync failed");
         }
-        if persistence.journal().needs_rewrite()
-            && let Err(error) = self.rewrite()
-        {
-            tracing::error!(%error, "journal rewrite failed; the journal keeps growing and will be retried");
+        if persistence.journal().needs_rewrite() && !persistence.rewrite_running.swap(true, Ordering::AcqRel) {
+            let server = Arc::clone(self);
+            let spawned = std::thread::Builder::new().name("journal-rewrite".into()).spawn(move || {
+                if let Err(error) = server.rewrite_with(Urgency::Background) {
+                    tracing::error!(%error, "journal rewrite failed; the journal keeps growing and will be retried");
+                }
+                if let Some(persistence) = &server.persistence {
+                    persistence.rewrite_running.store(false, Ordering::Release);
+                }
+            });
+            if let Err(error) = spawned {
+                persistence.rewrite_running.store(false, Ordering::Release);
+                tracing::error!(%error, "cannot start a journal rewrite; it will be retried");
+            }
         }
     }
 
@@ -260,13 +297,25 @@ impl ServerState {
         if let Err(error) = persistence.journal().sync() {
             tracing::error!(%error, "journal fsync at shutdown failed");
         }
+        // A background rewrite finishes first (its snapshot replaces
+        // journals; stopped halfway, it would leave only a temporary file).
+        if persistence.rewrite_running.load(Ordering::Acquire) {
+            tracing::info!("waiting for the journal rewrite to finish");
+        }
+        drop(persistence.rewriting.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// Rewrites the journal: rotates to a new journal generation and writes a
     /// snapshot of the state at the rotation, then deletes what it covers.
     /// The shard is locked only to copy its table out; sorting, encoding and
-    /// writing happen while commands run (their deltas go to the new generation).
+    /// writing happen while commands run (their deltas go to the new
+    /// generation). For callers that wait on it (a promotion, a peer's
+    /// snapshot): the work runs at the caller's priority.
     pub fn rewrite(&self) -> std::io::Result<()> {
+        self.rewrite_with(Urgency::Now)
+    }
+
+    fn rewrite_with(&self, urgency: Urgency) -> std::io::Result<()> {
         let Some(persistence) = &self.persistence else {
             return Ok(());
         };
@@ -294,16 +343,54 @@ impl ServerState {
         };
         let locked_ms = locked.elapsed().as_millis() as u64;
         let count = keys.len();
-        let body = meridian_proto::convert::encode_snapshot_each(&context, keys.into_sorted());
-        let bytes = write_snapshot_file(&dir, covered, &body, hlc)?;
+        let write = || {
+            let encoding = Instant::now();
+            let body = meridian_proto::convert::encode_snapshot_each(&context, keys.into_sorted());
+            let encode_ms = encoding.elapsed().as_millis() as u64;
+            let writing = Instant::now();
+            let bytes = write_snapshot_file(&dir, covered, &body, hlc)?;
+            Ok::<_, std::io::Error>((bytes, encode_ms, writing.elapsed().as_millis() as u64))
+        };
+        // Seconds of sorting, encoding and writing at 1-2 M keys: in the
+        // background, the rewrite's own thread then yields the cores to the
+        // shard's workers (it holds no lock from here on, so nothing waits
+        // on it at low priority).
+        if let Urgency::Background = urgency {
+            lower_this_threads_priority();
+        }
+        let (bytes, encode_ms, write_ms) = write()?;
         persistence.journal().set_snapshot_bytes(bytes);
         tracing::info!(
             keys = count,
             bytes,
             locked_ms,
+            encode_ms,
+            write_ms,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "journal rewritten into a snapshot"
         );
         Ok(())
+    }
+}
+
+/// Who waits for a journal rewrite.
+#[derive(Clone, Copy)]
+enum Urgency {
+    /// A caller (a promotion, a peer's snapshot merge): full priority.
+    Now,
+    /// The periodic check found the journal grown; this is the rewrite's own
+    /// thread: lowest CPU priority for the unlocked part, so client commands
+    /// and WAN deltas go first.
+    Background,
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19). On Linux the
+/// nice value is per thread, and `setpriority(PRIO_PROCESS, 0, ..)` sets the
+/// calling thread's; a failure only leaves the priority as it was.
+fn lower_this_threads_priority() {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the journal rewrite's priority");
     }
 }

@@ -28,8 +28,9 @@
 //!
 //! ## Rewrite
 //!
-//! When the journal has grown past [`REWRITE_MIN_BYTES`] and past the size of
-//! the last snapshot, the shard rotates to a new journal generation and writes
+//! When the journal has grown past its minimum size ([`REWRITE_MIN_BYTES`] by
+//! default, Redis's `auto-aof-rewrite-min-size`) and past the size of the
+//! last snapshot, the shard rotates to a new journal generation and writes
 //! a snapshot of its state (to a temporary file, fsynced, renamed, the
 //! directory fsynced), then deletes the journals and snapshots it covers. A
 //! crash at any point leaves either the old snapshot and all journals, or the
@@ -129,6 +130,8 @@ pub struct Journal {
     journal_bytes: u64,
     /// Size of the last snapshot written or loaded.
     snapshot_bytes: u64,
+    /// No rewrite below this journal size.
+    rewrite_min_bytes: u64,
     /// True if a frame was written since the last fsync.
     dirty: bool,
     /// Journal position (see `Keyspace::journal_seq`) written so far.
@@ -366,6 +369,7 @@ impl Journal {
             file,
             journal_bytes,
             snapshot_bytes,
+            rewrite_min_bytes: REWRITE_MIN_BYTES,
             dirty: false,
             written_seq: seq,
             synced_seq: seq,
@@ -386,6 +390,18 @@ impl Journal {
     /// Changes the fsync policy (CONFIG SET appendfsync).
     pub fn set_fsync(&mut self, fsync: Fsync) {
         self.fsync = fsync;
+    }
+
+    /// The journal size below which it is never rewritten
+    /// (`auto-aof-rewrite-min-size`).
+    pub fn rewrite_min_bytes(&self) -> u64 {
+        self.rewrite_min_bytes
+    }
+
+    /// Changes the size below which the journal is never rewritten
+    /// (CONFIG SET auto-aof-rewrite-min-size).
+    pub fn set_rewrite_min_bytes(&mut self, bytes: u64) {
+        self.rewrite_min_bytes = bytes;
     }
 
     /// The journal position written to the file (see `Keyspace::journal_seq`).
@@ -483,7 +499,7 @@ impl Journal {
 
     /// True when the journal has grown enough to be replaced by a snapshot.
     pub fn needs_rewrite(&self) -> bool {
-        self.journal_bytes >= REWRITE_MIN_BYTES.max(self.snapshot_bytes)
+        self.journal_bytes >= self.rewrite_min_bytes.max(self.snapshot_bytes)
     }
 
     /// Size of the current journal file.
@@ -534,9 +550,16 @@ impl Journal {
     }
 }
 
-/// Writes a snapshot file for generation `covered` (temporary file, fsync,
-/// rename, directory fsync) and removes the snapshots and journals it
-/// covers. Returns its size.
+/// How much of a snapshot is written between two data syncs: Redis's
+/// incremental fsync during a rewrite (`aof-rewrite-incremental-fsync`),
+/// for the same reason (D98): one sync of a whole 100 MB file at the end
+/// makes the filesystem commit it in one go, and the journal's appends,
+/// which extend their file, wait for that commit.
+pub const SNAPSHOT_SYNC_BYTES: usize = 4 << 20;
+
+/// Writes a snapshot file for generation `covered` (temporary file, synced
+/// every [`SNAPSHOT_SYNC_BYTES`] and at the end, rename, directory fsync)
+/// and removes the snapshots and journals it covers. Returns its size.
 pub fn write_snapshot_file(dir: &Path, covered: u64, body: &[u8], hlc_high_water: u64) -> io::Result<u64> {
     let final_path = snapshot_path(dir, covered);
     let tmp = dir.join(format!("snapshot-{covered:010}.tmp"));
@@ -547,7 +570,15 @@ pub fn write_snapshot_file(dir: &Path, covered: u64, body: &[u8], hlc_high_water
     header.extend_from_slice(&hlc_high_water.to_le_bytes());
     header.extend_from_slice(&(body.len() as u64).to_le_bytes());
     header.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-    file.write_all(&header).and_then(|()| file.write_all(body)).and_then(|()| file.sync_all()).map_err(|e| {
+    let write_synced = |file: &mut File| {
+        file.write_all(&header)?;
+        for chunk in body.chunks(SNAPSHOT_SYNC_BYTES) {
+            file.write_all(chunk)?;
+            file.sync_data()?;
+        }
+        file.sync_all()
+    };
+    write_synced(&mut file).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         context(&tmp, e)
     })?;
@@ -616,6 +647,27 @@ mod tests {
         assert_eq!(recovered.deltas_replayed, 5);
         assert_eq!(recovered.hlc_high_water, at(5).hlc);
         assert_eq!(recovered.truncated_bytes, 0);
+        assert_eq!(without_journal(recovered.keyspace), without_journal(keyspace));
+    }
+
+    /// A snapshot of several sync chunks (`SNAPSHOT_SYNC_BYTES`) is whole.
+    #[test]
+    fn a_snapshot_written_in_synced_chunks_recovers_whole() {
+        let dir = tempdir();
+        let (mut journal, _) = open(&dir);
+        let mut keyspace = journaled();
+        let value = vec![b'v'; 64 << 10];
+        for i in 0..160u64 {
+            keyspace.set(format!("key-{i}").as_bytes(), &value, ExpiryChange::Clear, at(i + 1));
+        }
+        commit(&mut journal, &mut keyspace, at(160).hlc);
+        let covered = journal.rotate().expect("rotate");
+        journal.write_snapshot(covered, &keyspace, at(160).hlc).expect("snapshot");
+        let size = std::fs::metadata(snapshot_path(&dir, covered)).expect("the snapshot").len();
+        assert!(size > 2 * SNAPSHOT_SYNC_BYTES as u64, "{size} bytes");
+        drop(journal);
+        let (_, recovered) = open(&dir);
+        assert_eq!(recovered.deltas_replayed, 0);
         assert_eq!(without_journal(recovered.keyspace), without_journal(keyspace));
     }
 

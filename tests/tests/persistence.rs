@@ -102,6 +102,10 @@ async fn a_restarted_node_has_everything_it_acknowledged() {
     assert!(
         matches!(c.cmd(&["CONFIG", "SET", "appendfsync", "no"]).await, Resp::Error(e) if e.contains("no data directory"))
     );
+    assert!(matches!(
+        c.cmd(&["CONFIG", "SET", "auto-aof-rewrite-min-size", "1mb"]).await,
+        Resp::Error(e) if e.contains("no data directory")
+    ));
     stop(node).await;
 }
 
@@ -212,6 +216,68 @@ async fn a_rewrite_keeps_everything_and_replaces_the_journal() {
     let mut c = Client::connect(addr).await;
     check_everything(&mut c).await;
     assert_eq!(c.cmd(&["GET", "after"]).await, bulk("rewrite"));
+    let _ = stop.send(true);
+}
+
+/// The journal's files, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Past `auto-aof-rewrite-min-size` the maintenance cycle rewrites the
+/// journal on its own thread while commands go on (D98); the result
+/// recovers everything, writes made during the rewrite included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grown_journal_is_rewritten_in_the_background() {
+    let dir = data_dir("background");
+    let (_server, addr, stop) = start_server(&dir).await;
+    let mut c = Client::connect(addr).await;
+    let sixty_four_mb = Resp::Array(vec![bulk("auto-aof-rewrite-min-size"), bulk("67108864")]);
+    assert_eq!(c.cmd(&["CONFIG", "GET", "auto-aof-rewrite-min-size"]).await, sixty_four_mb);
+    for (given, refused) in [("64xb", "memory value"), ("", "memory value"), ("-1", "memory value")] {
+        assert!(
+            matches!(c.cmd(&["CONFIG", "SET", "auto-aof-rewrite-min-size", given]).await, Resp::Error(e) if e.contains(refused)),
+            "{given:?}"
+        );
+    }
+    assert_eq!(c.cmd(&["CONFIG", "SET", "auto-aof-rewrite-min-size", "8kb"]).await, ok());
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "auto-aof-rewrite-min-size"]).await,
+        Resp::Array(vec![bulk("auto-aof-rewrite-min-size"), bulk("8192")])
+    );
+    let first_journal = files_in(&dir).into_iter().filter(|f| f.starts_with("journal-")).max().expect("a journal");
+    // Writes past 8 KiB of journal, and on while the rewrite runs.
+    let mut written = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let key = format!("key-{written}");
+        assert_eq!(c.cmd(&["SET", &key, "some value of a few dozen bytes, journaled"]).await, ok());
+        written += 1;
+        let files = files_in(&dir);
+        let rewritten =
+            files.iter().any(|f| f.starts_with("snapshot-") && f.ends_with(".bin")) && !files.contains(&first_journal);
+        if rewritten && written >= 400 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no background rewrite after {written} writes: {files:?}");
+    }
+    assert_eq!(c.cmd(&["DBSIZE"]).await, int(written));
+    let _ = stop.send(true);
+    drop(c);
+    sleep(Duration::from_millis(300)).await;
+
+    let (_server, addr, stop) = start_server(&dir).await;
+    let mut c = Client::connect(addr).await;
+    assert_eq!(c.cmd(&["DBSIZE"]).await, int(written));
+    assert_eq!(
+        c.cmd(&["GET", &format!("key-{}", written - 1)]).await,
+        bulk("some value of a few dozen bytes, journaled")
+    );
     let _ = stop.send(true);
 }
 

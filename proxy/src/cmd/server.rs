@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::connection::subcommand_error;
 use super::{CommandSpec, SYNTAX_ERROR, glob_match, parse_float, parse_int};
-use meridian_replication::durability::Fsync;
+use meridian_replication::durability::{Fsync, REWRITE_MIN_BYTES};
 
 use crate::context::{ClientHandle, Context};
 use crate::reply::Protocol;
@@ -83,6 +83,7 @@ fn fixed_values(ctx: &Context<'_, '_>) -> Vec<(&'static str, String)> {
         // The journal is Meridian's append-only file (no RDB saves).
         ("appendonly", if ctx.server.is_persistent() { "yes" } else { "no" }.to_string()),
         ("appendfsync", ctx.server.appendfsync().map_or("everysec", |f| f.name()).to_string()),
+        ("auto-aof-rewrite-min-size", ctx.server.rewrite_min_bytes().unwrap_or(REWRITE_MIN_BYTES).to_string()),
         ("save", String::new()),
     ]
 }
@@ -137,6 +138,7 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[Bytes]) {
     let fixed = fixed_values(ctx);
     let mut updates: Vec<(&'static str, String)> = Vec::with_capacity(pairs.len() / 2);
     let mut fsync_update = None;
+    let mut rewrite_update = None;
     for pair in pairs.chunks_exact(2) {
         let given = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
         let failed =
@@ -146,6 +148,13 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[Bytes]) {
                 return ctx.reply.error(&failed("argument(s) must be one of the following: always, everysec, no"));
             };
             fsync_update = Some(fsync);
+            continue;
+        }
+        if given == "auto-aof-rewrite-min-size" {
+            let Some(bytes) = parse_memory(&pair[1]) else {
+                return ctx.reply.error(&failed("argument must be a memory value"));
+            };
+            rewrite_update = Some(bytes);
             continue;
         }
         let Some(t) = TUNABLES.iter().find(|t| t.name == given || t.alias == Some(given.as_str())) else {
@@ -177,12 +186,38 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[Bytes]) {
             "ERR CONFIG SET failed (possibly related to argument 'appendfsync') - the node has no data directory (start it with --data-dir)",
         );
     }
+    if let Some(bytes) = rewrite_update
+        && !ctx.server.set_rewrite_min_bytes(bytes)
+    {
+        return ctx.reply.error(
+            "ERR CONFIG SET failed (possibly related to argument 'auto-aof-rewrite-min-size') - the node has no data directory (start it with --data-dir)",
+        );
+    }
     let mut stored = ctx.server.config();
     for (name, value) in updates {
         stored.insert(name.to_string(), value);
     }
     drop(stored);
     ctx.reply.ok();
+}
+
+/// A memory value as Redis's configuration reads it: a number of bytes,
+/// optionally with a unit (`k` 1000, `kb` 1024, `m`, `mb`, `g`, `gb`; any
+/// case).
+fn parse_memory(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?.to_ascii_lowercase();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let unit = match &text[digits..] {
+        "" | "b" => 1,
+        "k" => 1_000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => return None,
+    };
+    text[..digits].parse::<u64>().ok()?.checked_mul(unit)
 }
 
 /// The error for what needs a script engine.
