@@ -199,13 +199,7 @@ impl ServerState {
 
     /// CONFIG SET appendfsync: false if the node is not persistent.
     pub fn set_appendfsync(&self, fsync: Fsync) -> bool {
-        match &self.persistence {
-            Some(persistence) => {
-                persistence.journal().set_fsync(fsync);
-                true
-            }
-            None => false,
-        }
+        self.change_journal(|journal| journal.set_fsync(fsync))
     }
 
     /// The journal size below which it is never rewritten; `None` without
@@ -217,13 +211,16 @@ impl ServerState {
     /// CONFIG SET auto-aof-rewrite-min-size: false if the node is not
     /// persistent.
     pub fn set_rewrite_min_bytes(&self, bytes: u64) -> bool {
-        match &self.persistence {
-            Some(persistence) => {
-                persistence.journal().set_rewrite_min_bytes(bytes);
-                true
-            }
-            None => false,
-        }
+        self.change_journal(|journal| journal.set_rewrite_min_bytes(bytes))
+    }
+
+    /// Applies a setting to the journal; false if there is none.
+    fn change_journal(&self, change: impl FnOnce(&mut Journal)) -> bool {
+        let Some(persistence) = &self.persistence else {
+            return false;
+        };
+        change(&mut persistence.journal());
+        true
     }
 
     /// True while journal appends fail: write commands answer `MISCONF`.
