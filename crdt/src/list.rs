@@ -854,7 +854,9 @@ impl RgaList {
     /// removed there and becomes a tombstone. Elements both hold join: a
     /// removal wins, else the later LSET; the smaller `run_min` (the other
     /// side collected a run before it). Operations waiting on either side
-    /// then run against the joined elements, or keep waiting.
+    /// then run against the joined elements, or keep waiting. Before any of
+    /// that, our elements that their floor says they collected are collected
+    /// here too (D97), and the joined list keeps both floors.
     ///
     /// Errors, changing nothing, if the elements both hold stand in
     /// different orders: the other is not a replica of this list.
