@@ -295,11 +295,19 @@ impl ServerState {
             tracing::error!(%error, "journal fsync at shutdown failed");
         }
         // A background rewrite finishes first (its snapshot replaces
-        // journals; stopped halfway, it would leave only a temporary file).
-        if persistence.rewrite_running.load(Ordering::Acquire) {
-            tracing::info!("waiting for the journal rewrite to finish");
+        // journals; stopped halfway, it would leave only a temporary file,
+        // and one still starting would run on after the node stopped). Its
+        // thread holds `rewriting` while it works; the flag also covers the
+        // moment between its start and taking the lock.
+        let mut waited = false;
+        while persistence.rewrite_running.load(Ordering::Acquire) {
+            if !waited {
+                tracing::info!("waiting for the journal rewrite to finish");
+                waited = true;
+            }
+            drop(persistence.rewriting.lock().unwrap_or_else(|p| p.into_inner()));
+            std::thread::yield_now();
         }
-        drop(persistence.rewriting.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// Rewrites the journal: rotates to a new journal generation and writes a
