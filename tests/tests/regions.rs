@@ -97,16 +97,28 @@ impl Region {
     }
 }
 
-/// Runs `meridian ctl --url URL ARGS...` to completion: success and output.
+/// Runs `meridian ctl --url URL ARGS...` to completion (bounded): success
+/// and output.
 fn ctl(url: &str, args: &[&str]) -> (bool, String) {
-    let output = Command::new(meridian_binary())
+    use std::io::Read;
+    let child = Command::new(meridian_binary())
         .args(["ctl", "--url", url])
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run meridian ctl");
-    let text = String::from_utf8_lossy(if output.status.success() { &output.stdout } else { &output.stderr });
-    (output.status.success(), text.into_owned())
+    let mut guard = ChildGuard(child);
+    let status = common::wait_until(&mut guard.0, Duration::from_secs(120)).expect("meridian ctl exits in 120 s");
+    let mut text = String::new();
+    let stream: &mut dyn Read = if status.success() {
+        guard.0.stdout.as_mut().expect("stdout")
+    } else {
+        guard.0.stderr.as_mut().expect("stderr")
+    };
+    stream.read_to_string(&mut text).expect("read ctl's output");
+    (status.success(), text)
 }
 
 async fn connect(addr: SocketAddr) -> Option<MultiplexedConnection> {
