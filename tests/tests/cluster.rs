@@ -20,9 +20,7 @@ use serde_json::{Value, json};
 use tokio::time::timeout;
 
 mod common;
-use common::{
-    ChildGuard, Node, NodeConfig, converges, free_port, meridian_binary, now_ms, start_with, stop, wait_until,
-};
+use common::{ChildGuard, Node, NodeConfig, converges, free_port, meridian_binary, now_ms, start_with, stop};
 
 /// How long one HTTP exchange may take (a write may wait out an election).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
@@ -417,29 +415,10 @@ async fn a_restarted_node_keeps_its_log_vote_and_configuration() {
 // The real binary, driven by `meridian ctl`.
 // ---------------------------------------------------------------------------
 
-/// Runs `meridian ctl --url URL ARGS...` to completion; returns success,
-/// stdout and stderr.
+/// Runs `meridian ctl` against the admin API on `admin_port` (at most 60 s);
+/// returns success, stdout and stderr.
 async fn ctl(admin_port: u16, args: &[&str]) -> (bool, String, String) {
-    let mut all = vec!["ctl".to_string(), "--url".into(), format!("http://127.0.0.1:{admin_port}")];
-    all.extend(args.iter().map(|a| a.to_string()));
-    tokio::task::spawn_blocking(move || {
-        let child = Command::new(meridian_binary())
-            .args(&all)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start meridian ctl");
-        let mut guard = ChildGuard(child);
-        let status = wait_until(&mut guard.0, Duration::from_secs(60)).expect("meridian ctl did not exit in 60 s");
-        use std::io::Read;
-        let (mut out, mut err) = (String::new(), String::new());
-        guard.0.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
-        guard.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
-        (status.success(), out, err)
-    })
-    .await
-    .expect("ctl task")
+    common::ctl_output(&format!("http://127.0.0.1:{admin_port}"), args, Duration::from_secs(60)).await
 }
 
 /// Retries a `ctl` command until it succeeds and `accept` holds its output.

@@ -12,7 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::{
-    CONVERGE_TIMEOUT, Client, Node, NodeConfig, Resp, bulk, converges, free_port, ok, start_region, start_with, stop,
+    CONVERGE_TIMEOUT, Client, Node, NodeConfig, Resp, bulk, converges, ctl, free_port, ok, start_region, start_with,
+    stop,
 };
 use meridian_cluster::ctl::{Method, StatusCode, request};
 use serde_json::{Value, json};
@@ -141,32 +142,6 @@ async fn a_crdb_with_an_unreachable_instance_is_not_created_anywhere() {
     let (status, _) = api(&a, Method::POST, "/v1/crdbs", Some(json!({"name": "x", "port": 1, "instances": []}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     stop(a).await;
-}
-
-/// Runs `meridian ctl --url URL ARGS...`; returns success and stdout (stderr
-/// on failure).
-async fn ctl(url: &str, args: &[&str]) -> (bool, String) {
-    let mut all = vec!["ctl".to_string(), "--url".into(), url.to_string()];
-    all.extend(args.iter().map(|a| a.to_string()));
-    tokio::task::spawn_blocking(move || {
-        let binary = common::meridian_binary();
-        let child = std::process::Command::new(binary)
-            .args(&all)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start meridian ctl");
-        let mut guard = common::ChildGuard(child);
-        let status = common::wait_until(&mut guard.0, Duration::from_secs(120)).expect("meridian ctl exits");
-        use std::io::Read;
-        let (mut out, mut err) = (String::new(), String::new());
-        guard.0.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
-        guard.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
-        (status.success(), if status.success() { out } else { err })
-    })
-    .await
-    .expect("ctl task")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

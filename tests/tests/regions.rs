@@ -97,30 +97,6 @@ impl Region {
     }
 }
 
-/// Runs `meridian ctl --url URL ARGS...` to completion (bounded): success
-/// and output.
-fn ctl(url: &str, args: &[&str]) -> (bool, String) {
-    use std::io::Read;
-    let child = Command::new(meridian_binary())
-        .args(["ctl", "--url", url])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run meridian ctl");
-    let mut guard = ChildGuard(child);
-    let status = common::wait_until(&mut guard.0, Duration::from_secs(120)).expect("meridian ctl exits in 120 s");
-    let mut text = String::new();
-    let stream: &mut dyn Read = if status.success() {
-        guard.0.stdout.as_mut().expect("stdout")
-    } else {
-        guard.0.stderr.as_mut().expect("stderr")
-    };
-    stream.read_to_string(&mut text).expect("read ctl's output");
-    (status.success(), text)
-}
-
 async fn connect(addr: SocketAddr) -> Option<MultiplexedConnection> {
     let client = redis::Client::open(format!("redis://{addr}")).ok()?;
     timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await.ok()?.ok()
@@ -265,16 +241,11 @@ async fn three_region_processes_converge_through_a_kill_and_a_stop() {
     // The active-active database, created from the first region's admin API.
     let port = free_port().to_string();
     let admins: Vec<String> = regions.iter().map(Region::admin).collect();
-    let create = {
-        let mut args = vec!["crdb", "create", "--name", "shared", "--port", &port];
-        for admin in &admins {
-            args.extend(["--instance", admin.as_str()]);
-        }
-        let args: Vec<String> = args.into_iter().map(String::from).collect();
-        let url = admins[0].clone();
-        tokio::task::spawn_blocking(move || ctl(&url, &args.iter().map(String::as_str).collect::<Vec<_>>()))
-    };
-    let (created, out) = create.await.expect("ctl");
+    let mut args = vec!["crdb", "create", "--name", "shared", "--port", &port];
+    for admin in &admins {
+        args.extend(["--instance", admin.as_str()]);
+    }
+    let (created, out) = common::ctl(&admins[0], &args).await;
     assert!(created, "crdb create: {out}");
     let port: u16 = port.parse().expect("port");
     let endpoints: Vec<SocketAddr> = regions.iter().map(|r| SocketAddr::new(r.host, port)).collect();

@@ -387,6 +387,39 @@ impl Drop for ChildGuard {
 #[allow(unused_imports)]
 pub use meridian_tests::free_port;
 
+/// Runs `meridian ctl --url URL ARGS...` to completion, for at most `limit`:
+/// success, stdout and stderr.
+pub async fn ctl_output(url: &str, args: &[&str], limit: Duration) -> (bool, String, String) {
+    let mut all = vec!["ctl".to_string(), "--url".into(), url.to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let child = Command::new(meridian_binary())
+            .args(&all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start meridian ctl");
+        let mut guard = ChildGuard(child);
+        let status =
+            wait_until(&mut guard.0, limit).unwrap_or_else(|| panic!("meridian ctl did not exit in {limit:?}"));
+        use std::io::Read;
+        let (mut out, mut err) = (String::new(), String::new());
+        guard.0.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
+        guard.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+        (status.success(), out, err)
+    })
+    .await
+    .expect("ctl task")
+}
+
+/// Runs `meridian ctl --url URL ARGS...` (at most 120 s); returns success
+/// and stdout (stderr on failure).
+pub async fn ctl(url: &str, args: &[&str]) -> (bool, String) {
+    let (success, out, err) = ctl_output(url, args, Duration::from_secs(120)).await;
+    (success, if success { out } else { err })
+}
+
 /// Runs the binary to completion (it is expected to fail fast) and returns
 /// its status and stderr.
 pub fn run_expecting_exit(args: &[&str]) -> (ExitStatus, String) {
