@@ -77,9 +77,16 @@ fn rehash<V>(chunks: &[Vec<Entry<V>>], hasher: &DefaultHashBuilder, slot: u32) -
     hasher.hash_one(entry(chunks, slot).as_ref().expect("indexed slot is occupied").0.as_slice())
 }
 
+/// The chunk and the offset in it of `slot`.
+#[inline]
+fn position(slot: u32) -> (usize, usize) {
+    ((slot >> CHUNK_BITS) as usize, slot as usize & (CHUNK - 1))
+}
+
 #[inline]
 fn entry<V>(chunks: &[Vec<Entry<V>>], slot: u32) -> &Entry<V> {
-    &chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+    let (chunk, offset) = position(slot);
+    &chunks[chunk][offset]
 }
 
 impl<V> KeyTable<V> {
@@ -149,7 +156,8 @@ impl<V> KeyTable<V> {
 
     #[inline]
     fn entry_mut(&mut self, slot: u32) -> &mut Entry<V> {
-        &mut self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+        let (chunk, offset) = position(slot);
+        &mut self.chunks[chunk][offset]
     }
 
     /// The value in an occupied slot, mutably.
