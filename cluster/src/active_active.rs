@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use meridian_crdt::clock::Observation;
+use meridian_crdt::gc::Reporter;
 use meridian_crdt::keyspace::FrozenKeys;
 use meridian_crdt::{ClockError, Delta, Keyspace, SnapshotMerge, VersionVector};
 use meridian_proxy::context::ServerState;
-use meridian_wan::{Cursor, CursorStore, Inbound, Outbound, Outbox, Snapshot};
+use meridian_wan::{Cursor, CursorStore, Inbound, Outbound, Outbox, Snapshot, Source};
 
 /// How often at most a link's cursor is written to disk. Between writes the
 /// cursor on disk lags the one in memory: a restart then redelivers what was
@@ -24,11 +25,11 @@ pub const CURSOR_PERSIST_INTERVAL: Duration = Duration::from_millis(100);
 /// per-source cursors, and shows the local clock the peer's timestamps.
 pub struct RegionInbound {
     server: Arc<ServerState>,
-    cursors: Mutex<HashMap<u16, Cursor>>,
+    cursors: Mutex<HashMap<Source, Cursor>>,
     /// Where the cursors persist, and the database's name there.
     store: Option<(CursorStore, String)>,
     /// When each source's cursor was last handed to the writer.
-    persisted_at: Mutex<HashMap<u16, Instant>>,
+    persisted_at: Mutex<HashMap<Source, Instant>>,
     /// The cursor writer's queue (started with the first cursor to write).
     writer: OnceLock<Mutex<std::sync::mpsc::Sender<CursorWrite>>>,
 }
@@ -62,7 +63,7 @@ impl RegionInbound {
 
     /// Hands `cursor` to the writer thread, starting it the first time; with
     /// `wait`, returns once it is on disk (or the writer gave up on it).
-    fn write_cursor(&self, store: &CursorStore, database: &str, source_region: u16, cursor: Cursor, wait: bool) {
+    fn write_cursor(&self, store: &CursorStore, database: &str, source: Source, cursor: Cursor, wait: bool) {
         let writer = self.writer.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel();
             let (server, store, name) = (self.server.clone(), store.clone(), database.to_owned());
@@ -81,7 +82,7 @@ impl RegionInbound {
             (None, None)
         };
         // A send fails only if the writer could not start (logged above).
-        let sent = writer.lock().unwrap_or_else(|p| p.into_inner()).send(CursorWrite { source_region, cursor, done });
+        let sent = writer.lock().unwrap_or_else(|p| p.into_inner()).send(CursorWrite { source, cursor, done });
         if let (Ok(()), Some(written)) = (sent, written) {
             let _ = written.recv_timeout(CURSOR_WRITE_WAIT);
         }
@@ -90,7 +91,7 @@ impl RegionInbound {
 
 /// One cursor for the writer thread, and whom to tell once it is written.
 struct CursorWrite {
-    source_region: u16,
+    source: Source,
     cursor: Cursor,
     done: Option<std::sync::mpsc::SyncSender<()>>,
 }
@@ -109,19 +110,19 @@ fn write_cursors(
     database: &str,
 ) {
     while let Ok(first) = queue.recv() {
-        let mut newest: HashMap<u16, Cursor> = HashMap::new();
+        let mut newest: HashMap<Source, Cursor> = HashMap::new();
         let mut waiting = Vec::new();
         for write in std::iter::once(first).chain(queue.try_iter()) {
-            newest.insert(write.source_region, write.cursor);
+            newest.insert(write.source, write.cursor);
             waiting.extend(write.done);
         }
         match server.sync_journal() {
             Err(error) => tracing::warn!(%error, database, "journal fsync failed; WAN cursors not written"),
             Ok(()) => {
-                for (source_region, cursor) in newest {
-                    if let Err(error) = store.store(database, source_region, cursor) {
+                for (source, cursor) in newest {
+                    if let Err(error) = store.store(database, source, cursor) {
                         // The cursor on disk stays behind: a restart redelivers more.
-                        tracing::warn!(%error, database, source_region, "cannot persist the WAN cursor");
+                        tracing::warn!(%error, database, ?source, "cannot persist the WAN cursor");
                     }
                 }
             }
@@ -157,28 +158,28 @@ impl Inbound for RegionInbound {
         Ok(merge)
     }
 
-    fn load_cursor(&self, source_region: u16) -> Option<Cursor> {
+    fn load_cursor(&self, source: Source) -> Option<Cursor> {
         let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cursor) = cursors.get(&source_region) {
+        if let Some(cursor) = cursors.get(&source) {
             return Some(*cursor);
         }
         let (store, database) = self.store.as_ref()?;
-        match store.load(database, source_region) {
+        match store.load(database, source) {
             Ok(Some(cursor)) => {
-                cursors.insert(source_region, cursor);
+                cursors.insert(source, cursor);
                 Some(cursor)
             }
             Ok(None) => None,
             Err(error) => {
                 // Unreadable: a full sync, never a wrong position.
-                tracing::warn!(%error, database, source_region, "cannot read the WAN cursor; resyncing by snapshot");
+                tracing::warn!(%error, database, ?source, "cannot read the WAN cursor; resyncing by snapshot");
                 None
             }
         }
     }
 
-    fn store_cursor(&self, source_region: u16, cursor: Cursor) -> Result<(), String> {
-        let previous = self.cursors.lock().unwrap_or_else(|p| p.into_inner()).insert(source_region, cursor);
+    fn store_cursor(&self, source: Source, cursor: Cursor) -> Result<(), String> {
+        let previous = self.cursors.lock().unwrap_or_else(|p| p.into_inner()).insert(source, cursor);
         let Some((store, database)) = &self.store else {
             return Ok(());
         };
@@ -188,16 +189,16 @@ impl Inbound for RegionInbound {
         let new_log = previous.is_none_or(|previous| previous.log_id != cursor.log_id);
         let write = {
             let mut persisted_at = self.persisted_at.lock().unwrap_or_else(|p| p.into_inner());
-            let due = persisted_at.get(&source_region).is_none_or(|at| at.elapsed() >= CURSOR_PERSIST_INTERVAL);
+            let due = persisted_at.get(&source).is_none_or(|at| at.elapsed() >= CURSOR_PERSIST_INTERVAL);
             if due || new_log {
-                persisted_at.insert(source_region, Instant::now());
+                persisted_at.insert(source, Instant::now());
             }
             due || new_log
         };
         // Handed over (and a new log's waited for) with no lock held: other
         // links' cursors do not queue behind this one's fsync.
         if write {
-            self.write_cursor(store, database, source_region, cursor, new_log);
+            self.write_cursor(store, database, source, cursor, new_log);
         }
         Ok(())
     }
@@ -283,9 +284,9 @@ impl Outbound for RegionOutbound {
         Ok(snapshot)
     }
 
-    fn peer_applied(&self, region: u16, applied: VersionVector) {
+    fn peer_applied(&self, reader: Reporter, applied: VersionVector) {
         if let Some(server) = self.server() {
-            server.shard().peer_applied(region, applied);
+            server.shard().peer_applied(reader, applied);
         }
     }
 }

@@ -83,6 +83,16 @@ pub enum CrdbCommand {
         /// region; WAN deltas leave a region once the replica holds them.
         #[arg(long)]
         replication: bool,
+        /// Shards of each instance: once for all, or once per `--instance`
+        /// in the same order (counts may differ between regions).
+        #[arg(long = "shards")]
+        shards: Vec<u16>,
+        /// Granules the slots are cut into (a power of two up to 64, at least
+        /// the largest shard count; default 1 if every instance has one
+        /// shard, else 16). Fixed for the crdb's life: it bounds the shard
+        /// count of instances added later.
+        #[arg(long)]
+        granules: Option<u16>,
     },
     /// The active-active databases with an instance in this cluster.
     List,
@@ -104,6 +114,9 @@ pub enum CrdbCommand {
         /// Admin API URL of the new region's cluster.
         #[arg(long = "instance")]
         instance: String,
+        /// Its shard count (at most the crdb's granules).
+        #[arg(long, default_value_t = 1)]
+        shards: u16,
     },
     /// Removes another region's instance (deleted there; the remaining
     /// regions resync from each other).
@@ -263,10 +276,14 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             (Method::POST, format!("/v1/bdbs/{uid}/actions/failover"), Some(json!({ "shard_uid": shard })), View::Raw)
         }
         CtlCommand::Shard(ShardCommand::List { bdb }) => (Method::GET, "/v1/shards".into(), None, View::Shards(bdb)),
-        CtlCommand::Crdb(CrdbCommand::Create { name, port, instances, password, replication }) => {
-            let mut body = json!({ "name": name, "port": port, "instances": instances, "replication": replication });
+        CtlCommand::Crdb(CrdbCommand::Create { name, port, instances, password, replication, shards, granules }) => {
+            let mut body = json!({ "name": name, "port": port, "instances": instances, "replication": replication,
+                                   "shards": shards });
             if let Some(password) = password {
                 body["password"] = json!(password);
+            }
+            if let Some(granules) = granules {
+                body["granules"] = json!(granules);
             }
             (Method::POST, "/v1/crdbs".into(), Some(body), View::CrdbCreated)
         }
@@ -274,8 +291,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Crdb(CrdbCommand::Status { guid }) => {
             (Method::GET, format!("/v1/crdbs/{guid}"), None, View::CrdbStatus)
         }
-        CtlCommand::Crdb(CrdbCommand::AddInstance { guid, instance }) => {
-            (Method::POST, format!("/v1/crdbs/{guid}/instances"), Some(json!({ "instance": instance })), View::Raw)
+        CtlCommand::Crdb(CrdbCommand::AddInstance { guid, instance, shards }) => {
+            let body = json!({ "instance": instance, "shards": shards });
+            (Method::POST, format!("/v1/crdbs/{guid}/instances"), Some(body), View::Raw)
         }
         CtlCommand::Crdb(CrdbCommand::RemoveInstance { guid, region, force }) => {
             let query = if force { "?force=true" } else { "" };
@@ -457,7 +475,13 @@ fn render(view: &View, answer: &Value) -> String {
                 cell(&answer["port"])
             );
             head + &table(
-                &[("REGION", "region_id"), ("ADMIN", "admin_url"), ("SYNC", "sync_endpoint"), ("BDB", "bdb_uid")],
+                &[
+                    ("REGION", "region_id"),
+                    ("ADMIN", "admin_url"),
+                    ("SHARDS", "shards"),
+                    ("SYNC", "sync_endpoint"),
+                    ("BDB", "bdb_uid"),
+                ],
                 &rows(&answer["instances"]),
             )
         }
@@ -507,29 +531,40 @@ fn render_crdb_status(answer: &Value) -> String {
         if let Some(error) = status.get("error") {
             out.push_str(&format!("  error: {}\n", cell(error)));
         }
-        let links = table(
-            &[
-                ("PEER", "region_id"),
-                ("STATE", "state"),
-                ("LAG_OPS", "lag_ops"),
-                ("LAG_MS", "lag_ms"),
-                ("DELTAS", "deltas"),
-                ("IN_WIRE", "bytes_in_wire"),
-                ("IN_RAW", "bytes_in_raw"),
-                ("OUT_WIRE", "bytes_out_wire"),
-                ("OUT_RAW", "bytes_out_raw"),
-                ("FULL", "full_syncs"),
-                ("PARTIAL", "partial_syncs"),
-                ("ERRORS", "errors"),
-                ("LAST_ERROR", "last_error"),
-            ],
-            &rows(&status["links"]).into_iter().filter(|l| !l.is_null()).collect::<Vec<_>>(),
-        );
-        for line in links.lines() {
-            out.push_str(&format!("  {line}\n"));
+        // A sharded instance: each shard this node serves has its own links.
+        let shards: Vec<&Value> = rows(&status["local_shards"]).into_iter().filter(|s| s["links"].is_array()).collect();
+        if shards.is_empty() {
+            out.push_str(&links_table(&status["links"]));
+        }
+        for shard in shards {
+            out.push_str(&format!("  shard {}  keys {}\n", cell(&shard["shard"]), cell(&shard["keys"])));
+            out.push_str(&links_table(&shard["links"]));
         }
     }
     out
+}
+
+/// One aligned line per WAN link, indented under its instance.
+fn links_table(links: &Value) -> String {
+    let links = table(
+        &[
+            ("PEER", "region_id"),
+            ("STATE", "state"),
+            ("LAG_OPS", "lag_ops"),
+            ("LAG_MS", "lag_ms"),
+            ("DELTAS", "deltas"),
+            ("IN_WIRE", "bytes_in_wire"),
+            ("IN_RAW", "bytes_in_raw"),
+            ("OUT_WIRE", "bytes_out_wire"),
+            ("OUT_RAW", "bytes_out_raw"),
+            ("FULL", "full_syncs"),
+            ("PARTIAL", "partial_syncs"),
+            ("ERRORS", "errors"),
+            ("LAST_ERROR", "last_error"),
+        ],
+        &rows(links).into_iter().filter(|l| !l.is_null()).collect::<Vec<_>>(),
+    );
+    links.lines().map(|line| format!("  {line}\n")).collect()
 }
 
 #[cfg(test)]

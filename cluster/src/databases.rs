@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use meridian_crdt::ReplicaId;
 use meridian_crdt::clock::MAX_SKEW_MS_DEFAULT;
 use meridian_crdt::clock::system_wall_ms;
+use meridian_crdt::gc::Reporter;
+use meridian_crdt::slot::Granules;
 use meridian_proxy::context::{ServerState, Settings};
 use meridian_proxy::replication::ServerSource;
 use meridian_replication::Shard;
@@ -35,13 +37,14 @@ use meridian_replication::master_service::SourceTable;
 use meridian_replication::replica_link::{ReplicaLink, ReplicaLinkConfig};
 use meridian_replication::stream::{ReplicaStream, ReplicationId, ReplicationLog};
 use meridian_wan::{
-    Cursor, CursorStore, Inbound, Link, LinkConfig, MonitorRegistry, Outbox, PeerReading, SyncSource, SyncTls,
+    Cursor, CursorStore, Inbound, Link, LinkConfig, MonitorRegistry, Outbox, PeerReading, Slice, Source, SyncSource,
+    SyncTls,
 };
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::active_active::{RegionInbound, RegionOutbound};
-use crate::config::{Bdb, ClusterConfig, CrdbInstance, ShardInfo, ShardRole};
+use crate::config::{Bdb, ClusterConfig, CrdbInstance, CrdbPeer, ShardInfo, ShardRole};
 use crate::control::{BdbReading, ControlPlane};
 use crate::forwarders::{Forwarders, Routed, node_host};
 use meridian_proxy::forward::Route;
@@ -135,6 +138,28 @@ pub fn unit_uid(bdb_uid: u64, index: usize) -> u64 {
     (1 << 48) | (bdb_uid << 16) | index as u64
 }
 
+/// The shards of `crdb`'s peer regions that read a shard holding the
+/// granules `held`: those whose granules meet them (D102).
+fn readers(crdb: &CrdbInstance, held: &std::ops::Range<u16>) -> Vec<Reporter> {
+    sources(crdb, held).into_iter().map(|(peer, _, run)| Reporter::new(peer.region_id, run)).collect()
+}
+
+/// The shard streams of `crdb`'s peer regions a shard holding the granules
+/// `held` reads (and that read it): each peer shard whose granules meet
+/// them, with its index and its granules.
+fn sources<'c>(crdb: &'c CrdbInstance, held: &std::ops::Range<u16>) -> Vec<(&'c CrdbPeer, u32, std::ops::Range<u16>)> {
+    let cut = crdb.cut();
+    let mut found = Vec::new();
+    for peer in crdb.peers() {
+        for (index, run) in cut.split(peer.shards).unwrap_or_default().into_iter().enumerate() {
+            if run.start.max(held.start) < run.end.min(held.end) {
+                found.push((peer, index as u32, run));
+            }
+        }
+    }
+    found
+}
+
 /// A database's shards: the copies of each, grouped by slots, in slot order.
 fn logical_shards<'a>(copies: &[&'a ShardInfo]) -> Vec<Vec<&'a ShardInfo>> {
     let mut groups: Vec<Vec<&ShardInfo>> = Vec::new();
@@ -149,10 +174,10 @@ fn logical_shards<'a>(copies: &[&'a ShardInfo]) -> Vec<Vec<&'a ShardInfo>> {
 }
 
 /// True if `bdb` (with these shards, from [`logical_shards`]) is served
-/// shard by shard behind routers; an active-active instance keeps one
-/// keyspace (its WAN stream is not split by slot).
-fn is_sharded(bdb: &Bdb, groups: &[Vec<&ShardInfo>]) -> bool {
-    bdb.crdb.is_none() && groups.len() > 1
+/// shard by shard behind routers (an active-active instance too: each
+/// shard streams its own granules, D102).
+fn is_sharded(_bdb: &Bdb, groups: &[Vec<&ShardInfo>]) -> bool {
+    groups.len() > 1
 }
 
 /// Plans a database split over several shards: each shard is served where
@@ -187,7 +212,7 @@ fn plan_sharded(config: &ClusterConfig, node_id: u64, bdb: &Bdb, groups: &[Vec<&
                     shard_index: Some(index),
                     port: bdb.port,
                     password: bdb.password.clone(),
-                    crdb: None,
+                    crdb: bdb.crdb.clone(),
                     replication: group.len() > 1,
                     epoch: master.epoch,
                     settle: group.iter().any(|s| s.role == ShardRole::Replica && up(s)),
@@ -203,8 +228,8 @@ fn plan_sharded(config: &ClusterConfig, node_id: u64, bdb: &Bdb, groups: &[Vec<&
                     copy: copy.uid,
                     epoch: master.epoch,
                     master_addr: master_node.addr.clone(),
-                    replica_id: 1,
-                    solo: true,
+                    replica_id: bdb.crdb.as_ref().map_or(1, |c| c.region_id),
+                    solo: bdb.crdb.is_none(),
                 },
             );
         }
@@ -218,6 +243,18 @@ fn plan_sharded(config: &ClusterConfig, node_id: u64, bdb: &Bdb, groups: &[Vec<&
 }
 
 impl Wanted {
+    /// For an active-active instance: how its slots are cut into granules,
+    /// the run of them this shard holds, and its shard stream (its index in
+    /// the instance).
+    fn slice(&self) -> Option<(Granules, std::ops::Range<u16>, u32)> {
+        let crdb = self.crdb.as_ref()?;
+        let cut = crdb.cut();
+        let index = self.shard_index.unwrap_or(0);
+        let shards = crdb.own().map_or(1, |own| own.shards);
+        let held = cut.split(shards).ok()?.get(index)?.clone();
+        Some((cut, held, index as u32))
+    }
+
     /// True if a running database must be restarted (not just updated) to
     /// become `other`: a new port, or another crdb identity (guid, region).
     fn needs_restart(&self, other: &Wanted) -> bool {
@@ -353,8 +390,9 @@ struct Serving {
     /// The destination side every link of this instance applies through (one
     /// per database, so the peers' cursors outlive a relink).
     inbound: Arc<dyn Inbound>,
-    /// The WAN links: peer region id, the endpoint dialled, the link.
-    links: Vec<(u16, String, Link)>,
+    /// The WAN links: the peer region's shard stream, the endpoint dialled,
+    /// the link.
+    links: Vec<(Source, String, Link)>,
 }
 
 enum State {
@@ -499,23 +537,8 @@ impl Databases {
                     );
                 }
                 if let Some(crdb) = &entry.wanted.crdb {
-                    let links: Vec<Value> = self
-                        .readings(uid, crdb, serving, system_wall_ms())
-                        .into_iter()
-                        .map(|r| {
-                            let (i, e) = (&r.ingress, r.egress.clone().unwrap_or_default());
-                            json!({
-                                "region_id": r.peer_region, "state": i.state, "lag_ops": i.lag_ops,
-                                "lag_ms": i.lag_ms, "deltas": i.deltas, "bytes_in_wire": i.bytes_in_wire,
-                                "bytes_in_raw": i.bytes_in_raw, "bytes_out_wire": e.bytes_out_wire,
-                                "bytes_out_raw": e.bytes_out_raw, "deltas_out": e.deltas,
-                                "full_syncs": i.full_syncs, "partial_syncs": i.partial_syncs,
-                                "connects": i.connects, "errors": i.errors, "last_error": i.last_error,
-                            })
-                        })
-                        .collect();
                     status["region_id"] = json!(crdb.region_id);
-                    status["links"] = Value::Array(links);
+                    status["links"] = self.links_view(uid, entry, serving);
                 }
             }
             State::Failed { error, .. } => {
@@ -525,6 +548,25 @@ impl Databases {
             State::Stopping => status["status"] = json!("stopping"),
         }
         Some(status)
+    }
+
+    /// The figures of each WAN link of a served active-active instance (or
+    /// one shard of one).
+    fn links_view(&self, uid: u64, entry: &Entry, serving: &Serving) -> Value {
+        let Some(crdb) = &entry.wanted.crdb else { return Value::Null };
+        let stream = entry.wanted.slice().map_or(0, |s| s.2);
+        let links = self.readings(uid, crdb, stream, serving, system_wall_ms()).into_iter().map(|r| {
+            let (i, e) = (&r.ingress, r.egress.clone().unwrap_or_default());
+            json!({
+                "region_id": r.peer_region, "endpoint": r.endpoint, "state": i.state, "lag_ops": i.lag_ops,
+                "lag_ms": i.lag_ms, "deltas": i.deltas, "bytes_in_wire": i.bytes_in_wire,
+                "bytes_in_raw": i.bytes_in_raw, "bytes_out_wire": e.bytes_out_wire,
+                "bytes_out_raw": e.bytes_out_raw, "deltas_out": e.deltas,
+                "full_syncs": i.full_syncs, "partial_syncs": i.partial_syncs,
+                "connects": i.connects, "errors": i.errors, "last_error": i.last_error,
+            })
+        });
+        Value::Array(links.collect())
     }
 
     /// The shards of sharded database `bdb` this node holds, masters and
@@ -558,6 +600,9 @@ impl Databases {
             return Some(json!({"status": "error", "role": "master"}));
         };
         let mut status = json!({"status": "active", "role": "master", "keys": serving.server.shard().keyspace().len()});
+        if entry.wanted.crdb.is_some() {
+            status["links"] = self.links_view(uid, entry, serving);
+        }
         if let Some(replication) = serving.server.replication() {
             let log = replication.log();
             status["epoch"] = json!(entry.wanted.epoch);
@@ -569,22 +614,24 @@ impl Databases {
 
     /// One reading per WAN link of a served active-active instance: the
     /// incoming link's counters and those of the stream served to the peer.
-    fn readings(&self, uid: u64, crdb: &CrdbInstance, serving: &Serving, now_ms: u64) -> Vec<PeerReading> {
-        let mut readings: Vec<PeerReading> = serving
-            .links
-            .iter()
-            .map(|(region, endpoint, link)| PeerReading {
+    fn readings(&self, uid: u64, crdb: &CrdbInstance, stream: u32, serving: &Serving, now_ms: u64) -> Vec<PeerReading> {
+        let mut links: Vec<&(Source, String, Link)> = serving.links.iter().collect();
+        links.sort_by_key(|(source, _, _)| *source);
+        links
+            .into_iter()
+            .map(|(source, endpoint, link)| PeerReading {
                 bdb: uid,
                 crdb_guid: crdb.guid.clone(),
                 local_region: crdb.region_id,
-                peer_region: *region,
+                peer_region: source.region,
                 endpoint: endpoint.clone(),
                 ingress: link.stats().read(now_ms),
-                egress: self.sync.stats(&crdb.guid, *region).map(|s| s.read(now_ms)),
+                egress: self
+                    .sync
+                    .stream_stats(&crdb.guid, source.region, stream, source.stream)
+                    .map(|s| s.read(now_ms)),
             })
-            .collect();
-        readings.sort_by_key(|r| r.peer_region);
-        readings
+            .collect()
     }
 
     /// Runs the reconcile loop until `shutdown` turns true, then stops every
@@ -615,7 +662,7 @@ impl Databases {
                 if partial_logged.insert(*uid) {
                     tracing::warn!(
                         bdb = uid,
-                        "active-active instance has master shards on several nodes; an instance's WAN stream is not split by slot yet, so this node does not serve it"
+                        "the configuration names master copies of one shard on several nodes; this node does not serve it until that settles"
                     );
                 }
             }
@@ -858,18 +905,18 @@ impl Databases {
             // Bound to every address: which one peers reach is unknown here.
             return;
         }
-        let moved: Vec<(u64, String)> = self
+        let moved: Vec<(u64, String, u16)> = self
             .entries()
             .iter()
             .filter_map(|(uid, entry)| {
                 let State::Serving(_) = entry.state else { return None };
                 let crdb = entry.wanted.crdb.as_ref()?;
-                let own = crdb.instances.iter().find(|p| p.region_id == crdb.region_id)?;
-                let recorded = own.sync_endpoint.as_deref()?;
-                (recorded != endpoint).then(|| (*uid, crdb.guid.clone()))
+                let stream = entry.wanted.shard_index.unwrap_or(0) as u16;
+                let recorded = crdb.own()?.endpoint(stream)?;
+                (recorded != endpoint).then(|| (*uid, crdb.guid.clone(), stream))
             })
             .collect();
-        for (uid, guid) in moved {
+        for (uid, guid, stream) in moved {
             if !self.announcing.lock().unwrap_or_else(|p| p.into_inner()).insert(uid) {
                 continue;
             }
@@ -877,7 +924,7 @@ impl Databases {
             tokio::spawn(async move {
                 let mut backoff = meridian_wan::Backoff::with_bounds(uid, 100, 5_000);
                 loop {
-                    match crate::admin::crdb::announce_endpoint(&control, &guid, &endpoint).await {
+                    match crate::admin::crdb::announce_endpoint(&control, &guid, stream, &endpoint).await {
                         Ok(()) => break,
                         Err(error) => {
                             tracing::warn!(bdb = uid, guid, %error, "announcing the new sync endpoint failed")
@@ -1011,9 +1058,10 @@ impl Databases {
                 (shard, Some(journal))
             }
         };
-        let outbound = want.crdb.as_ref().map(|crdb| {
-            let peers: Vec<u16> = crdb.peers().map(|p| p.region_id).collect();
-            shard.set_peers(&peers);
+        let slice = want.slice();
+        let outbound = want.crdb.as_ref().zip(slice.as_ref()).map(|(crdb, (cut, held, _))| {
+            shard.set_granules(*cut, held.clone());
+            shard.set_peers(&readers(crdb, held));
             // Every peer link begins with a full sync (D82), so the log
             // never needs to serve a cursorless reader from offset 0; the
             // state may be recovered or promoted anyway.
@@ -1045,9 +1093,9 @@ impl Databases {
             server.set_fenced(true);
             self.sources.insert(want.uid, want.epoch, Arc::new(ServerSource(server.clone())));
         }
-        if let (Some(outbound), Some(crdb)) = (outbound, &want.crdb) {
+        if let (Some(outbound), Some(crdb), Some((cut, held, stream))) = (outbound, &want.crdb, slice) {
             outbound.attach(&server);
-            self.sync.add_database_in_region(&crdb.guid, crdb.region_id, outbound);
+            self.sync.add_stream(&crdb.guid, crdb.region_id, stream, cut, held, outbound);
         }
         let (shutdown, receiver) = watch::channel(false);
         let task = match listener {
@@ -1079,10 +1127,10 @@ impl Databases {
             for (_, _, link) in stale {
                 link.stop().await;
             }
-            let Some((inbound, regions)) = resync else { return };
-            for region in regions {
-                if let Err(error) = inbound.store_cursor(region, Cursor::RESYNC) {
-                    tracing::error!(bdb = uid, region, %error, "cannot reset a WAN cursor for a full sync");
+            let Some((inbound, sources)) = resync else { return };
+            for source in sources {
+                if let Err(error) = inbound.store_cursor(source, Cursor::RESYNC) {
+                    tracing::error!(bdb = uid, ?source, %error, "cannot reset a WAN cursor for a full sync");
                 }
             }
         }
@@ -1092,43 +1140,55 @@ impl Databases {
     /// removed peer calls for full syncs, the regions whose cursors to
     /// reset before the next pass (no link is started then).
     #[allow(clippy::type_complexity)]
-    fn relink_pass(&self, uid: u64) -> Option<(Vec<(u16, String, Link)>, Option<(Arc<dyn Inbound>, Vec<u16>)>)> {
+    fn relink_pass(&self, uid: u64) -> Option<(Vec<(Source, String, Link)>, Option<(Arc<dyn Inbound>, Vec<Source>)>)> {
         let mut entries = self.entries();
         let entry = entries.get_mut(&uid)?;
+        let (cut, held, stream) = entry.wanted.slice()?;
         let State::Serving(serving) = &mut entry.state else { return None };
         let crdb = entry.wanted.crdb.as_ref()?;
-        let url = |e: &String| SyncTls::url(self.settings.sync_tls.as_ref(), e);
-        let wanted: Vec<(u16, String)> =
-            crdb.peers().filter_map(|peer| peer.sync_endpoint.as_ref().map(|e| (peer.region_id, url(e)))).collect();
-        if serving.links.iter().any(|(region, _, _)| crdb.retired.contains(region)) {
+        let url = |e: &str| SyncTls::url(self.settings.sync_tls.as_ref(), e);
+        // Every shard of every peer region whose granules meet this shard's.
+        let streams = sources(crdb, &held);
+        let wanted: Vec<(Source, String)> = streams
+            .iter()
+            .filter_map(|(peer, index, _)| {
+                let source = Source { region: peer.region_id, stream: *index };
+                peer.endpoint(*index as u16).map(|e| (source, url(e)))
+            })
+            .collect();
+        if serving.links.iter().any(|(source, _, _)| crdb.retired.contains(&source.region)) {
             let stale = std::mem::take(&mut serving.links);
-            let regions = crdb.peers().map(|peer| peer.region_id).collect();
+            let all =
+                streams.iter().map(|(peer, index, _)| Source { region: peer.region_id, stream: *index }).collect();
             tracing::info!(bdb = uid, "a peer instance was removed: full syncs from the others");
-            return Some((stale, Some((serving.inbound.clone(), regions))));
+            return Some((stale, Some((serving.inbound.clone(), all))));
         }
         let (kept, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut serving.links)
             .into_iter()
-            .partition(|(region, endpoint, _)| wanted.iter().any(|(r, e)| r == region && e == endpoint));
+            .partition(|(source, endpoint, _)| wanted.iter().any(|(s, e)| s == source && e == endpoint));
         serving.links = kept;
-        for (region, endpoint) in wanted {
-            if serving.links.iter().any(|(r, _, _)| *r == region) {
+        for (source, endpoint) in wanted {
+            if serving.links.iter().any(|(s, _, _)| *s == source) {
                 continue;
             }
             // A peer never synced from begins with its full state: its log
             // holds only what it originated, and an instance added to a
             // running crdb also needs what other regions (some perhaps gone)
             // wrote before.
-            if serving.inbound.load_cursor(region).is_none()
-                && let Err(error) = serving.inbound.store_cursor(region, Cursor::RESYNC)
+            if serving.inbound.load_cursor(source).is_none()
+                && let Err(error) = serving.inbound.store_cursor(source, Cursor::RESYNC)
             {
-                tracing::error!(bdb = uid, region, %error, "cannot set a WAN cursor for a full sync");
+                tracing::error!(bdb = uid, ?source, %error, "cannot set a WAN cursor for a full sync");
             }
-            let mut config = LinkConfig::new(&crdb.guid, crdb.region_id, region, endpoint.clone());
+            let mut config = LinkConfig::new(&crdb.guid, crdb.region_id, source.region, endpoint.clone());
             config.tls = self.settings.sync_tls.clone();
-            serving.links.push((region, endpoint, Link::spawn(config, serving.inbound.clone())));
+            config.stream = source.stream;
+            config.slice = Slice { granules: cut, held: held.clone() };
+            config.destination_stream = stream;
+            config.backoff_seed ^= (u64::from(source.stream) << 32) | (u64::from(stream) << 40);
+            serving.links.push((source, endpoint, Link::spawn(config, serving.inbound.clone())));
         }
-        let peers: Vec<u16> = crdb.peers().map(|p| p.region_id).collect();
-        serving.server.shard().set_peers(&peers);
+        serving.server.shard().set_peers(&readers(crdb, &held));
         tracing::info!(bdb = uid, links = serving.links.len(), "active-active links in line with the instance list");
         Some((stale, None))
     }
@@ -1142,7 +1202,8 @@ impl Databases {
             let mut entries = self.entries();
             let entry = entries.get_mut(&uid)?;
             let data = (entry.wanted.bdb_uid, entry.wanted.shard_index);
-            (std::mem::replace(&mut entry.state, State::Stopping), entry.wanted.crdb.clone(), data)
+            let crdb = entry.wanted.crdb.clone().zip(entry.wanted.slice()).map(|(c, (_, _, stream))| (c, stream));
+            (std::mem::replace(&mut entry.state, State::Stopping), crdb, data)
         };
         self.sources.remove(uid);
         let mut stopped = None;
@@ -1150,8 +1211,8 @@ impl Databases {
             for (_, _, link) in serving.links {
                 link.stop().await;
             }
-            if let Some(crdb) = &crdb {
-                self.sync.remove_database(&crdb.guid);
+            if let Some((crdb, stream)) = &crdb {
+                self.sync.remove_stream(&crdb.guid, *stream);
             }
             let _ = serving.shutdown.send(true);
             let _ = serving.task.await;
@@ -1225,7 +1286,8 @@ impl MonitorRegistry for Databases {
         let mut peers = Vec::new();
         for (uid, entry) in entries.iter().filter(|(uid, _)| bdb.is_none_or(|b| b == **uid)) {
             if let (State::Serving(serving), Some(crdb)) = (&entry.state, &entry.wanted.crdb) {
-                peers.extend(self.readings(*uid, crdb, serving, now_ms));
+                let stream = entry.wanted.slice().map_or(0, |s| s.2);
+                peers.extend(self.readings(*uid, crdb, stream, serving, now_ms));
             }
         }
         peers

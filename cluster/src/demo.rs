@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use meridian_crdt::ReplicaId;
 use meridian_crdt::clock::MAX_SKEW_MS_DEFAULT;
+use meridian_crdt::gc::Reporter;
 use meridian_proxy::context::{ServerState, Settings};
 use meridian_replication::Shard;
 use meridian_wan::{Inbound, Link, LinkConfig, LinkStatsSnapshot, Outbox, SyncSource};
@@ -81,7 +82,7 @@ impl Demo {
             let listener = meridian_proxy::server::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
             let redis_addr = listener.local_addr()?;
             let mut shard = Shard::new(ReplicaId(id), MAX_SKEW_MS_DEFAULT);
-            let peers: Vec<u16> = ids.iter().copied().filter(|&peer| peer != id).collect();
+            let peers: Vec<Reporter> = ids.iter().copied().filter(|&peer| peer != id).map(Reporter::region).collect();
             shard.set_peers(&peers);
             let outbound = Arc::new(RegionOutbound::new(Outbox::for_new_database(OUTBOX_BYTES)));
             let settings = Settings { port: redis_addr.port(), ..Settings::default() };

@@ -85,6 +85,12 @@ impl VersionVector {
         other.entries.iter().all(|&(replica, seq)| self.get(replica) >= seq)
     }
 
+    /// Keeps only the entries of the replicas `keep` accepts (a projection:
+    /// what a shard holding some granules needs of another's vector).
+    pub fn retain(&mut self, mut keep: impl FnMut(ReplicaId) -> bool) {
+        self.entries.retain(|e| keep(e.0));
+    }
+
     /// The (replica, seq) entries in replica order.
     pub fn iter(&self) -> impl Iterator<Item = (ReplicaId, u64)> + '_ {
         self.entries.iter().copied()
@@ -181,6 +187,13 @@ impl CausalContext {
                 self.insert(dot);
             }
         }
+    }
+
+    /// Keeps only the dots of the replicas `keep` accepts (see
+    /// [`VersionVector::retain`]).
+    pub fn retain(&mut self, mut keep: impl FnMut(ReplicaId) -> bool) {
+        self.vector.retain(&mut keep);
+        self.cloud.retain(|d| keep(d.replica()));
     }
 
     /// The contiguous part of the context.

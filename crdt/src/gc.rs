@@ -12,11 +12,19 @@
 //!
 //! Regions report their applied vectors over the WAN (issue 5); a region with
 //! no peers reports to itself and everything it applied is stable at once.
+//! In a database cut into granules (D102) the reports come from shards, each
+//! holding some granules: a shard's vector speaks only for the replica ids of
+//! its granules, so each replica id's minimum is taken over the reporters
+//! that hold its granule.
 
 use std::collections::{BTreeMap, VecDeque};
 
+use std::collections::BTreeSet;
+use std::ops::Range;
+
 use crate::context::VersionVector;
 use crate::dot::ReplicaId;
+use crate::slot::Granules;
 
 /// How many past rounds are remembered. A round is added per
 /// [`StabilityTracker::advance`]; if regions lag by more rounds than this, the
@@ -24,7 +32,46 @@ use crate::dot::ReplicaId;
 /// slows, nothing unsafe happens).
 pub const ROUNDS_MAX: usize = 64;
 
-/// One region's report: what it has applied, and which replica ids are its own.
+/// Who reports: one shard of a region, by the granules it holds (the whole
+/// database with one granule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Reporter {
+    /// The region.
+    pub region: u16,
+    /// The first granule the shard holds.
+    pub first: u16,
+    /// One past the last granule it holds.
+    pub end: u16,
+}
+
+impl Reporter {
+    /// A shard of `region` holding `granules`.
+    pub fn new(region: u16, granules: Range<u16>) -> Reporter {
+        Reporter { region, first: granules.start, end: granules.end }
+    }
+
+    /// The only shard of `region` in a database of one granule.
+    pub fn region(region: u16) -> Reporter {
+        Reporter::new(region, 0..1)
+    }
+
+    /// The granules it holds.
+    pub fn granules(&self) -> Range<u16> {
+        self.first..self.end
+    }
+
+    /// True if its reports speak for `replica` (its granule is held).
+    pub fn holds(&self, granules: Granules, replica: ReplicaId) -> bool {
+        self.granules().contains(&granules.of_replica(replica))
+    }
+
+    /// The replica ids it writes with.
+    pub fn own(&self, granules: Granules) -> Vec<ReplicaId> {
+        self.granules().map(|g| granules.replica(self.region, g)).collect()
+    }
+}
+
+/// One shard's report: what it has applied, and which replica ids are its own.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     /// Every dot the region has applied, as a version vector.
@@ -36,42 +83,58 @@ pub struct Report {
 /// Computes the causally stable vector from the regions' reports.
 #[derive(Clone, Debug, Default)]
 pub struct StabilityTracker {
-    reports: BTreeMap<u16, Report>,
+    granules: Granules,
+    reports: BTreeMap<Reporter, Report>,
     rounds: VecDeque<(VersionVector, VersionVector)>,
     stable: VersionVector,
 }
 
 impl StabilityTracker {
-    /// A tracker with no regions.
+    /// A tracker with no regions, for a database of one granule.
     pub fn new() -> StabilityTracker {
         StabilityTracker::default()
     }
 
-    /// Records the latest report of `region` (reports only ever grow).
-    pub fn report(&mut self, region: u16, report: Report) {
-        let entry = self.reports.entry(region).or_default();
+    /// A tracker with no regions, for a database cut into `granules`.
+    pub fn with_granules(granules: Granules) -> StabilityTracker {
+        StabilityTracker { granules, ..StabilityTracker::default() }
+    }
+
+    /// Records the latest report of `reporter` (reports only ever grow).
+    pub fn report(&mut self, reporter: Reporter, report: Report) {
+        let entry = self.reports.entry(reporter).or_default();
         entry.applied.join(&report.applied);
         entry.own = report.own;
     }
 
-    /// Forgets a region (removed from the database). Its dots no longer hold
-    /// collection back.
-    pub fn remove_region(&mut self, region: u16) {
-        self.reports.remove(&region);
+    /// Forgets a reporter (a region removed from the database, a shard
+    /// that no longer reads this one). Its dots no longer hold collection
+    /// back.
+    pub fn remove(&mut self, reporter: Reporter) {
+        self.reports.remove(&reporter);
         self.rounds.clear();
     }
 
-    /// The minimum of all applied vectors.
+    /// The minimum of all applied vectors: each replica id's entry is the
+    /// least over the reporters holding its granule.
     pub fn applied_everywhere(&self) -> VersionVector {
-        let mut reports = self.reports.values();
-        let Some(first) = reports.next() else {
+        let mut reports = self.reports.iter();
+        let Some((_, first)) = reports.next() else {
             return VersionVector::new();
         };
-        let mut min = first.applied.clone();
-        for report in reports {
-            min.meet(&report.applied);
+        if self.granules == Granules::ONE {
+            let mut min = first.applied.clone();
+            for (_, report) in reports {
+                min.meet(&report.applied);
+            }
+            return min;
         }
-        min
+        let replicas: BTreeSet<ReplicaId> =
+            self.reports.values().flat_map(|r| r.applied.iter().map(|(replica, _)| replica)).collect();
+        VersionVector::from_entries(replicas.into_iter().map(|replica| {
+            let holders = self.reports.iter().filter(|(who, _)| who.holds(self.granules, replica));
+            (replica, holders.map(|(_, report)| report.applied.get(replica)).min().unwrap_or(0))
+        }))
     }
 
     /// Starts a round and settles earlier ones; returns the stable vector.
@@ -123,21 +186,45 @@ mod tests {
     fn a_dot_is_stable_only_after_concurrent_writes_are_applied_everywhere() {
         let mut tracker = StabilityTracker::new();
         // Region 1 wrote 1..=5; region 2 wrote 1..=3 and has applied 1's 1..=5.
-        tracker.report(1, Report { applied: vv(&[(1, 5), (2, 2)]), own: vec![ReplicaId(1)] });
-        tracker.report(2, Report { applied: vv(&[(1, 5), (2, 3)]), own: vec![ReplicaId(2)] });
+        tracker.report(Reporter::region(1), Report { applied: vv(&[(1, 5), (2, 2)]), own: vec![ReplicaId(1)] });
+        tracker.report(Reporter::region(2), Report { applied: vv(&[(1, 5), (2, 3)]), own: vec![ReplicaId(2)] });
         // Round 1: applied everywhere = {1:5, 2:2}; nothing settled yet.
         assert_eq!(tracker.advance(), &VersionVector::new());
         // Region 2's write 3 may be concurrent with region 1's 1..=5: until
         // region 1 applies it, 1..=5 are not stable.
         assert_eq!(tracker.advance(), &VersionVector::new());
-        tracker.report(1, Report { applied: vv(&[(1, 6), (2, 3)]), own: vec![ReplicaId(1)] });
+        tracker.report(Reporter::region(1), Report { applied: vv(&[(1, 6), (2, 3)]), own: vec![ReplicaId(1)] });
         assert_eq!(tracker.advance(), &vv(&[(1, 5), (2, 2)]));
+    }
+
+    #[test]
+    fn shards_speak_only_for_the_granules_they_hold() {
+        let granules = Granules::new(4).unwrap();
+        let r = |region, granule| granules.replica(region, granule).0;
+        let mut tracker = StabilityTracker::with_granules(granules);
+        // Region 1, one shard of every granule, wrote 5 to granule 0 and 7
+        // to granule 3; region 2's two shards have applied what they hold.
+        let all = vv(&[(r(1, 0), 5), (r(1, 3), 7)]);
+        tracker
+            .report(Reporter::new(1, 0..4), Report { applied: all.clone(), own: Reporter::new(1, 0..4).own(granules) });
+        let low = Reporter::new(2, 0..2);
+        tracker.report(low, Report { applied: vv(&[(r(1, 0), 5)]), own: low.own(granules) });
+        // The shard of granule 0 speaks for it alone, not for granule 3
+        // (whose reader has not reported: the shard waits for every
+        // expected reporter before it advances).
+        assert_eq!(tracker.applied_everywhere(), vv(&[(r(1, 0), 5), (r(1, 3), 7)]));
+        let high = Reporter::new(2, 2..4);
+        tracker.report(high, Report { applied: vv(&[(r(1, 3), 6)]), own: high.own(granules) });
+        assert_eq!(tracker.applied_everywhere(), vv(&[(r(1, 0), 5), (r(1, 3), 6)]));
+        // Removed, a reporter no longer holds anything back.
+        tracker.remove(high);
+        assert_eq!(tracker.applied_everywhere(), all);
     }
 
     #[test]
     fn a_lone_region_settles_in_the_same_round() {
         let mut tracker = StabilityTracker::new();
-        tracker.report(1, Report { applied: vv(&[(1, 10)]), own: vec![ReplicaId(1)] });
+        tracker.report(Reporter::region(1), Report { applied: vv(&[(1, 10)]), own: vec![ReplicaId(1)] });
         assert_eq!(tracker.advance(), &vv(&[(1, 10)]));
     }
 }

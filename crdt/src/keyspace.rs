@@ -22,6 +22,7 @@ use crate::number::{self, Numeric};
 use crate::register::{Amount, Register, RegisterDelta};
 use crate::set::{OrSet, SetDelta};
 use crate::short_bytes::ShortBytes;
+use crate::slot::Granules;
 use crate::table::KeyTable;
 use crate::value::{KeySnapshot, KeyState, Stored, TypedValue, ValueType};
 pub use crate::zset::ZAddFlags;
@@ -96,9 +97,13 @@ pub struct KeyspaceStats {
 
 /// A shard's keyspace.
 pub struct Keyspace {
+    /// The region's replica id (granule 0's, see [`Granules`]).
     replica: ReplicaId,
-    /// Sequence number of the last dot this replica allocated.
-    last_seq: u64,
+    /// How the slot space is cut into granules, each written with its own
+    /// replica id ([`Keyspace::set_granules`]).
+    granules: Granules,
+    /// Sequence number of the last dot allocated, per granule.
+    last_seqs: Vec<u64>,
     context: CausalContext,
     table: KeyTable<Stored>,
     /// Deadlines this replica owns (it must delete those keys), by slot.
@@ -144,7 +149,14 @@ pub struct TagSource<'a> {
     last_seq: &'a mut u64,
 }
 
-impl TagSource<'_> {
+impl<'a> TagSource<'a> {
+    /// The tags of one write to `key` by `region`, from the sequences
+    /// `last_seqs` (one per granule of `granules`).
+    fn for_key(granules: Granules, region: u16, last_seqs: &'a mut [u64], key: &[u8], hlc: u64) -> TagSource<'a> {
+        let granule = granules.of_key(key);
+        TagSource { replica: granules.replica(region, granule), hlc, last_seq: &mut last_seqs[usize::from(granule)] }
+    }
+
     /// A fresh tag for one new element.
     pub fn next_tag(&mut self) -> Tag {
         *self.last_seq += 1;
@@ -176,7 +188,8 @@ impl Keyspace {
     pub fn new(replica: ReplicaId) -> Keyspace {
         Keyspace {
             replica,
-            last_seq: 0,
+            granules: Granules::ONE,
+            last_seqs: vec![0],
             context: CausalContext::new(),
             table: KeyTable::default(),
             expires: BTreeSet::new(),
@@ -313,6 +326,7 @@ impl Keyspace {
         debug_assert_eq!(found, self.table.find(&delta.key), "a stale slot");
         self.record(local, || Delta::Key(delta.clone()));
         self.stats.deltas_applied += 1;
+        let owner = self.owner(&delta.key);
         // The slot that holds the key after the merge, if any.
         let kept = match found {
             Some(slot) => {
@@ -320,7 +334,7 @@ impl Keyspace {
                 if let Stored::Big(state) = stored {
                     // Merge in place: no allocation for the common write to a
                     // boxed state (INCR, SADD, HSET, LPUSH ...).
-                    let before_deadline = state.owned_deadline(self.replica);
+                    let before_deadline = state.owned_deadline(owner);
                     let before_conflict = state.visible_types() > 1;
                     state.apply(delta, &self.context);
                     if self.solo {
@@ -329,7 +343,7 @@ impl Keyspace {
                     if !before_conflict && state.visible_types() > 1 {
                         self.stats.type_conflicts += 1;
                     }
-                    let after_deadline = state.owned_deadline(self.replica);
+                    let after_deadline = state.owned_deadline(owner);
                     if state.can_drop() {
                         self.table.remove_slot(slot);
                         self.track_deadline(slot, before_deadline, None);
@@ -368,7 +382,7 @@ impl Keyspace {
                     if state.visible_types() > 1 {
                         self.stats.type_conflicts += 1;
                     }
-                    let deadline = state.owned_deadline(self.replica);
+                    let deadline = state.owned_deadline(owner);
                     let slot = self.table.insert_new(&delta.key, Stored::from_state(state));
                     self.track_deadline(slot, None, deadline);
                     Some(slot)
@@ -380,10 +394,11 @@ impl Keyspace {
         {
             self.marked.insert(slot);
         }
-        let (context, replica, last_seq) = (&mut self.context, self.replica, &mut self.last_seq);
+        let granule = usize::from(self.granules.of_replica(owner));
+        let (context, last_seq) = (&mut self.context, &mut self.last_seqs[granule]);
         delta.for_each_dot(|dot| {
             context.insert(dot);
-            if dot.replica() == replica && dot.seq() > *last_seq {
+            if dot.replica() == owner && dot.seq() > *last_seq {
                 *last_seq = dot.seq();
             }
         });
@@ -396,12 +411,7 @@ impl Keyspace {
             self.update_slot(slot, |state| state.remove_covered(flushed));
         }
         self.context.join(flushed);
-        for dot in flushed.cloud() {
-            if dot.replica() == self.replica {
-                self.last_seq = self.last_seq.max(dot.seq());
-            }
-        }
-        self.last_seq = self.last_seq.max(self.context.vector().get(self.replica));
+        self.resume_own_seqs();
     }
 
     /// Takes the state out of `slot`, runs `work` on it, and puts it back in
@@ -410,15 +420,16 @@ impl Keyspace {
     /// still there.
     fn update_slot<R>(&mut self, slot: u32, work: impl FnOnce(&mut KeyState) -> R) -> (R, bool) {
         let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
+        let owner = self.owner(&self.table.slot(slot).0);
         let mut state = core::mem::replace(self.table.slot_mut(slot), placeholder).into_state();
-        let before_deadline = state.owned_deadline(self.replica);
+        let before_deadline = state.owned_deadline(owner);
         let result = work(&mut state);
         if state.can_drop() {
             self.table.remove_slot(slot);
             self.track_deadline(slot, before_deadline, None);
             (result, false)
         } else {
-            let after_deadline = state.owned_deadline(self.replica);
+            let after_deadline = state.owned_deadline(owner);
             *self.table.slot_mut(slot) = Stored::from_state(state);
             self.track_deadline(slot, before_deadline, after_deadline);
             (result, true)
@@ -590,7 +601,11 @@ impl Keyspace {
         value_type: ValueType,
         build: impl FnOnce(Option<&TypedValue>, &mut TagSource<'_>) -> Result<(R, Option<TypedDelta>), CommandError>,
     ) -> Result<(R, Option<KeyDelta>), CommandError> {
-        let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
+        let mut tags = TagSource::for_key(self.granules, self.replica.0, &mut self.last_seqs, key, at.hlc);
+        // A write that ends with no delta (an error, nothing to change) gives
+        // back the sequence numbers it took: a dot allocated and never
+        // shipped would leave a hole in every peer's vector for good.
+        let first_seq = *tags.last_seq;
         // One lookup per write: the slot found here is where the delta is
         // applied below (nothing in between changes the table).
         let found = self.table.find(key);
@@ -621,9 +636,16 @@ impl Keyspace {
                 state.typed(value_type)
             }
         };
-        let (result, typed) = build(current, &mut tags)?;
-        let Some(typed) = typed else {
-            return Ok((result, None));
+        let (result, typed) = match build(current, &mut tags) {
+            Ok((result, Some(typed))) => (result, typed),
+            Ok((result, None)) => {
+                *tags.last_seq = first_seq;
+                return Ok((result, None));
+            }
+            Err(error) => {
+                *tags.last_seq = first_seq;
+                return Err(error);
+            }
         };
         drop(state);
         prelude.parts.push(typed);
@@ -631,8 +653,62 @@ impl Keyspace {
         Ok((result, Some(prelude)))
     }
 
-    fn tags(&mut self, hlc: u64) -> TagSource<'_> {
-        TagSource { replica: self.replica, hlc, last_seq: &mut self.last_seq }
+    /// The tags of one local write to `key`: dots of the replica id of the
+    /// key's granule.
+    fn tags(&mut self, key: &[u8], hlc: u64) -> TagSource<'_> {
+        TagSource::for_key(self.granules, self.replica.0, &mut self.last_seqs, key, hlc)
+    }
+
+    /// The replica id this keyspace writes `key` with (whose expiry deadlines
+    /// it owns).
+    #[inline]
+    fn owner(&self, key: &[u8]) -> ReplicaId {
+        self.granules.replica(self.replica.0, self.granules.of_key(key))
+    }
+
+    /// Raises each granule's last sequence to what the context holds of its
+    /// replica id (after a join or a restore brought in our own dots).
+    fn resume_own_seqs(&mut self) {
+        for granule in 0..self.granules.count() {
+            let replica = self.granules.replica(self.replica.0, granule);
+            let cloud = self.context.cloud().filter(|d| d.replica() == replica).map(|d| d.seq()).max();
+            let seq = &mut self.last_seqs[usize::from(granule)];
+            *seq = (*seq).max(self.context.vector().get(replica)).max(cloud.unwrap_or(0));
+        }
+    }
+
+    /// Cuts the slot space into `granules` (D102): from now on a write to a
+    /// key is stamped with the replica id of the key's granule in this
+    /// region. Each granule's sequence resumes from the context, and the
+    /// index of the deadlines this keyspace owns is rebuilt. Set once, when
+    /// the keyspace is opened, before it writes.
+    pub fn set_granules(&mut self, granules: Granules) {
+        if granules == self.granules {
+            return;
+        }
+        self.granules = granules;
+        self.last_seqs = vec![0; usize::from(granules.count())];
+        self.resume_own_seqs();
+        let mut expires = BTreeSet::new();
+        for (slot, key, stored) in self.table.iter() {
+            if let Stored::Big(state) = stored
+                && let Some(deadline) =
+                    state.owned_deadline(self.granules.replica(self.replica.0, granules.of_key(key)))
+            {
+                expires.insert((deadline, slot));
+            }
+        }
+        self.expires = expires;
+    }
+
+    /// How the slot space is cut into granules.
+    pub fn granules(&self) -> Granules {
+        self.granules
+    }
+
+    /// Every replica id this keyspace writes with (one per granule).
+    pub fn own_replicas(&self) -> Vec<ReplicaId> {
+        (0..self.granules.count()).map(|g| self.granules.replica(self.replica.0, g)).collect()
     }
 
     // ----- keys -----
@@ -646,7 +722,7 @@ impl Keyspace {
         };
         let state = stored.to_state();
         let visible = !state.is_expired(at.wall_ms) && state.visible().is_some();
-        let delta = state.removal(key, &mut || self.tags(at.hlc).next_tag());
+        let delta = state.removal(key, &mut || self.tags(key, at.hlc).next_tag());
         if delta.is_empty() {
             return (visible, None);
         }
@@ -690,7 +766,7 @@ impl Keyspace {
             View::Value(TypedValue::List(list)) => Content::List(list.iter().cloned().collect()),
         };
         let existing = self.table.get(dst).map(Stored::to_state);
-        let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
+        let mut tags = TagSource::for_key(self.granules, self.replica.0, &mut self.last_seqs, dst, at.hlc);
         let mut delta = match &existing {
             Some(state) => state.removal(dst, &mut || tags.next_tag()),
             None => KeyDelta::new(dst),
@@ -748,7 +824,7 @@ impl Keyspace {
             Deadline::At(ms) if ms <= at.wall_ms => self.delete(key, at).1,
             _ => {
                 let state = self.stored(key)?.to_state();
-                let mut tags = self.tags(at.hlc);
+                let mut tags = self.tags(key, at.hlc);
                 let tag = tags.next_tag();
                 let mut delta = KeyDelta::new(key);
                 delta.expiry = Some(state.expiry().assign(tag, deadline));
@@ -788,7 +864,7 @@ impl Keyspace {
     /// Overwrites a key of any type.
     pub fn set(&mut self, key: &[u8], value: &[u8], expiry: ExpiryChange, at: Moment) -> KeyDelta {
         let tag = {
-            let mut tags = self.tags(at.hlc);
+            let mut tags = self.tags(key, at.hlc);
             tags.next_tag()
         };
         let value = ShortBytes::new(value);
@@ -810,7 +886,7 @@ impl Keyspace {
                 removed_runs: Box::default(),
             })),
             Some(Stored::Big(state)) => {
-                let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
+                let mut tags = TagSource::for_key(self.granules, self.replica.0, &mut self.last_seqs, key, at.hlc);
                 let mut removal = state.removal(key, &mut || tags.next_tag());
                 match removal.parts.iter_mut().find_map(|p| match p {
                     TypedDelta::Str(r) => Some(r),
@@ -832,7 +908,7 @@ impl Keyspace {
             }
         }
         if let ExpiryChange::At(deadline) = expiry {
-            let mut tags = self.tags(at.hlc);
+            let mut tags = self.tags(key, at.hlc);
             let expiry_tag = tags.next_tag();
             let removed = delta.expiry.take().map(|e| e.removed).unwrap_or_default();
             delta.expiry =
@@ -964,7 +1040,7 @@ impl Keyspace {
     /// Returns the delta, or None if there was nothing to remove or add.
     pub fn replace_with_set(&mut self, key: &[u8], members: &[&[u8]], at: Moment) -> Option<KeyDelta> {
         let existing = self.table.get(key).map(Stored::to_state);
-        let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
+        let mut tags = TagSource::for_key(self.granules, self.replica.0, &mut self.last_seqs, key, at.hlc);
         let mut delta = match &existing {
             Some(state) => state.removal(key, &mut || tags.next_tag()),
             None => KeyDelta::new(key),
@@ -1266,7 +1342,7 @@ impl Keyspace {
             return Ok((0, self.delete(key, at).1));
         }
         let existing = self.table.get(key).map(Stored::to_state);
-        let mut tags = TagSource { replica: self.replica, hlc: at.hlc, last_seq: &mut self.last_seq };
+        let mut tags = TagSource::for_key(self.granules, self.replica.0, &mut self.last_seqs, key, at.hlc);
         let mut delta = match &existing {
             Some(state) => state.removal(key, &mut || tags.next_tag()),
             None => KeyDelta::new(key),
@@ -1502,14 +1578,13 @@ impl Keyspace {
             }
             let deadline = match &stored {
                 Stored::Small { .. } => None,
-                Stored::Big(state) => state.owned_deadline(replica),
+                Stored::Big(state) => state.owned_deadline(keyspace.owner(&snapshot.key)),
             };
             let slot = keyspace.table.insert_new(&snapshot.key, stored);
             keyspace.track_deadline(slot, None, deadline);
             previous = Some(slot);
         }
-        let own_cloud = keyspace.context.cloud().filter(|d| d.replica() == replica).map(|d| d.seq()).max();
-        keyspace.last_seq = keyspace.context.vector().get(replica).max(own_cloud.unwrap_or(0));
+        keyspace.resume_own_seqs();
         #[cfg(debug_assertions)]
         keyspace.validate()?;
         Ok(keyspace)
@@ -1576,7 +1651,7 @@ impl Keyspace {
                     self.marked.insert(slot);
                 }
                 None if !joined.can_drop() => {
-                    let deadline = joined.owned_deadline(self.replica);
+                    let deadline = joined.owned_deadline(self.owner(key));
                     let slot = self.table.insert_new(key, Stored::from_state(joined));
                     self.track_deadline(slot, None, deadline);
                     self.marked.insert(slot);
@@ -1585,12 +1660,7 @@ impl Keyspace {
             }
         }
         self.context.join(&other.context);
-        for dot in other.context.cloud() {
-            if dot.replica() == self.replica {
-                self.last_seq = self.last_seq.max(dot.seq());
-            }
-        }
-        self.last_seq = self.last_seq.max(self.context.vector().get(self.replica));
+        self.resume_own_seqs();
         outcome
     }
 
@@ -1617,15 +1687,17 @@ impl Keyspace {
             if let Some(dot) = missing {
                 return Err(format!("key {key:?} holds dot {dot:?} outside the context"));
             }
-            if let Some(deadline) = state.owned_deadline(self.replica) {
+            if let Some(deadline) = state.owned_deadline(self.owner(key)) {
                 owned.insert((deadline, slot));
             }
         }
         if owned != self.expires {
             return Err("deadline index does not match the keys".into());
         }
-        if self.last_seq < self.context.vector().get(self.replica) {
-            return Err("local sequence behind the context".into());
+        for (granule, replica) in self.own_replicas().into_iter().enumerate() {
+            if self.last_seqs[granule] < self.context.vector().get(replica) {
+                return Err(format!("local sequence of {replica:?} behind the context"));
+            }
         }
         Ok(())
     }
@@ -1674,6 +1746,12 @@ impl FrozenKeys {
     /// [`Keyspace::snapshot`] returned at the freeze.
     pub fn into_snapshot(self) -> Vec<KeySnapshot> {
         self.into_sorted().collect()
+    }
+
+    /// Keeps only the keys `keep` accepts (a snapshot for a shard holding
+    /// some of the granules, D102).
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        self.0.retain(|(key, _)| keep(key));
     }
 
     /// The keys' states as plain data, keys in byte order, converted one at

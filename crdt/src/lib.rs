@@ -27,6 +27,7 @@ pub mod number;
 pub mod register;
 pub mod set;
 pub mod short_bytes;
+pub mod slot;
 pub mod table;
 pub mod value;
 pub mod zset;

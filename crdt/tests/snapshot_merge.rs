@@ -3,31 +3,14 @@
 //! replicas' whole states gives what delivering every delta gives — the full
 //! sync of the WAN syncer reaches the same state as its delta stream.
 
-use meridian_crdt::keyspace::{End, ExpiryChange, Moment};
+mod common;
+
+use common::{Op, local, op};
+use meridian_crdt::keyspace::Moment;
 use meridian_crdt::{Delta, Keyspace, ReplicaId, VersionVector};
 use proptest::prelude::*;
 
 const KEYS: [&[u8]; 3] = [b"a", b"b", b"c"];
-const ITEMS: [&[u8]; 3] = [b"x", b"y", b"z"];
-
-#[derive(Clone, Debug)]
-enum Op {
-    Set(u8, u8),
-    Incr(u8),
-    HIncr(u8, u8),
-    SAdd(u8, u8),
-    SRem(u8, u8),
-    HSet(u8, u8),
-    HDel(u8, u8),
-    Push(u8, u8, bool),
-    Pop(u8, bool),
-    Insert(u8, u8, u8, bool),
-    LSet(u8, i8, u8),
-    LRem(u8, u8),
-    Del(u8),
-    Expire(u8),
-    Flush,
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
@@ -114,7 +97,7 @@ fn run(regions: &mut [Keyspace], log: &mut Vec<Delta>, steps: &[Step], start: us
             Step::Local(r, op) => {
                 let ms = 1_790_000_000_000 + (start + time) as u64;
                 let at = Moment { hlc: meridian_crdt::clock::hlc_from_unix_ms(ms, 0), wall_ms: 1_000 };
-                log.extend(local(&mut regions[*r as usize], op, at));
+                log.extend(local(&mut regions[*r as usize], op, at, &KEYS));
             }
             Step::Deliver(r, pick) if !log.is_empty() => {
                 let delta = &log[*pick as usize % log.len()];
@@ -157,42 +140,8 @@ enum Step {
     Deliver(u8, u16),
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![10 => op_on_other_types(), 5 => list_op()]
-}
-
-/// Writes to every type but lists.
-fn op_on_other_types() -> impl Strategy<Value = Op> {
-    let k = 0u8..3;
-    let i = 0u8..3;
-    prop_oneof![
-        (k.clone(), i.clone()).prop_map(|(k, i)| Op::Set(k, i)),
-        k.clone().prop_map(Op::Incr),
-        (k.clone(), i.clone()).prop_map(|(k, i)| Op::HIncr(k, i)),
-        (k.clone(), i.clone()).prop_map(|(k, i)| Op::SAdd(k, i)),
-        (k.clone(), i.clone()).prop_map(|(k, i)| Op::SRem(k, i)),
-        (k.clone(), i.clone()).prop_map(|(k, i)| Op::HSet(k, i)),
-        (k.clone(), i).prop_map(|(k, i)| Op::HDel(k, i)),
-        k.clone().prop_map(Op::Del),
-        k.prop_map(Op::Expire),
-        Just(Op::Flush),
-    ]
-}
-
-fn list_op() -> impl Strategy<Value = Op> {
-    let k = 0u8..3;
-    let i = 0u8..3;
-    prop_oneof![
-        (k.clone(), i.clone(), any::<bool>()).prop_map(|(k, i, front)| Op::Push(k, i, front)),
-        (k.clone(), any::<bool>()).prop_map(|(k, front)| Op::Pop(k, front)),
-        (k.clone(), i.clone(), i.clone(), any::<bool>()).prop_map(|(k, p, i, before)| Op::Insert(k, p, i, before)),
-        (k.clone(), -3i8..3, i.clone()).prop_map(|(k, at, i)| Op::LSet(k, at, i)),
-        (k, i).prop_map(|(k, i)| Op::LRem(k, i)),
-    ]
-}
-
 fn step() -> impl Strategy<Value = Step> {
-    steps_of(op())
+    steps_of(op(KEYS.len() as u8))
 }
 
 fn steps_of(op: impl Strategy<Value = Op>) -> impl Strategy<Value = Step> {
@@ -200,41 +149,6 @@ fn steps_of(op: impl Strategy<Value = Op>) -> impl Strategy<Value = Step> {
         3 => (0u8..3, op).prop_map(|(r, op)| Step::Local(r, op)),
         2 => (0u8..3, any::<u16>()).prop_map(|(r, pick)| Step::Deliver(r, pick)),
     ]
-}
-
-fn local(keyspace: &mut Keyspace, op: &Op, at: Moment) -> Vec<Delta> {
-    let key = |k: &u8| KEYS[*k as usize];
-    let item = |i: &u8| ITEMS[*i as usize];
-    let one = |d: Option<meridian_crdt::KeyDelta>| d.map(Delta::Key).into_iter().collect::<Vec<_>>();
-    match op {
-        Op::Set(k, i) => vec![Delta::Key(keyspace.set(key(k), item(i), ExpiryChange::Keep, at))],
-        Op::Incr(k) => keyspace.incr_by(key(k), 1, at).map(|(_, d)| vec![Delta::Key(d)]).unwrap_or_default(),
-        Op::HIncr(k, i) => {
-            keyspace.hincr_by(key(k), item(i), 2, at).map(|(_, d)| vec![Delta::Key(d)]).unwrap_or_default()
-        }
-        Op::SAdd(k, i) => keyspace.sadd(key(k), &[item(i)], at).map(|(_, d)| one(d)).unwrap_or_default(),
-        Op::SRem(k, i) => keyspace.srem(key(k), &[item(i)], at).map(|(_, d)| one(d)).unwrap_or_default(),
-        Op::HSet(k, i) => keyspace.hset(key(k), &[(item(i), b"v")], at).map(|(_, d)| one(d)).unwrap_or_default(),
-        Op::HDel(k, i) => keyspace.hdel(key(k), &[item(i)], at).map(|(_, d)| one(d)).unwrap_or_default(),
-        Op::Push(k, i, front) => {
-            keyspace.push(key(k), &[item(i)], end(*front), at).map(|(_, d)| vec![Delta::Key(d)]).unwrap_or_default()
-        }
-        Op::Pop(k, front) => keyspace.pop(key(k), end(*front), 1, at).map(|(_, d)| one(d)).unwrap_or_default(),
-        Op::Insert(k, p, i, before) => {
-            keyspace.list_insert(key(k), *before, item(p), item(i), at).map(|(_, d)| one(d)).unwrap_or_default()
-        }
-        Op::LSet(k, index, i) => {
-            keyspace.list_set(key(k), i64::from(*index), item(i), at).map(Delta::Key).into_iter().collect()
-        }
-        Op::LRem(k, i) => keyspace.list_remove(key(k), 0, item(i), at).map(|(_, d)| one(d)).unwrap_or_default(),
-        Op::Del(k) => one(keyspace.delete(key(k), at).1),
-        Op::Expire(k) => one(keyspace.set_expiry(key(k), meridian_crdt::expiry::Deadline::At(at.wall_ms + 60_000), at)),
-        Op::Flush => vec![keyspace.flush()],
-    }
-}
-
-fn end(front: bool) -> End {
-    if front { End::Front } else { End::Back }
 }
 
 fn copy(keyspace: &Keyspace) -> Keyspace {

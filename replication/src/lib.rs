@@ -17,7 +17,9 @@ pub mod durability;
 pub mod master_service;
 pub mod replica_link;
 pub mod shard;
-pub mod slot;
+/// Hash slots (they live in `meridian-crdt`, whose keyspace stamps writes by
+/// slot granule).
+pub use meridian_crdt::slot;
 pub mod stream;
 
 pub use backlog::{Backlog, ReadFrom};

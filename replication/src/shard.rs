@@ -5,8 +5,12 @@
 //! Replication to in-memory replicas, the delta log readers and durability
 //! join this type with issue 4; a single node needs only this much.
 
-use meridian_crdt::gc::{Report, StabilityTracker};
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use meridian_crdt::gc::{Report, Reporter, StabilityTracker};
 use meridian_crdt::keyspace::Moment;
+use meridian_crdt::slot::Granules;
 use meridian_crdt::{Clock, ClockError, Keyspace, ReplicaId};
 
 use crate::durability::{Fsync, Journal, Recovered};
@@ -74,11 +78,13 @@ pub struct Shard {
     writes: u64,
     stability: StabilityTracker,
     gc_cursor: u64,
-    /// The peer regions of an active-active database (their region ids,
-    /// which are also their replica ids).
-    peers: Vec<u16>,
+    /// The granules this shard holds (all of them, one, by default).
+    held: Range<u16>,
+    /// The shards of peer regions that read this one's stream (an
+    /// active-active database): each reports what it has applied.
+    peers: Vec<Reporter>,
     /// The peers that have reported their applied vector at least once.
-    reported: std::collections::BTreeSet<u16>,
+    reported: BTreeSet<Reporter>,
 }
 
 impl Shard {
@@ -91,6 +97,7 @@ impl Shard {
             writes: 0,
             stability: StabilityTracker::new(),
             gc_cursor: 0,
+            held: 0..1,
             peers: Vec::new(),
             reported: Default::default(),
         }
@@ -162,23 +169,38 @@ impl Shard {
         (entries, upto, self.clock.high_water())
     }
 
-    /// Declares the peer regions of this shard's database (active-active):
-    /// with peers, counters are no longer merged as applied (solo mode off)
-    /// and garbage collection waits for every peer's applied vector.
-    pub fn set_peers(&mut self, peers: &[u16]) {
+    /// Declares that this shard's database is cut into `granules` of which
+    /// it holds `held` (an active-active database whose regions have
+    /// different shard counts, D102): its writes are stamped per granule,
+    /// and garbage collection weighs each peer shard's report only for the
+    /// granules that shard holds. Set when the shard is opened, before it
+    /// writes and before [`Shard::set_peers`].
+    pub fn set_granules(&mut self, granules: Granules, held: Range<u16>) {
+        self.keyspace.set_granules(granules);
+        self.stability = StabilityTracker::with_granules(granules);
+        self.reported.clear();
+        self.held = held;
+    }
+
+    /// Declares the shards of peer regions that read this shard's stream
+    /// (active-active): with peers, counters are no longer merged as
+    /// applied (solo mode off) and garbage collection waits for every
+    /// peer's applied vector.
+    pub fn set_peers(&mut self, peers: &[Reporter]) {
         for gone in self.peers.iter().filter(|p| !peers.contains(p)) {
-            self.stability.remove_region(*gone);
+            self.stability.remove(*gone);
             self.reported.remove(gone);
         }
         self.peers = peers.to_vec();
         self.keyspace.set_solo(peers.is_empty());
     }
 
-    /// A peer region reports what it has applied (over the WAN).
-    pub fn peer_applied(&mut self, region: u16, applied: meridian_crdt::VersionVector) {
-        if self.peers.contains(&region) {
-            self.stability.report(region, Report { applied, own: vec![ReplicaId(region)] });
-            self.reported.insert(region);
+    /// A peer shard reports what it has applied (over the WAN).
+    pub fn peer_applied(&mut self, peer: Reporter, applied: meridian_crdt::VersionVector) {
+        if self.peers.contains(&peer) {
+            let own = peer.own(self.keyspace.granules());
+            self.stability.report(peer, Report { applied, own });
+            self.reported.insert(peer);
         }
     }
 
@@ -240,9 +262,9 @@ impl Shard {
     pub fn maintain(&mut self) -> Result<Maintenance, ClockError> {
         let at = self.moment()?;
         let expired = self.keyspace.expire_due(at, EXPIRE_KEYS_PER_STEP_MAX).len();
-        let replica = self.keyspace.replica();
-        self.stability
-            .report(replica.0, Report { applied: self.keyspace.context().vector().clone(), own: vec![replica] });
+        let me = Reporter::new(self.keyspace.replica().0, self.held.clone());
+        let own = me.own(self.keyspace.granules());
+        self.stability.report(me, Report { applied: self.keyspace.context().vector().clone(), own });
         // Until every peer region has reported what it applied, nothing is
         // known to be causally stable beyond what already was: collect with
         // the last stable vector (nothing new).

@@ -660,3 +660,85 @@ async fn instances_are_removed_and_added_with_ctl() {
         stop(node).await;
     }
 }
+
+/// Regions whose instances have different shard counts (D102): one, two and
+/// three shards, created with `ctl crdb create --shards`. Each region routes
+/// a key to the shard of its slot, every shard streams its granules to the
+/// peer shards holding them, and the regions converge key by key; a
+/// FLUSHALL in the region of two shards empties every region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_of_different_shard_counts_share_a_crdb() {
+    let regions = [start_region("g-one", 21).await, start_region("g-two", 22).await, start_region("g-three", 23).await];
+    let port = free_port();
+    let mut args = vec!["crdb", "create", "--name", "granular"];
+    let port_text = port.to_string();
+    args.extend(["--port", &port_text]);
+    let urls: Vec<String> = regions.iter().map(admin_url).collect();
+    for url in &urls {
+        args.extend(["--instance", url]);
+    }
+    args.extend(["--shards", "1", "--shards", "2", "--shards", "3"]);
+    let (done, out) = ctl(&urls[0], &args).await;
+    assert!(done, "{out}");
+    let guid = out.lines().find_map(|l| l.strip_prefix("guid: ")).expect("a guid").trim().to_string();
+    // Each region's instance has its shards, holding whole granules.
+    let (_, shards) = api(&regions[2], Method::GET, "/v1/shards", None).await;
+    let mut ranges: Vec<(u64, u64)> = shards
+        .as_array()
+        .expect("shards")
+        .iter()
+        .filter(|s| s["role"] == "master" && s["bdb_uid"] != 1)
+        .map(|s| (s["assigned_slots"][0]["start"].as_u64().unwrap(), s["assigned_slots"][0]["end"].as_u64().unwrap()))
+        .collect();
+    ranges.sort_unstable();
+    assert_eq!(ranges, vec![(0, 5119), (5120, 10239), (10240, 16383)], "{shards}");
+
+    let mut clients = Vec::new();
+    for node in &regions {
+        clients.push(connect_when_served(node.addr.ip(), port).await);
+    }
+    // Every region writes keys all over the slot space, and increments the
+    // same counters.
+    for (index, client) in clients.iter_mut().enumerate() {
+        for key in 0..60 {
+            let value = format!("r{index}");
+            assert_eq!(client.cmd(&["SET", &format!("key:{index}:{key}"), &value]).await, ok());
+            assert!(matches!(client.cmd(&["INCR", &format!("counter:{}", key % 12)]).await, Resp::Int(_)));
+        }
+        assert!(matches!(client.cmd(&["SADD", "members", &format!("r{index}")]).await, Resp::Int(1)));
+    }
+    for client in &mut clients {
+        until_reply(client, &["DBSIZE"], Resp::Int(3 * 60 + 12 + 1)).await;
+        for key in 0..12 {
+            until_reply(client, &["GET", &format!("counter:{key}")], bulk("15")).await;
+        }
+        for (index, key) in [(0, 7), (1, 33), (2, 59)] {
+            assert_eq!(client.cmd(&["GET", &format!("key:{index}:{key}")]).await, bulk(format!("r{index}")));
+        }
+        until_reply(client, &["SCARD", "members"], Resp::Int(3)).await;
+    }
+    // The status shows the links of each shard of the sharded instances.
+    let (done, status) = ctl(&urls[1], &["crdb", "status", &guid]).await;
+    assert!(done, "{status}");
+    assert!(status.contains("shard 1") && status.contains("shard 2"), "{status}");
+
+    // FLUSHALL in region 2 runs on both its shards, and each shard's flush
+    // reaches the peer shards holding its granules.
+    assert_eq!(clients[1].cmd(&["FLUSHALL"]).await, ok());
+    for client in &mut clients {
+        until_reply(client, &["DBSIZE"], Resp::Int(0)).await;
+    }
+    assert_eq!(clients[2].cmd(&["SET", "after", "flush"]).await, ok());
+    until_reply(&mut clients[0], &["GET", "after"], bulk("flush")).await;
+    until_reply(&mut clients[1], &["GET", "after"], bulk("flush")).await;
+
+    // An instance of more shards than granules is refused.
+    let (done, out) =
+        ctl(&urls[0], &["crdb", "add-instance", &guid, "--instance", "http://127.0.0.1:1", "--shards", "17"]).await;
+    assert!(!done && out.contains("does not fit 16 granules"), "{out}");
+    let (done, out) = ctl(&urls[0], &["crdb", "delete", &guid]).await;
+    assert!(done, "{out}");
+    for node in regions {
+        stop(node).await;
+    }
+}

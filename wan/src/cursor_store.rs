@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::protocol::Cursor;
+use crate::protocol::{Cursor, Source};
 
 /// Magic and version at the start of a cursor file.
 const MAGIC: &[u8; 4] = b"MWC1";
@@ -40,16 +40,19 @@ impl CursorStore {
         Ok(CursorStore { dir: dir.to_owned() })
     }
 
-    fn path(&self, database: &str, source_region: u16) -> PathBuf {
+    fn path(&self, database: &str, source: Source) -> PathBuf {
         // Hex keeps any database name a safe file name.
         let name: String = database.bytes().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("wan-cursor-{name}-{source_region}"))
+        match source.stream {
+            0 => self.dir.join(format!("wan-cursor-{name}-{}", source.region)),
+            stream => self.dir.join(format!("wan-cursor-{name}-{}-s{stream}", source.region)),
+        }
     }
 
-    /// The cursor into `source_region`'s log for `database`; `None` if there
-    /// is none or it is damaged.
-    pub fn load(&self, database: &str, source_region: u16) -> io::Result<Option<Cursor>> {
-        let bytes = match fs::read(self.path(database, source_region)) {
+    /// The cursor into `source`'s log for `database`; `None` if there is
+    /// none or it is damaged.
+    pub fn load(&self, database: &str, source: Source) -> io::Result<Option<Cursor>> {
+        let bytes = match fs::read(self.path(database, source)) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -67,14 +70,14 @@ impl CursorStore {
     }
 
     /// Persists a cursor (write, sync, rename, sync the directory).
-    pub fn store(&self, database: &str, source_region: u16, cursor: Cursor) -> io::Result<()> {
+    pub fn store(&self, database: &str, source: Source, cursor: Cursor) -> io::Result<()> {
         let mut bytes = Vec::with_capacity(FILE_BYTES);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&cursor.log_id.to_le_bytes());
         bytes.extend_from_slice(&cursor.offset.to_le_bytes());
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
-        let path = self.path(database, source_region);
+        let path = self.path(database, source);
         // A temporary name of its own per write: two writers of one cursor
         // (a stopping instance's and its successor's) never share a file.
         static WRITES: AtomicU64 = AtomicU64::new(0);
@@ -99,19 +102,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("meridian-wan-cursors-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let store = CursorStore::open(&dir).unwrap();
-        assert_eq!(store.load("db/1", 2).unwrap(), None);
-        store.store("db/1", 2, Cursor { log_id: 7, offset: 42 }).unwrap();
-        store.store("db/1", 3, Cursor { log_id: 8, offset: 1 }).unwrap();
-        store.store("db/1", 2, Cursor { log_id: 7, offset: 43 }).unwrap();
+        let (two, three) = (Source::region(2), Source::region(3));
+        let two_of_shard_1 = Source { region: 2, stream: 1 };
+        assert_eq!(store.load("db/1", two).unwrap(), None);
+        store.store("db/1", two, Cursor { log_id: 7, offset: 42 }).unwrap();
+        store.store("db/1", three, Cursor { log_id: 8, offset: 1 }).unwrap();
+        store.store("db/1", two, Cursor { log_id: 7, offset: 43 }).unwrap();
+        store.store("db/1", two_of_shard_1, Cursor { log_id: 9, offset: 5 }).unwrap();
         let reopened = CursorStore::open(&dir).unwrap();
-        assert_eq!(reopened.load("db/1", 2).unwrap(), Some(Cursor { log_id: 7, offset: 43 }));
-        assert_eq!(reopened.load("db/1", 3).unwrap(), Some(Cursor { log_id: 8, offset: 1 }));
+        assert_eq!(reopened.load("db/1", two).unwrap(), Some(Cursor { log_id: 7, offset: 43 }));
+        assert_eq!(reopened.load("db/1", three).unwrap(), Some(Cursor { log_id: 8, offset: 1 }));
+        assert_eq!(reopened.load("db/1", two_of_shard_1).unwrap(), Some(Cursor { log_id: 9, offset: 5 }));
         // A flipped bit: no cursor (a full sync), not a wrong one.
-        let path = reopened.path("db/1", 2);
+        let path = reopened.path("db/1", two);
         let mut bytes = fs::read(&path).unwrap();
         bytes[13] ^= 1;
         fs::write(&path, bytes).unwrap();
-        assert_eq!(reopened.load("db/1", 2).unwrap(), None);
+        assert_eq!(reopened.load("db/1", two).unwrap(), None);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

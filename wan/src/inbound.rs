@@ -6,7 +6,7 @@
 use meridian_crdt::clock::Observation;
 use meridian_crdt::{ClockError, Delta, Keyspace, SnapshotMerge, VersionVector};
 
-use crate::protocol::Cursor;
+use crate::protocol::{Cursor, Source};
 
 /// The destination side of one database in this region.
 pub trait Inbound: Send + Sync + 'static {
@@ -19,11 +19,11 @@ pub trait Inbound: Send + Sync + 'static {
     fn apply(&self, deltas: &[Delta]) -> Result<(), String>;
     /// Joins a peer's snapshot into the local state (a full sync).
     fn apply_snapshot(&self, snapshot: &Keyspace) -> Result<SnapshotMerge, String>;
-    /// The persisted cursor into `source_region`'s log, if any.
-    fn load_cursor(&self, source_region: u16) -> Option<Cursor>;
-    /// Persists the cursor into `source_region`'s log. Called after the
-    /// deltas below it are applied; losing the last write only redelivers.
-    fn store_cursor(&self, source_region: u16, cursor: Cursor) -> Result<(), String>;
+    /// The persisted cursor into `source`'s log, if any.
+    fn load_cursor(&self, source: Source) -> Option<Cursor>;
+    /// Persists the cursor into `source`'s log. Called after the deltas
+    /// below it are applied; losing the last write only redelivers.
+    fn store_cursor(&self, source: Source, cursor: Cursor) -> Result<(), String>;
     /// The local applied version vector (reported to the source for GC).
     fn applied_vector(&self) -> VersionVector;
 }

@@ -57,7 +57,7 @@ pub use inbound::Inbound;
 pub use monitor::{MonitorRegistry, PeerReading, SyncMonitorService};
 pub use outbound::{Outbound, Snapshot};
 pub use outbox::Outbox;
-pub use protocol::{Codec, Cursor};
+pub use protocol::{Codec, Cursor, Slice, Source};
 pub use shard_database::ShardDatabase;
 pub use sink::{Link, LinkConfig};
 pub use source::SyncSource;

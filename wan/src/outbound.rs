@@ -2,6 +2,7 @@
 //! snapshots. The node implements [`Outbound`] for each (database, shard
 //! stream) over its shard; tests implement it over an in-process keyspace.
 
+use meridian_crdt::gc::Reporter;
 use meridian_crdt::{CausalContext, FrozenKeys, VersionVector};
 
 use crate::outbox::Outbox;
@@ -28,7 +29,7 @@ pub trait Outbound: Send + Sync + 'static {
     /// outbox no longer covers; an error (the destination retries later) if
     /// the state cannot be shipped yet. Called on a blocking thread.
     fn snapshot(&self) -> Result<Snapshot, String>;
-    /// A destination region reports what it has applied (garbage collection
+    /// A destination shard reports what it has applied (garbage collection
     /// by causal stability: `meridian_crdt::gc::StabilityTracker::report`).
-    fn peer_applied(&self, region: u16, applied: VersionVector);
+    fn peer_applied(&self, reader: Reporter, applied: VersionVector);
 }

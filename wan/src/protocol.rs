@@ -4,8 +4,11 @@
 //! only move messages; every decision they make is a call into this module,
 //! so it is tested here without a network (STYLE.md §1).
 
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes, BytesMut};
-use meridian_crdt::{Delta, Dot, ReplicaId, VersionVector};
+use meridian_crdt::slot::Granules;
+use meridian_crdt::{CausalContext, Delta, Dot, ReplicaId, VersionVector};
 use meridian_proto::v1;
 use prost::Message;
 
@@ -51,6 +54,23 @@ pub const IDLE_TIMEOUT_MS: u64 = 10 * HEARTBEAT_MS;
 /// the local replica's ack), so the idle bound would drop the stream and
 /// make it start over on a large database.
 pub const ACCEPT_TIMEOUT_MS: u64 = 6 * IDLE_TIMEOUT_MS;
+
+/// One source a destination shard reads: a shard stream of a peer region
+/// (stream 0 for an instance of one shard).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Source {
+    /// The peer region.
+    pub region: u16,
+    /// The shard stream within the peer's instance.
+    pub stream: u32,
+}
+
+impl Source {
+    /// The only stream of `region`'s instance of one shard.
+    pub fn region(region: u16) -> Source {
+        Source { region, stream: 0 }
+    }
+}
 
 /// A destination's position in one source's log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -293,6 +313,92 @@ pub fn delta_list(encoded: &[Bytes]) -> Bytes {
 pub fn decode_delta_list(raw: Bytes) -> Result<Vec<Delta>, WanError> {
     let list = v1::DeltaList::decode(raw).map_err(|e| WanError::Protocol(format!("malformed delta list: {e}")))?;
     list.deltas.iter().map(|d| meridian_proto::delta_from_wire(d).map_err(WanError::Decode)).collect()
+}
+
+/// The granules one stream carries (D102): the database's cut, and the run
+/// of granules the destination shard holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// How the database's slots are cut.
+    pub granules: Granules,
+    /// The granules the destination holds.
+    pub held: Range<u16>,
+}
+
+impl Slice {
+    /// A database of one granule, held whole.
+    pub fn whole() -> Slice {
+        Slice { granules: Granules::ONE, held: 0..1 }
+    }
+
+    /// The slice a Subscribe asks for (no granules named: the whole
+    /// database); an empty run or one past the granules is refused.
+    pub fn from_subscribe(subscribe: &v1::Subscribe) -> Result<Slice, WanError> {
+        if subscribe.granules == 0 {
+            return Ok(Slice::whole());
+        }
+        let count = u16::try_from(subscribe.granules).map_err(|_| WanError::Protocol("too many granules".into()))?;
+        let granules = Granules::new(count).map_err(WanError::Protocol)?;
+        let (first, end) = (subscribe.first_granule, subscribe.end_granule);
+        if first >= end || end > subscribe.granules {
+            return Err(WanError::Protocol(format!("bad granule run {first}..{end} of {count}")));
+        }
+        Ok(Slice { granules, held: first as u16..end as u16 })
+    }
+
+    /// True if the destination holds every granule of `run` (it needs no
+    /// filtering of a source holding `run`).
+    pub fn covers(&self, run: &Range<u16>) -> bool {
+        self.held.start <= run.start && run.end <= self.held.end
+    }
+
+    /// True if the run of granules `run` meets the destination's.
+    pub fn meets(&self, run: &Range<u16>) -> bool {
+        self.held.start.max(run.start) < self.held.end.min(run.end)
+    }
+
+    /// True if the destination holds `key`.
+    pub fn holds_key(&self, key: &[u8]) -> bool {
+        self.held.contains(&self.granules.of_key(key))
+    }
+
+    /// Cuts `context` to the replica ids of the destination's granules.
+    pub fn project(&self, context: &mut CausalContext) {
+        let (granules, held) = (self.granules, &self.held);
+        context.retain(|replica| held.contains(&granules.of_replica(replica)));
+    }
+}
+
+/// What a destination holding `slice` takes of a batch of encoded deltas:
+/// the deltas of its granules as they are, and flushes with their context
+/// cut to its granules; with each, its index in `encoded`.
+pub fn filter_batch(encoded: &[Bytes], slice: &Slice) -> Result<(Vec<Bytes>, Vec<u32>), WanError> {
+    let (mut kept, mut offsets) = (Vec::new(), Vec::new());
+    for (index, bytes) in encoded.iter().enumerate() {
+        match meridian_proto::decode_delta(bytes).map_err(WanError::Decode)? {
+            Delta::Key(delta) if slice.holds_key(&delta.key) => kept.push(bytes.clone()),
+            Delta::Key(_) => continue,
+            Delta::Flush(mut context) => {
+                slice.project(&mut context);
+                kept.push(Bytes::from(meridian_proto::encode_delta(&Delta::Flush(context))));
+            }
+        }
+        offsets.push(index as u32);
+    }
+    Ok((kept, offsets))
+}
+
+/// Which of a filtered batch's deltas a destination applies: those at or
+/// past `skip` (the batch's offsets already applied). `kept` must name
+/// one offset per delta, rising, within `count`.
+pub fn fresh_of_filtered(kept: &[u32], deltas: usize, count: u64, skip: usize) -> Result<usize, WanError> {
+    if kept.len() != deltas {
+        return Err(WanError::Protocol(format!("{deltas} deltas with {} offsets", kept.len())));
+    }
+    if kept.windows(2).any(|w| w[0] >= w[1]) || kept.last().is_some_and(|&last| u64::from(last) >= count) {
+        return Err(WanError::Protocol(format!("bad offsets {kept:?} in a batch of {count}")));
+    }
+    Ok(kept.partition_point(|&offset| (offset as usize) < skip))
 }
 
 /// A version vector as packed dots (replica << 48 | seq).

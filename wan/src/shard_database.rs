@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use meridian_crdt::clock::Observation;
+use meridian_crdt::gc::Reporter;
 use meridian_crdt::keyspace::FrozenKeys;
 use meridian_crdt::{ClockError, Delta, JournalEntry, Keyspace, SnapshotMerge, VersionVector};
 use meridian_replication::Shard;
@@ -20,7 +21,7 @@ use crate::cursor_store::CursorStore;
 use crate::inbound::Inbound;
 use crate::outbound::{Outbound, Snapshot};
 use crate::outbox::Outbox;
-use crate::protocol::Cursor;
+use crate::protocol::{Cursor, Source};
 
 /// One database held by one shard, as the syncer sees it.
 pub struct ShardDatabase {
@@ -29,8 +30,8 @@ pub struct ShardDatabase {
     outbox: Outbox,
     /// Durable cursors; `None` keeps them in memory (tests, no data directory).
     cursors: Option<CursorStore>,
-    memory_cursors: Mutex<HashMap<u16, Cursor>>,
-    peer_reports: Mutex<HashMap<u16, VersionVector>>,
+    memory_cursors: Mutex<HashMap<Source, Cursor>>,
+    peer_reports: Mutex<HashMap<Reporter, VersionVector>>,
 }
 
 impl ShardDatabase {
@@ -77,9 +78,9 @@ impl ShardDatabase {
         (entries, upto, hlc)
     }
 
-    /// The latest applied vector each peer region reported (for the shard's
+    /// The latest applied vector each peer shard reported (for the shard's
     /// causal-stability tracker).
-    pub fn peer_reports(&self) -> HashMap<u16, VersionVector> {
+    pub fn peer_reports(&self) -> HashMap<Reporter, VersionVector> {
         self.peer_reports.lock().expect("reports lock").clone()
     }
 }
@@ -99,8 +100,8 @@ impl Outbound for ShardDatabase {
         Ok(Snapshot { resume_offset: self.outbox.next_offset(), context: shard.keyspace().context().clone(), keys })
     }
 
-    fn peer_applied(&self, region: u16, applied: VersionVector) {
-        self.peer_reports.lock().expect("reports lock").insert(region, applied);
+    fn peer_applied(&self, reader: Reporter, applied: VersionVector) {
+        self.peer_reports.lock().expect("reports lock").insert(reader, applied);
     }
 }
 
@@ -121,18 +122,18 @@ impl Inbound for ShardDatabase {
         Ok(self.shard().keyspace_mut().merge_snapshot(snapshot))
     }
 
-    fn load_cursor(&self, source_region: u16) -> Option<Cursor> {
+    fn load_cursor(&self, source: Source) -> Option<Cursor> {
         match &self.cursors {
-            Some(store) => store.load(&self.database, source_region).ok().flatten(),
-            None => self.memory_cursors.lock().expect("cursors lock").get(&source_region).copied(),
+            Some(store) => store.load(&self.database, source).ok().flatten(),
+            None => self.memory_cursors.lock().expect("cursors lock").get(&source).copied(),
         }
     }
 
-    fn store_cursor(&self, source_region: u16, cursor: Cursor) -> Result<(), String> {
+    fn store_cursor(&self, source: Source, cursor: Cursor) -> Result<(), String> {
         match &self.cursors {
-            Some(store) => store.store(&self.database, source_region, cursor).map_err(|e| e.to_string()),
+            Some(store) => store.store(&self.database, source, cursor).map_err(|e| e.to_string()),
             None => {
-                self.memory_cursors.lock().expect("cursors lock").insert(source_region, cursor);
+                self.memory_cursors.lock().expect("cursors lock").insert(source, cursor);
                 Ok(())
             }
         }

@@ -30,7 +30,7 @@ use crate::error::WanError;
 use crate::inbound::Inbound;
 use crate::protocol::{
     self, BatchPlan, Cursor, IDLE_TIMEOUT_MS, MESSAGE_BYTES_MAX, PROTOCOL_VERSION, RESPONSE_QUEUE_MAX,
-    SNAPSHOT_BYTES_MAX_DEFAULT,
+    SNAPSHOT_BYTES_MAX_DEFAULT, Slice, Source,
 };
 use crate::stats::{LinkState, LinkStats};
 use crate::tls::SyncTls;
@@ -49,8 +49,14 @@ pub struct LinkConfig {
     pub source_region: u16,
     /// The source's sync endpoint, `http://host:port`.
     pub endpoint: String,
-    /// Shard stream within the database (0 while regions sync whole databases).
+    /// The source shard's stream within the source region's instance (0 for
+    /// an instance of one shard).
     pub stream: u32,
+    /// The granules this region's shard holds (D102): a source holding
+    /// others ships only the deltas of these.
+    pub slice: Slice,
+    /// This shard's index in this region's instance (monitoring).
+    pub destination_stream: u32,
     /// Largest snapshot accepted, in encoded bytes.
     pub snapshot_bytes_max: usize,
     /// Time to establish a connection.
@@ -74,6 +80,8 @@ impl LinkConfig {
             source_region,
             endpoint,
             stream: 0,
+            slice: Slice::whole(),
+            destination_stream: 0,
             snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
             connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS_DEFAULT),
             idle_timeout: Duration::from_millis(IDLE_TIMEOUT_MS),
@@ -81,6 +89,11 @@ impl LinkConfig {
             backoff_ms: (crate::backoff::BACKOFF_BASE_MS, crate::backoff::BACKOFF_MAX_MS),
             tls: None,
         }
+    }
+
+    /// The source streamed from: the source region's shard stream.
+    pub fn source(&self) -> Source {
+        Source { region: self.source_region, stream: self.stream }
     }
 }
 
@@ -162,7 +175,8 @@ async fn session(
     let mut client = WanSyncClient::new(channel)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
-    let cursor = inbound.load_cursor(config.source_region).unwrap_or_default();
+    let cursor = inbound.load_cursor(config.source()).unwrap_or_default();
+    let whole = config.slice == Slice::whole();
     let (requests, outgoing) = mpsc::channel(RESPONSE_QUEUE_MAX);
     let subscribe = v1::Subscribe {
         protocol_version: PROTOCOL_VERSION,
@@ -172,6 +186,10 @@ async fn session(
         log_id: cursor.log_id,
         cursor: cursor.offset,
         stream: config.stream,
+        granules: if whole { 0 } else { u32::from(config.slice.granules.count()) },
+        first_granule: u32::from(config.slice.held.start),
+        end_granule: if whole { 0 } else { u32::from(config.slice.held.end) },
+        destination_stream: config.destination_stream,
     };
     requests
         .send(v1::SyncRequest { kind: Some(sync_request::Kind::Subscribe(subscribe)) })
@@ -305,16 +323,22 @@ impl Session<'_> {
         let raw: Bytes = protocol::decompress(batch.payload, batch.compression, batch.raw_bytes, MESSAGE_BYTES_MAX)?;
         LinkStats::add(&self.stats.bytes_in_raw, raw.len() as u64);
         let deltas = protocol::decode_delta_list(raw)?;
-        if deltas.len() as u64 != count {
+        // A filtered batch holds the deltas of this shard's granules only,
+        // each with its offset in the batch (D102).
+        let first_fresh = if batch.filtered {
+            protocol::fresh_of_filtered(&batch.kept, deltas.len(), count, skip)?
+        } else if deltas.len() as u64 != count {
             return Err(WanError::Protocol(format!("batch of {} deltas announced as {count}", deltas.len())));
-        }
-        let fresh: &[Delta] = &deltas[skip..];
+        } else {
+            skip
+        };
+        let fresh: &[Delta] = &deltas[first_fresh..];
         self.observe_batch(fresh)?;
         if !fresh.is_empty() {
             self.inbound.apply(fresh).map_err(WanError::Local)?;
         }
         LinkStats::add(&self.stats.deltas, fresh.len() as u64);
-        LinkStats::add(&self.stats.deltas_redelivered, skip as u64);
+        LinkStats::add(&self.stats.deltas_redelivered, first_fresh as u64);
         LinkStats::add(&self.stats.batches, 1);
         let next = Cursor { log_id: self.cursor.log_id, offset: batch.first_offset + count };
         self.stats.set_lag(batch.source_next_offset.saturating_sub(next.offset), system_wall_ms());
@@ -375,7 +399,7 @@ impl Session<'_> {
 
     /// Persists the cursor and acknowledges it with the applied vector.
     async fn advance(&mut self, cursor: Cursor) -> Result<(), WanError> {
-        self.inbound.store_cursor(self.config.source_region, cursor).map_err(WanError::Local)?;
+        self.inbound.store_cursor(self.config.source(), cursor).map_err(WanError::Local)?;
         self.cursor = cursor;
         let ack = v1::Ack {
             applied_offset: cursor.offset,

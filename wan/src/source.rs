@@ -13,6 +13,7 @@
 //! other stream carry on.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -23,30 +24,37 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use meridian_crdt::gc::Reporter;
+use meridian_crdt::slot::Granules;
+
 use crate::error::WanError;
 use crate::outbound::{Outbound, Snapshot};
 use crate::outbox::OutboxRead;
 use crate::protocol::{
     self, BATCH_BYTES_MAX, BATCH_DELTAS_MAX, Codec, HEARTBEAT_MS, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
-    RESPONSE_QUEUE_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SUBSCRIBE_TIMEOUT_MS, Window,
+    RESPONSE_QUEUE_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SUBSCRIBE_TIMEOUT_MS, Slice, Window,
 };
 use crate::stats::{LinkState, LinkStats};
 
 type Responses = mpsc::Sender<Result<v1::SyncResponse, Status>>;
-/// Counters of the streams served, by (database, destination region).
-type StatsByStream = HashMap<(String, u16), Arc<LinkStats>>;
+/// Counters of the streams served, by (database, destination region, source
+/// shard stream, destination shard stream).
+type StatsByStream = HashMap<(String, u16, u32, u32), Arc<LinkStats>>;
 
-/// One served database: its region id, its source side, and the signal that
-/// ends its open streams when it stops being served here.
+/// One served shard stream of a database: its region id, the granules it
+/// holds, its source side, and the signal that ends its open streams when it
+/// stops being served here.
 #[derive(Clone)]
 struct Served {
     region: u16,
+    granules: Granules,
+    held: Range<u16>,
     outbound: Arc<dyn Outbound>,
     closed: watch::Sender<bool>,
 }
 
-/// The served databases by name.
-type DatabasesByName = HashMap<String, Served>;
+/// The served shard streams by (database name, stream).
+type DatabasesByName = HashMap<(String, u32), Served>;
 
 /// The sync service of one region: the databases it serves, by name.
 #[derive(Clone)]
@@ -82,26 +90,67 @@ impl SyncSource {
     /// Serves `database` from `outbound` as region `region` of that
     /// database (replacing an earlier one, whose open streams end).
     pub fn add_database_in_region(&self, database: &str, region: u16, outbound: Arc<dyn Outbound>) {
-        let served = Served { region, outbound, closed: watch::channel(false).0 };
-        let earlier = self.databases.write().expect("databases lock").insert(database.to_owned(), served);
+        self.add_stream(database, region, 0, Granules::ONE, 0..1, outbound);
+    }
+
+    /// Serves shard stream `stream` of `database` — the shard holding the
+    /// granules `held` of `granules` — from `outbound`, as region `region`
+    /// of that database (replacing an earlier one, whose open streams end).
+    pub fn add_stream(
+        &self,
+        database: &str,
+        region: u16,
+        stream: u32,
+        granules: Granules,
+        held: Range<u16>,
+        outbound: Arc<dyn Outbound>,
+    ) {
+        let served = Served { region, granules, held, outbound, closed: watch::channel(false).0 };
+        let earlier = self.databases.write().expect("databases lock").insert((database.to_owned(), stream), served);
         if let Some(earlier) = earlier {
             earlier.closed.send_replace(true);
         }
     }
 
-    /// Stops serving `database`: open streams end at once with `UNAVAILABLE`
-    /// (their destinations reconnect with backoff), so a database that moved
-    /// or was deleted is not kept alive by its streams.
+    /// Stops serving every stream of `database`: open streams end at once
+    /// with `UNAVAILABLE` (their destinations reconnect with backoff), so a
+    /// database that moved or was deleted is not kept alive by its streams.
     pub fn remove_database(&self, database: &str) {
-        let removed = self.databases.write().expect("databases lock").remove(database);
+        let mut databases = self.databases.write().expect("databases lock");
+        databases.retain(|(name, _), served| {
+            let keep = name != database;
+            if !keep {
+                served.closed.send_replace(true);
+            }
+            keep
+        });
+    }
+
+    /// Stops serving shard stream `stream` of `database` (its master moved).
+    pub fn remove_stream(&self, database: &str, stream: u32) {
+        let removed = self.databases.write().expect("databases lock").remove(&(database.to_owned(), stream));
         if let Some(removed) = removed {
             removed.closed.send_replace(true);
         }
     }
 
-    /// The counters of the stream to `destination` for `database`.
+    /// The counters of the stream to `destination` for `database` (whole
+    /// instances: shard streams 0).
     pub fn stats(&self, database: &str, destination: u16) -> Option<Arc<LinkStats>> {
-        self.stats.lock().expect("stats lock").get(&(database.to_owned(), destination)).cloned()
+        self.stream_stats(database, destination, 0, 0)
+    }
+
+    /// The counters of the stream from shard stream `stream` to shard
+    /// `destination_stream` of region `destination`, for `database`.
+    pub fn stream_stats(
+        &self,
+        database: &str,
+        destination: u16,
+        stream: u32,
+        destination_stream: u32,
+    ) -> Option<Arc<LinkStats>> {
+        let key = (database.to_owned(), destination, stream, destination_stream);
+        self.stats.lock().expect("stats lock").get(&key).cloned()
     }
 
     /// The tonic service, with the message bounds of [`protocol`].
@@ -111,20 +160,28 @@ impl SyncSource {
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }
 
-    fn link_stats(&self, database: &str, destination: u16) -> Arc<LinkStats> {
-        self.stats.lock().expect("stats lock").entry((database.to_owned(), destination)).or_default().clone()
+    fn link_stats(&self, subscribe: &v1::Subscribe, destination: u16) -> Arc<LinkStats> {
+        let key = (subscribe.database.clone(), destination, subscribe.stream, subscribe.destination_stream);
+        self.stats.lock().expect("stats lock").entry(key).or_default().clone()
     }
 
-    /// Checks a Subscribe and finds its database.
-    fn admit(&self, subscribe: &v1::Subscribe) -> Result<(Served, u16), Status> {
+    /// Checks a Subscribe and finds its shard stream; returns it with the
+    /// destination region and the granules the destination holds.
+    fn admit(&self, subscribe: &v1::Subscribe) -> Result<(Served, u16, Slice), Status> {
         if subscribe.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "protocol version {} not supported (this source speaks {PROTOCOL_VERSION})",
                 subscribe.protocol_version
             )));
         }
-        let entry = self.databases.read().expect("databases lock").get(&subscribe.database).cloned();
-        let served = entry.ok_or_else(|| Status::not_found(format!("unknown database {:?}", subscribe.database)))?;
+        let key = (subscribe.database.clone(), subscribe.stream);
+        let entry = self.databases.read().expect("databases lock").get(&key).cloned();
+        let served = entry.ok_or_else(|| {
+            Status::not_found(format!(
+                "database {:?} has no shard stream {} here",
+                subscribe.database, subscribe.stream
+            ))
+        })?;
         let region = served.region;
         if subscribe.source_region != u32::from(region) {
             return Err(Status::failed_precondition(format!(
@@ -132,17 +189,25 @@ impl SyncSource {
                 subscribe.source_region
             )));
         }
-        if subscribe.stream != 0 {
+        let slice = Slice::from_subscribe(subscribe).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if slice.granules != served.granules {
             return Err(Status::failed_precondition(format!(
-                "shard stream {} not served: regions sync whole databases (stream 0)",
-                subscribe.stream
+                "the database is cut into {} granules here, not {}",
+                served.granules.count(),
+                slice.granules.count()
+            )));
+        }
+        if !slice.meets(&served.held) {
+            return Err(Status::failed_precondition(format!(
+                "shard stream {} holds granules {:?}, none of the destination's {:?}",
+                subscribe.stream, served.held, slice.held
             )));
         }
         let destination =
             u16::try_from(subscribe.destination_region).ok().filter(|&d| d != region).ok_or_else(|| {
                 Status::invalid_argument(format!("bad destination region {}", subscribe.destination_region))
             })?;
-        Ok((served, destination))
+        Ok((served, destination, slice))
     }
 }
 
@@ -159,14 +224,14 @@ impl WanSync for SyncSource {
         let Some(sync_request::Kind::Subscribe(subscribe)) = first.kind else {
             return Err(Status::invalid_argument("the first message must be a Subscribe"));
         };
-        let (served, destination) = self.admit(&subscribe)?;
-        let stats = self.link_stats(&subscribe.database, destination);
+        let (served, destination, slice) = self.admit(&subscribe)?;
+        let stats = self.link_stats(&subscribe, destination);
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE_MAX);
         let codec = self.codec;
         tokio::spawn(async move {
             stats.set_state(LinkState::Connecting);
             let mut closed = served.closed.subscribe();
-            let stream = serve_stream(&served, destination, &subscribe, requests, &tx, &stats, codec);
+            let stream = serve_stream(&served, destination, &slice, &subscribe, requests, &tx, &stats, codec);
             let result = tokio::select! {
                 result = stream => result,
                 _ = closed.wait_for(|&closed| closed) => {
@@ -195,9 +260,11 @@ async fn send(tx: &Responses, kind: sync_response::Kind) -> Result<(), WanError>
 }
 
 /// One stream, from Accepted to its end.
+#[allow(clippy::too_many_arguments)]
 async fn serve_stream(
     served: &Served,
     destination: u16,
+    slice: &Slice,
     subscribe: &v1::Subscribe,
     mut requests: Streaming<v1::SyncRequest>,
     tx: &Responses,
@@ -205,6 +272,10 @@ async fn serve_stream(
     codec: Codec,
 ) -> Result<(), WanError> {
     let (region, outbound) = (served.region, &served.outbound);
+    // A destination holding only some of this shard's granules is sent only
+    // theirs (D102).
+    let filter = (!slice.covers(&served.held)).then_some(slice);
+    let reader = Reporter::new(destination, slice.held.clone());
     let outbox = outbound.outbox();
     // Subscribe before reading, so no append between the read and the wait is missed.
     let mut wake = outbox.subscribe();
@@ -233,7 +304,7 @@ async fn serve_stream(
     };
     send(tx, sync_response::Kind::Accepted(accepted)).await?;
     if let Some(snapshot) = snapshot {
-        send_snapshot(snapshot, tx, stats, codec).await?;
+        send_snapshot(snapshot, filter.cloned(), tx, stats, codec).await?;
     }
     LinkStats::add(&stats.connects, 1);
     stats.set_state(LinkState::Streaming);
@@ -253,10 +324,14 @@ async fn serve_stream(
                 }
             };
             let count = entries.len() as u64;
+            let (entries, kept) = match filter {
+                None => (entries, Vec::new()),
+                Some(slice) => protocol::filter_batch(&entries, slice)?,
+            };
             let payload = protocol::compress(protocol::delta_list(&entries), codec);
             LinkStats::add(&stats.bytes_out_raw, payload.raw_bytes as u64);
             LinkStats::add(&stats.bytes_out_wire, payload.bytes.len() as u64);
-            LinkStats::add(&stats.deltas, count);
+            LinkStats::add(&stats.deltas, entries.len() as u64);
             LinkStats::add(&stats.batches, 1);
             let batch = v1::DeltaBatch {
                 first_offset: window.next_to_send(),
@@ -266,6 +341,8 @@ async fn serve_stream(
                 payload: payload.bytes,
                 source_next_offset: outbox.next_offset(),
                 source_wall_ms: meridian_crdt::clock::system_wall_ms(),
+                filtered: filter.is_some(),
+                kept,
             };
             send(tx, sync_response::Kind::Batch(batch)).await?;
             window.sent(count);
@@ -275,7 +352,7 @@ async fn serve_stream(
             message = requests.message() => match message? {
                 Some(v1::SyncRequest { kind: Some(sync_request::Kind::Ack(ack)) }) => {
                     window.ack(ack.applied_offset)?;
-                    outbound.peer_applied(destination, protocol::vector_from_wire(&ack.applied_vector)?);
+                    outbound.peer_applied(reader, protocol::vector_from_wire(&ack.applied_vector)?);
                 }
                 Some(_) => return Err(WanError::Protocol("only Acks may follow the Subscribe".into())),
                 None => return Ok(()),
@@ -303,10 +380,19 @@ async fn serve_stream(
 /// repeated fields), the context travelling in the first. Sorting, encoding
 /// and compressing walk every key, so they run on a blocking thread a few
 /// chunks ahead of the stream, never on the async workers.
-async fn send_snapshot(snapshot: Snapshot, tx: &Responses, stats: &LinkStats, codec: Codec) -> Result<(), WanError> {
+/// With `slice`, only the keys of the destination's granules travel, with
+/// the context cut to them (D102).
+async fn send_snapshot(
+    snapshot: Snapshot,
+    slice: Option<Slice>,
+    tx: &Responses,
+    stats: &LinkStats,
+    codec: Codec,
+) -> Result<(), WanError> {
     let (chunks_tx, mut chunks) = mpsc::channel::<(v1::SnapshotChunk, usize)>(SNAPSHOT_CHUNKS_AHEAD);
     let encoder = tokio::task::spawn_blocking(move || {
-        encode_snapshot_chunks(snapshot, codec, |chunk, raw_bytes| chunks_tx.blocking_send((chunk, raw_bytes)).is_ok())
+        let emit = |chunk, raw_bytes| chunks_tx.blocking_send((chunk, raw_bytes)).is_ok();
+        encode_snapshot_chunks(snapshot, slice.as_ref(), codec, emit)
     });
     while let Some((chunk, raw_bytes)) = chunks.recv().await {
         LinkStats::add(&stats.bytes_out_raw, raw_bytes as u64);
@@ -322,7 +408,16 @@ const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
 
 /// Encodes and compresses `snapshot` chunk by chunk, handing each to `emit`
 /// (with its uncompressed size) until `emit` returns false.
-fn encode_snapshot_chunks(snapshot: Snapshot, codec: Codec, mut emit: impl FnMut(v1::SnapshotChunk, usize) -> bool) {
+fn encode_snapshot_chunks(
+    mut snapshot: Snapshot,
+    slice: Option<&Slice>,
+    codec: Codec,
+    mut emit: impl FnMut(v1::SnapshotChunk, usize) -> bool,
+) {
+    if let Some(slice) = slice {
+        slice.project(&mut snapshot.context);
+        snapshot.keys.retain(|key| slice.holds_key(key));
+    }
     let mut chunk = meridian_proto::convert::encode_snapshot_parts(&snapshot.context, &[]);
     let mut index = 0u32;
     let mut keys = snapshot.keys.into_sorted().peekable();

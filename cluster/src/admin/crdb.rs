@@ -50,7 +50,19 @@ pub struct CrdbRequest {
     /// region (regions of one node cannot hold one).
     #[serde(default)]
     pub replication: bool,
+    /// Each instance's shard count, in the order of `instances` (one value:
+    /// every instance; none: one shard each). Counts may differ (D102).
+    #[serde(default)]
+    pub shards: Vec<u16>,
+    /// The granules the slots are cut into: a power of two up to 64, at
+    /// least the largest shard count. Default: 1 if every instance has one
+    /// shard, else 16.
+    #[serde(default)]
+    pub granules: Option<u16>,
 }
+
+/// Granules of a crdb whose instances may have several shards, unless asked.
+pub const CRDB_GRANULES_DEFAULT: u16 = 16;
 
 /// The body of `PUT /v1/crdbs/{guid}/instance`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -80,6 +92,27 @@ fn master_node(config: &ClusterConfig, bdb: &Bdb) -> Option<(Option<String>, Str
         bdb.shard_list.iter().filter_map(|uid| config.shards.get(uid)).find(|s| s.role == ShardRole::Master)?;
     let node = config.nodes.get(&master.node_uid)?;
     Some((node.sync_addr.clone(), node.admin_addr.clone()))
+}
+
+/// Where each shard of `bdb` serves WAN sync, in slot order: the sync
+/// address of the node holding its master (None while unknown).
+fn shard_endpoints(config: &ClusterConfig, bdb: &Bdb) -> Vec<Option<String>> {
+    let mut masters: Vec<&crate::config::ShardInfo> = bdb
+        .shard_list
+        .iter()
+        .filter_map(|uid| config.shards.get(uid))
+        .filter(|s| s.role == ShardRole::Master)
+        .collect();
+    masters.sort_by_key(|s| s.assigned_slots.first().map(|r| r.start));
+    masters.iter().map(|s| config.nodes.get(&s.node_uid).and_then(|n| n.sync_addr.clone())).collect()
+}
+
+/// The endpoints an instance answered, dialable from `admin_url`.
+fn answered_endpoints(answer: &Value, admin_url: &str) -> Vec<Option<String>> {
+    match answer["sync_endpoints"].as_array() {
+        Some(list) => list.iter().map(|e| e.as_str().map(|e| dialable(e, admin_url))).collect(),
+        None => vec![answer["sync_endpoint"].as_str().map(|e| dialable(e, admin_url))],
+    }
 }
 
 fn upstream(what: &str, error: impl std::fmt::Display) -> ApiError {
@@ -134,17 +167,33 @@ pub(super) async fn create(State(_control): State<ControlPlane>, body: Body) -> 
     if distinct.len() != urls.len() {
         return Err(ApiError::bad_request("each instance's admin URL must be given once".into()));
     }
+    let shards: Vec<u16> = match spec.shards.as_slice() {
+        [] => vec![1; urls.len()],
+        [all] => vec![*all; urls.len()],
+        each if each.len() == urls.len() => each.to_vec(),
+        each => {
+            return Err(ApiError::bad_request(format!(
+                "{} shard counts for {} instances: give one for all or one per instance",
+                each.len(),
+                urls.len()
+            )));
+        }
+    };
+    let granules = spec.granules.unwrap_or(if shards.iter().all(|&n| n == 1) { 1 } else { CRDB_GRANULES_DEFAULT });
+    check_layout(granules, &shards)?;
     let guid = new_guid();
     let mut instances: Vec<CrdbPeer> = urls
         .iter()
+        .zip(&shards)
         .enumerate()
-        .map(|(index, url)| CrdbPeer { region_id: index as u16 + 1, admin_url: url.clone(), sync_endpoint: None })
+        .map(|(index, (url, &shards))| CrdbPeer::new(index as u16 + 1, url.clone(), shards))
         .collect();
     let shared = Shared {
         name: spec.name.clone(),
         port: spec.port,
         password: spec.password.clone(),
         replication: spec.replication,
+        granules,
     };
     // Round one: create every instance (no endpoints yet), learn its sync
     // endpoint.
@@ -155,8 +204,8 @@ pub(super) async fn create(State(_control): State<ControlPlane>, body: Body) -> 
         let url = format!("{}/v1/crdbs/{guid}/instance", peer.admin_url);
         match call(Method::PUT, url, Some(instance_request(&shared, &guid, peer.region_id, &unknown, &[]))).await {
             Ok(answer) => {
-                let endpoint = answer["sync_endpoint"].as_str().map(|e| dialable(e, &instances[index].admin_url));
-                instances[index].sync_endpoint = endpoint;
+                let endpoints = answered_endpoints(&answer, &instances[index].admin_url);
+                instances[index].set_endpoints(endpoints);
                 uids.push(answer["bdb_uid"].clone());
             }
             Err(error) => {
@@ -177,11 +226,12 @@ pub(super) async fn create(State(_control): State<ControlPlane>, body: Body) -> 
         .iter()
         .zip(uids)
         .map(|(peer, uid)| {
-            json!({ "region_id": peer.region_id, "admin_url": peer.admin_url,
-                    "sync_endpoint": peer.sync_endpoint, "bdb_uid": uid })
+            json!({ "region_id": peer.region_id, "admin_url": peer.admin_url, "shards": peer.shards,
+                    "sync_endpoint": peer.sync_endpoint, "sync_endpoints": peer.endpoints(), "bdb_uid": uid })
         })
         .collect();
-    let body = json!({ "guid": guid, "name": spec.name, "port": spec.port, "instances": listed });
+    let body = json!({ "guid": guid, "name": spec.name, "port": spec.port, "granules": granules,
+                       "instances": listed });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -259,7 +309,7 @@ pub(super) async fn put_instance(
             let spec = BdbSpec {
                 name: request.name.clone(),
                 port: request.port,
-                shards_count: 1,
+                shards_count: request.crdb.own().map_or(1, |own| own.shards),
                 replication: request.replication,
                 password: request.password.clone(),
                 oss_cluster: false,
@@ -274,11 +324,12 @@ pub(super) async fn put_instance(
             }
         }
     };
-    // The master's node records its sync address once it has joined: wait
-    // (bounded) for it.
-    wait_applied(&control, |c| c.bdbs.get(&uid).and_then(|b| master_node(c, b)).is_some_and(|(s, _)| s.is_some()))
-        .await;
-    let endpoint = control.with_config(|c| c.bdbs.get(&uid).and_then(|b| master_node(c, b)).and_then(|(s, _)| s));
+    // The masters' nodes record their sync addresses once they have joined:
+    // wait (bounded) for them.
+    let known = |c: &ClusterConfig| c.bdbs.get(&uid).map(|b| shard_endpoints(c, b));
+    wait_applied(&control, |c| known(c).is_some_and(|e| !e.is_empty() && e.iter().all(Option::is_some))).await;
+    let endpoints = control.with_config(known).unwrap_or_default();
+    let endpoint = endpoints.first().cloned().flatten();
     // Answer once the master's node serves the instance (or says why it
     // cannot), so a client may connect as soon as the crdb is created.
     let deadline = Instant::now() + INSTANCE_READY_WAIT;
@@ -290,8 +341,9 @@ pub(super) async fn put_instance(
         }
         sleep(Duration::from_millis(50)).await;
     }
-    Ok(Json(json!({ "guid": guid, "bdb_uid": uid, "sync_endpoint": endpoint, "endpoint_status": status }))
-        .into_response())
+    Ok(Json(json!({ "guid": guid, "bdb_uid": uid, "sync_endpoint": endpoint, "sync_endpoints": endpoints,
+                    "endpoint_status": status }))
+    .into_response())
 }
 
 /// The body of `POST /v1/crdbs/{guid}/instances`.
@@ -300,6 +352,24 @@ pub(super) async fn put_instance(
 pub struct AddInstanceRequest {
     /// The admin API of the new region's cluster (`http://host:port`).
     pub instance: String,
+    /// Its shard count (at most the crdb's granules).
+    #[serde(default = "one_shard")]
+    pub shards: u16,
+}
+
+fn one_shard() -> u16 {
+    1
+}
+
+/// Checks that every instance's shard count fits the granules.
+fn check_layout(granules: u16, shards: &[u16]) -> Result<(), ApiError> {
+    let cut = meridian_crdt::slot::Granules::new(granules).map_err(|e| ApiError::bad_request(format!("crdb {e}")))?;
+    if let Some(&bad) = shards.iter().find(|&&n| n == 0 || n > cut.count()) {
+        return Err(ApiError::bad_request(format!(
+            "an instance of {bad} shards does not fit {granules} granules: 1 to {granules} shards"
+        )));
+    }
+    Ok(())
 }
 
 /// The query of `DELETE /v1/crdbs/{guid}/instances/{region_id}`.
@@ -326,12 +396,19 @@ struct Shared {
     port: u16,
     password: Option<String>,
     replication: bool,
+    granules: u16,
 }
 
 impl Shared {
     /// As this region's instance `bdb` has it.
     fn of(bdb: &Bdb) -> Shared {
-        Shared { name: bdb.name.clone(), port: bdb.port, password: bdb.password.clone(), replication: bdb.replication }
+        Shared {
+            name: bdb.name.clone(),
+            port: bdb.port,
+            password: bdb.password.clone(),
+            replication: bdb.replication,
+            granules: bdb.crdb.as_ref().map_or(1, |c| c.granules),
+        }
     }
 }
 
@@ -345,6 +422,7 @@ fn instance_request(shared: &Shared, guid: &str, region_id: u16, instances: &[Cr
             region_id,
             instances: instances.to_vec(),
             retired: retired.to_vec(),
+            granules: shared.granules,
         },
         replication: shared.replication,
     };
@@ -384,16 +462,16 @@ pub(super) async fn add_instance(
         .unwrap_or(0)
         .checked_add(1)
         .ok_or_else(|| ApiError::bad_request(format!("crdb {guid} has used every region id")))?;
+    check_layout(crdb.granules, &[request.shards])?;
     let mut instances = crdb.instances.clone();
-    instances.push(CrdbPeer { region_id, admin_url: url.clone(), sync_endpoint: None });
+    instances.push(CrdbPeer::new(region_id, url.clone(), request.shards));
     // The new instance first (it learns its peers, and they do not dial it
     // yet); then everyone gets the list with its endpoint.
     let create = format!("{url}/v1/crdbs/{guid}/instance");
     let answer =
         call(Method::PUT, create.clone(), Some(instance_request(&shared, &guid, region_id, &instances, &crdb.retired)))
             .await?;
-    let endpoint = answer["sync_endpoint"].as_str().map(|e| dialable(e, &url));
-    instances.last_mut().expect("just pushed").sync_endpoint = endpoint;
+    instances.last_mut().expect("just pushed").set_endpoints(answered_endpoints(&answer, &url));
     if let Err(error) = distribute(&shared, &guid, &instances, &crdb.retired).await {
         // Back to the list before: the new instance goes away again.
         if let Err(undo) = call(Method::DELETE, create, None).await {
@@ -463,14 +541,22 @@ pub(super) async fn remove_instance(
 /// instance's sync endpoint in this cluster and hands the new list to every
 /// peer region, whose links then dial it. Idempotent; the caller retries
 /// until it succeeds.
-pub(crate) async fn announce_endpoint(control: &ControlPlane, guid: &str, endpoint: &str) -> Result<(), String> {
+pub(crate) async fn announce_endpoint(
+    control: &ControlPlane,
+    guid: &str,
+    shard: u16,
+    endpoint: &str,
+) -> Result<(), String> {
     let (bdb, crdb) = local_crdb(control, guid).map_err(|e| e.description)?;
     let mut instances = crdb.instances.clone();
     let own = instances
         .iter_mut()
         .find(|peer| peer.region_id == crdb.region_id)
         .ok_or_else(|| format!("crdb {guid} does not list its own region"))?;
-    own.sync_endpoint = Some(endpoint.to_string());
+    let mut endpoints = own.endpoints();
+    let slot = endpoints.get_mut(usize::from(shard)).ok_or_else(|| format!("crdb {guid} has no shard {shard} here"))?;
+    *slot = Some(endpoint.to_string());
+    own.set_endpoints(endpoints);
     if instances != crdb.instances {
         let update = BdbUpdate {
             crdb: Some(CrdbInstance { instances: instances.clone(), ..crdb.clone() }),

@@ -18,7 +18,7 @@ use super::model::{
     NodeInfo, NodeState, PASSWORD_BYTES_MAX, ShardInfo, ShardRole, SlotRange,
 };
 use crate::placement::{self, Candidate, PlacementError};
-use meridian_replication::slot::{SLOT_COUNT, split_slots};
+use meridian_replication::slot::{Granules, REGION_MAX_GRANULAR, SLOT_COUNT, split_slots};
 
 /// What a new database should look like (the body of `POST /v1/bdbs`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -308,8 +308,12 @@ impl ClusterConfig {
         }
         if let Some(crdb) = &spec.crdb {
             check_crdb(crdb)?;
-            if spec.shards_count != 1 {
-                return Err(CommandError::Invalid("an active-active database has one shard for now".into()));
+            let own = crdb.own().map_or(1, |peer| peer.shards);
+            if spec.shards_count != own {
+                return Err(CommandError::Invalid(format!(
+                    "the instance list gives region {} {own} shards, not {}",
+                    crdb.region_id, spec.shards_count
+                )));
             }
             if let Some(other) = self.bdbs.values().find(|b| b.crdb.as_ref().is_some_and(|c| c.guid == crdb.guid)) {
                 return Err(CommandError::Conflict(format!(
@@ -347,7 +351,18 @@ impl ClusterConfig {
         let uid = self.next_bdb_uid.max(1);
         self.next_bdb_uid = uid + 1;
         let mut shard_list = Vec::with_capacity(placements.len() * (1 + usize::from(spec.replication)));
-        for (range, placed) in split_slots(spec.shards_count).into_iter().zip(placements) {
+        // An active-active instance's shards hold whole granules (D102).
+        let ranges = match &spec.crdb {
+            Some(crdb) => crdb
+                .cut()
+                .split(spec.shards_count)
+                .map_err(CommandError::Invalid)?
+                .into_iter()
+                .map(|run| crdb.cut().slots(run))
+                .collect(),
+            None => split_slots(spec.shards_count),
+        };
+        for (range, placed) in ranges.into_iter().zip(placements) {
             let slots = vec![SlotRange { start: *range.start(), end: *range.end() }];
             let copies = std::iter::once((ShardRole::Master, placed.master))
                 .chain(placed.replicas.into_iter().map(|node| (ShardRole::Replica, node)));
@@ -404,10 +419,13 @@ impl ClusterConfig {
         }
         if let Some(crdb) = &update.crdb {
             check_crdb(crdb)?;
-            let same = bdb.crdb.as_ref().is_some_and(|c| c.guid == crdb.guid && c.region_id == crdb.region_id);
-            if !same {
+            let same = bdb
+                .crdb
+                .as_ref()
+                .is_some_and(|c| c.guid == crdb.guid && c.region_id == crdb.region_id && c.granules == crdb.granules);
+            if !same || crdb.own().map_or(1, |peer| peer.shards) != bdb.shards_count {
                 return Err(CommandError::Invalid(format!(
-                    "database {uid} is not region {} of crdb {}; only its instance list can change",
+                    "database {uid} is not region {} of crdb {} with these granules and shards; only its instance list can change",
                     crdb.region_id, crdb.guid
                 )));
             }
@@ -551,9 +569,27 @@ fn check_crdb(crdb: &CrdbInstance) -> Result<(), CommandError> {
     if !ids.contains(&crdb.region_id) {
         return Err(CommandError::Invalid(format!("region {} is not among the crdb's instances", crdb.region_id)));
     }
+    let granules = Granules::new(crdb.granules).map_err(|e| CommandError::Invalid(format!("crdb {e}")))?;
+    if granules.count() > 1 && ids.iter().chain(&crdb.retired).any(|&id| id > REGION_MAX_GRANULAR) {
+        return Err(CommandError::Invalid(format!(
+            "with more than one granule, crdb region ids stay below {}",
+            REGION_MAX_GRANULAR + 1
+        )));
+    }
     for instance in &crdb.instances {
         check_label("crdb instance admin URL", &instance.admin_url)?;
-        if let Some(endpoint) = &instance.sync_endpoint {
+        if instance.shards == 0 || instance.shards > granules.count() {
+            return Err(CommandError::Invalid(format!(
+                "region {} has {} shards: an instance has 1 to {} (the crdb's granules)",
+                instance.region_id,
+                instance.shards,
+                granules.count()
+            )));
+        }
+        if instance.shard_endpoints.len() > usize::from(instance.shards) {
+            return Err(CommandError::Invalid(format!("region {} lists too many endpoints", instance.region_id)));
+        }
+        for endpoint in instance.endpoints().iter().flatten() {
             check_label("crdb instance sync endpoint", endpoint)?;
         }
     }

@@ -90,9 +90,51 @@ pub struct CrdbPeer {
     pub region_id: u16,
     /// The admin API of the region's cluster (`http://host:port`).
     pub admin_url: String,
-    /// Where the region serves this database's WAN sync (`host:port`), once known.
+    /// Where the region serves this database's WAN sync (`host:port`), once
+    /// known: the node holding the master of its first shard.
     #[serde(default)]
     pub sync_endpoint: Option<String>,
+    /// The region's instance's shard count (D102).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub shards: u16,
+    /// With several shards: where each shard's master serves WAN sync, by
+    /// shard index (the first is `sync_endpoint`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shard_endpoints: Vec<Option<String>>,
+}
+
+impl CrdbPeer {
+    /// A region's instance of `shards` shards whose endpoints are not known yet.
+    pub fn new(region_id: u16, admin_url: String, shards: u16) -> CrdbPeer {
+        CrdbPeer { region_id, admin_url, sync_endpoint: None, shards, shard_endpoints: Vec::new() }
+    }
+
+    /// Where shard `index` of the instance serves WAN sync, once known.
+    pub fn endpoint(&self, index: u16) -> Option<&str> {
+        match index {
+            0 => self.sync_endpoint.as_deref(),
+            _ => self.shard_endpoints.get(usize::from(index)).and_then(|e| e.as_deref()),
+        }
+    }
+
+    /// Records where each shard serves WAN sync (by shard index).
+    pub fn set_endpoints(&mut self, endpoints: Vec<Option<String>>) {
+        self.sync_endpoint = endpoints.first().cloned().flatten();
+        self.shard_endpoints = if endpoints.len() > 1 { endpoints } else { Vec::new() };
+    }
+
+    /// Every shard's endpoint, by shard index.
+    pub fn endpoints(&self) -> Vec<Option<String>> {
+        (0..self.shards.max(1)).map(|i| self.endpoint(i).map(str::to_string)).collect()
+    }
+}
+
+fn one() -> u16 {
+    1
+}
+
+fn is_one(n: &u16) -> bool {
+    *n == 1
 }
 
 /// What makes a database one region's instance of an active-active
@@ -110,9 +152,23 @@ pub struct CrdbInstance {
     /// their writes' dots stay in every region's causal context.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<u16>,
+    /// The granules its slots are cut into (D102): 1, or a power of two up
+    /// to 64 when instances may have several shards (at most this many).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub granules: u16,
 }
 
 impl CrdbInstance {
+    /// How its slots are cut (checked when the instance was written).
+    pub fn cut(&self) -> meridian_crdt::slot::Granules {
+        meridian_crdt::slot::Granules::new(self.granules).unwrap_or_default()
+    }
+
+    /// This region's instance as its peers know it.
+    pub fn own(&self) -> Option<&CrdbPeer> {
+        self.instances.iter().find(|peer| peer.region_id == self.region_id)
+    }
+
     /// The other regions' instances.
     pub fn peers(&self) -> impl Iterator<Item = &CrdbPeer> {
         self.instances.iter().filter(|peer| peer.region_id != self.region_id)

@@ -246,3 +246,47 @@ fn a_failed_nodes_replicas_move_to_other_racks_and_nodes_after_the_grace_period(
     small.apply(&Command::ReplaceReplicas { uid: master }).unwrap();
     assert_eq!(small.shards.values().filter(|s| s.node_uid == master).count(), 1);
 }
+
+fn crdb(region_id: u16, shards: &[u16], granules: u16) -> CrdbInstance {
+    let instances =
+        shards.iter().enumerate().map(|(i, &n)| CrdbPeer::new(i as u16 + 1, format!("http://r{}", i + 1), n)).collect();
+    CrdbInstance { guid: "g1".into(), region_id, instances, retired: Vec::new(), granules }
+}
+
+#[test]
+fn an_active_active_instance_of_several_shards_holds_whole_granules() {
+    let mut config = cluster(&[(1, None), (2, None)]);
+    let uid = create(&mut config, BdbSpec { crdb: Some(crdb(2, &[1, 3], 16)), ..spec("aa", 12000, 3, false) });
+    let mut slots: Vec<(u16, u16)> = config.bdbs[&uid]
+        .shard_list
+        .iter()
+        .map(|s| config.shards[s].assigned_slots[0])
+        .map(|r| (r.start, r.end))
+        .collect();
+    slots.sort_unstable();
+    // 16 granules of 1,024 slots: 5, 5 and 6 granules.
+    assert_eq!(slots, vec![(0, 5119), (5120, 10239), (10240, SLOT_COUNT - 1)]);
+    let before = config.clone();
+    let refused = [
+        // The shard count is not the one the instance list gives this region.
+        (BdbSpec { crdb: Some(crdb(2, &[1, 2], 16)), ..spec("bb", 12001, 3, false) }, "gives region 2 2 shards"),
+        // More shards than granules; granules not a power of two.
+        (BdbSpec { crdb: Some(crdb(1, &[2, 1], 1)), ..spec("bb", 12001, 2, false) }, "1 to 1"),
+        (BdbSpec { crdb: Some(crdb(1, &[1, 1], 12)), ..spec("bb", 12001, 1, false) }, "power of two"),
+    ];
+    for (spec, expected) in refused {
+        let error = config.apply(&Command::CreateBdb(spec.clone())).unwrap_err();
+        assert!(error.to_string().contains(expected), "{spec:?} gave {error}");
+    }
+    // Region ids above 1,023 do not fit beside a granule in a replica id.
+    let mut wide = crdb(1, &[1, 1], 16);
+    wide.instances[1].region_id = 1024;
+    let error = config.apply(&Command::CreateBdb(BdbSpec { crdb: Some(wide), ..spec("bb", 12001, 1, false) }));
+    assert!(error.unwrap_err().to_string().contains("below 1024"));
+    // The granules and shard count of an instance never change.
+    let update = BdbUpdate { crdb: Some(crdb(2, &[1, 3], 32)), ..BdbUpdate::default() };
+    assert!(config.apply(&Command::UpdateBdb { uid, update }).is_err());
+    let update = BdbUpdate { crdb: Some(crdb(2, &[1, 2], 16)), ..BdbUpdate::default() };
+    assert!(config.apply(&Command::UpdateBdb { uid, update }).is_err());
+    assert_eq!(config, before);
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use meridian_crdt::ReplicaId;
 use meridian_crdt::clock::system_wall_ms;
+use meridian_crdt::gc::Reporter;
 use meridian_crdt::keyspace::ExpiryChange;
 use meridian_replication::Shard;
 use meridian_wan::outbox::OUTBOX_BYTES_DEFAULT;
@@ -84,12 +85,12 @@ async fn two_shards_converge_and_a_link_resumes_from_its_durable_cursor() {
     // Merged deltas never went back out: each outbox holds its own 100 deltas.
     assert_eq!(a.database.outbox().next_offset(), 100);
     assert_eq!(b.database.outbox().next_offset(), 100);
-    eventually("peers report applied vectors", || a.database.peer_reports().contains_key(&2)).await;
+    eventually("peers report applied vectors", || a.database.peer_reports().contains_key(&Reporter::region(2))).await;
 
     // B's link restarts (a process restart of the link): the cursor on disk
     // makes it a partial sync of only what it missed.
     b_from_a.stop().await;
-    let cursor = b.database.load_cursor(1).expect("a durable cursor");
+    let cursor = b.database.load_cursor(meridian_wan::Source::region(1)).expect("a durable cursor");
     assert_eq!(cursor.offset, 100);
     for i in 0..10 {
         a.write(&format!("late{i}"), "x");

@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meridian_crdt::clock::{Observation, hlc_to_unix_ms, system_wall_ms};
+use meridian_crdt::gc::Reporter;
 use meridian_crdt::keyspace::{End, ExpiryChange, Moment};
+use meridian_crdt::slot::Granules;
 use meridian_crdt::{Clock, ClockError, Delta, Keyspace, ReplicaId, SnapshotMerge, VersionVector};
 use meridian_proto::v1;
 use meridian_wan::outbox::OUTBOX_BYTES_DEFAULT;
-use meridian_wan::{Cursor, Inbound, Link, LinkConfig, Outbound, Outbox, Snapshot, SyncSource};
+use meridian_wan::{Cursor, Inbound, Link, LinkConfig, Outbound, Outbox, Slice, Snapshot, Source, SyncSource};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, oneshot};
@@ -26,8 +28,8 @@ const WAIT: Duration = Duration::from_secs(30);
 
 struct RegionState {
     keyspace: Keyspace,
-    cursors: HashMap<u16, Cursor>,
-    reports: HashMap<u16, VersionVector>,
+    cursors: HashMap<Source, Cursor>,
+    reports: HashMap<Reporter, VersionVector>,
 }
 
 struct Region {
@@ -102,7 +104,15 @@ impl Region {
     }
 
     fn cursor(&self, source: u16) -> Option<Cursor> {
-        self.state.lock().unwrap().cursors.get(&source).copied()
+        self.load_cursor(Source::region(source))
+    }
+
+    /// A shard of region `id` in a database cut into `granules` (D102),
+    /// with an outbox of `outbox_bytes`.
+    fn shard(id: u16, granules: Granules, outbox_bytes: usize) -> Arc<Region> {
+        let region = Region::with(id, 0, outbox_bytes);
+        region.state.lock().unwrap().keyspace.set_granules(granules);
+        region
     }
 }
 
@@ -121,8 +131,8 @@ impl Outbound for Region {
         })
     }
 
-    fn peer_applied(&self, region: u16, applied: VersionVector) {
-        self.state.lock().unwrap().reports.insert(region, applied);
+    fn peer_applied(&self, reader: Reporter, applied: VersionVector) {
+        self.state.lock().unwrap().reports.insert(reader, applied);
     }
 }
 
@@ -151,12 +161,12 @@ impl Inbound for Region {
         Ok(merged)
     }
 
-    fn load_cursor(&self, source_region: u16) -> Option<Cursor> {
-        self.cursor(source_region)
+    fn load_cursor(&self, source: Source) -> Option<Cursor> {
+        self.state.lock().unwrap().cursors.get(&source).copied()
     }
 
-    fn store_cursor(&self, source_region: u16, cursor: Cursor) -> Result<(), String> {
-        self.state.lock().unwrap().cursors.insert(source_region, cursor);
+    fn store_cursor(&self, source: Source, cursor: Cursor) -> Result<(), String> {
+        self.state.lock().unwrap().cursors.insert(source, cursor);
         Ok(())
     }
 
@@ -174,10 +184,15 @@ struct Server {
 }
 
 async fn serve(region: &Arc<Region>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let source = SyncSource::new(region.id);
     source.add_database(DB, region.clone());
+    serve_source(source).await
+}
+
+/// Serves `source` on an ephemeral port until the server is dropped.
+async fn serve_source(source: SyncSource) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let service = source.clone();
     tokio::spawn(async move {
@@ -307,7 +322,8 @@ async fn two_regions_writing_the_same_keys_concurrently_converge() {
         assert!(stats.bytes_in_wire < stats.bytes_in_raw, "compression: {stats:?}");
     }
     eventually("acks carry applied vectors", || {
-        a.state.lock().unwrap().reports.contains_key(&2) && b.state.lock().unwrap().reports.contains_key(&1)
+        let heard = |region: &Region, from: u16| region.state.lock().unwrap().reports.keys().any(|r| r.region == from);
+        heard(&a, 2) && heard(&b, 1)
     })
     .await;
     // What a sent to b, b applied, once.
@@ -353,7 +369,7 @@ async fn a_region_that_reconnects_resumes_from_its_cursor_without_loss_or_double
     // A lost cursor write (a crash after applying, before persisting): the
     // source redelivers, the merge is idempotent, the counter does not double.
     let cursor = b.cursor(1).expect("a cursor");
-    b.store_cursor(1, Cursor { offset: cursor.offset - 50, ..cursor }).unwrap();
+    b.store_cursor(Source::region(1), Cursor { offset: cursor.offset - 50, ..cursor }).unwrap();
     for _ in 0..10 {
         a.incr("n");
     }
@@ -452,6 +468,7 @@ async fn hostile_peers_get_clear_errors_and_the_server_survives() {
             log_id: 0,
             cursor: 0,
             stream: 0,
+            ..Default::default()
         })),
     };
     async fn open(client: &mut WanSyncClient<tonic::transport::Channel>, first: v1::SyncRequest) -> tonic::Status {
@@ -473,7 +490,7 @@ async fn hostile_peers_get_clear_errors_and_the_server_survives() {
     }
     let status = open(&mut client, subscribe("nope", 1, 1)).await;
     assert_eq!(status.code(), Code::NotFound);
-    assert!(status.message().contains("unknown database"), "{status:?}");
+    assert!(status.message().contains("has no shard stream 0"), "{status:?}");
     let status = open(&mut client, subscribe(DB, 7, 1)).await;
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("not region 7"), "{status:?}");
@@ -485,8 +502,25 @@ async fn hostile_peers_get_clear_errors_and_the_server_survives() {
         s.stream = 5;
     }
     let status = open(&mut client, other_stream).await;
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("no shard stream 5"), "{status:?}");
+    // Granules (D102): a run that is empty or past the cut, and a cut other
+    // than the source's.
+    let granular = |granules: u32, first: u32, end: u32| {
+        let mut request = subscribe(DB, 1, 1);
+        if let Some(v1::sync_request::Kind::Subscribe(s)) = &mut request.kind {
+            (s.granules, s.first_granule, s.end_granule) = (granules, first, end);
+        }
+        request
+    };
+    let status = open(&mut client, granular(4, 3, 2)).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("bad granule run 3..2 of 4"), "{status:?}");
+    let status = open(&mut client, granular(3, 0, 3)).await;
+    assert!(status.message().contains("power of two"), "{status:?}");
+    let status = open(&mut client, granular(8, 0, 8)).await;
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().contains("shard stream 5"), "{status:?}");
+    assert!(status.message().contains("cut into 1 granules here, not 8"), "{status:?}");
     let ack = v1::SyncRequest { kind: Some(v1::sync_request::Kind::Ack(v1::Ack::default())) };
     let status = open(&mut client, ack).await;
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -581,6 +615,7 @@ async fn a_destination_that_stops_acking_stalls_the_source_after_the_window() {
             log_id: 0,
             cursor: 0,
             stream: 0,
+            ..Default::default()
         })),
     })
     .await
@@ -766,7 +801,26 @@ async fn a_hostile_source_gets_a_clear_error_and_nothing_is_applied() {
             payload: bytes::Bytes::copy_from_slice(payload),
             source_next_offset: 0,
             source_wall_ms: 0,
+            ..Default::default()
         })
+    };
+    // A batch filtered for a shard holding some granules (D102).
+    let filtered = |first_offset: u64, count: u32, kept: &[u32], payload: &[u8]| {
+        Kind::Batch(v1::DeltaBatch {
+            first_offset,
+            count,
+            raw_bytes: payload.len() as u32,
+            payload: bytes::Bytes::copy_from_slice(payload),
+            filtered: true,
+            kept: kept.to_vec(),
+            ..Default::default()
+        })
+    };
+    let one_delta = {
+        let mut keyspace = Keyspace::new(ReplicaId(1));
+        let at = Moment { hlc: meridian_crdt::clock::hlc_from_unix_ms(system_wall_ms(), 0), wall_ms: system_wall_ms() };
+        let delta = Delta::Key(keyspace.set(b"k", b"v", ExpiryChange::Keep, at));
+        meridian_wan::protocol::delta_list(&[bytes::Bytes::from(meridian_proto::encode_delta(&delta))])
     };
     let bomb = zstd::bulk::compress(&vec![0u8; 1 << 20], 3).unwrap();
     let cases: Vec<(Vec<Kind>, &str)> = vec![
@@ -776,6 +830,8 @@ async fn a_hostile_source_gets_a_clear_error_and_nothing_is_applied() {
         (vec![accepted.clone(), batch(0, 1, v1::Compression::Zstd, 1 << 30, &bomb)], "over the bound"),
         (vec![accepted.clone(), batch(0, 1, v1::Compression::Zstd, 10, &bomb)], "bad zstd payload"),
         (vec![accepted.clone(), batch(0, 2, v1::Compression::None, 0, b"")], "announced as 2"),
+        (vec![accepted.clone(), filtered(0, 2, &[0], b"")], "0 deltas with 1 offsets"),
+        (vec![accepted.clone(), filtered(0, 2, &[2], &one_delta)], "bad offsets [2] in a batch of 2"),
     ];
     for (responses, expected) in cases {
         let responses = responses.into_iter().map(|kind| v1::SyncResponse { kind: Some(kind) }).collect();
@@ -793,5 +849,94 @@ async fn a_hostile_source_gets_a_clear_error_and_nothing_is_applied() {
         assert!(b.state.lock().unwrap().keyspace.is_empty(), "{expected}: nothing applied");
         assert_eq!(b.cursor(1), None, "{expected}: no cursor moved");
         link_b.stop().await;
+    }
+}
+
+// ----- regions of different shard counts (D102) -----
+
+/// Serves `shard` as shard stream `stream` of region `id`, holding `held`.
+async fn serve_shard(shard: &Arc<Region>, stream: u32, held: std::ops::Range<u16>) -> Server {
+    let granules = shard.state.lock().unwrap().keyspace.granules();
+    let source = SyncSource::new(shard.id);
+    source.add_stream(DB, shard.id, stream, granules, held, shard.clone());
+    serve_source(source).await
+}
+
+/// A link to shard `to` (stream `to_stream`, holding `held`) from shard
+/// stream `from_stream` of `from`, served at `addr`.
+fn shard_link(
+    (to, to_stream, held): (&Arc<Region>, u32, std::ops::Range<u16>),
+    (from, from_stream): (&Arc<Region>, u32),
+    addr: SocketAddr,
+) -> Link {
+    let mut config = LinkConfig::new(DB, to.id, from.id, format!("http://{addr}"));
+    config.backoff_ms = (10, 200);
+    config.idle_timeout = Duration::from_secs(5);
+    config.stream = from_stream;
+    config.destination_stream = to_stream;
+    config.slice = Slice { granules: to.state.lock().unwrap().keyspace.granules(), held };
+    Link::spawn(config, to.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_of_one_shard_and_one_of_two_converge_through_filtered_streams() {
+    let granules = Granules::new(4).unwrap();
+    // Region 1: one shard of all four granules, with a small outbox: the
+    // second shard of region 2, linked late, takes a snapshot of its half.
+    let a = Region::shard(1, granules, 4 * 1024);
+    let (b0, b1) = (Region::shard(2, granules, OUTBOX_BYTES_DEFAULT), Region::shard(2, granules, OUTBOX_BYTES_DEFAULT));
+    let (sa, sb0, sb1) =
+        (serve_shard(&a, 0, 0..4).await, serve_shard(&b0, 0, 0..2).await, serve_shard(&b1, 1, 2..4).await);
+    let holder = |key: &str| if granules.of_key(key.as_bytes()) < 2 { &b0 } else { &b1 };
+    let mut links = vec![
+        shard_link((&a, 0, 0..4), (&b0, 0), sb0.addr),
+        shard_link((&a, 0, 0..4), (&b1, 1), sb1.addr),
+        shard_link((&b0, 0, 0..2), (&a, 0), sa.addr),
+    ];
+    for i in 0..400u32 {
+        let key = format!("k{}", i % 32);
+        a.set(&key, format!("a-{i}").as_bytes());
+        holder(&key).incr(&format!("c{}", i % 16));
+        a.incr(&format!("c{}", i % 16));
+        if i % 40 == 0 {
+            holder(&key).write(|ks, at| ks.sadd(key.as_bytes(), &[b"from-b".as_slice()], at).ok());
+        }
+    }
+    // FLUSHALL in region 2 runs on both of its shards.
+    b0.write(|ks, _| ks.flush());
+    b1.write(|ks, _| ks.flush());
+    for i in 0..64u32 {
+        a.set(&format!("after{i}"), b"v");
+    }
+    links.push(shard_link((&b1, 1, 2..4), (&a, 0), sa.addr));
+    let converged = || {
+        let a = a.state.lock().unwrap();
+        let (b0, b1) = (b0.state.lock().unwrap(), b1.state.lock().unwrap());
+        let mut of_b: Vec<_> = b0.keyspace.entries().into_iter().chain(b1.keyspace.entries()).collect();
+        of_b.sort_by(|x, y| x.0.cmp(&y.0));
+        a.keyspace.entries() == of_b
+    };
+    eventually("the regions hold the same keys", converged).await;
+    // Each shard of region 2 holds only its granules, with no gap in its context.
+    for (shard, held) in [(&b0, 0..2), (&b1, 2..4)] {
+        let state = shard.state.lock().unwrap();
+        assert!(state.keyspace.entries().iter().all(|(k, _)| held.contains(&granules.of_key(k))));
+        assert_eq!(state.keyspace.context().cloud_len(), 0);
+        state.keyspace.validate().unwrap();
+    }
+    assert_eq!(a.state.lock().unwrap().keyspace.context().cloud_len(), 0);
+    assert_eq!(a.get("after7"), Some(b"v".to_vec()));
+    // The late shard took a snapshot of its granules; the other streamed.
+    let late = links[3].stats().read(system_wall_ms());
+    assert_eq!(late.full_syncs, 1, "{late:?}");
+    assert!(sa.source.stream_stats(DB, 2, 0, 1).is_some(), "streams are counted per shard pair");
+    // Region 1 hears what each shard of region 2 applied, by its granules.
+    eventually("both shards of region 2 report", || {
+        let reports = &a.state.lock().unwrap().reports;
+        [0..2, 2..4].iter().all(|held| reports.contains_key(&Reporter::new(2, held.clone())))
+    })
+    .await;
+    for link in links {
+        link.stop().await;
     }
 }
