@@ -549,6 +549,7 @@ fn links_table(links: &Value) -> String {
     let links = table(
         &[
             ("PEER", "region_id"),
+            ("SHARD", "shard"),
             ("STATE", "state"),
             ("LAG_OPS", "lag_ops"),
             ("LAG_MS", "lag_ms"),
@@ -591,7 +592,7 @@ mod tests {
             "instances": [
                 {"region_id": 1, "admin_url": "http://a:9443", "sync_endpoint": "a:9445", "instance": {
                     "uid": 2, "endpoint_status": {"node_uid": 1, "endpoint": "a:12000", "status": "active",
-                    "links": [{"region_id": 2, "state": "streaming", "lag_ops": 0, "lag_ms": 0, "deltas": 7,
+                    "links": [{"region_id": 2, "shard": 0, "state": "streaming", "lag_ops": 0, "lag_ms": 0, "deltas": 7,
                                "bytes_in_wire": 321, "bytes_in_raw": 900, "bytes_out_wire": 50, "bytes_out_raw": 80,
                                "full_syncs": 1, "partial_syncs": 2, "errors": 0, "last_error": null}]}}},
                 {"region_id": 2, "admin_url": "http://b:9443", "sync_endpoint": "b:9445",
@@ -603,13 +604,13 @@ mod tests {
         assert!(text.contains("bdb 2  node 1  endpoint a:12000  status active"), "{text}");
         assert!(
             text.contains(
-                "  PEER  STATE      LAG_OPS  LAG_MS  DELTAS  IN_WIRE  IN_RAW  OUT_WIRE  OUT_RAW  FULL  PARTIAL  ERRORS  LAST_ERROR"
+                "  PEER  SHARD  STATE      LAG_OPS  LAG_MS  DELTAS  IN_WIRE  IN_RAW  OUT_WIRE  OUT_RAW  FULL  PARTIAL  ERRORS  LAST_ERROR"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "  2     streaming  0        0       7       321      900     50        80       1     2        0       -"
+                "  2     0      streaming  0        0       7       321      900     50        80       1     2        0       -"
             ),
             "{text}"
         );

@@ -538,7 +538,7 @@ impl Databases {
                 }
                 if let Some(crdb) = &entry.wanted.crdb {
                     status["region_id"] = json!(crdb.region_id);
-                    status["links"] = self.links_view(uid, entry, serving);
+                    status["links"] = self.links_view(entry, serving);
                 }
             }
             State::Failed { error, .. } => {
@@ -552,13 +552,15 @@ impl Databases {
 
     /// The figures of each WAN link of a served active-active instance (or
     /// one shard of one).
-    fn links_view(&self, uid: u64, entry: &Entry, serving: &Serving) -> Value {
+    fn links_view(&self, entry: &Entry, serving: &Serving) -> Value {
         let Some(crdb) = &entry.wanted.crdb else { return Value::Null };
         let stream = entry.wanted.slice().map_or(0, |s| s.2);
-        let links = self.readings(uid, crdb, stream, serving, system_wall_ms()).into_iter().map(|r| {
+        let readings = self.readings(entry.wanted.bdb_uid, crdb, stream, serving, system_wall_ms());
+        let links = readings.into_iter().map(|r| {
             let (i, e) = (&r.ingress, r.egress.clone().unwrap_or_default());
             json!({
-                "region_id": r.peer_region, "endpoint": r.endpoint, "state": i.state, "lag_ops": i.lag_ops,
+                "region_id": r.peer_region, "shard": r.peer_shard, "endpoint": r.endpoint, "state": i.state,
+                "lag_ops": i.lag_ops,
                 "lag_ms": i.lag_ms, "deltas": i.deltas, "bytes_in_wire": i.bytes_in_wire,
                 "bytes_in_raw": i.bytes_in_raw, "bytes_out_wire": e.bytes_out_wire,
                 "bytes_out_raw": e.bytes_out_raw, "deltas_out": e.deltas,
@@ -601,7 +603,7 @@ impl Databases {
         };
         let mut status = json!({"status": "active", "role": "master", "keys": serving.server.shard().keyspace().len()});
         if entry.wanted.crdb.is_some() {
-            status["links"] = self.links_view(uid, entry, serving);
+            status["links"] = self.links_view(entry, serving);
         }
         if let Some(replication) = serving.server.replication() {
             let log = replication.log();
@@ -624,6 +626,8 @@ impl Databases {
                 crdb_guid: crdb.guid.clone(),
                 local_region: crdb.region_id,
                 peer_region: source.region,
+                local_shard: stream,
+                peer_shard: source.stream,
                 endpoint: endpoint.clone(),
                 ingress: link.stats().read(now_ms),
                 egress: self
@@ -1284,10 +1288,12 @@ impl MonitorRegistry for Databases {
         let now_ms = system_wall_ms();
         let entries = self.entries();
         let mut peers = Vec::new();
-        for (uid, entry) in entries.iter().filter(|(uid, _)| bdb.is_none_or(|b| b == **uid)) {
+        // A sharded instance's shards are served under their own ids; a
+        // reading names the database.
+        for entry in entries.values().filter(|e| bdb.is_none_or(|b| b == e.wanted.bdb_uid)) {
             if let (State::Serving(serving), Some(crdb)) = (&entry.state, &entry.wanted.crdb) {
                 let stream = entry.wanted.slice().map_or(0, |s| s.2);
-                peers.extend(self.readings(*uid, crdb, stream, serving, now_ms));
+                peers.extend(self.readings(entry.wanted.bdb_uid, crdb, stream, serving, now_ms));
             }
         }
         peers

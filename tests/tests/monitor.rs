@@ -137,7 +137,9 @@ async fn sync_monitor_and_metrics_show_each_peer() {
     // /metrics on the admin port, labelled by the peer.
     let metrics = http_get(east.admin_addr, "/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-    let labels = format!(r#"{{bdb="{bdb}",crdb_guid="{guid}",local_region="1",peer_region="2"}}"#);
+    let labels = format!(
+        r#"{{bdb="{bdb}",crdb_guid="{guid}",local_region="1",peer_region="2",local_shard="0",peer_shard="0"}}"#
+    );
     for name in [
         "database_syncer_lag_ms",
         "database_syncer_state",

@@ -39,6 +39,10 @@ pub struct PeerReading {
     pub local_region: u16,
     /// The peer's region id in the crdb.
     pub peer_region: u16,
+    /// The local shard's index in its instance (0 for one shard).
+    pub local_shard: u32,
+    /// The peer shard's index in the peer's instance (0 for one shard).
+    pub peer_shard: u32,
     /// The peer's sync endpoint the incoming link dials.
     pub endpoint: String,
     /// The incoming link (peer → here): state, lag, ingress bytes, syncs.
@@ -70,6 +74,8 @@ impl PeerReading {
             errors: self.ingress.errors,
             last_error: self.ingress.last_error.clone().unwrap_or_default(),
             endpoint: self.endpoint.clone(),
+            local_shard: self.local_shard,
+            peer_shard: self.peer_shard,
         }
     }
 }
@@ -164,6 +170,8 @@ mod tests {
             crdb_guid: format!("g{bdb}"),
             local_region: 1,
             peer_region: peer,
+            local_shard: 0,
+            peer_shard: 0,
             endpoint: "http://b:9445".into(),
             ingress: LinkStatsSnapshot {
                 state: "streaming",

@@ -25,7 +25,9 @@ use crate::control::{BdbReading, ControlPlane};
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Labels of one series: bdb, crdb_guid, local_region, peer_region.
+/// Labels of one series: bdb, crdb_guid, local_region, peer_region, and the
+/// shards the link joins (several links join one shard to one region when
+/// the regions' shard counts differ, D102).
 type Labels = Vec<(&'static str, String)>;
 
 fn labels(reading: &PeerReading) -> Labels {
@@ -34,6 +36,8 @@ fn labels(reading: &PeerReading) -> Labels {
         ("crdb_guid", reading.crdb_guid.clone()),
         ("local_region", reading.local_region.to_string()),
         ("peer_region", reading.peer_region.to_string()),
+        ("local_shard", reading.local_shard.to_string()),
+        ("peer_shard", reading.peer_shard.to_string()),
     ]
 }
 
@@ -124,6 +128,8 @@ mod tests {
             crdb_guid: "g1".into(),
             local_region: 1,
             peer_region: 2,
+            local_shard: 0,
+            peer_shard: 1,
             endpoint: "http://b:9445".into(),
             ingress: LinkStatsSnapshot {
                 state: "streaming",
@@ -135,7 +141,7 @@ mod tests {
             egress: None,
         };
         let text = render(&[reading], &[BdbReading { uid: 2, conns: 3, total_req: 40, keys: 5 }]);
-        let labels = r#"{bdb="2",crdb_guid="g1",local_region="1",peer_region="2"}"#;
+        let labels = r#"{bdb="2",crdb_guid="g1",local_region="1",peer_region="2",local_shard="0",peer_shard="1"}"#;
         assert!(text.contains(&format!("database_syncer_lag_ms{labels} 12")), "{text}");
         assert!(text.contains(&format!("database_syncer_state{labels} 3")), "{text}");
         assert!(text.contains(&format!("database_syncer_ingress_bytes_total{labels} 100")), "{text}");
