@@ -173,10 +173,10 @@ fn logical_shards<'a>(copies: &[&'a ShardInfo]) -> Vec<Vec<&'a ShardInfo>> {
     groups
 }
 
-/// True if `bdb` (with these shards, from [`logical_shards`]) is served
-/// shard by shard behind routers (an active-active instance too: each
-/// shard streams its own granules, D102).
-fn is_sharded(_bdb: &Bdb, groups: &[Vec<&ShardInfo>]) -> bool {
+/// True if a database with these shards (from [`logical_shards`]) is
+/// served shard by shard behind routers (an active-active instance too:
+/// each shard streams its own granules, D102).
+fn is_sharded(groups: &[Vec<&ShardInfo>]) -> bool {
     groups.len() > 1
 }
 
@@ -274,7 +274,7 @@ pub fn wanted(config: &ClusterConfig, node_id: u64) -> Plan {
         let copies: Vec<&crate::config::ShardInfo> =
             bdb.shard_list.iter().filter_map(|uid| config.shards.get(uid)).collect();
         let groups = logical_shards(&copies);
-        if is_sharded(bdb, &groups) {
+        if is_sharded(&groups) {
             plan_sharded(config, node_id, bdb, &groups, &mut plan);
             continue;
         }
@@ -337,7 +337,7 @@ fn masters(config: &ClusterConfig) -> BTreeMap<u64, (u64, u64)> {
     for bdb in config.bdbs.values() {
         let copies: Vec<&ShardInfo> = bdb.shard_list.iter().filter_map(|uid| config.shards.get(uid)).collect();
         let groups = logical_shards(&copies);
-        let sharded = is_sharded(bdb, &groups);
+        let sharded = is_sharded(&groups);
         for (index, group) in groups.iter().enumerate() {
             if let Some(master) = group.iter().find(|s| s.role == ShardRole::Master) {
                 let id = if sharded { unit_uid(bdb.uid, index) } else { bdb.uid };
@@ -560,8 +560,7 @@ impl Databases {
             let (i, e) = (&r.ingress, r.egress.clone().unwrap_or_default());
             json!({
                 "region_id": r.peer_region, "shard": r.peer_shard, "endpoint": r.endpoint, "state": i.state,
-                "lag_ops": i.lag_ops,
-                "lag_ms": i.lag_ms, "deltas": i.deltas, "bytes_in_wire": i.bytes_in_wire,
+                "lag_ops": i.lag_ops, "lag_ms": i.lag_ms, "deltas": i.deltas, "bytes_in_wire": i.bytes_in_wire,
                 "bytes_in_raw": i.bytes_in_raw, "bytes_out_wire": e.bytes_out_wire,
                 "bytes_out_raw": e.bytes_out_raw, "deltas_out": e.deltas,
                 "full_syncs": i.full_syncs, "partial_syncs": i.partial_syncs,

@@ -489,4 +489,44 @@ mod tests {
         let vector = VersionVector::from_entries([(ReplicaId(1), 5), (ReplicaId(9), 1)]);
         assert_eq!(vector_from_wire(&vector_to_wire(&vector)).unwrap(), vector);
     }
+
+    #[test]
+    fn a_destination_of_some_granules_takes_their_deltas_and_a_cut_flush() {
+        use meridian_crdt::keyspace::{ExpiryChange, Moment};
+        let granules = Granules::new(4).unwrap();
+        let mut keyspace = meridian_crdt::Keyspace::new(ReplicaId(3));
+        keyspace.set_granules(granules);
+        // Keys of every granule, written in turn, then a flush of them all.
+        let keys: Vec<Vec<u8>> = (0..64u8).map(|i| vec![b'k', i]).collect();
+        let mut deltas: Vec<Delta> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let at = Moment { hlc: i as u64 + 1, wall_ms: 0 };
+                Delta::Key(keyspace.set(k, b"v", ExpiryChange::Keep, at))
+            })
+            .collect();
+        deltas.push(keyspace.flush());
+        let encoded: Vec<Bytes> = deltas.iter().map(|d| Bytes::from(meridian_proto::encode_delta(d))).collect();
+        let slice = Slice { granules, held: 1..3 };
+        let (kept, offsets) = filter_batch(&encoded, &slice).unwrap();
+        assert_eq!(kept.len(), offsets.len());
+        let expected: Vec<u32> = (0..64u32).filter(|&i| slice.holds_key(&keys[i as usize])).chain([64]).collect();
+        assert_eq!(offsets, expected);
+        assert!(expected.len() > 1 && expected.len() < 65, "the keys meet the slice and miss it");
+        let Delta::Flush(context) = meridian_proto::decode_delta(kept.last().unwrap()).unwrap() else {
+            panic!("the flush travels last");
+        };
+        assert!(context.vector().iter().all(|(r, _)| slice.held.contains(&granules.of_replica(r))));
+        assert!(!context.vector().is_empty());
+        // The destination applies what is at or past its cursor in the batch.
+        assert_eq!(fresh_of_filtered(&[1, 4, 7], 3, 8, 0).unwrap(), 0);
+        assert_eq!(fresh_of_filtered(&[1, 4, 7], 3, 8, 4).unwrap(), 1);
+        assert_eq!(fresh_of_filtered(&[1, 4, 7], 3, 8, 8).unwrap(), 3);
+        assert!(fresh_of_filtered(&[4, 1], 2, 8, 0).is_err());
+        assert!(fresh_of_filtered(&[1], 2, 8, 0).is_err());
+        assert!(fresh_of_filtered(&[8], 1, 8, 0).is_err());
+        assert!(Slice { granules, held: 0..4 }.covers(&(1..3)) && !slice.covers(&(0..4)));
+        assert!(slice.meets(&(2..4)) && !slice.meets(&(3..4)));
+    }
 }
