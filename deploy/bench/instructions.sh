@@ -29,6 +29,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 cargo build --release -q -p meridian-cluster --bin meridian
+binary="${CARGO_TARGET_DIR:-target}/release/meridian"
+[ -x "$binary" ] || { echo "no $binary after the build" >&2; exit 1; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 work=$(mktemp -d)
@@ -51,11 +53,14 @@ instructions() {
       redis-server --port "$port" --save '' --appendonly no --loglevel warning >/dev/null 2>&1 &
   else
     valgrind --tool=callgrind --callgrind-out-file="$out" \
-      ./target/release/meridian node --port "$port" --log-level warn >/dev/null 2>&1 &
+      "$binary" node --port "$port" --log-level warn >/dev/null 2>&1 &
   fi
   server_pid=$!
-  for _ in $(seq 1 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.2; done
-  redis-benchmark -p "$port" -c 50 -n "$requests" -P "$PIPELINE" -t "$test" -q >/dev/null 2>&1
+  local up=""
+  for _ in $(seq 1 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && { up=1; break; }; sleep 0.2; done
+  [ -n "$up" ] || { echo "$server did not answer on port $port within 40 s" >&2; exit 1; }
+  # Bounded: a server that dies mid-run must not leave the client spinning.
+  timeout 600 redis-benchmark -p "$port" -c 50 -n "$requests" -P "$PIPELINE" -t "$test" -q >/dev/null 2>&1
   kill -INT "$server_pid"
   wait "$server_pid" 2>/dev/null || true
   server_pid=""
