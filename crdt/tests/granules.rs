@@ -273,3 +273,22 @@ fn a_write_that_changes_nothing_leaves_no_hole_in_the_sequence() {
         );
     }
 }
+
+/// Equal HLCs still go to the higher region (docs/semantics.md): for one key
+/// every region's replica id carries the same granule, so their order is
+/// the regions' order.
+#[test]
+fn a_tie_goes_to_the_higher_region_whatever_the_granule() {
+    for key in KEYS {
+        let (mut one, mut two) = (Keyspace::new(ReplicaId(1)), Keyspace::new(ReplicaId(2)));
+        one.set_granules(granules());
+        two.set_granules(granules());
+        let a = one.set(key, b"a", meridian_crdt::keyspace::ExpiryChange::Keep, moment(10));
+        let b = two.set(key, b"b", meridian_crdt::keyspace::ExpiryChange::Keep, moment(10));
+        one.apply(&Delta::Key(b));
+        two.apply(&Delta::Key(a));
+        for region in [&one, &two] {
+            assert_eq!(region.get(key, 1_000).unwrap().map(|v| v.to_vec()), Some(b"b".to_vec()), "{key:?}");
+        }
+    }
+}
