@@ -387,30 +387,34 @@ impl Drop for ChildGuard {
 #[allow(unused_imports)]
 pub use meridian_tests::free_port;
 
+/// Runs the binary with `args` to completion, for at most `limit`: its
+/// status, stdout and stderr (for commands whose output is small: both are
+/// read once it has exited).
+fn run_to_exit(args: &[String], limit: Duration) -> (ExitStatus, String, String) {
+    let child = Command::new(meridian_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start meridian {args:?}: {e}"));
+    let mut guard = ChildGuard(child);
+    let status =
+        wait_until(&mut guard.0, limit).unwrap_or_else(|| panic!("meridian {args:?} did not exit in {limit:?}"));
+    use std::io::Read;
+    let (mut out, mut err) = (String::new(), String::new());
+    guard.0.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
+    guard.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    (status, out, err)
+}
+
 /// Runs `meridian ctl --url URL ARGS...` to completion, for at most `limit`:
 /// success, stdout and stderr.
 pub async fn ctl_output(url: &str, args: &[&str], limit: Duration) -> (bool, String, String) {
     let mut all = vec!["ctl".to_string(), "--url".into(), url.to_string()];
     all.extend(args.iter().map(|a| a.to_string()));
-    tokio::task::spawn_blocking(move || {
-        let child = Command::new(meridian_binary())
-            .args(&all)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start meridian ctl");
-        let mut guard = ChildGuard(child);
-        let status =
-            wait_until(&mut guard.0, limit).unwrap_or_else(|| panic!("meridian ctl did not exit in {limit:?}"));
-        use std::io::Read;
-        let (mut out, mut err) = (String::new(), String::new());
-        guard.0.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
-        guard.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
-        (status.success(), out, err)
-    })
-    .await
-    .expect("ctl task")
+    let (status, out, err) = tokio::task::spawn_blocking(move || run_to_exit(&all, limit)).await.expect("ctl task");
+    (status.success(), out, err)
 }
 
 /// Runs `meridian ctl --url URL ARGS...` (at most 120 s); returns success
@@ -420,21 +424,11 @@ pub async fn ctl(url: &str, args: &[&str]) -> (bool, String) {
     (success, if success { out } else { err })
 }
 
-/// Runs the binary to completion (it is expected to fail fast) and returns
-/// its status and stderr.
+/// Runs the binary to completion (it is expected to fail fast, within 10 s)
+/// and returns its status and stderr.
 pub fn run_expecting_exit(args: &[&str]) -> (ExitStatus, String) {
-    let child = Command::new(meridian_binary())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start meridian");
-    let mut guard = ChildGuard(child);
-    let status = wait_until(&mut guard.0, Duration::from_secs(10)).expect("meridian did not exit within 10 s");
-    let mut stderr = String::new();
-    use std::io::Read;
-    guard.0.stderr.take().expect("stderr piped").read_to_string(&mut stderr).expect("read stderr");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (status, _, stderr) = run_to_exit(&args, Duration::from_secs(10));
     (status, stderr)
 }
 
