@@ -420,7 +420,7 @@ impl Keyspace {
     /// still there.
     fn update_slot<R>(&mut self, slot: u32, work: impl FnOnce(&mut KeyState) -> R) -> (R, bool) {
         let placeholder = Stored::Small { tag: PLACEHOLDER_TAG, value: ShortBytes::EMPTY };
-        let owner = self.owner(&self.table.slot(slot).0);
+        let owner = self.slot_owner(slot);
         let mut state = core::mem::replace(self.table.slot_mut(slot), placeholder).into_state();
         let before_deadline = state.owned_deadline(owner);
         let result = work(&mut state);
@@ -664,6 +664,12 @@ impl Keyspace {
     #[inline]
     fn owner(&self, key: &[u8]) -> ReplicaId {
         self.granules.replica(self.replica.0, self.granules.of_key(key))
+    }
+
+    /// [`Keyspace::owner`] of the key at `slot`, reading the key only when
+    /// there are several granules (every full-table walk goes through here).
+    fn slot_owner(&self, slot: u32) -> ReplicaId {
+        if self.granules == Granules::ONE { self.replica } else { self.owner(&self.table.slot(slot).0) }
     }
 
     /// Raises each granule's last sequence to what the context holds of its
