@@ -361,15 +361,10 @@ fn one_shard() -> u16 {
     1
 }
 
-/// Checks that every instance's shard count fits the granules.
+/// Checks that every instance's shard count fits the granules (before any
+/// region is asked; each region's configuration checks it again).
 fn check_layout(granules: u16, shards: &[u16]) -> Result<(), ApiError> {
-    let cut = meridian_crdt::slot::Granules::new(granules).map_err(|e| ApiError::bad_request(format!("crdb {e}")))?;
-    if let Some(&bad) = shards.iter().find(|&&n| n == 0 || n > cut.count()) {
-        return Err(ApiError::bad_request(format!(
-            "an instance of {bad} shards does not fit {granules} granules: 1 to {granules} shards"
-        )));
-    }
-    Ok(())
+    crate::config::check_layout(granules, shards.iter().copied()).map(|_| ()).map_err(ApiError::bad_request)
 }
 
 /// The query of `DELETE /v1/crdbs/{guid}/instances/{region_id}`.

@@ -15,10 +15,10 @@ use thiserror::Error;
 
 use super::model::{
     BDB_NAME_BYTES_MAX, BDBS_MAX, Bdb, CRDB_INSTANCES_MAX, ClusterConfig, CrdbInstance, LABEL_BYTES_MAX, NODES_MAX,
-    NodeInfo, NodeState, PASSWORD_BYTES_MAX, ShardInfo, ShardRole, SlotRange,
+    NodeInfo, NodeState, PASSWORD_BYTES_MAX, ShardInfo, ShardRole, SlotRange, check_layout,
 };
 use crate::placement::{self, Candidate, PlacementError};
-use meridian_replication::slot::{Granules, REGION_MAX_GRANULAR, SLOT_COUNT, split_slots};
+use meridian_replication::slot::{REGION_MAX_GRANULAR, SLOT_COUNT, split_slots};
 
 /// What a new database should look like (the body of `POST /v1/bdbs`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -569,7 +569,8 @@ fn check_crdb(crdb: &CrdbInstance) -> Result<(), CommandError> {
     if !ids.contains(&crdb.region_id) {
         return Err(CommandError::Invalid(format!("region {} is not among the crdb's instances", crdb.region_id)));
     }
-    let granules = Granules::new(crdb.granules).map_err(|e| CommandError::Invalid(format!("crdb {e}")))?;
+    let granules =
+        check_layout(crdb.granules, crdb.instances.iter().map(|i| i.shards)).map_err(CommandError::Invalid)?;
     if granules.count() > 1 && ids.iter().chain(&crdb.retired).any(|&id| id > REGION_MAX_GRANULAR) {
         return Err(CommandError::Invalid(format!(
             "with more than one granule, crdb region ids stay below {}",
@@ -578,14 +579,6 @@ fn check_crdb(crdb: &CrdbInstance) -> Result<(), CommandError> {
     }
     for instance in &crdb.instances {
         check_label("crdb instance admin URL", &instance.admin_url)?;
-        if instance.shards == 0 || instance.shards > granules.count() {
-            return Err(CommandError::Invalid(format!(
-                "region {} has {} shards: an instance has 1 to {} (the crdb's granules)",
-                instance.region_id,
-                instance.shards,
-                granules.count()
-            )));
-        }
         if instance.shard_endpoints.len() > usize::from(instance.shards) {
             return Err(CommandError::Invalid(format!("region {} lists too many endpoints", instance.region_id)));
         }

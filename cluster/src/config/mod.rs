@@ -11,7 +11,7 @@ mod model;
 pub use command::{Applied, BdbSpec, BdbUpdate, Command, CommandError};
 pub use model::{
     BDB_NAME_BYTES_MAX, BDBS_MAX, Bdb, CRDB_INSTANCES_MAX, ClusterConfig, CrdbInstance, CrdbPeer, LABEL_BYTES_MAX,
-    NODES_MAX, NodeInfo, NodeState, PASSWORD_BYTES_MAX, ShardInfo, ShardRole, SlotRange,
+    NODES_MAX, NodeInfo, NodeState, PASSWORD_BYTES_MAX, ShardInfo, ShardRole, SlotRange, check_layout,
 };
 
 #[cfg(test)]

@@ -158,6 +158,20 @@ pub struct CrdbInstance {
     pub granules: u16,
 }
 
+/// Checks a crdb's layout: `granules` a power of two up to 64, and every
+/// instance's shard count in `shards` from 1 to the granules. Returns the
+/// cut.
+pub fn check_layout(
+    granules: u16,
+    shards: impl IntoIterator<Item = u16>,
+) -> Result<meridian_crdt::slot::Granules, String> {
+    let cut = meridian_crdt::slot::Granules::new(granules).map_err(|e| format!("crdb {e}"))?;
+    if let Some(bad) = shards.into_iter().find(|&n| n == 0 || n > cut.count()) {
+        return Err(format!("an instance of {bad} shards does not fit {granules} granules: 1 to {granules} shards"));
+    }
+    Ok(cut)
+}
+
 impl CrdbInstance {
     /// How its slots are cut (checked when the instance was written).
     pub fn cut(&self) -> meridian_crdt::slot::Granules {
