@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use meridian_crdt::clock::Observation;
 use meridian_crdt::gc::Reporter;
-use meridian_crdt::keyspace::FrozenKeys;
+use meridian_crdt::keyspace::{FREEZE_STEP_SLOTS, FrozenKeys};
 use meridian_crdt::{ClockError, Delta, Keyspace, SnapshotMerge, VersionVector};
 use meridian_proxy::context::ServerState;
 use meridian_wan::{Cursor, CursorStore, Inbound, Outbound, Outbox, Snapshot, Source};
@@ -262,10 +262,12 @@ impl Outbound for RegionOutbound {
         };
         // Room for the copy, made unlocked: under the lock it is a copy only.
         let mut keys = FrozenKeys::room_for(server.shard().keyspace().len());
+        // In steps, the lock released between them (D103).
+        keys.copy_in_steps(|keys| server.shard().keyspace_mut().freeze_step(keys, FREEZE_STEP_SLOTS));
         let snapshot = {
-            let shard = server.shard();
-            let keyspace = shard.keyspace();
-            keyspace.freeze_into(&mut keys);
+            let mut shard = server.shard();
+            let keyspace = shard.keyspace_mut();
+            keyspace.freeze_finish(&mut keys);
             Snapshot { resume_offset, context: keyspace.context().clone(), keys }
         };
         // With a replica, the state leaves the region only once the replica

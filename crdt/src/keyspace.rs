@@ -139,6 +139,10 @@ pub struct JournalEntry {
     pub local: bool,
 }
 
+/// Slots one step of a copy in steps takes under the shard's lock
+/// ([`Keyspace::freeze_step`], D103): about a millisecond of string keys.
+pub const FREEZE_STEP_SLOTS: u32 = 16_384;
+
 /// Up to this many arguments, repeated members are found by a linear scan.
 const DEDUP_LINEAR_MAX: usize = 16;
 
@@ -1524,7 +1528,7 @@ impl Keyspace {
     /// table's entries, no allocation per key), not for sorting and
     /// converting the keys.
     pub fn freeze(&self) -> FrozenKeys {
-        let mut frozen = FrozenKeys(Vec::with_capacity(self.table.len()));
+        let mut frozen = FrozenKeys::default();
         self.freeze_into(&mut frozen);
         frozen
     }
@@ -1535,9 +1539,74 @@ impl Keyspace {
     /// page faults on fresh memory (at millions of keys those cost more
     /// than the copy itself).
     pub fn freeze_into(&self, frozen: &mut FrozenKeys) {
-        frozen.0.clear();
-        frozen.0.reserve(self.table.len());
-        frozen.0.extend(self.table.iter().map(|(_, key, stored)| (key.clone(), stored.clone())));
+        frozen.entries.clear();
+        frozen.slots.clear();
+        frozen.progress = None;
+        frozen.entries.reserve(self.table.len());
+        frozen.entries.extend(self.table.iter().map(|(_, key, stored)| (key.clone(), stored.clone())));
+    }
+
+    /// One step of a copy of the table taken in steps, with the shard's lock
+    /// released between them (D103): copies the next `slots` slots into
+    /// `frozen` (the first step starts the copy, replacing what `frozen`
+    /// held). True once every slot is copied or the copy was given up;
+    /// then [`Keyspace::freeze_finish`], under the same lock as the state
+    /// the copy must match (the context, a journal position), completes it.
+    pub fn freeze_step(&mut self, frozen: &mut FrozenKeys, slots: u32) -> bool {
+        let slots = slots.max(1);
+        let progress = match frozen.progress {
+            Some(progress) => progress,
+            None => {
+                frozen.entries.clear();
+                frozen.slots.clear();
+                Progress { token: self.table.copy_begin(), next: 0 }
+            }
+        };
+        let end = (self.table.slot_count() as u64).min(u64::from(progress.next) + u64::from(slots)) as u32;
+        frozen.copy_range(&self.table, progress.next, end);
+        frozen.progress = Some(Progress { token: progress.token, next: end });
+        !self.table.copy_advance(progress.token, end) || end as usize == self.table.slot_count()
+    }
+
+    /// Completes a copy begun by [`Keyspace::freeze_step`]: copies the slots
+    /// it has not reached and again those changed since it copied them, so
+    /// that `frozen` holds the table as it stands now, as
+    /// [`Keyspace::freeze_into`] would. A copy that was given up (another
+    /// began, too many changes, the table replaced) or never begun is
+    /// taken whole here.
+    pub fn freeze_finish(&mut self, frozen: &mut FrozenKeys) {
+        let Some(progress) = frozen.progress.take() else {
+            return self.freeze_into(frozen);
+        };
+        let Some(changed) = self.table.copy_end(progress.token) else {
+            return self.freeze_into(frozen);
+        };
+        // The entries copied so far are in slot order; every changed slot is
+        // among them (below the progress) or was vacant when passed.
+        let mut searched = frozen.entries.len();
+        frozen.copy_range(&self.table, progress.next, self.table.slot_count() as u32);
+        // Highest first: a removal moves the last entry into the removed
+        // one's place, above every slot still to be found.
+        for &slot in changed.iter().rev() {
+            let now = self.table.get_slot(slot).map(|(key, stored)| (key.clone(), stored.clone()));
+            match (frozen.slots[..searched].binary_search(&slot), now) {
+                (Ok(at), Some(entry)) => {
+                    frozen.entries[at] = entry;
+                    searched = at;
+                }
+                (Ok(at), None) => {
+                    frozen.entries.swap_remove(at);
+                    frozen.slots.swap_remove(at);
+                    searched = at;
+                }
+                (Err(at), Some(entry)) => {
+                    frozen.entries.push(entry);
+                    frozen.slots.push(slot);
+                    searched = at;
+                }
+                (Err(at), None) => searched = at,
+            }
+        }
     }
 
     /// Rebuilds a keyspace from a snapshot. Local writes will originate at
@@ -1721,31 +1790,72 @@ impl Keyspace {
     }
 }
 
-/// Every key's state as a keyspace stored it at [`Keyspace::freeze`].
+/// Every key's state as a keyspace stored it at [`Keyspace::freeze`] (or
+/// at the end of a copy in steps, [`Keyspace::freeze_finish`]).
 #[derive(Clone, Debug, Default)]
-pub struct FrozenKeys(Vec<(ShortBytes, Stored)>);
+pub struct FrozenKeys {
+    entries: Vec<(ShortBytes, Stored)>,
+    /// For a copy in steps: each entry's slot (ascending until the copy's
+    /// last step), to take a changed slot again.
+    slots: Vec<u32>,
+    progress: Option<Progress>,
+}
+
+/// How far a copy in steps has come.
+#[derive(Clone, Copy, Debug)]
+struct Progress {
+    token: u64,
+    /// The first slot not copied yet.
+    next: u32,
+}
 
 impl FrozenKeys {
     /// Room for `keys` keys and a margin for keys added meanwhile (1/16),
-    /// its memory touched now, for a later [`Keyspace::freeze_into`]: made
-    /// before taking the lock the freeze needs, with the key count read
-    /// under it a moment before.
+    /// its memory touched now, for a later [`Keyspace::freeze_into`] or a
+    /// copy in steps: made before taking the lock the copy needs, with the
+    /// key count read under it a moment before.
     pub fn room_for(keys: usize) -> FrozenKeys {
-        let mut entries = Vec::with_capacity(keys + keys / 16 + 16);
+        let room = keys + keys / 16 + 16;
+        let mut entries = Vec::with_capacity(room);
         for slot in entries.spare_capacity_mut() {
             *slot = core::mem::MaybeUninit::zeroed();
         }
-        FrozenKeys(entries)
+        let mut slots = Vec::with_capacity(room);
+        for slot in slots.spare_capacity_mut() {
+            *slot = core::mem::MaybeUninit::zeroed();
+        }
+        FrozenKeys { entries, slots, progress: None }
+    }
+
+    /// Runs the steps of a copy in steps (D103) until it has passed every
+    /// slot: `step` takes the keyspace's lock, calls
+    /// [`Keyspace::freeze_step`] with `self` and releases the lock, which
+    /// other threads then get between steps. The caller then locks once
+    /// more for [`Keyspace::freeze_finish`].
+    pub fn copy_in_steps(&mut self, mut step: impl FnMut(&mut FrozenKeys) -> bool) {
+        while !step(self) {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Copies the occupied slots from `from` up to `to` (a step of a copy).
+    fn copy_range(&mut self, table: &KeyTable<Stored>, from: u32, to: u32) {
+        for (slot, entry) in table.range(from, to) {
+            if let Some((key, stored)) = entry {
+                self.entries.push((key.clone(), stored.clone()));
+                self.slots.push(slot);
+            }
+        }
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     /// True if there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 
     /// The keys' states as plain data, keys in byte order: what
@@ -1757,15 +1867,17 @@ impl FrozenKeys {
     /// Keeps only the keys `keep` accepts (a snapshot for a shard holding
     /// some of the granules, D102).
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
-        self.0.retain(|(key, _)| keep(key));
+        self.slots.clear();
+        self.progress = None;
+        self.entries.retain(|(key, _)| keep(key));
     }
 
     /// The keys' states as plain data, keys in byte order, converted one at
     /// a time as the iterator is read (an encoder's input: no list of every
     /// key's snapshot is held at once).
     pub fn into_sorted(mut self) -> impl ExactSizeIterator<Item = KeySnapshot> {
-        self.0.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        self.0.into_iter().map(|(key, stored)| match stored {
+        self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.entries.into_iter().map(|(key, stored)| match stored {
             Stored::Big(state) => state.snapshot(&key),
             small => small.to_state().snapshot(&key),
         })

@@ -16,8 +16,14 @@
 //! the entries of the next [`MOVES_PER_INSERT`] occupied slots from the old
 //! one, which lookups consult until it is empty (a whole rehash of 1.8 M
 //! keys at once took 100–230 ms under the shard's lock).
+//!
+//! A copy of the whole table can be taken in steps, with the shard's lock
+//! released between them (D103): while one is under way the table records
+//! which of the slots already copied change, so that the copy's last step
+//! takes those again and the result is the table as it stands then.
 
 use core::hash::BuildHasher;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -55,6 +61,20 @@ struct Growth {
     remaining: usize,
 }
 
+/// A copy of the table under way ([`KeyTable::copy_begin`]): the slots
+/// below the copy's progress that changed since it passed them.
+struct Copying {
+    token: u64,
+    dirty: Vec<u32>,
+    /// Most changes recorded before the copy gives up (its end then copies
+    /// the whole table at once, as without steps).
+    limit: usize,
+}
+
+/// Tokens of copies, unique in the process: a copy's token never names
+/// another table's copy, even of a table that replaced its own.
+static COPY_TOKENS: AtomicU64 = AtomicU64::new(1);
+
 /// A slab-backed map from key to `V`.
 pub struct KeyTable<V> {
     index: HashTable<u32>,
@@ -63,6 +83,10 @@ pub struct KeyTable<V> {
     free: Vec<u32>,
     hasher: DefaultHashBuilder,
     incremental_from: usize,
+    /// A change to a slot below this one is recorded for the copy under
+    /// way (0 when there is none: one comparison on each write).
+    copied_below: u32,
+    copying: Option<Box<Copying>>,
 }
 
 impl<V> Default for KeyTable<V> {
@@ -100,6 +124,8 @@ impl<V> KeyTable<V> {
             free: Vec::new(),
             hasher: DefaultHashBuilder::default(),
             incremental_from: capacity,
+            copied_below: 0,
+            copying: None,
         }
     }
 
@@ -154,10 +180,89 @@ impl<V> KeyTable<V> {
         entry(&self.chunks, slot).as_ref().expect("slot is occupied")
     }
 
+    /// The key and value in `slot`, if it is occupied.
+    #[inline]
+    pub fn get_slot(&self, slot: u32) -> Option<&(ShortBytes, V)> {
+        let (chunk, offset) = position(slot);
+        self.chunks.get(chunk).and_then(|c| c.get(offset)).and_then(Option::as_ref)
+    }
+
+    /// Every slot's entry from `from` up to (not including) `to`, in slot
+    /// order, vacant ones included (`to` at most [`KeyTable::slot_count`]).
+    pub fn range(&self, from: u32, to: u32) -> impl Iterator<Item = (u32, Option<&(ShortBytes, V)>)> {
+        (from..to).map(|slot| (slot, entry(&self.chunks, slot).as_ref()))
+    }
+
+    /// Every write to a slot goes through here.
     #[inline]
     fn entry_mut(&mut self, slot: u32) -> &mut Entry<V> {
+        if slot < self.copied_below {
+            self.record_change(slot);
+        }
         let (chunk, offset) = position(slot);
         &mut self.chunks[chunk][offset]
+    }
+
+    /// Records a change to a slot the copy under way has passed; past the
+    /// copy's limit, stops recording (the copy then ends with a whole copy).
+    #[cold]
+    fn record_change(&mut self, slot: u32) {
+        let Some(copying) = &mut self.copying else {
+            self.copied_below = 0;
+            return;
+        };
+        if copying.dirty.last() == Some(&slot) {
+            return;
+        }
+        if copying.dirty.len() < copying.limit {
+            copying.dirty.push(slot);
+        } else {
+            self.copied_below = 0;
+            self.copying = None;
+        }
+    }
+
+    /// Starts a copy of the table in steps and returns its token. Another
+    /// copy under way is given up (its [`KeyTable::copy_end`] answers
+    /// `None`): one at a time per table.
+    pub fn copy_begin(&mut self) -> u64 {
+        let token = COPY_TOKENS.fetch_add(1, Ordering::Relaxed);
+        let limit = self.len() / 4 + CHUNK;
+        self.copying = Some(Box::new(Copying { token, dirty: Vec::new(), limit }));
+        self.copied_below = 0;
+        token
+    }
+
+    /// The copy `token` holds every slot below `below`: changes to them
+    /// from now on are recorded. False if the copy is no longer under way
+    /// (another began, or it recorded too many changes).
+    pub fn copy_advance(&mut self, token: u64, below: u32) -> bool {
+        match &self.copying {
+            Some(copying) if copying.token == token => {
+                self.copied_below = below;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends the copy `token`: the slots below its progress that changed
+    /// since it copied them, ascending, each once; `None` if the copy is no
+    /// longer under way (the caller copies the whole table instead).
+    pub fn copy_end(&mut self, token: u64) -> Option<Vec<u32>> {
+        match self.copying.take() {
+            Some(copying) if copying.token == token => {
+                self.copied_below = 0;
+                let mut dirty = copying.dirty;
+                dirty.sort_unstable();
+                dirty.dedup();
+                Some(dirty)
+            }
+            other => {
+                self.copying = other;
+                None
+            }
+        }
     }
 
     /// The value in an occupied slot, mutably.
@@ -297,8 +402,10 @@ impl<V> KeyTable<V> {
         self.chunks.iter().flatten().enumerate().filter_map(|(i, e)| e.as_ref().map(|(k, v)| (i as u32, k, v)))
     }
 
-    /// Removes every key.
+    /// Removes every key (and gives up a copy under way).
     pub fn clear(&mut self) {
+        self.copied_below = 0;
+        self.copying = None;
         self.index.clear();
         self.growth = None;
         self.chunks.clear();
@@ -317,6 +424,37 @@ impl<V> KeyTable<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_records_changes_to_passed_slots_until_its_limit() {
+        let mut table: KeyTable<u32> = KeyTable::default();
+        for i in 0..8u32 {
+            table.insert_new(&i.to_le_bytes(), i);
+        }
+        let token = table.copy_begin();
+        assert!(table.copy_advance(token, 4));
+        *table.slot_mut(5) = 50; // not passed yet: the copy takes it later
+        *table.slot_mut(2) = 20;
+        *table.slot_mut(2) = 21;
+        table.remove_slot(1);
+        let reused = table.insert_new(b"new", 9);
+        assert_eq!(reused, 1, "a vacant passed slot is reused");
+        assert_eq!(table.copy_end(token), Some(vec![1, 2]));
+        // Ended: nothing more is recorded.
+        *table.slot_mut(0) = 1;
+        assert_eq!(table.copy_end(token), None);
+
+        // A rival copy gives up the first; too many changes give up a copy.
+        let first = table.copy_begin();
+        let second = table.copy_begin();
+        assert!(!table.copy_advance(first, 8));
+        assert!(table.copy_advance(second, 8));
+        for round in 0..(CHUNK as u32 + 8) {
+            *table.slot_mut(round % 2) = round;
+        }
+        assert_eq!(table.copy_end(first), None);
+        assert_eq!(table.copy_end(second), None);
+    }
 
     #[test]
     fn insert_find_remove_reuses_slots() {

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use meridian_crdt::keyspace::FrozenKeys;
+use meridian_crdt::keyspace::{FREEZE_STEP_SLOTS, FrozenKeys};
 use meridian_proto::convert::encode_delta;
 use meridian_replication::durability::{Fsync, Journal, write_snapshot_file};
 
@@ -331,6 +331,12 @@ impl ServerState {
         self.sync_journal()?;
         // Room for the copy, made unlocked: under the lock it is a copy only.
         let mut keys = FrozenKeys::room_for(self.shard().keyspace().len());
+        // The table is copied in steps, the shard's lock released between
+        // them (D103); the last step, with the rotation, takes again what
+        // changed meanwhile.
+        let copying = Instant::now();
+        keys.copy_in_steps(|keys| self.shard().keyspace_mut().freeze_step(keys, FREEZE_STEP_SLOTS));
+        let copy_ms = copying.elapsed().as_millis() as u64;
         let locked = Instant::now();
         let (dir, covered, context, hlc) = {
             let mut journal = persistence.journal();
@@ -342,8 +348,8 @@ impl ServerState {
             self.ship(&mut unshipped);
             drop(unshipped);
             let covered = journal.rotate()?;
-            let keyspace = shard.keyspace();
-            keyspace.freeze_into(&mut keys);
+            let keyspace = shard.keyspace_mut();
+            keyspace.freeze_finish(&mut keys);
             (journal.dir().to_path_buf(), covered, keyspace.context().clone(), hlc)
         };
         let locked_ms = locked.elapsed().as_millis() as u64;
@@ -368,6 +374,7 @@ impl ServerState {
         tracing::info!(
             keys = count,
             bytes,
+            copy_ms,
             locked_ms,
             encode_ms,
             write_ms,

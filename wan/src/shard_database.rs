@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use meridian_crdt::clock::Observation;
 use meridian_crdt::gc::Reporter;
-use meridian_crdt::keyspace::FrozenKeys;
+use meridian_crdt::keyspace::{FREEZE_STEP_SLOTS, FrozenKeys};
 use meridian_crdt::{ClockError, Delta, JournalEntry, Keyspace, SnapshotMerge, VersionVector};
 use meridian_replication::Shard;
 
@@ -93,10 +93,12 @@ impl Outbound for ShardDatabase {
     fn snapshot(&self) -> Result<Snapshot, String> {
         // Room for the copy, made unlocked: under the lock it is a copy only.
         let mut keys = FrozenKeys::room_for(self.shard().keyspace().len());
-        let shard = self.shard();
+        // In steps, the lock released between them (D103).
+        keys.copy_in_steps(|keys| self.shard().keyspace_mut().freeze_step(keys, FREEZE_STEP_SLOTS));
+        let mut shard = self.shard();
         // Under the shard lock, the state holds every delta the outbox has
         // (pushes happen after the apply, under this lock).
-        shard.keyspace().freeze_into(&mut keys);
+        shard.keyspace_mut().freeze_finish(&mut keys);
         Ok(Snapshot { resume_offset: self.outbox.next_offset(), context: shard.keyspace().context().clone(), keys })
     }
 
