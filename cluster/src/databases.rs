@@ -1019,48 +1019,16 @@ impl Databases {
             self.await_hand_over(want.uid).await;
         }
         let promoted = if want.replication { self.take_replica(want.uid).await } else { None };
-        let mut previous = None;
-        let (mut shard, journal) = match (promoted, &bdb_dir) {
-            (Some((keyspace, replid, offset, hlc)), dir) => {
-                tracing::info!(bdb = want.uid, offset, keys = keyspace.len(), "promoting the replica copy to master");
-                previous = replid.map(|replid| (replid, offset));
-                let shard = Shard::promoted(keyspace, MAX_SKEW_MS_DEFAULT, hlc)
-                    .map_err(|e| format!("cannot promote the replica: {e}"))?;
-                let journal = match dir {
-                    None => None,
-                    Some(dir) => {
-                        // Whatever this node persisted as an earlier master is
-                        // stale: the promoted state replaces it (written out
-                        // as a snapshot once served, below).
-                        let dir = dir.join(&shard_dir_name);
-                        if dir.exists() {
-                            std::fs::remove_dir_all(&dir)
-                                .map_err(|e| format!("cannot clear the stale data in {}: {e}", dir.display()))?;
-                        }
-                        let (_, journal, _) =
-                            Shard::recover(replica, MAX_SKEW_MS_DEFAULT, &dir, self.settings.fsync)
-                                .map_err(|e| format!("cannot open a journal in {}: {e}", dir.display()))?;
-                        Some(journal)
-                    }
-                };
-                (shard, journal)
-            }
-            (None, None) => (Shard::new(replica, MAX_SKEW_MS_DEFAULT), None),
-            (None, Some(dir)) => {
-                let dir = dir.join(&shard_dir_name);
-                let (shard, journal, recovered) =
-                    Shard::recover(replica, MAX_SKEW_MS_DEFAULT, &dir, self.settings.fsync)
-                        .map_err(|e| format!("cannot recover the data in {}: {e}", dir.display()))?;
-                tracing::info!(
-                    bdb = want.uid,
-                    dir = %dir.display(),
-                    keys = shard.keyspace().len(),
-                    deltas_replayed = recovered.deltas_replayed,
-                    "data recovered"
-                );
-                (shard, Some(journal))
-            }
-        };
+        // Recovery from disk and a promotion's file work take seconds at
+        // millions of keys: on a blocking thread, never on an async worker
+        // (a worker held that long misses the cluster's liveness probes,
+        // and the node is failed over for it).
+        let (uid, fsync, data_dir) = (want.uid, self.settings.fsync, bdb_dir.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            open_shard(uid, replica, promoted, data_dir.map(|d| d.join(shard_dir_name)), fsync)
+        })
+        .await;
+        let (mut shard, journal, previous) = opened.map_err(|e| format!("opening the shard failed: {e}"))??;
         let slice = want.slice();
         let outbound = want.crdb.as_ref().zip(slice.as_ref()).map(|(crdb, (cut, held, _))| {
             shard.set_granules(*cut, held.clone());
@@ -1089,8 +1057,13 @@ impl Databases {
         }
         let server = Arc::new(server);
         if previous.is_some() && persistent {
-            // The promoted state is not in the fresh journal: write it out.
-            server.rewrite().map_err(|e| format!("cannot persist the promoted state: {e}"))?;
+            // The promoted state is not in the fresh journal: write it out
+            // (seconds at millions of keys: on a blocking thread).
+            let promoted = server.clone();
+            tokio::task::spawn_blocking(move || promoted.rewrite())
+                .await
+                .map_err(|e| format!("persisting the promoted state failed: {e}"))?
+                .map_err(|e| format!("cannot persist the promoted state: {e}"))?;
         }
         if want.replication {
             server.set_fenced(true);
@@ -1297,6 +1270,58 @@ impl MonitorRegistry for Databases {
         }
         peers
     }
+}
+
+/// A database shard's state and journal: a promoted replica copy (with the
+/// history it continues) or what `dir` holds. Blocking: file work and, at
+/// millions of keys, seconds of recovery.
+#[allow(clippy::type_complexity)]
+fn open_shard(
+    uid: u64,
+    replica: ReplicaId,
+    promoted: Option<(meridian_crdt::Keyspace, Option<ReplicationId>, u64, u64)>,
+    dir: Option<PathBuf>,
+    fsync: Fsync,
+) -> Result<(Shard, Option<meridian_replication::durability::Journal>, Option<(ReplicationId, u64)>), String> {
+    let mut previous = None;
+    let (shard, journal) = match (promoted, dir) {
+        (Some((keyspace, replid, offset, hlc)), dir) => {
+            tracing::info!(bdb = uid, offset, keys = keyspace.len(), "promoting the replica copy to master");
+            previous = replid.map(|replid| (replid, offset));
+            let shard = Shard::promoted(keyspace, MAX_SKEW_MS_DEFAULT, hlc)
+                .map_err(|e| format!("cannot promote the replica: {e}"))?;
+            let journal = match dir {
+                None => None,
+                Some(dir) => {
+                    // Whatever this node persisted as an earlier master is
+                    // stale: the promoted state replaces it (written out
+                    // as a snapshot once served, below).
+                    if dir.exists() {
+                        std::fs::remove_dir_all(&dir)
+                            .map_err(|e| format!("cannot clear the stale data in {}: {e}", dir.display()))?;
+                    }
+                    let (_, journal, _) = Shard::recover(replica, MAX_SKEW_MS_DEFAULT, &dir, fsync)
+                        .map_err(|e| format!("cannot open a journal in {}: {e}", dir.display()))?;
+                    Some(journal)
+                }
+            };
+            (shard, journal)
+        }
+        (None, None) => (Shard::new(replica, MAX_SKEW_MS_DEFAULT), None),
+        (None, Some(dir)) => {
+            let (shard, journal, recovered) = Shard::recover(replica, MAX_SKEW_MS_DEFAULT, &dir, fsync)
+                .map_err(|e| format!("cannot recover the data in {}: {e}", dir.display()))?;
+            tracing::info!(
+                bdb = uid,
+                dir = %dir.display(),
+                keys = shard.keyspace().len(),
+                deltas_replayed = recovered.deltas_replayed,
+                "data recovered"
+            );
+            (shard, Some(journal))
+        }
+    };
+    Ok((shard, journal, previous))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use meridian_crdt::keyspace::{FREEZE_STEP_SLOTS, FrozenKeys};
 use meridian_replication::master_service::ReplicationSource;
 use meridian_replication::stream::{ReplicaHandshake, ReplicationLog, StreamError, SyncDecision};
 use tokio::sync::watch;
@@ -202,8 +203,28 @@ impl ReplicationSource for ServerSource {
         // also follow it in the log: a replica merges them twice, which
         // changes nothing (merging is idempotent).
         self.0.commit_writes(u64::MAX);
-        let shard = self.0.shard();
-        self.replication().log().handshake(handshake, shard.keyspace())
+        {
+            let log = self.replication().log();
+            if log.can_resume(handshake) {
+                return SyncDecision::PartialResync { replid: log.replid(), from: handshake.offset };
+            }
+        }
+        // A full sync (called on a blocking thread): the table is copied in
+        // steps, the shard's lock released between them (D103), and encoded
+        // unlocked. The offset is read under the lock of the copy's last
+        // step: every entry before it was applied before, so the state holds
+        // it; entries after it follow in the stream, and those the state
+        // holds already merge again harmlessly.
+        let mut keys = FrozenKeys::room_for(self.0.shard().keyspace().len());
+        keys.copy_in_steps(|keys| self.0.shard().keyspace_mut().freeze_step(keys, FREEZE_STEP_SLOTS));
+        let (context, replid, offset) = {
+            let mut shard = self.0.shard();
+            shard.keyspace_mut().freeze_finish(&mut keys);
+            let log = self.replication().log();
+            (shard.keyspace().context().clone(), log.replid(), log.next_offset())
+        };
+        let snapshot = meridian_proto::convert::encode_snapshot_each(&context, keys.into_sorted());
+        SyncDecision::FullSync { replid, snapshot, offset }
     }
 
     fn read(&self, offset: u64, entries_max: usize, bytes_max: usize) -> Option<Vec<Bytes>> {

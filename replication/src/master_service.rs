@@ -330,7 +330,7 @@ impl ReplicaSync for ReplicaSyncService {
         tokio::spawn(async move {
             let replica = hello.replica_id;
             let result = tokio::select! {
-                result = serve_stream(&*source, replica, handshake, requests, &tx) => result,
+                result = serve_stream(source.clone(), replica, handshake, requests, &tx) => result,
                 _ = disconnect.changed() => Err(Status::unavailable("the master ended its replication streams")),
                 _ = ended.wait_for(|&ended| ended) => {
                     Err(Status::unavailable("this node stopped being the shard's master"))
@@ -352,7 +352,7 @@ async fn send(tx: &Responses, kind: replica_response::Kind) -> Result<(), Status
 
 /// One stream, from the decision to its end.
 async fn serve_stream(
-    source: &dyn ReplicationSource,
+    source: Arc<dyn ReplicationSource>,
     replica: u64,
     handshake: ReplicaHandshake,
     mut requests: Streaming<v1::ReplicaRequest>,
@@ -360,7 +360,13 @@ async fn serve_stream(
 ) -> Result<(), Status> {
     // Subscribe before deciding, so no append after the decision is missed.
     let mut wake = source.subscribe();
-    let decision = source.handshake(handshake);
+    // A full sync copies and encodes the whole keyspace (seconds at millions
+    // of keys): on a blocking thread, so the node's async workers go on
+    // serving clients and the cluster's liveness probes meanwhile.
+    let deciding = source.clone();
+    let decision = tokio::task::spawn_blocking(move || deciding.handshake(handshake))
+        .await
+        .map_err(|e| Status::internal(format!("the sync decision failed: {e}")))?;
     let (replid, full_sync, mut next) = match &decision {
         SyncDecision::PartialResync { replid, from } => (*replid, false, *from),
         SyncDecision::FullSync { replid, offset, .. } => (*replid, true, *offset),

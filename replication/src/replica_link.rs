@@ -231,15 +231,20 @@ async fn session(
     }
     let replid = replid_from_wire(&accepted.replid)?
         .ok_or_else(|| LinkError::Protocol("ReplicaAccepted without a replication id".into()))?;
-    let decision = if accepted.full_sync {
+    if accepted.full_sync {
         let snapshot = receive_snapshot(&mut responses, config).await?;
-        SyncDecision::FullSync { replid, snapshot, offset: accepted.offset }
-    } else {
-        SyncDecision::PartialResync { replid, from: accepted.offset }
-    };
-    {
+        // Decoding takes seconds at millions of keys: on a blocking thread,
+        // not on an async worker, and without holding the stream.
+        let decode = replica.lock().expect("replica lock").decoder();
+        let keyspace = tokio::task::spawn_blocking(move || decode(&snapshot))
+            .await
+            .map_err(|e| LinkError::Protocol(format!("decoding the snapshot failed: {e}")))??;
         let mut replica = replica.lock().expect("replica lock");
-        replica.accept(&decision)?;
+        replica.accept_snapshot(replid, keyspace, accepted.offset);
+        replica.observe_hlc_high_water(accepted.hlc_high_water);
+    } else {
+        let mut replica = replica.lock().expect("replica lock");
+        replica.accept(&SyncDecision::PartialResync { replid, from: accepted.offset })?;
         replica.observe_hlc_high_water(accepted.hlc_high_water);
     }
     stats.up.store(true, Ordering::Release);

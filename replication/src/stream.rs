@@ -383,16 +383,43 @@ impl ReplicaStream {
                 self.replid = Some(*replid);
             }
             SyncDecision::FullSync { replid, snapshot, offset } => {
-                let mut keyspace = decode_snapshot(self.replica, snapshot)
-                    .map_err(|error| StreamError::Undecodable(error.to_string()))?;
-                keyspace.set_solo(self.solo);
-                self.keyspace = keyspace;
-                self.replid = Some(*replid);
-                self.offset = *offset;
+                let keyspace = self.decode(snapshot)?;
+                self.accept_snapshot(*replid, keyspace, *offset);
+                return Ok(());
             }
         }
         self.synced = true;
         Ok(())
+    }
+
+    /// A full sync's snapshot decoded for this replica: what
+    /// [`ReplicaStream::accept_snapshot`] takes. It needs only the replica
+    /// id, so a link decodes seconds of snapshot without holding the stream
+    /// ([`ReplicaStream::decoder`]).
+    pub fn decode(&self, snapshot: &[u8]) -> Result<Keyspace, StreamError> {
+        self.decoder()(snapshot)
+    }
+
+    /// [`ReplicaStream::decode`] detached from the stream (for a blocking
+    /// thread).
+    pub fn decoder(&self) -> impl Fn(&[u8]) -> Result<Keyspace, StreamError> + Send + 'static {
+        let (replica, solo) = (self.replica, self.solo);
+        move |snapshot| {
+            let mut keyspace =
+                decode_snapshot(replica, snapshot).map_err(|error| StreamError::Undecodable(error.to_string()))?;
+            keyspace.set_solo(solo);
+            Ok(keyspace)
+        }
+    }
+
+    /// Takes a full sync whose snapshot is decoded already
+    /// ([`ReplicaStream::decode`]): the keyspace replaces this replica's,
+    /// which follows `replid` from `offset`.
+    pub fn accept_snapshot(&mut self, replid: ReplicationId, keyspace: Keyspace, offset: u64) {
+        self.keyspace = keyspace;
+        self.replid = Some(replid);
+        self.offset = offset;
+        self.synced = true;
     }
 
     /// Applies the entry at `offset`, which must be this replica's offset;
