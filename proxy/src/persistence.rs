@@ -326,9 +326,6 @@ impl ServerState {
         };
         let _one_at_a_time = persistence.rewriting.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
-        // Most of the journal reaches disk here, unlocked: the rotation below
-        // syncs under the shard's lock only what was written since.
-        self.sync_journal()?;
         // Room for the copy, made unlocked: under the lock it is a copy only.
         let mut keys = FrozenKeys::room_for(self.shard().keyspace().len());
         // The table is copied in steps, the shard's lock released between
@@ -337,8 +334,11 @@ impl ServerState {
         let copying = Instant::now();
         keys.copy_in_steps(|keys| self.shard().keyspace_mut().freeze_step(keys, FREEZE_STEP_SLOTS));
         let copy_ms = copying.elapsed().as_millis() as u64;
+        // Most of the journal reaches disk here, unlocked: the rotation below
+        // syncs under the shard's lock only what was written since.
+        self.sync_journal()?;
         let locked = Instant::now();
-        let (dir, covered, context, hlc) = {
+        let (dir, covered, context, hlc, finish_us) = {
             let mut journal = persistence.journal();
             let mut shard = self.shard();
             let (entries, upto, hlc) = shard.take_journal_entries();
@@ -349,8 +349,10 @@ impl ServerState {
             drop(unshipped);
             let covered = journal.rotate()?;
             let keyspace = shard.keyspace_mut();
+            let finishing = Instant::now();
             keyspace.freeze_finish(&mut keys);
-            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), hlc)
+            let finish_us = finishing.elapsed().as_micros() as u64;
+            (journal.dir().to_path_buf(), covered, keyspace.context().clone(), hlc, finish_us)
         };
         let locked_ms = locked.elapsed().as_millis() as u64;
         let count = keys.len();
@@ -376,6 +378,7 @@ impl ServerState {
             bytes,
             copy_ms,
             locked_ms,
+            finish_us,
             encode_ms,
             write_ms,
             elapsed_ms = started.elapsed().as_millis() as u64,
