@@ -1836,12 +1836,16 @@ impl FrozenKeys {
     /// slot: `step` takes the keyspace's lock, calls
     /// [`Keyspace::freeze_step`] with `self` and releases the lock, which
     /// other threads then get between steps. The caller then locks once
-    /// more for [`Keyspace::freeze_finish`].
+    /// more for [`Keyspace::freeze_finish`]. Blocking (it sleeps between
+    /// steps): never on an async worker.
     pub fn copy_in_steps(&mut self, mut step: impl FnMut(&mut FrozenKeys) -> bool) {
         while !step(self) {
             // A pause, not a yield: the lock is not fair, and a thread that
             // only yields takes it back before a woken waiter runs, which
             // held the shard for the whole copy (100–280 ms at 2 M keys).
+            // Callers run on blocking threads (a rewrite's own, or
+            // `spawn_blocking`), never on an async worker.
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(FREEZE_STEP_PAUSE);
         }
     }
