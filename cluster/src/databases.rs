@@ -655,6 +655,7 @@ impl Databases {
                 _ = control.applied_past(&mut applied) => {}
                 _ = fence_tick.tick() => {
                     self.fence(&control);
+                    self.report_unsynced(&control);
                     continue;
                 }
                 _ = shutdown.wait_for(|&stopped| stopped) => break,
@@ -688,6 +689,7 @@ impl Databases {
             // A replica waiting for the lease to be promoted keeps its copy:
             // its state is the shard's data.
             self.reconcile_replicas(plan.replicas, &deferred).await;
+            self.report_unsynced(&control);
             self.fence(&control);
             self.announce(&control);
         }
@@ -700,6 +702,21 @@ impl Databases {
         for (_, replica) in std::mem::take(&mut *self.replicas.lock().await) {
             replica.link.stop().await;
         }
+    }
+
+    /// Tells the control plane which replica copies held here have never
+    /// synced with their master (a failover must not promote them); skipped
+    /// while a reconcile holds the copies (the next tick says).
+    fn report_unsynced(&self, control: &ControlPlane) {
+        let Ok(replicas) = self.replicas.try_lock() else {
+            return;
+        };
+        let unsynced = replicas
+            .values()
+            .filter(|entry| entry.stream.lock().unwrap_or_else(|p| p.into_inner()).replid().is_none())
+            .map(|entry| entry.wanted.copy)
+            .collect();
+        control.set_unsynced_replicas(unsynced);
     }
 
     /// Fences every served master with replicas that may not take writes

@@ -828,3 +828,73 @@ async fn a_failed_nodes_replica_is_recreated_on_another_node_after_the_grace_per
     let (m, r, _) = cluster.roles(replica, uid).await.expect("roles");
     assert_eq!((m, r), (master, spare));
 }
+
+/// A failover never promotes a replica that has not synced: the master's
+/// node stops (SIGSTOP) while its only replica's node restarts, so the
+/// replica's copy is empty; the master is declared failed but keeps the
+/// shard, and once it resumes it serves every write acknowledged before
+/// and its replica catches up. (Promoting the empty copy replaced the
+/// whole database: the old master, back, followed it and dropped its
+/// data.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_whose_only_replica_never_synced_keeps_its_shard_through_a_failure() {
+    let mut cluster = Cluster::start("unsynced", 62).await;
+    let port = free_port();
+    let uid = cluster.create_db("kept", port).await;
+    let (master, replica, epoch) = converges("the shard is placed", || cluster.roles(1, uid)).await;
+    let third = 6 - master - replica;
+    let at = addr(cluster.member(master), port);
+    converges("the master accepts writes", || async {
+        (try_cmd(at, &["SET", "probe", "1"]).await? == common::ok()).then_some(())
+    })
+    .await;
+    let mut client = connect(at).await.expect("connect to the master");
+    for i in 0..100 {
+        assert_eq!(client.cmd(&["SET", &format!("k{i}"), &i.to_string()]).await, common::ok());
+    }
+    assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1));
+    drop(client);
+
+    let pid = cluster.member(master).pid().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill -STOP").success());
+    // The replica's node restarts: its copy is empty and cannot sync while
+    // the master is stopped.
+    cluster.member_mut(replica).child.take();
+    cluster.member_mut(replica).spawn(None);
+    let third_admin = cluster.member(third).admin();
+    converges("the stopped master's node is declared failed", || async {
+        let node = get(&third_admin, &format!("/v1/nodes/{master}")).await?;
+        (node["status"] == "failed").then_some(())
+    })
+    .await;
+    converges("the restarted replica's node answers", || async {
+        let node = get(&third_admin, &format!("/v1/nodes/{replica}")).await?;
+        (node["status"] == "active").then_some(())?;
+        get(&cluster.member(replica).admin(), "/v1/cluster").await
+    })
+    .await;
+    // Failure detection runs every tenth of the timeout: a few timeouts give
+    // it every chance to act on the failed node.
+    tokio::time::sleep(Duration::from_millis(FAILOVER_TIMEOUT_MS * 4)).await;
+    assert_eq!(
+        cluster.roles(third, uid).await,
+        Some((master, replica, epoch)),
+        "the shard stays with its stopped master rather than an empty replica"
+    );
+
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().expect("kill -CONT").success());
+    converges("the master serves again", || async {
+        (try_cmd(at, &["SET", "probe", "2"]).await? == common::ok()).then_some(())
+    })
+    .await;
+    for i in 0..100 {
+        assert_eq!(
+            try_cmd(at, &["GET", &format!("k{i}")]).await,
+            Some(common::bulk(i.to_string())),
+            "an acknowledged write survived"
+        );
+    }
+    let synced = caught_up_replica(&cluster, replica, master, uid).await;
+    assert_eq!(synced["role"], "replica", "{synced}");
+    assert_eq!(synced["keys"].as_u64(), Some(101), "{synced}");
+}

@@ -117,10 +117,15 @@ pub enum Command {
         shard: u64,
     },
     /// Failure detection found the node dead: marks it failed and fails
-    /// over every master shard on it that has a replica on a node that is up.
+    /// over every master shard on it that has a replica on a node that is up
+    /// and not listed in `unsynced`.
     NodeFailed {
         /// Node id.
         uid: u64,
+        /// Replica copies (shard uids) their nodes last reported as never
+        /// synced: not promoted (an empty copy would replace the data).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unsynced: Vec<u64>,
     },
     /// A failed node answers again: marks it active (a node in another state
     /// is left as it is).
@@ -194,7 +199,7 @@ impl ClusterConfig {
             Command::DeleteBdb { uid } => self.delete_bdb(*uid),
             Command::Failover { shard } => self.failover(*shard),
             Command::SetNodeState { uid, status } => self.set_node_state(*uid, *status),
-            Command::NodeFailed { uid } => self.node_failed(*uid),
+            Command::NodeFailed { uid, unsynced } => self.node_failed(*uid, unsynced),
             Command::NodeRecovered { uid } => self.node_recovered(*uid),
             Command::ReplaceReplicas { uid } => self.replace_replicas(*uid),
         };
@@ -258,7 +263,7 @@ impl ClusterConfig {
         Ok(Applied::Done)
     }
 
-    fn node_failed(&mut self, uid: u64) -> Result<Applied, CommandError> {
+    fn node_failed(&mut self, uid: u64, unsynced: &[u64]) -> Result<Applied, CommandError> {
         self.node(uid)?;
         if let Some(node) = self.nodes.get_mut(&uid) {
             node.status = NodeState::Failed;
@@ -266,9 +271,9 @@ impl ClusterConfig {
         let masters: Vec<u64> =
             self.shards.values().filter(|s| s.node_uid == uid && s.role == ShardRole::Master).map(|s| s.uid).collect();
         for master in masters {
-            // A shard without a replica that is up stays where it is (its
-            // data comes back with its node).
-            match self.failover(master) {
+            // A shard without a synced replica that is up stays where it is
+            // (its data comes back with its node).
+            match self.failover_skipping(master, unsynced) {
                 Ok(_) | Err(CommandError::Conflict(_)) => {}
                 Err(other) => return Err(other),
             }
@@ -460,6 +465,12 @@ impl ClusterConfig {
     }
 
     fn failover(&mut self, shard_uid: u64) -> Result<Applied, CommandError> {
+        self.failover_skipping(shard_uid, &[])
+    }
+
+    /// [`Self::failover`] choosing the new master among the replicas not in
+    /// `unsynced`.
+    fn failover_skipping(&mut self, shard_uid: u64, unsynced: &[u64]) -> Result<Applied, CommandError> {
         if !self.shards.contains_key(&shard_uid) {
             return Err(CommandError::NotFound(format!("no shard {shard_uid}")));
         }
@@ -481,11 +492,11 @@ impl ClusterConfig {
                 group[0].bdb_uid
             )));
         } else {
-            match group[1..].iter().find(|copy| up(copy)) {
+            match group[1..].iter().find(|copy| up(copy) && !unsynced.contains(&copy.uid)) {
                 Some(replica) => replica.uid,
                 None => {
                     return Err(CommandError::Conflict(format!(
-                        "shard {shard_uid} has no replica on a node that is up"
+                        "shard {shard_uid} has no synced replica on a node that is up"
                     )));
                 }
             }

@@ -220,7 +220,7 @@ fn a_failed_nodes_replicas_move_to_other_racks_and_nodes_after_the_grace_period(
         config.apply(&Command::ReplaceReplicas { uid: victim }).is_err(),
         "an active node's replicas stay where they are"
     );
-    config.apply(&Command::NodeFailed { uid: victim }).unwrap();
+    config.apply(&Command::NodeFailed { uid: victim, unsynced: Vec::new() }).unwrap();
     let before = on(&config, victim);
     assert!(!before.is_empty() && before.iter().all(|s| s.role == ShardRole::Replica), "its masters failed over");
     let moves = config.replica_moves(victim);
@@ -241,10 +241,32 @@ fn a_failed_nodes_replicas_move_to_other_racks_and_nodes_after_the_grace_period(
     let mut small = cluster(&[(1, None), (2, None)]);
     let uid = create(&mut small, spec("db", 12000, 1, true));
     let master = small.shards[&small.bdbs[&uid].shard_list[0]].node_uid;
-    small.apply(&Command::NodeFailed { uid: master }).unwrap();
+    small.apply(&Command::NodeFailed { uid: master, unsynced: Vec::new() }).unwrap();
     assert!(small.replica_moves(master).is_empty());
     small.apply(&Command::ReplaceReplicas { uid: master }).unwrap();
     assert_eq!(small.shards.values().filter(|s| s.node_uid == master).count(), 1);
+}
+
+#[test]
+fn a_failed_master_is_never_replaced_by_a_replica_that_never_synced() {
+    let mut config = cluster(&[(1, None), (2, None), (3, None)]);
+    let uid = create(&mut config, spec("db", 12000, 1, true));
+    let group: Vec<ShardInfo> = config.shard_group(config.bdbs[&uid].shard_list[0]).into_iter().cloned().collect();
+    let (master, replica) = (group[0].clone(), group[1].uid);
+    // Synced: the replica is promoted.
+    let mut synced = config.clone();
+    synced.apply(&Command::NodeFailed { uid: master.node_uid, unsynced: vec![] }).unwrap();
+    assert_eq!(synced.shards[&replica].role, ShardRole::Master);
+    // Never synced (an empty copy, or its node just restarted): the master
+    // stays where it is, on the failed node, and its data comes back with it.
+    config.apply(&Command::NodeFailed { uid: master.node_uid, unsynced: vec![replica] }).unwrap();
+    let kept = &config.shards[&master.uid];
+    assert_eq!((kept.role, kept.node_uid, kept.epoch), (ShardRole::Master, master.node_uid, master.epoch));
+    assert_eq!(config.shards[&replica].role, ShardRole::Replica);
+    assert_eq!(config.nodes[&master.node_uid].status, NodeState::Failed);
+    // The command as an older node wrote it (no list) still reads.
+    let old: Command = serde_json::from_str(&format!(r#"{{"NodeFailed":{{"uid":{}}}}}"#, master.node_uid)).unwrap();
+    assert!(matches!(old, Command::NodeFailed { unsynced, .. } if unsynced.is_empty()));
 }
 
 fn crdb(region_id: u16, shards: &[u16], granules: u16) -> CrdbInstance {

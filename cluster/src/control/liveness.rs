@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::ControlPlane;
-use crate::config::{Command, NodeState};
+use crate::config::{ClusterConfig, Command, NodeState, ShardRole};
 use crate::raft::{NodeId, RpcClient};
 
 /// Failover timeout unless configured (`failover_timeout_ms`).
@@ -160,6 +160,7 @@ impl ControlPlane {
             follows,
             member_time_us: now_us,
             incarnation: liveness.incarnation,
+            unsynced_replicas: self.unsynced_replicas(),
         }
     }
 }
@@ -182,6 +183,34 @@ struct Probe {
     echo: (u64, u64),
 }
 
+/// The replica copies a failover must not promote: `own` (the leader's),
+/// each other member's last report, and every replica copy of a member with
+/// no current report (a probe to it failed since, or it never answered
+/// this leader).
+fn unsynced_copies(
+    config: &ClusterConfig,
+    me: NodeId,
+    own: Vec<u64>,
+    reports: &HashMap<NodeId, Option<Vec<u64>>>,
+) -> Vec<u64> {
+    let mut unsynced = own;
+    for node in config.nodes.values().filter(|n| n.uid != me) {
+        match reports.get(&node.uid) {
+            Some(Some(copies)) => unsynced.extend(copies),
+            _ => unsynced.extend(
+                config
+                    .shards
+                    .values()
+                    .filter(|s| s.node_uid == node.uid && s.role == ShardRole::Replica)
+                    .map(|s| s.uid),
+            ),
+        }
+    }
+    unsynced.sort_unstable();
+    unsynced.dedup();
+    unsynced
+}
+
 /// Runs failure detection and the leader's lease until `shutdown`: every
 /// member runs it; it acts only while the member leads.
 pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
@@ -190,6 +219,10 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(liveness.interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let probes: Arc<Mutex<HashMap<NodeId, Probe>>> = Default::default();
+    // Each member's last word on its replica copies that never synced;
+    // `None` once a probe to it failed since (it may have restarted: its
+    // copies may be empty now).
+    let reports: Arc<Mutex<HashMap<NodeId, Option<Vec<u64>>>>> = Default::default();
     let mut clients: HashMap<NodeId, (String, RpcClient)> = HashMap::new();
     let mut leading_since: Option<(u64, Instant)> = None;
     let mut pending: HashMap<NodeId, Instant> = HashMap::new();
@@ -208,6 +241,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             }
             leading_since = None;
             probes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            reports.lock().unwrap_or_else(|p| p.into_inner()).clear();
             continue;
         }
         let now = Instant::now();
@@ -267,11 +301,14 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
                 (send, *probe)
             };
             if probe.0 {
-                let (probes, uid, deadline, lease) = (probes.clone(), node.uid, liveness.timeout(), liveness.lease());
+                let (probes, reports) = (probes.clone(), reports.clone());
+                let (uid, deadline, lease) = (node.uid, liveness.timeout(), liveness.lease());
                 let request = PingRequest { echo_us: probe.1.echo.0, echo_incarnation: probe.1.echo.1, ..request };
                 tokio::spawn(async move {
                     let sent = Instant::now();
                     let reply = client.ping(request, deadline).await;
+                    let report = reply.as_ref().ok().map(|reply| reply.unsynced_replicas.clone());
+                    reports.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, report);
                     let mut probes = probes.lock().unwrap_or_else(|p| p.into_inner());
                     let probe = probes.entry(uid).or_default();
                     probe.in_flight = false;
@@ -314,7 +351,13 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
                     silent_ms = silent.as_millis() as u64,
                     "node stopped answering: declaring it failed and failing over its masters"
                 );
-                Some(Command::NodeFailed { uid: node.uid })
+                // Replicas that never synced are not promoted (an empty
+                // copy would replace the data): this node's own, what every
+                // other member last said of its copies, and every copy of a
+                // member whose word is not known to be current.
+                let reports = reports.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let unsynced = unsynced_copies(&config, me, control.unsynced_replicas(), &reports);
+                Some(Command::NodeFailed { uid: node.uid, unsynced })
             } else if node.status == NodeState::Failed && probe.1.answered.is_some() && silent < liveness.interval() * 3
             {
                 // Only an answer counts: a leader that just took over has
@@ -348,5 +391,58 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             }
         }
         pending.retain(|_, at| at.elapsed() <= liveness.timeout());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Applied, BdbSpec, NodeInfo};
+
+    #[test]
+    fn copies_of_members_with_no_current_word_count_as_unsynced() {
+        let mut config = ClusterConfig::default();
+        config.apply(&Command::InitCluster { name: "c1".into(), region: "eu".into() }).unwrap();
+        for uid in 1..=3 {
+            let node = NodeInfo {
+                uid,
+                addr: format!("127.0.0.1:{}", 9000 + uid),
+                admin_addr: format!("127.0.0.1:{}", 9500 + uid),
+                rack_id: None,
+                status: NodeState::Active,
+                sync_addr: None,
+            };
+            config.apply(&Command::AddNode(node)).unwrap();
+        }
+        let spec = BdbSpec {
+            name: "db".into(),
+            port: 12000,
+            shards_count: 3,
+            replication: true,
+            password: None,
+            oss_cluster: false,
+            crdb: None,
+        };
+        let Applied::BdbCreated { .. } = config.apply(&Command::CreateBdb(spec)).unwrap() else { panic!("created") };
+        let replicas_on = |node: u64| -> Vec<u64> {
+            config
+                .shards
+                .values()
+                .filter(|s| s.node_uid == node && s.role == ShardRole::Replica)
+                .map(|s| s.uid)
+                .collect()
+        };
+        let (on2, on3) = (replicas_on(2), replicas_on(3));
+        assert!(!on2.is_empty() && !on3.is_empty());
+        // Node 2 answered with nothing unsynced, node 3 with one copy; the
+        // leader (node 1) has one of its own.
+        let reports = HashMap::from([(2, Some(vec![])), (3, Some(vec![on3[0]]))]);
+        assert_eq!(unsynced_copies(&config, 1, vec![77], &reports), vec![on3[0], 77]);
+        // A probe to node 2 failed since (it may have restarted), node 3
+        // never answered this leader: every replica copy on them.
+        let reports = HashMap::from([(2, None)]);
+        let mut all: Vec<u64> = on2.iter().chain(&on3).copied().collect();
+        all.sort_unstable();
+        assert_eq!(unsynced_copies(&config, 1, vec![], &reports), all);
     }
 }

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::config::{Applied, BdbSpec, ClusterConfig, Command, CommandError, NodeInfo, NodeState};
+use crate::config::{Applied, BdbSpec, ClusterConfig, Command, CommandError, NodeInfo, NodeState, ShardRole};
 use crate::raft::{
     LogStore, Network, NodeId, Origin, Outcome, Proposal, RAFT_MESSAGE_BYTES_MAX, Raft, RpcClient, StateMachineStore,
 };
@@ -149,6 +149,10 @@ struct Shared {
     bdb_reporter: std::sync::RwLock<Option<BdbReporter>>,
     /// Failure detection and this node's write lease.
     liveness: liveness::Liveness,
+    /// The replica copies held here that have never synced (see
+    /// [`ControlPlane::set_unsynced_replicas`]); `None` until the data path
+    /// first said.
+    unsynced_replicas: std::sync::RwLock<Option<Vec<u64>>>,
 }
 
 /// The figures of one database endpoint this node serves, for `GET /metrics`.
@@ -303,6 +307,7 @@ impl RunningControl {
                 admin_addr,
                 sync_addr: settings.sync_addr,
                 local_status: Default::default(),
+                unsynced_replicas: Default::default(),
                 monitor: Default::default(),
                 bdb_reporter: Default::default(),
                 liveness: liveness::Liveness::new(settings.failover_timeout_ms, settings.replica_ha_grace_ms),
@@ -414,6 +419,28 @@ impl ControlPlane {
     /// databases run).
     pub fn set_local_status(&self, status: LocalStatus) {
         *self.shared.local_status.write().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
+
+    /// The replica copies (shard uids) this node holds that have never
+    /// synced with their master: the data path says so (it does after each
+    /// pass), every probe's answer carries them, and a failover never
+    /// promotes one — it would serve an empty database and its old master,
+    /// back, would follow it and drop its data.
+    pub fn set_unsynced_replicas(&self, copies: Vec<u64>) {
+        *self.shared.unsynced_replicas.write().unwrap_or_else(|p| p.into_inner()) = Some(copies);
+    }
+
+    /// What [`ControlPlane::set_unsynced_replicas`] last said; before it
+    /// first did (the node is starting), every replica copy the
+    /// configuration places here.
+    pub(crate) fn unsynced_replicas(&self) -> Vec<u64> {
+        if let Some(copies) = &*self.shared.unsynced_replicas.read().unwrap_or_else(|p| p.into_inner()) {
+            return copies.clone();
+        }
+        let me = self.shared.node_id;
+        self.with_config(|c| {
+            c.shards.values().filter(|s| s.node_uid == me && s.role == ShardRole::Replica).map(|s| s.uid).collect()
+        })
     }
 
     /// Installs the registry of this node's WAN links, which `GET /metrics`
