@@ -1816,19 +1816,15 @@ struct Progress {
 
 impl FrozenKeys {
     /// Room for `keys` keys and a margin for keys added meanwhile (1/16),
-    /// its memory touched now, for a later [`Keyspace::freeze_into`] or a
-    /// copy in steps: made before taking the lock the copy needs, with the
-    /// key count read under it a moment before.
+    /// for a later [`Keyspace::freeze_into`] or a copy in steps: made before
+    /// taking the lock the copy needs, with the key count read under it a
+    /// moment before. Its pages are not touched here: a copy in steps takes
+    /// their faults a few hundred per step, where touching 170 MB at once
+    /// (2 M keys) was a burst of CPU the shard's clients felt (D103).
     pub fn room_for(keys: usize) -> FrozenKeys {
         let room = keys + keys / 16 + 16;
-        let mut entries = Vec::with_capacity(room);
-        for slot in entries.spare_capacity_mut() {
-            *slot = core::mem::MaybeUninit::zeroed();
-        }
-        let mut slots = Vec::with_capacity(room);
-        for slot in slots.spare_capacity_mut() {
-            *slot = core::mem::MaybeUninit::zeroed();
-        }
+        let entries = Vec::with_capacity(room);
+        let slots = Vec::with_capacity(room);
         FrozenKeys { entries, slots, progress: None }
     }
 
