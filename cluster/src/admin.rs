@@ -165,6 +165,7 @@ async fn cluster(State(control): State<ControlPlane>) -> ApiResult {
             "bdbs_count": config.bdbs.len(),
             "shards_count": config.shards.len(),
             "raft": raft,
+            "unsynced_replicas": control.unsynced_replicas(),
         })
     });
     Ok(Json(body).into_response())
@@ -326,6 +327,44 @@ async fn failover(State(control): State<ControlPlane>, Path(uid): Path<String>, 
         }
     });
     belongs?;
+    // The copy the failover would promote must hold the data: ask its node
+    // whether it has synced (a never-synced copy is empty, and promoting it
+    // replaces the database, D105).
+    let target = control.with_config(|c| {
+        let group = c.shard_group(request.shard_uid);
+        let up = |copy: &ShardInfo| c.nodes.get(&copy.node_uid).is_some_and(|n| n.status.is_up());
+        let copy = if group.first().is_some_and(|m| m.uid == request.shard_uid) {
+            group.iter().skip(1).find(|copy| up(copy)).copied()
+        } else {
+            group.iter().find(|s| s.uid == request.shard_uid).copied()
+        };
+        copy.and_then(|copy| Some((copy.uid, copy.node_uid, c.nodes.get(&copy.node_uid)?.admin_addr.clone())))
+    });
+    if let Some((copy, node, admin)) = target {
+        let unsynced =
+            match crate::ctl::request(crate::ctl::Method::GET, &format!("http://{admin}/v1/cluster"), None).await {
+                Ok((StatusCode::OK, view)) => view["unsynced_replicas"]
+                    .as_array()
+                    .map(|copies| copies.iter().any(|c| c.as_u64() == Some(copy)))
+                    .unwrap_or(true),
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        format!("node {node} does not answer: cannot confirm its replica copy {copy} holds the data"),
+                    ));
+                }
+            };
+        if unsynced {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "replica copy {copy} on node {node} has not synced with its master: a failover to it would replace the database with an empty copy"
+                ),
+            ));
+        }
+    }
     match control.write(Command::Failover { shard: request.shard_uid }).await? {
         Applied::FailedOver { master, node_uid, epoch } => {
             wait_applied(&control, |c| c.shards.get(&master).is_some_and(|s| s.epoch >= epoch)).await;

@@ -835,7 +835,7 @@ async fn a_failed_nodes_replica_is_recreated_on_another_node_after_the_grace_per
 /// shard, and once it resumes it serves every write acknowledged before
 /// and its replica catches up. (Promoting the empty copy replaced the
 /// whole database: the old master, back, followed it and dropped its
-/// data.)
+/// data.) An operator's failover to it is refused as well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_whose_only_replica_never_synced_keeps_its_shard_through_a_failure() {
     let mut cluster = Cluster::start("unsynced", 62).await;
@@ -881,6 +881,22 @@ async fn a_master_whose_only_replica_never_synced_keeps_its_shard_through_a_fail
         Some((master, replica, epoch)),
         "the shard stays with its stopped master rather than an empty replica"
     );
+    // Nor does an operator's failover promote it.
+    let shards = get(&third_admin, "/v1/shards").await.expect("the shards");
+    let copy = shards
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|s| s["bdb_uid"] == uid && s["role"] == "replica")
+        .and_then(|s| s["uid"].as_u64())
+        .expect("the replica copy");
+    let path = format!("/v1/bdbs/{uid}/actions/failover");
+    let (status, refused) = api(&third_admin, Method::POST, &path, Some(json!({ "shard_uid": copy })))
+        .await
+        .expect("the admin API answers");
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(refused["description"].as_str().is_some_and(|d| d.contains("has not synced")), "{refused}");
+    assert_eq!(cluster.roles(third, uid).await, Some((master, replica, epoch)));
 
     assert!(Command::new("kill").args(["-CONT", &pid]).status().expect("kill -CONT").success());
     converges("the master serves again", || async {
