@@ -310,6 +310,49 @@ pub struct FailoverRequest {
     pub shard_uid: u64,
 }
 
+/// How long a manual failover waits for the copy it would promote to
+/// finish its first sync (a database just created, a node just restarted:
+/// the copy is still receiving its master's state).
+const FAILOVER_SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// Asks node `node` (admin API `admin`) whether its replica copy `copy`
+/// has synced with its master, waiting up to [`FAILOVER_SYNC_WAIT`] for a
+/// first sync under way. 409 if it never synced (promoting it would replace
+/// the database with an empty copy, D105), 503 if the node does not answer.
+async fn confirm_synced(copy: u64, node: u64, admin: &str) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + FAILOVER_SYNC_WAIT;
+    loop {
+        let view = crate::ctl::request(crate::ctl::Method::GET, &format!("http://{admin}/v1/cluster"), None).await;
+        let unsynced = match view {
+            Ok((StatusCode::OK, view)) => view["unsynced_replicas"]
+                .as_array()
+                .map(|copies| copies.iter().any(|c| c.as_u64() == Some(copy)))
+                .unwrap_or(true),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("node {node} does not answer: cannot confirm its replica copy {copy} holds the data"),
+                ));
+            }
+        };
+        if !unsynced {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "replica copy {copy} on node {node} has not synced with its master (waited {} s): a failover to it would replace the database with an empty copy",
+                    FAILOVER_SYNC_WAIT.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn failover(State(control): State<ControlPlane>, Path(uid): Path<String>, body: Body) -> ApiResult {
     let uid = parse_uid(&uid, "database uid")?;
     let request: FailoverRequest = parse_body(body)?;
@@ -341,29 +384,7 @@ async fn failover(State(control): State<ControlPlane>, Path(uid): Path<String>, 
         copy.and_then(|copy| Some((copy.uid, copy.node_uid, c.nodes.get(&copy.node_uid)?.admin_addr.clone())))
     });
     if let Some((copy, node, admin)) = target {
-        let unsynced =
-            match crate::ctl::request(crate::ctl::Method::GET, &format!("http://{admin}/v1/cluster"), None).await {
-                Ok((StatusCode::OK, view)) => view["unsynced_replicas"]
-                    .as_array()
-                    .map(|copies| copies.iter().any(|c| c.as_u64() == Some(copy)))
-                    .unwrap_or(true),
-                _ => {
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        format!("node {node} does not answer: cannot confirm its replica copy {copy} holds the data"),
-                    ));
-                }
-            };
-        if unsynced {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!(
-                    "replica copy {copy} on node {node} has not synced with its master: a failover to it would replace the database with an empty copy"
-                ),
-            ));
-        }
+        confirm_synced(copy, node, &admin).await?;
     }
     match control.write(Command::Failover { shard: request.shard_uid }).await? {
         Applied::FailedOver { master, node_uid, epoch } => {
