@@ -148,14 +148,18 @@ impl Inbound for RegionInbound {
     }
 
     fn apply_snapshot(&self, snapshot: &Keyspace) -> Result<SnapshotMerge, String> {
-        let merge = self.server.shard().keyspace_mut().merge_snapshot(snapshot);
-        self.server.touch_all_watched();
+        // In steps: clients are served between them (D106).
+        let merge = self.server.merge_snapshot(snapshot);
         // A snapshot merge is not a delta in the journal: the merged state
         // goes to disk as a rewrite (a snapshot file) before the cursor moves.
         if self.server.is_persistent() {
             self.server.rewrite().map_err(|e| format!("cannot persist the peer's snapshot: {e}"))?;
         }
         Ok(merge)
+    }
+
+    fn merge_gate(&self) -> Option<&std::sync::RwLock<()>> {
+        Some(self.server.merge_gate())
     }
 
     fn load_cursor(&self, source: Source) -> Option<Cursor> {
@@ -262,7 +266,9 @@ impl Outbound for RegionOutbound {
         };
         // Room for the copy, made unlocked: under the lock it is a copy only.
         let mut keys = FrozenKeys::room_for(server.shard().keyspace().len());
-        // In steps, the lock released between them (D103).
+        // In steps, the lock released between them (D103), and no other
+        // peer's snapshot merge between them (D106).
+        let no_merge = server.no_merge();
         keys.copy_in_steps(|keys| server.shard().keyspace_mut().freeze_step(keys, FREEZE_STEP_SLOTS));
         let snapshot = {
             let mut shard = server.shard();
@@ -270,6 +276,7 @@ impl Outbound for RegionOutbound {
             keyspace.freeze_finish(&mut keys);
             Snapshot { resume_offset, context: keyspace.context().clone(), keys }
         };
+        drop(no_merge);
         // With a replica, the state leaves the region only once the replica
         // holds all of it (invariant 2, D83): every delta applied so far is
         // committed and must be acknowledged.

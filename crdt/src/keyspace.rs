@@ -115,6 +115,9 @@ pub struct Keyspace {
     /// No peer region: nothing is ever concurrent with a write here, so every
     /// applied dot is causally stable at once (see [`Keyspace::set_solo`]).
     solo: bool,
+    /// A snapshot merge is under way in steps ([`Keyspace::merge_begin`]):
+    /// no peer's delta and no copy may run until it finishes.
+    merging: bool,
     stats: KeyspaceStats,
     /// Every delta applied since the last [`Keyspace::take_journal`], when
     /// journaling is on (the shard's durability and replication read it).
@@ -147,6 +150,11 @@ pub const FREEZE_STEP_SLOTS: u32 = 8_192;
 /// The pause between two steps of [`FrozenKeys::copy_in_steps`], in which
 /// the threads waiting for the shard's lock take it.
 pub const FREEZE_STEP_PAUSE: std::time::Duration = std::time::Duration::from_micros(250);
+
+/// Slots of the other keyspace (then of this one) a step of a snapshot
+/// merge in steps visits ([`Keyspace::merge_step`]): joining a key costs
+/// more than copying it, so fewer than a copy's step.
+pub const MERGE_STEP_SLOTS: u32 = 2_048;
 
 /// Up to this many arguments, repeated members are found by a linear scan.
 const DEDUP_LINEAR_MAX: usize = 16;
@@ -204,6 +212,7 @@ impl Keyspace {
             expires: BTreeSet::new(),
             marked: hashbrown::HashSet::new(),
             solo: false,
+            merging: false,
             stats: KeyspaceStats::default(),
             journal: None,
             journal_local: Vec::new(),
@@ -306,6 +315,7 @@ impl Keyspace {
     /// peer region). Commutative, associative and idempotent. The journal
     /// records it as merged, not originated here (see [`JournalEntry`]).
     pub fn apply(&mut self, delta: &Delta) {
+        debug_assert!(!self.merging, "a peer's delta during a snapshot merge in steps");
         self.apply_from(delta, false);
     }
 
@@ -684,12 +694,7 @@ impl Keyspace {
     /// Raises each granule's last sequence to what the context holds of its
     /// replica id (after a join or a restore brought in our own dots).
     fn resume_own_seqs(&mut self) {
-        for granule in 0..self.granules.count() {
-            let replica = self.granules.replica(self.replica.0, granule);
-            let cloud = self.context.cloud().filter(|d| d.replica() == replica).map(|d| d.seq()).max();
-            let seq = &mut self.last_seqs[usize::from(granule)];
-            *seq = (*seq).max(self.context.vector().get(replica)).max(cloud.unwrap_or(0));
-        }
+        raise_own_seqs(self.granules, self.replica, &mut self.last_seqs, &self.context);
     }
 
     /// Cuts the slot space into `granules` (D102): from now on a write to a
@@ -1544,6 +1549,7 @@ impl Keyspace {
     /// page faults on fresh memory (at millions of keys those cost more
     /// than the copy itself).
     pub fn freeze_into(&self, frozen: &mut FrozenKeys) {
+        debug_assert!(!self.merging, "a copy during a snapshot merge in steps");
         frozen.entries.clear();
         frozen.slots.clear();
         frozen.progress = None;
@@ -1558,6 +1564,7 @@ impl Keyspace {
     /// then [`Keyspace::freeze_finish`], under the same lock as the state
     /// the copy must match (the context, a journal position), completes it.
     pub fn freeze_step(&mut self, frozen: &mut FrozenKeys, slots: u32) -> bool {
+        debug_assert!(!self.merging, "a copy during a snapshot merge in steps");
         let slots = slots.max(1);
         let progress = match frozen.progress {
             Some(progress) => progress,
@@ -1683,65 +1690,127 @@ impl Keyspace {
     /// [`SnapshotMerge::lists_kept`]. Snapshot merges are not journaled: the
     /// caller rewrites its durable snapshot after one.
     pub fn merge_snapshot(&mut self, other: &Keyspace) -> SnapshotMerge {
-        let mut outcome = SnapshotMerge::default();
-        // Local keys `other` lacks but whose elements it has seen may lose
-        // some: collected first, joined with nothing below.
-        let mut only_local: Vec<ShortBytes> = Vec::new();
-        for (_, key, stored) in self.table.iter() {
+        let merging = self.merge_begin(other);
+        self.merge_finish(other, merging)
+    }
+
+    /// Begins [`Keyspace::merge_snapshot`] in steps, so that the caller can
+    /// release the keyspace's lock between them: each
+    /// [`Keyspace::merge_step`] joins a bounded number of keys, and
+    /// [`Keyspace::merge_finish`] joins the rest and the contexts. The result
+    /// is the same join.
+    ///
+    /// Between the steps the keyspace's own reads and writes may run (their
+    /// new dots are fresh: this keyspace's sequences are raised here past
+    /// every dot of its own that `other` holds), but no peer's delta, no
+    /// other merge and no copy of the keyspace ([`Keyspace::freeze_step`],
+    /// [`Keyspace::freeze`]): until the finish joins `other`'s context the
+    /// merged keys hold dots this context lacks, and a peer's delta could be
+    /// judged against the context without `other`'s removals. The caller
+    /// keeps those out (the node holds a gate for the merge's length).
+    pub fn merge_begin(&mut self, other: &Keyspace) -> SnapshotMerging {
+        debug_assert!(!self.merging, "one snapshot merge at a time");
+        self.merging = true;
+        raise_own_seqs(self.granules, self.replica, &mut self.last_seqs, &other.context);
+        SnapshotMerging { theirs_below: 0, ours_below: 0, outcome: SnapshotMerge::default() }
+    }
+
+    /// Joins up to `slots` more slots' keys of `other` (then, once every
+    /// key of `other` is joined, checks up to `slots` of this keyspace's
+    /// slots for keys `other` lacks but whose elements it has seen). True
+    /// once nothing is left for [`Keyspace::merge_finish`] but the contexts.
+    pub fn merge_step(&mut self, other: &Keyspace, merging: &mut SnapshotMerging, slots: u32) -> bool {
+        let mut budget = slots.max(1);
+        let theirs_end = other.table.slot_count() as u32;
+        while budget > 0 && merging.theirs_below < theirs_end {
+            let slot = merging.theirs_below;
+            merging.theirs_below += 1;
+            budget -= 1;
+            if let Some((key, stored)) = other.table.get_slot(slot) {
+                self.merge_key(key, Some(stored), &other.context, &mut merging.outcome);
+            }
+        }
+        // Local keys `other` lacks but whose elements it has seen lose
+        // those elements (joined with nothing). The keyspace's own writes
+        // between steps add only fresh dots, which `other` has not seen: a
+        // key passed here cannot become one to join.
+        while budget > 0 && (merging.ours_below as usize) < self.table.slot_count() {
+            let slot = merging.ours_below;
+            merging.ours_below += 1;
+            budget -= 1;
+            let Some((key, stored)) = self.table.get_slot(slot) else {
+                continue;
+            };
             if other.table.find(key).is_some() {
                 continue;
             }
             let mut covered = false;
             stored.for_each_dot(|dot| covered |= other.context.contains(dot));
             if covered {
-                only_local.push(key.clone());
+                let key = key.clone();
+                self.merge_key(&key, None, &other.context, &mut merging.outcome);
             }
         }
-        let theirs = other.table.iter().map(|(_, key, stored)| (key, Some(stored)));
-        let only_local = only_local.iter().map(|key| (key, None));
-        for (key, theirs) in theirs.chain(only_local) {
-            let found = self.table.find(key);
-            // The common cases of a catch-up, without building states: the
-            // same register on both sides, and a register this side has
-            // neither (its dot unseen here: a write it missed) nor dropped.
-            match (found.map(|slot| &self.table.slot(slot).1), theirs) {
-                (Some(Stored::Small { tag, value }), Some(Stored::Small { tag: their_tag, value: their_value }))
-                    if tag == their_tag && value == their_value =>
-                {
-                    outcome.keys_merged += 1;
-                    continue;
-                }
-                (None, Some(small @ Stored::Small { tag, .. })) => {
-                    outcome.keys_merged += 1;
-                    if !self.context.contains(tag.dot) {
-                        self.table.insert_new(key, small.clone());
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            let local = found.map(|slot| self.table.slot(slot).1.to_state());
-            let theirs = theirs.map(Stored::to_state);
-            let (joined, list_kept) = join_states(local.as_ref(), &self.context, theirs.as_ref(), &other.context);
-            outcome.keys_merged += 1;
-            outcome.lists_kept += usize::from(list_kept);
-            match found {
-                Some(slot) => {
-                    self.update_slot(slot, |state| *state = joined);
-                    self.marked.insert(slot);
-                }
-                None if !joined.can_drop() => {
-                    let deadline = joined.owned_deadline(self.owner(key));
-                    let slot = self.table.insert_new(key, Stored::from_state(joined));
-                    self.track_deadline(slot, None, deadline);
-                    self.marked.insert(slot);
-                }
-                None => {}
-            }
-        }
+        merging.theirs_below >= theirs_end && merging.ours_below as usize >= self.table.slot_count()
+    }
+
+    /// Completes a merge begun by [`Keyspace::merge_begin`]: joins what the
+    /// steps have not reached, then the contexts.
+    pub fn merge_finish(&mut self, other: &Keyspace, mut merging: SnapshotMerging) -> SnapshotMerge {
+        while !self.merge_step(other, &mut merging, u32::MAX) {}
         self.context.join(&other.context);
         self.resume_own_seqs();
-        outcome
+        self.merging = false;
+        merging.outcome
+    }
+
+    /// Joins one key's state in `other` (`theirs`, seen with
+    /// `their_context`) into this keyspace's.
+    fn merge_key(
+        &mut self,
+        key: &ShortBytes,
+        theirs: Option<&Stored>,
+        their_context: &CausalContext,
+        outcome: &mut SnapshotMerge,
+    ) {
+        let found = self.table.find(key);
+        // The common cases of a catch-up, without building states: the
+        // same register on both sides, and a register this side has
+        // neither (its dot unseen here: a write it missed) nor dropped.
+        match (found.map(|slot| &self.table.slot(slot).1), theirs) {
+            (Some(Stored::Small { tag, value }), Some(Stored::Small { tag: their_tag, value: their_value }))
+                if tag == their_tag && value == their_value =>
+            {
+                outcome.keys_merged += 1;
+                return;
+            }
+            (None, Some(small @ Stored::Small { tag, .. })) => {
+                outcome.keys_merged += 1;
+                if !self.context.contains(tag.dot) {
+                    self.table.insert_new(key, small.clone());
+                }
+                return;
+            }
+            _ => {}
+        }
+        let local = found.map(|slot| self.table.slot(slot).1.to_state());
+        let theirs = theirs.map(Stored::to_state);
+        let (joined, list_kept) = join_states(local.as_ref(), &self.context, theirs.as_ref(), their_context);
+        outcome.keys_merged += 1;
+        outcome.lists_kept += usize::from(list_kept);
+        match found {
+            Some(slot) => {
+                self.update_slot(slot, |state| *state = joined);
+                self.marked.insert(slot);
+            }
+            None if !joined.can_drop() => {
+                let deadline = joined.owned_deadline(self.owner(key));
+                let slot = self.table.insert_new(key, Stored::from_state(joined));
+                self.track_deadline(slot, None, deadline);
+                self.marked.insert(slot);
+            }
+            None => {}
+        }
     }
 
     // ----- checking -----
@@ -1889,6 +1958,43 @@ impl FrozenKeys {
             Stored::Big(state) => state.snapshot(&key),
             small => small.to_state().snapshot(&key),
         })
+    }
+}
+
+/// Raises each granule's last sequence to what `context` holds of its
+/// replica id.
+fn raise_own_seqs(granules: Granules, replica: ReplicaId, last_seqs: &mut [u64], context: &CausalContext) {
+    for granule in 0..granules.count() {
+        let id = granules.replica(replica.0, granule);
+        let cloud = context.cloud().filter(|d| d.replica() == id).map(|d| d.seq()).max();
+        let seq = &mut last_seqs[usize::from(granule)];
+        *seq = (*seq).max(context.vector().get(id)).max(cloud.unwrap_or(0));
+    }
+}
+
+/// A snapshot merge under way in steps ([`Keyspace::merge_begin`]).
+#[derive(Debug)]
+#[must_use = "a merge begun must be finished (`Keyspace::merge_finish`)"]
+pub struct SnapshotMerging {
+    /// The other keyspace's slots below this one are joined.
+    theirs_below: u32,
+    /// This keyspace's slots below this one were checked for keys the other
+    /// lacks (once every key of the other is joined).
+    ours_below: u32,
+    outcome: SnapshotMerge,
+}
+
+impl SnapshotMerging {
+    /// Runs `step` (a lock, then [`Keyspace::merge_step`]) until it answers
+    /// true, pausing between steps so that threads waiting for the lock
+    /// take it (see [`FrozenKeys::copy_in_steps`]). The caller then takes
+    /// the lock once more for [`Keyspace::merge_finish`].
+    pub fn run_steps(&mut self, mut step: impl FnMut(&mut SnapshotMerging) -> bool) {
+        while !step(self) {
+            // On blocking threads only, like a copy's steps.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(FREEZE_STEP_PAUSE);
+        }
     }
 }
 

@@ -37,5 +37,5 @@ pub use context::{CausalContext, VersionVector};
 pub use delta::{Delta, KeyDelta, TypedDelta};
 pub use dot::{Dot, ReplicaId, Tag};
 pub use error::{ClockError, CommandError};
-pub use keyspace::{FrozenKeys, JournalEntry, Keyspace, Moment, SnapshotMerge};
+pub use keyspace::{FrozenKeys, JournalEntry, Keyspace, Moment, SnapshotMerge, SnapshotMerging};
 pub use short_bytes::ShortBytes;

@@ -261,7 +261,9 @@ impl ServerState {
     /// Applies deltas that arrived from elsewhere — a replica stream or
     /// another region — to the shard, then does what a local write to the
     /// same keys does: flags the clients WATCHing them and serves the clients
-    /// blocked on them.
+    /// blocked on them. A peer region's deltas must not arrive between the
+    /// steps of a snapshot merge: the WAN sink calls this holding the merge
+    /// gate shared (`Inbound::merge_gate`, [`ServerState::merge_gate`]).
     pub fn apply_deltas(&self, deltas: &[Delta]) {
         {
             let mut shard = self.shard();

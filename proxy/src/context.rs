@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use meridian_crdt::keyspace::MERGE_STEP_SLOTS;
 use meridian_replication::Shard;
 use tokio::sync::Notify;
 
@@ -81,6 +82,12 @@ pub struct ServerState {
     /// exclusively for its whole batch, every other command holds it shared
     /// while it runs (see [`ServerState::exec_shared`]).
     exec_lock: RwLock<()>,
+    /// Keeps a peer region's snapshot merge in steps apart from what must
+    /// not run between its steps (D106): the merge holds it exclusively for
+    /// its whole length; a batch of peers' deltas and a copy of the keyspace
+    /// (a journal rewrite, a replica's full sync, a snapshot for a peer) hold
+    /// it shared. Taken before the shard's lock, never while holding it.
+    merge_gate: RwLock<()>,
     /// Who WATCHes which key.
     watches: Mutex<Watches>,
     /// The number of keys in `watches`: while it is 0 a write skips the
@@ -144,6 +151,7 @@ impl ServerState {
             clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(1),
             exec_lock: RwLock::new(()),
+            merge_gate: RwLock::new(()),
             watches: Mutex::new(Watches::default()),
             watched_keys: AtomicUsize::new(0),
             blocked: Mutex::new(Blocked::default()),
@@ -301,6 +309,36 @@ impl ServerState {
                 }
             }
         }
+    }
+
+    /// The gate of snapshot merges in steps (see [`ServerState::merge_snapshot`]).
+    pub fn merge_gate(&self) -> &RwLock<()> {
+        &self.merge_gate
+    }
+
+    /// Holds the merge gate shared: no snapshot merge runs (or is between
+    /// two of its steps) until the guard drops. For a copy of the keyspace.
+    pub fn no_merge(&self) -> RwLockReadGuard<'_, ()> {
+        self.merge_gate.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Joins a peer region's whole state into the shard (a WAN full sync),
+    /// in steps of [`MERGE_STEP_SLOTS`] slots with the shard's lock released
+    /// between them, so that clients are served meanwhile (D106). Holds the
+    /// merge gate exclusively throughout: peers' deltas and copies of the
+    /// keyspace wait. Flags every WATCHing client after each step. Seconds
+    /// at millions of keys: on a blocking thread, never an async worker.
+    pub fn merge_snapshot(&self, snapshot: &meridian_crdt::Keyspace) -> meridian_crdt::SnapshotMerge {
+        let _gate = self.merge_gate.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut merging = self.shard().keyspace_mut().merge_begin(snapshot);
+        merging.run_steps(|merging| {
+            let done = self.shard().keyspace_mut().merge_step(snapshot, merging, MERGE_STEP_SLOTS);
+            self.touch_all_watched();
+            done
+        });
+        let merged = self.shard().keyspace_mut().merge_finish(snapshot, merging);
+        self.touch_all_watched();
+        merged
     }
 
     /// Flags every WATCHing client (a flush).

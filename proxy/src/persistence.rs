@@ -332,6 +332,8 @@ impl ServerState {
         // them (D103); the last step, with the rotation, takes again what
         // changed meanwhile.
         let copying = Instant::now();
+        // No snapshot merge between the copy's steps (D106).
+        let no_merge = self.no_merge();
         keys.copy_in_steps(|keys| self.shard().keyspace_mut().freeze_step(keys, FREEZE_STEP_SLOTS));
         let copy_ms = copying.elapsed().as_millis() as u64;
         // Most of the journal reaches disk here, unlocked: the rotation below
@@ -354,6 +356,7 @@ impl ServerState {
             let finish_us = finishing.elapsed().as_micros() as u64;
             (journal.dir().to_path_buf(), covered, keyspace.context().clone(), hlc, finish_us)
         };
+        drop(no_merge);
         let locked_ms = locked.elapsed().as_millis() as u64;
         let count = keys.len();
         let write = || {

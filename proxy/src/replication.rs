@@ -216,6 +216,8 @@ impl ReplicationSource for ServerSource {
         // it; entries after it follow in the stream, and those the state
         // holds already merge again harmlessly.
         let mut keys = FrozenKeys::room_for(self.0.shard().keyspace().len());
+        // No peer's snapshot merge between the copy's steps (D106).
+        let no_merge = self.0.no_merge();
         keys.copy_in_steps(|keys| self.0.shard().keyspace_mut().freeze_step(keys, FREEZE_STEP_SLOTS));
         let (context, replid, offset) = {
             let mut shard = self.0.shard();
@@ -223,6 +225,7 @@ impl ReplicationSource for ServerSource {
             let log = self.replication().log();
             (shard.keyspace().context().clone(), log.replid(), log.next_offset())
         };
+        drop(no_merge);
         let snapshot = meridian_proto::convert::encode_snapshot_each(&context, keys.into_sorted());
         SyncDecision::FullSync { replid, snapshot, offset }
     }

@@ -3,6 +3,8 @@
 //! shard owning its slot) and its durable cursor store; tests implement it
 //! over an in-process keyspace.
 
+use std::sync::RwLock;
+
 use meridian_crdt::clock::Observation;
 use meridian_crdt::{ClockError, Delta, Keyspace, SnapshotMerge, VersionVector};
 
@@ -17,8 +19,17 @@ pub trait Inbound: Send + Sync + 'static {
     /// changes nothing). Merged deltas are journaled as remote, so they are
     /// never shipped on to another region.
     fn apply(&self, deltas: &[Delta]) -> Result<(), String>;
-    /// Joins a peer's snapshot into the local state (a full sync).
+    /// Joins a peer's snapshot into the local state (a full sync). Called
+    /// on a blocking thread.
     fn apply_snapshot(&self, snapshot: &Keyspace) -> Result<SnapshotMerge, String>;
+    /// The gate of a snapshot merge in steps, if `apply_snapshot` merges in
+    /// steps (`Keyspace::merge_begin`) holding it exclusively: the sink then
+    /// calls [`Inbound::apply`] only holding it shared, and waits for it
+    /// without blocking an async worker (a merge takes seconds at millions
+    /// of keys). `None`: `apply_snapshot` merges under one lock hold.
+    fn merge_gate(&self) -> Option<&RwLock<()>> {
+        None
+    }
     /// The persisted cursor into `source`'s log, if any.
     fn load_cursor(&self, source: Source) -> Option<Cursor>;
     /// Persists the cursor into `source`'s log. Called after the deltas

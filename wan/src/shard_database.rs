@@ -9,11 +9,11 @@
 //! merged from peers are journaled as remote and never reach the outbox.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use meridian_crdt::clock::Observation;
 use meridian_crdt::gc::Reporter;
-use meridian_crdt::keyspace::{FREEZE_STEP_SLOTS, FrozenKeys};
+use meridian_crdt::keyspace::{FREEZE_STEP_SLOTS, FrozenKeys, MERGE_STEP_SLOTS};
 use meridian_crdt::{ClockError, Delta, JournalEntry, Keyspace, SnapshotMerge, VersionVector};
 use meridian_replication::Shard;
 
@@ -32,6 +32,10 @@ pub struct ShardDatabase {
     cursors: Option<CursorStore>,
     memory_cursors: Mutex<HashMap<Source, Cursor>>,
     peer_reports: Mutex<HashMap<Reporter, VersionVector>>,
+    /// Held exclusively by a snapshot merge in steps, shared by a batch of
+    /// peers' deltas and by a copy of the keyspace (see
+    /// [`Inbound::merge_gate`]).
+    merge_gate: RwLock<()>,
 }
 
 impl ShardDatabase {
@@ -59,6 +63,7 @@ impl ShardDatabase {
             cursors,
             memory_cursors: Mutex::new(HashMap::new()),
             peer_reports: Mutex::new(HashMap::new()),
+            merge_gate: RwLock::new(()),
         }
     }
 
@@ -93,7 +98,9 @@ impl Outbound for ShardDatabase {
     fn snapshot(&self) -> Result<Snapshot, String> {
         // Room for the copy, made unlocked: under the lock it is a copy only.
         let mut keys = FrozenKeys::room_for(self.shard().keyspace().len());
-        // In steps, the lock released between them (D103).
+        // In steps, the lock released between them (D103), and no snapshot
+        // merge between them.
+        let _no_merge = self.merge_gate.read().unwrap_or_else(|p| p.into_inner());
         keys.copy_in_steps(|keys| self.shard().keyspace_mut().freeze_step(keys, FREEZE_STEP_SLOTS));
         let mut shard = self.shard();
         // Under the shard lock, the state holds every delta the outbox has
@@ -121,7 +128,15 @@ impl Inbound for ShardDatabase {
     }
 
     fn apply_snapshot(&self, snapshot: &Keyspace) -> Result<SnapshotMerge, String> {
-        Ok(self.shard().keyspace_mut().merge_snapshot(snapshot))
+        // In steps, the shard's lock released between them.
+        let _gate = self.merge_gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut merging = self.shard().keyspace_mut().merge_begin(snapshot);
+        merging.run_steps(|merging| self.shard().keyspace_mut().merge_step(snapshot, merging, MERGE_STEP_SLOTS));
+        Ok(self.shard().keyspace_mut().merge_finish(snapshot, merging))
+    }
+
+    fn merge_gate(&self) -> Option<&RwLock<()>> {
+        Some(&self.merge_gate)
     }
 
     fn load_cursor(&self, source: Source) -> Option<Cursor> {

@@ -11,7 +11,7 @@
 //! applied after the last persisted cursor (harmless by idempotence, and
 //! counted).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, TryLockError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -37,6 +37,9 @@ use crate::tls::SyncTls;
 
 /// Default time to establish a connection.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+
+/// How often a batch waiting for another link's snapshot merge looks again.
+const MERGE_WAIT_POLL: Duration = Duration::from_millis(2);
 
 /// What one link connects to and how.
 #[derive(Clone, Debug)]
@@ -335,7 +338,15 @@ impl Session<'_> {
         let fresh: &[Delta] = &deltas[first_fresh..];
         self.observe_batch(fresh)?;
         if !fresh.is_empty() {
-            self.inbound.apply(fresh).map_err(WanError::Local)?;
+            // Another link's snapshot merge in steps keeps peers' deltas
+            // out until it ends: waited for here without holding a worker.
+            let applied = loop {
+                if let Some(applied) = self.apply_unless_merging(fresh) {
+                    break applied;
+                }
+                tokio::time::sleep(MERGE_WAIT_POLL).await;
+            };
+            applied.map_err(WanError::Local)?;
         }
         LinkStats::add(&self.stats.deltas, fresh.len() as u64);
         LinkStats::add(&self.stats.deltas_redelivered, first_fresh as u64);
@@ -343,6 +354,18 @@ impl Session<'_> {
         let next = Cursor { log_id: self.cursor.log_id, offset: batch.first_offset + count };
         self.stats.set_lag(batch.source_next_offset.saturating_sub(next.offset), system_wall_ms());
         self.advance(next).await
+    }
+
+    /// Applies `deltas` holding the inbound side's merge gate shared, or
+    /// answers `None` at once if a snapshot merge holds (or waits for) it.
+    fn apply_unless_merging(&self, deltas: &[Delta]) -> Option<Result<(), String>> {
+        let _no_merge = match self.inbound.merge_gate().map(RwLock::try_read) {
+            None => None,
+            Some(Ok(guard)) => Some(guard),
+            Some(Err(TryLockError::Poisoned(poisoned))) => Some(poisoned.into_inner()),
+            Some(Err(TryLockError::WouldBlock)) => return None,
+        };
+        Some(self.inbound.apply(deltas))
     }
 
     /// Shows the clock a batch's timestamps (invariant 5) before it is
