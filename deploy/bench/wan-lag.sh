@@ -23,7 +23,7 @@
 #
 # Environment: PROFILE=release|debug (default release), PARTITION_SECONDS
 # (default 30), PARTITION_RATE (region a's rate meanwhile, percent of peak,
-# default 50; a's 64 MiB outbox holds about 3.3M SET deltas in compressed
+# default 50; a's 64 MiB outbox holds about 7M SET deltas in compressed
 # segments, so a lower rate
 # measures the resume-from-cursor path and a higher one the snapshot path),
 # PEAK_SECONDS (default 5), RATES (percent of peak, default 10,25,50),
