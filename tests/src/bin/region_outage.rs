@@ -27,6 +27,9 @@
 //! least the increments acknowledged and at most those sent (nothing applied
 //! twice by the snapshot and stream that follow the failover). The last line
 //! is `crdb_master_kill_lost=<count> failover_ms=<ms> counters_off=<count>`.
+//! With `--shards N`, A's instance has N shards (masters spread over its
+//! nodes, B reading one stream per shard) and the node of one master is
+//! killed.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -85,6 +88,11 @@ struct Args {
     /// master of a replicated instance dies (see the module doc).
     #[arg(long, default_value = "region", value_parser = ["region", "master"])]
     scenario: String,
+    /// Shards of region A's instance (B's has one): with more than one, the
+    /// master scenario kills the node of one of several masters, and B reads
+    /// A through one stream per shard.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    shards: u16,
 }
 
 /// One `meridian node` process, restartable with the same ports and
@@ -416,11 +424,21 @@ async fn read_all(reader: &mut Reader, keys: &[(String, String)], what: &str) ->
     }
 }
 
-/// The WAN link of this region's instance (asked through `admin`) from
-/// region `peer`.
+/// The WAN links of this region's instance (asked through `admin`) from
+/// region `peer` — one per shard stream of the peer — as one: the state of
+/// the first that does not stream (else `streaming`), the counters summed,
+/// and `streams`, how many there are.
 async fn link(admin: &str, guid: &str, peer: u64) -> Option<Value> {
     let view = admin_get(admin, &format!("/v1/crdbs/{guid}/instance")).await?;
-    view["endpoint_status"]["links"].as_array()?.iter().find(|l| l["region_id"] == peer).cloned()
+    let links: Vec<&Value> =
+        view["endpoint_status"]["links"].as_array()?.iter().filter(|l| l["region_id"] == peer).collect();
+    let shown = links.iter().find(|l| l["state"] != "streaming").or(links.first())?;
+    let mut merged = (*shown).clone();
+    for field in ["lag_ops", "full_syncs", "partial_syncs", "deltas", "errors"] {
+        merged[field] = json!(links.iter().filter_map(|l| l[field].as_u64()).sum::<u64>());
+    }
+    merged["streams"] = json!(links.len());
+    Some(merged)
 }
 
 /// Polls `reader` until its region holds every entry of `keys`, or `limit`
@@ -492,8 +510,9 @@ fn secs(duration: Duration) -> f64 {
 fn describe(link: Option<Value>) -> String {
     match link {
         Some(l) => format!(
-            "{} lag_ops={} full_syncs={} partial_syncs={} deltas={} errors={}",
+            "{} streams={} lag_ops={} full_syncs={} partial_syncs={} deltas={} errors={}",
             l["state"].as_str().unwrap_or("?"),
+            l["streams"],
             l["lag_ops"],
             l["full_syncs"],
             l["partial_syncs"],
@@ -572,6 +591,7 @@ async fn drill(args: Args) -> anyhow::Result<()> {
         "port": port,
         "instances": [a_admin.clone(), b_admin.clone()],
         "replication": replicated,
+        "shards": [args.shards, 1],
     });
     let created = tokio::time::timeout(
         Duration::from_secs(90),
@@ -584,9 +604,17 @@ async fn drill(args: Args) -> anyhow::Result<()> {
     }
     let guid = created.1["guid"].as_str().context("a guid")?.to_string();
     let uid = created.1["instances"][0]["bdb_uid"].as_u64().context("A's bdb uid")?;
-    let master = until("the master of A's instance", Duration::from_secs(30), || async {
+    // The node of the (first) master of A's instance: the master scenario
+    // kills it.
+    let master = until("the masters of A's instance", Duration::from_secs(30), || async {
         let shards = admin_get(&a_admin, "/v1/shards").await?;
-        shards.as_array()?.iter().find(|s| s["bdb_uid"] == uid && s["role"] == "master")?["node_uid"].as_u64()
+        let masters: Vec<u64> = shards
+            .as_array()?
+            .iter()
+            .filter(|s| s["bdb_uid"] == uid && s["role"] == "master")
+            .filter_map(|s| s["node_uid"].as_u64())
+            .collect();
+        (masters.len() == usize::from(args.shards)).then(|| masters[0])
     })
     .await?;
     let master_admin = a[(master - 1) as usize].admin();
@@ -611,8 +639,8 @@ async fn drill(args: Args) -> anyhow::Result<()> {
         .await?;
     }
     println!(
-        "regions up: A = nodes 1-3 on {}-{} (instance mastered by node {master}), B = {}, database port {port}, crdb {guid}",
-        a[0].host, a[2].host, b.host
+        "regions up: A = nodes 1-3 on {}-{} (instance of {} shard(s), the first mastered by node {master}), B = {}, database port {port}, crdb {guid}",
+        a[0].host, a[2].host, args.shards, b.host
     );
 
     let pace =
@@ -819,11 +847,19 @@ async fn master_scenario(args: &Args, a: &mut [Node], setup: Setup) -> anyhow::R
     let killed = Instant::now();
     a[victim].kill();
     // A plain SET through a surviving node (no WAIT: the new master has no
-    // replica until the killed node returns) answers once A has failed over.
+    // replica until the killed node returns) answers once A has failed over;
+    // with several shards, to 64 keys whose slots fall in every shard of
+    // up to 8.
     let survivor = a_endpoints[(victim + 1) % a_endpoints.len()];
-    until("a write through a surviving node of A", Duration::from_secs(60), || async {
-        let ok: String = once(survivor, &cmd(&["SET", "ro:failover", "1"])).await?;
-        (ok == "OK").then_some(())
+    let probes: Vec<String> = (0..if args.shards > 1 { 64 } else { 1 }).map(|i| format!("ro:failover:{i}")).collect();
+    until("a write to every shard through a surviving node of A", Duration::from_secs(60), || async {
+        for probe in &probes {
+            let ok: String = once(survivor, &cmd(&["SET", probe, "1"])).await?;
+            if ok != "OK" {
+                return None;
+            }
+        }
+        Some(())
     })
     .await?;
     let failover_ms = killed.elapsed().as_millis();
@@ -864,7 +900,7 @@ async fn master_scenario(args: &Args, a: &mut [Node], setup: Setup) -> anyhow::R
     // Each writer's counter, in both regions, once B's link has nothing left.
     until("B's link from A to stream with nothing left", settle, || async {
         let link = link(&b_admin, &guid, 1).await?;
-        (link["state"] == "streaming" && link["lag_ops"] == 0).then_some(())
+        (link["state"] == "streaming" && link["lag_ops"] == 0 && link["streams"] == args.shards).then_some(())
     })
     .await?;
     let mut counters_off = 0;
@@ -890,7 +926,7 @@ async fn master_scenario(args: &Args, a: &mut [Node], setup: Setup) -> anyhow::R
         increments.iter().map(|i| i.0).sum::<u64>(),
         increments.iter().map(|i| i.1).sum::<u64>()
     );
-    println!("  failover (kill to a write answered OK through a surviving node of A): {failover_ms} ms");
+    println!("  failover (kill to writes to every shard answered OK through a surviving node of A): {failover_ms} ms");
     println!("  acknowledged writes missing at the end: B {}, A {}", lost_b.len(), lost_a.len());
     println!("  B's link from A: {}", describe(link(&b_admin, &guid, 1).await));
     println!(
