@@ -421,6 +421,18 @@ impl Keyspace {
                 *last_seq = dot.seq();
             }
         });
+        // With no peer region every dot is stable at once: a key this delta
+        // left holding only tombstones (a list popped empty) is collected
+        // now, as Redis deletes it — not at the next GC pass, which a
+        // restart replaying the journal would wait for again (DBSIZE, KEYS).
+        if self.solo
+            && let Some(slot) = kept
+            && matches!(&self.table.slot(slot).1, Stored::Big(state) if state.visible_types() == 0)
+        {
+            let stable = self.context.vector().clone();
+            self.marked.remove(&slot);
+            self.collect_slot(slot, &stable);
+        }
     }
 
     fn apply_flush(&mut self, flushed: &CausalContext) {
