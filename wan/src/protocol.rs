@@ -238,6 +238,107 @@ impl Codec {
     }
 }
 
+/// zstd window of a stream's context (`COMPRESSION_ZSTD_STREAM`): 256 KiB,
+/// enough for the batches before to serve as the dictionary of the next,
+/// and small enough to keep per stream (about 1.3 MB a source context).
+pub const STREAM_WINDOW_LOG: u32 = 18;
+
+/// The largest window a destination accepts from a stream's zstd frame
+/// (memory a hostile source could make it hold).
+const STREAM_WINDOW_LOG_MAX: u32 = 20;
+
+/// A source stream's zstd context, kept across its batches
+/// (`COMPRESSION_ZSTD_STREAM`, D109): each batch is compressed with every
+/// batch before it as its history and flushed, so that even a batch of one
+/// delta compresses (its key's prefix, its tag's replica id and high
+/// timestamp bytes are in the window) — at low write rates a batch holds a
+/// few deltas, which alone compress to about nothing.
+pub struct StreamCompressor(zstd::stream::raw::Encoder<'static>);
+
+impl StreamCompressor {
+    /// A context at [`ZSTD_LEVEL`] with a [`STREAM_WINDOW_LOG`] window.
+    pub fn new() -> std::io::Result<StreamCompressor> {
+        let mut encoder = zstd::stream::raw::Encoder::new(ZSTD_LEVEL)?;
+        encoder.set_parameter(zstd::zstd_safe::CParameter::WindowLog(STREAM_WINDOW_LOG))?;
+        Ok(StreamCompressor(encoder))
+    }
+
+    /// The next batch's payload: `raw` compressed and flushed.
+    pub fn compress(&mut self, raw: &[u8]) -> std::io::Result<Payload> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        let mut out: Vec<u8> = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()) + 64);
+        let mut input = InBuffer::around(raw);
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(64));
+            }
+            let at = out.len();
+            let mut output = OutBuffer::around_pos(&mut out, at);
+            if input.pos() < raw.len() {
+                self.0.run(&mut input, &mut output)?;
+            } else if self.0.flush(&mut output)? == 0 {
+                break;
+            }
+        }
+        Ok(Payload { bytes: Bytes::from(out), compression: v1::Compression::ZstdStream, raw_bytes: raw.len() })
+    }
+}
+
+/// A destination stream's zstd context for `COMPRESSION_ZSTD_STREAM`
+/// batches, which it must see in order, every one.
+pub struct StreamDecompressor(zstd::stream::raw::Decoder<'static>);
+
+impl StreamDecompressor {
+    /// A context accepting windows up to 1 MiB.
+    pub fn new() -> Result<StreamDecompressor, WanError> {
+        let mut decoder = zstd::stream::raw::Decoder::new().map_err(|e| WanError::Local(e.to_string()))?;
+        decoder
+            .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(STREAM_WINDOW_LOG_MAX))
+            .map_err(|e| WanError::Local(e.to_string()))?;
+        Ok(StreamDecompressor(decoder))
+    }
+
+    /// The raw bytes of the next batch's payload, refusing one that claims
+    /// more than `raw_max` bytes or decompresses to another size than
+    /// `raw_bytes`.
+    pub fn decompress(&mut self, bytes: &[u8], raw_bytes: u32, raw_max: usize) -> Result<Bytes, WanError> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        let raw_bytes = raw_bytes as usize;
+        if raw_bytes > raw_max {
+            return Err(WanError::Protocol(format!("payload of {raw_bytes} bytes over the bound of {raw_max}")));
+        }
+        // One byte more than announced: a payload that fills it is too long.
+        let mut out: Vec<u8> = Vec::with_capacity(raw_bytes + 1);
+        let mut input = InBuffer::around(bytes);
+        let bad = |e: std::io::Error| WanError::Protocol(format!("bad zstd stream payload: {e}"));
+        while input.pos() < bytes.len() && out.len() <= raw_bytes {
+            let before = (input.pos(), out.len());
+            let mut output = OutBuffer::around_pos(&mut out, before.1);
+            self.0.run(&mut input, &mut output).map_err(bad)?;
+            let after = (input.pos(), output.pos());
+            if after == before {
+                break;
+            }
+        }
+        // Whatever the flushed blocks still hold comes out now.
+        if out.len() <= raw_bytes {
+            let at = out.len();
+            let mut output = OutBuffer::around_pos(&mut out, at);
+            self.0.flush(&mut output).map_err(bad)?;
+        }
+        if input.pos() < bytes.len() || out.len() > raw_bytes {
+            return Err(WanError::Protocol(format!("zstd stream payload longer than the {raw_bytes} bytes announced")));
+        }
+        if out.len() != raw_bytes {
+            return Err(WanError::Protocol(format!(
+                "zstd stream payload of {} bytes, {raw_bytes} announced",
+                out.len()
+            )));
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
 /// Compresses `raw` with `codec` when it is large enough and compression pays.
 pub fn compress(raw: Bytes, codec: Codec) -> Payload {
     let raw_bytes = raw.len();
@@ -287,6 +388,9 @@ pub fn decompress(bytes: Bytes, compression: i32, raw_bytes: u32, raw_max: usize
         ),
         Ok(v1::Compression::Gzip) => {
             Bytes::from(gunzip(&bytes, raw_bytes).map_err(|e| WanError::Protocol(format!("bad gzip payload: {e}")))?)
+        }
+        Ok(v1::Compression::ZstdStream) => {
+            return Err(WanError::Protocol("a zstd stream payload outside a stream's batches".into()));
         }
         Err(_) => return Err(WanError::Protocol(format!("unknown compression {compression}"))),
     };
@@ -419,6 +523,59 @@ pub fn vector_from_wire(packed: &[u64]) -> Result<VersionVector, WanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Batches compressed with one stream context read back in order, and
+    /// after the first few a batch of one SET-like delta takes far less
+    /// than its raw size; a payload out of order, cut, or announcing the
+    /// wrong size is refused.
+    #[test]
+    fn stream_batches_read_back_in_order_and_small() {
+        let mut compressor = StreamCompressor::new().unwrap();
+        let mut decompressor = StreamDecompressor::new().unwrap();
+        let delta = |n: u64| format!("\x0a\x0ckey:{n:08}\x12\x10value:{:010}\x18\x01\x20{}", n * 7919 % 10_007, n * 7);
+        let mut last = 0;
+        for n in 0..500u64 {
+            // Batches of 1 to 7 deltas, and now and then a large one.
+            let raw: String = (0..if n % 97 == 0 { 3_000 } else { 1 + n % 7 }).map(|k| delta(n * 10_000 + k)).collect();
+            let payload = compressor.compress(raw.as_bytes()).unwrap();
+            assert_eq!(payload.compression, v1::Compression::ZstdStream);
+            assert_eq!(payload.raw_bytes, raw.len());
+            let back = decompressor.decompress(&payload.bytes, raw.len() as u32, MESSAGE_BYTES_MAX).unwrap();
+            assert_eq!(back, raw.as_bytes(), "batch {n}");
+            if n % 7 == 0 && n % 97 != 0 {
+                last = payload.bytes.len();
+                assert!(last * 4 < raw.len() * 3, "batch {n}: {last} bytes for {}", raw.len());
+            }
+        }
+        assert!(last > 0);
+
+        // Refused: a size other than announced, a bound, a skipped batch.
+        let raw = delta(1);
+        let payload = compressor.compress(raw.as_bytes()).unwrap();
+        assert!(decompressor.decompress(&payload.bytes, raw.len() as u32 - 1, MESSAGE_BYTES_MAX).is_err());
+        let mut fresh = StreamDecompressor::new().unwrap();
+        let first = StreamCompressor::new().unwrap().compress(raw.as_bytes()).unwrap();
+        assert!(fresh.decompress(&first.bytes, raw.len() as u32, 4).is_err(), "over the bound");
+        let mut fresh = StreamDecompressor::new().unwrap();
+        assert!(
+            fresh.decompress(&first.bytes, raw.len() as u32 + 5, MESSAGE_BYTES_MAX).is_err(),
+            "fewer bytes than announced"
+        );
+        let mut sender = StreamCompressor::new().unwrap();
+        let _skipped = sender.compress(raw.as_bytes()).unwrap();
+        let second = sender.compress(raw.as_bytes()).unwrap();
+        let mut receiver = StreamDecompressor::new().unwrap();
+        let out_of_order = receiver.decompress(&second.bytes, raw.len() as u32, MESSAGE_BYTES_MAX);
+        assert!(out_of_order.is_err(), "a batch without the ones before it: {out_of_order:?}");
+        let mut receiver = StreamDecompressor::new().unwrap();
+        assert!(
+            receiver.decompress(&first.bytes[..first.bytes.len() / 2], raw.len() as u32, MESSAGE_BYTES_MAX).is_err()
+        );
+        // Outside a stream, such a payload is refused.
+        assert!(
+            decompress(first.bytes, v1::Compression::ZstdStream as i32, raw.len() as u32, MESSAGE_BYTES_MAX).is_err()
+        );
+    }
 
     #[test]
     fn the_window_bounds_batches_in_flight_and_checks_acks() {

@@ -160,6 +160,10 @@ struct Session<'a> {
     requests: mpsc::Sender<v1::SyncRequest>,
     responses: Streaming<v1::SyncResponse>,
     cursor: Cursor,
+    /// The zstd context of the stream's `COMPRESSION_ZSTD_STREAM` batches
+    /// (made at the first; a new session starts a new one, as does the
+    /// source).
+    stream_zstd: Option<protocol::StreamDecompressor>,
 }
 
 async fn session(
@@ -193,6 +197,7 @@ async fn session(
         first_granule: u32::from(config.slice.held.start),
         end_granule: if whole { 0 } else { u32::from(config.slice.held.end) },
         destination_stream: config.destination_stream,
+        zstd_stream: true,
     };
     requests
         .send(v1::SyncRequest { kind: Some(sync_request::Kind::Subscribe(subscribe)) })
@@ -202,7 +207,7 @@ async fn session(
         .await
         .map_err(|_| WanError::Idle(config.idle_timeout.as_millis() as u64))??
         .into_inner();
-    let mut session = Session { config, inbound, stats, requests, responses, cursor };
+    let mut session = Session { config, inbound, stats, requests, responses, cursor, stream_zstd: None };
     session.run(backoff).await
 }
 
@@ -323,7 +328,16 @@ impl Session<'_> {
             }
         };
         LinkStats::add(&self.stats.bytes_in_wire, batch.payload.len() as u64);
-        let raw: Bytes = protocol::decompress(batch.payload, batch.compression, batch.raw_bytes, MESSAGE_BYTES_MAX)?;
+        let raw: Bytes = if batch.compression == v1::Compression::ZstdStream as i32 {
+            // The stream's one context, made at its first such batch.
+            let decompressor = match &mut self.stream_zstd {
+                Some(decompressor) => decompressor,
+                None => self.stream_zstd.insert(protocol::StreamDecompressor::new()?),
+            };
+            decompressor.decompress(&batch.payload, batch.raw_bytes, MESSAGE_BYTES_MAX)?
+        } else {
+            protocol::decompress(batch.payload, batch.compression, batch.raw_bytes, MESSAGE_BYTES_MAX)?
+        };
         LinkStats::add(&self.stats.bytes_in_raw, raw.len() as u64);
         let deltas = protocol::decode_delta_list(raw)?;
         // A filtered batch holds the deltas of this shard's granules only,

@@ -312,6 +312,19 @@ async fn serve_stream(
 
     let mut window = Window::new(start);
     let mut heartbeat = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
+    // A destination that reads zstd streams gets one context for all the
+    // stream's batches (D109); one that does not (an older node), a zstd
+    // block per large batch.
+    let mut stream_zstd = match codec {
+        Codec::Zstd if subscribe.zstd_stream => match protocol::StreamCompressor::new() {
+            Ok(compressor) => Some(compressor),
+            Err(error) => {
+                tracing::warn!(%error, "no zstd stream context; compressing batch by batch");
+                None
+            }
+        },
+        _ => None,
+    };
     loop {
         while window.has_room() {
             let entries = match outbox.read(window.next_to_send(), BATCH_DELTAS_MAX, BATCH_BYTES_MAX) {
@@ -328,7 +341,13 @@ async fn serve_stream(
                 None => (entries, Vec::new()),
                 Some(slice) => protocol::filter_batch(&entries, slice)?,
             };
-            let payload = protocol::compress(protocol::delta_list(&entries), codec);
+            let list = protocol::delta_list(&entries);
+            let payload = match stream_zstd.as_mut() {
+                Some(compressor) => compressor
+                    .compress(&list)
+                    .map_err(|e| WanError::Local(format!("zstd stream compression failed: {e}")))?,
+                None => protocol::compress(list, codec),
+            };
             LinkStats::add(&stats.bytes_out_raw, payload.raw_bytes as u64);
             LinkStats::add(&stats.bytes_out_wire, payload.bytes.len() as u64);
             LinkStats::add(&stats.deltas, entries.len() as u64);
