@@ -263,9 +263,14 @@ impl StreamCompressor {
         Ok(StreamCompressor(encoder))
     }
 
-    /// The next batch's payload: `raw` compressed and flushed.
+    /// The next batch's payload: `raw` compressed and flushed. An empty
+    /// batch (a filtered one that kept nothing) goes uncompressed, leaving
+    /// the context as it was.
     pub fn compress(&mut self, raw: &[u8]) -> std::io::Result<Payload> {
         use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        if raw.is_empty() {
+            return Ok(Payload { bytes: Bytes::new(), compression: v1::Compression::None, raw_bytes: 0 });
+        }
         let mut out: Vec<u8> = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()) + 64);
         let mut input = InBuffer::around(raw);
         loop {
@@ -320,8 +325,10 @@ impl StreamDecompressor {
                 break;
             }
         }
-        // Whatever the flushed blocks still hold comes out now.
-        if out.len() <= raw_bytes {
+        // Whatever the flushed blocks still hold comes out now (a payload
+        // that filled its announced size holds nothing more, or is caught
+        // by the next one).
+        if out.len() < raw_bytes {
             let at = out.len();
             let mut output = OutBuffer::around_pos(&mut out, at);
             self.0.flush(&mut output).map_err(bad)?;
@@ -571,6 +578,21 @@ mod tests {
         assert!(
             receiver.decompress(&first.bytes[..first.bytes.len() / 2], raw.len() as u32, MESSAGE_BYTES_MAX).is_err()
         );
+        // Empty batches (filtered ones that kept nothing), however many in a
+        // row, leave the stream's contexts as they were (found by the fuzz
+        // target: they made the destination's context refuse the stream).
+        let mut sender = StreamCompressor::new().unwrap();
+        let mut receiver = StreamDecompressor::new().unwrap();
+        for n in 0..20 {
+            let raw = if n % 5 == 4 { delta(n) } else { String::new() };
+            let payload = sender.compress(raw.as_bytes()).unwrap();
+            let back = if payload.compression == v1::Compression::ZstdStream {
+                receiver.decompress(&payload.bytes, raw.len() as u32, MESSAGE_BYTES_MAX).unwrap()
+            } else {
+                decompress(payload.bytes, payload.compression as i32, 0, MESSAGE_BYTES_MAX).unwrap()
+            };
+            assert_eq!(back, raw.as_bytes(), "batch {n}");
+        }
         // Outside a stream, such a payload is refused.
         assert!(
             decompress(first.bytes, v1::Compression::ZstdStream as i32, raw.len() as u32, MESSAGE_BYTES_MAX).is_err()
