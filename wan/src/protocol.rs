@@ -247,6 +247,13 @@ pub const STREAM_WINDOW_LOG: u32 = 18;
 /// (memory a hostile source could make it hold).
 const STREAM_WINDOW_LOG_MAX: u32 = 20;
 
+/// zstd level of a stream's context: 1. Measured on SET-like deltas
+/// (release, one core): level 1 compresses a one-delta batch in 0.95 µs
+/// and a 1,000-delta batch in 81 µs at 12.3 bytes a delta; level 3 with
+/// the same window took 2.3 µs and 726 µs at 14.0 bytes (per-batch level 3
+/// zstd: 105 µs, 13.5 bytes).
+pub const STREAM_ZSTD_LEVEL: i32 = 1;
+
 /// A source stream's zstd context, kept across its batches
 /// (`COMPRESSION_ZSTD_STREAM`, D109): each batch is compressed with every
 /// batch before it as its history and flushed, so that even a batch of one
@@ -256,9 +263,9 @@ const STREAM_WINDOW_LOG_MAX: u32 = 20;
 pub struct StreamCompressor(zstd::stream::raw::Encoder<'static>);
 
 impl StreamCompressor {
-    /// A context at [`ZSTD_LEVEL`] with a [`STREAM_WINDOW_LOG`] window.
+    /// A context at [`STREAM_ZSTD_LEVEL`] with a [`STREAM_WINDOW_LOG`] window.
     pub fn new() -> std::io::Result<StreamCompressor> {
-        let mut encoder = zstd::stream::raw::Encoder::new(ZSTD_LEVEL)?;
+        let mut encoder = zstd::stream::raw::Encoder::new(STREAM_ZSTD_LEVEL)?;
         encoder.set_parameter(zstd::zstd_safe::CParameter::WindowLog(STREAM_WINDOW_LOG))?;
         Ok(StreamCompressor(encoder))
     }
