@@ -1916,15 +1916,7 @@ impl FrozenKeys {
     /// more for [`Keyspace::freeze_finish`]. Blocking (it sleeps between
     /// steps): never on an async worker.
     pub fn copy_in_steps(&mut self, mut step: impl FnMut(&mut FrozenKeys) -> bool) {
-        while !step(self) {
-            // A pause, not a yield: the lock is not fair, and a thread that
-            // only yields takes it back before a woken waiter runs, which
-            // held the shard for the whole copy (100–280 ms at 2 M keys).
-            // Callers run on blocking threads (a rewrite's own, or
-            // `spawn_blocking`), never on an async worker.
-            #[allow(clippy::disallowed_methods)]
-            std::thread::sleep(FREEZE_STEP_PAUSE);
-        }
+        in_steps(|| step(self));
     }
 
     /// Copies the occupied slots from `from` up to `to` (a step of a copy).
@@ -2002,11 +1994,20 @@ impl SnapshotMerging {
     /// take it (see [`FrozenKeys::copy_in_steps`]). The caller then takes
     /// the lock once more for [`Keyspace::merge_finish`].
     pub fn run_steps(&mut self, mut step: impl FnMut(&mut SnapshotMerging) -> bool) {
-        while !step(self) {
-            // On blocking threads only, like a copy's steps.
-            #[allow(clippy::disallowed_methods)]
-            std::thread::sleep(FREEZE_STEP_PAUSE);
-        }
+        in_steps(|| step(self));
+    }
+}
+
+/// Runs `step` until it answers true, with a [`FREEZE_STEP_PAUSE`] between
+/// two calls. A pause, not a yield: the lock each step takes is not fair,
+/// and a thread that only yields takes it back before a woken waiter runs,
+/// which held the shard for a whole copy (100–280 ms at 2 M keys). Callers
+/// run on blocking threads (a rewrite's own, or `spawn_blocking`), never on
+/// an async worker.
+fn in_steps(mut step: impl FnMut() -> bool) {
+    while !step() {
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(FREEZE_STEP_PAUSE);
     }
 }
 

@@ -264,6 +264,15 @@ async fn caught_up_replica(cluster: &Cluster, id: u64, master: u64, uid: u64) ->
     .await
 }
 
+/// A connection to the master at `at`, once it accepts writes.
+async fn writable_master(at: SocketAddr) -> Client {
+    converges("the master accepts writes", || async {
+        (try_cmd(at, &["SET", "probe", "1"]).await? == common::ok()).then_some(())
+    })
+    .await;
+    connect(at).await.expect("connect to the master")
+}
+
 fn addr(member: &Member, port: u16) -> SocketAddr {
     SocketAddr::new(member.host, port)
 }
@@ -363,11 +372,7 @@ async fn a_manual_failover_resumes_the_old_master_partially() {
     let uid = cluster.create_db("carts", port).await;
     let (master, replica, _) = converges("the shard is placed", || cluster.roles(2, uid)).await;
     let at = addr(cluster.member(master), port);
-    converges("the master accepts writes", || async {
-        (try_cmd(at, &["SET", "probe", "1"]).await? == common::ok()).then_some(())
-    })
-    .await;
-    let mut client = connect(at).await.expect("connect");
+    let mut client = writable_master(at).await;
     for i in 0..50 {
         client.cmd(&["SADD", "members", &format!("m{i}")]).await;
     }
@@ -435,11 +440,7 @@ async fn an_isolated_master_refuses_writes_once_its_shard_failed_over() {
     let uid = cluster.create_db("ledger", port).await;
     let (master, replica, epoch) = converges("the shard is placed", || cluster.roles(1, uid)).await;
     let at = addr(cluster.member(master), port);
-    converges("the master accepts writes", || async {
-        (try_cmd(at, &["SET", "probe", "1"]).await? == common::ok()).then_some(())
-    })
-    .await;
-    let mut client = connect(at).await.expect("connect");
+    let mut client = writable_master(at).await;
     assert_eq!(client.cmd(&["SET", "balance", "100"]).await, common::ok());
     assert_eq!(client.cmd(&["WAIT", "1", "10000"]).await, common::int(1));
 
@@ -792,11 +793,7 @@ async fn a_failed_nodes_replica_is_recreated_on_another_node_after_the_grace_per
     let (master, replica, _) = converges("the shard is placed", || cluster.roles(1, uid)).await;
     let spare = 6 - master - replica;
     let at = addr(cluster.member(master), port);
-    converges("the master accepts writes", || async {
-        (try_cmd(at, &["SET", "probe", "1"]).await? == common::ok()).then_some(())
-    })
-    .await;
-    let mut client = connect(at).await.expect("connect to the master");
+    let mut client = writable_master(at).await;
     for i in 0..100 {
         assert_eq!(client.cmd(&["SET", &format!("k{i}"), "v"]).await, common::ok());
     }
@@ -844,11 +841,7 @@ async fn a_master_whose_only_replica_never_synced_keeps_its_shard_through_a_fail
     let (master, replica, epoch) = converges("the shard is placed", || cluster.roles(1, uid)).await;
     let third = 6 - master - replica;
     let at = addr(cluster.member(master), port);
-    converges("the master accepts writes", || async {
-        (try_cmd(at, &["SET", "probe", "1"]).await? == common::ok()).then_some(())
-    })
-    .await;
-    let mut client = connect(at).await.expect("connect to the master");
+    let mut client = writable_master(at).await;
     for i in 0..100 {
         assert_eq!(client.cmd(&["SET", &format!("k{i}"), &i.to_string()]).await, common::ok());
     }
