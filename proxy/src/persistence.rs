@@ -214,6 +214,17 @@ impl ServerState {
         self.change_journal(|journal| journal.set_rewrite_min_bytes(bytes))
     }
 
+    /// `auto-aof-rewrite-percentage`; `None` without a data directory.
+    pub fn rewrite_percentage(&self) -> Option<u64> {
+        self.persistence.as_ref().map(|p| p.journal().rewrite_percentage())
+    }
+
+    /// CONFIG SET auto-aof-rewrite-percentage: false if the node is not
+    /// persistent.
+    pub fn set_rewrite_percentage(&self, percentage: u64) -> bool {
+        self.change_journal(|journal| journal.set_rewrite_percentage(percentage))
+    }
+
     /// Applies a setting to the journal; false if there is none.
     fn change_journal(&self, change: impl FnOnce(&mut Journal)) -> bool {
         let Some(persistence) = &self.persistence else {
@@ -254,7 +265,8 @@ impl ServerState {
         if due && let Err(error) = self.sync_journal() {
             tracing::error!(%error, "journal fsync failed");
         }
-        if persistence.journal().needs_rewrite() && !persistence.rewrite_running.swap(true, Ordering::AcqRel) {
+        let keys = self.shard().keyspace().len() as u64;
+        if persistence.journal().needs_rewrite(keys) && !persistence.rewrite_running.swap(true, Ordering::AcqRel) {
             let server = Arc::clone(self);
             let spawned = std::thread::Builder::new().name("journal-rewrite".into()).spawn(move || {
                 if let Err(error) = server.rewrite_with(Urgency::Background) {
@@ -375,7 +387,7 @@ impl ServerState {
             lower_this_threads_priority();
         }
         let (bytes, encode_ms, write_ms) = write()?;
-        persistence.journal().set_snapshot_bytes(bytes);
+        persistence.journal().set_snapshot(bytes, count as u64);
         tracing::info!(
             keys = count,
             bytes,

@@ -29,9 +29,10 @@
 //! ## Rewrite
 //!
 //! When the journal has grown past its minimum size ([`REWRITE_MIN_BYTES`] by
-//! default, Redis's `auto-aof-rewrite-min-size`) and past the size of the
-//! last snapshot, the shard rotates to a new journal generation and writes
-//! a snapshot of its state (to a temporary file, fsynced, renamed, the
+//! default, Redis's `auto-aof-rewrite-min-size`) and the files hold as much
+//! superseded data as live data (see [`rewrite_due`]: `auto-aof-rewrite-percentage`
+//! of it, 100 by default), the shard rotates to a new journal generation and
+//! writes a snapshot of its state (to a temporary file, fsynced, renamed, the
 //! directory fsynced), then deletes the journals and snapshots it covers. A
 //! crash at any point leaves either the old snapshot and all journals, or the
 //! new snapshot and the journals after it: both recover the same state.
@@ -96,8 +97,63 @@ impl PendingSync {
     }
 }
 
-/// A journal larger than this (and than the last snapshot) is rewritten.
+/// No journal smaller than this is rewritten (`auto-aof-rewrite-min-size`).
 pub const REWRITE_MIN_BYTES: u64 = 64 * 1024 * 1024;
+/// The default `auto-aof-rewrite-percentage`: a rewrite once the estimated
+/// superseded bytes reach this percentage of the estimated live bytes.
+pub const REWRITE_PERCENTAGE: u64 = 100;
+/// Whatever the estimate says, a journal this many times the size of the
+/// last snapshot (or of the minimum, if larger) is rewritten: the bound on
+/// how far a misleading estimate can let the files grow, and on how much of
+/// the state recovery replays delta by delta instead of loading.
+pub const REWRITE_BOUND_FACTOR: u64 = 8;
+
+/// Whether a journal is due for a rewrite (D110). A rewrite pays for
+/// itself only in the space and replay time of *superseded* data: a journal
+/// of deltas that created new keys holds what a snapshot would hold, and
+/// rewriting it (seconds of CPU and a full copy of the state at millions of
+/// keys) gains nothing. So the files' live bytes are estimated as the last
+/// snapshot plus the journal's share of key growth — the key count's change
+/// since the snapshot, at the journal's mean bytes per delta — and the rest
+/// of the journal counts as superseded (an overwrite, a delete, a field
+/// added to an existing key: conservative, it rewrites sooner). Due when
+///
+/// - the journal is at least `min_bytes`, and
+/// - superseded ≥ `percentage`% of live, or the journal is
+///   [`REWRITE_BOUND_FACTOR`] × max(snapshot, `min_bytes`) or more.
+///
+/// With no key growth this is Redis's own rule (journal ≥ last snapshot at
+/// 100%); with only new keys the journal is left alone until the bound.
+/// `percentage` 0 turns automatic rewrites off, as in Redis.
+pub fn rewrite_due(files: &RewriteInputs, keys: u64, min_bytes: u64, percentage: u64) -> bool {
+    if percentage == 0 || files.journal_bytes < min_bytes {
+        return false;
+    }
+    let bound = REWRITE_BOUND_FACTOR.saturating_mul(files.snapshot_bytes.max(min_bytes));
+    if files.journal_bytes >= bound {
+        return true;
+    }
+    let journal = i128::from(files.journal_bytes);
+    let per_delta = journal / i128::from(files.journal_deltas.max(1));
+    let growth = (i128::from(keys) - i128::from(files.snapshot_keys)) * per_delta;
+    let total = i128::from(files.snapshot_bytes) + journal;
+    let live = (i128::from(files.snapshot_bytes) + growth).clamp(0, total);
+    let superseded = total - live;
+    superseded * 100 >= live * i128::from(percentage)
+}
+
+/// What [`rewrite_due`] weighs of a journal and its last snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RewriteInputs {
+    /// Bytes in the current journal file.
+    pub journal_bytes: u64,
+    /// Deltas in the current journal file.
+    pub journal_deltas: u64,
+    /// Size of the last snapshot written or loaded.
+    pub snapshot_bytes: u64,
+    /// Keys that snapshot holds.
+    pub snapshot_keys: u64,
+}
 /// The largest frame or snapshot body accepted when reading (a larger length
 /// field is corruption): 1 GiB more than the largest value a client may
 /// write (`proto-max-bulk-len`, 512 MiB).
@@ -126,12 +182,12 @@ pub struct Journal {
     fsync: Fsync,
     generation: u64,
     file: File,
-    /// Bytes in the current journal file.
-    journal_bytes: u64,
-    /// Size of the last snapshot written or loaded.
-    snapshot_bytes: u64,
+    /// Sizes of the current journal file and of the last snapshot.
+    files: RewriteInputs,
     /// No rewrite below this journal size.
     rewrite_min_bytes: u64,
+    /// `auto-aof-rewrite-percentage` (see [`rewrite_due`]).
+    rewrite_percentage: u64,
     /// True if a frame was written since the last fsync.
     dirty: bool,
     /// Journal position (see `Keyspace::journal_seq`) written so far.
@@ -332,6 +388,7 @@ impl Journal {
             None => (Keyspace::new(replica), 0, 0, 0),
         };
         prepare(&mut keyspace);
+        let snapshot_keys = keyspace.len() as u64;
         let journals: Vec<(u64, PathBuf)> =
             generations(dir, "journal-", ".log")?.into_iter().filter(|(g, _)| *g > covered).collect();
         let (mut replayed, mut truncated) = (0u64, 0u64);
@@ -355,9 +412,9 @@ impl Journal {
                 file.set_len(good).map_err(|e| context(path, e))?;
                 file.sync_all().map_err(|e| context(path, e))?;
             }
-            last = Some((*generation, good));
+            last = Some((*generation, good, applied));
         }
-        let (generation, journal_bytes) = last.unwrap_or((covered + 1, 0));
+        let (generation, journal_bytes, journal_deltas) = last.unwrap_or((covered + 1, 0, 0));
         let path = journal_path(dir, generation);
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| context(&path, e))?;
         sync_dir(dir)?;
@@ -367,9 +424,9 @@ impl Journal {
             fsync,
             generation,
             file,
-            journal_bytes,
-            snapshot_bytes,
+            files: RewriteInputs { journal_bytes, journal_deltas, snapshot_bytes, snapshot_keys },
             rewrite_min_bytes: REWRITE_MIN_BYTES,
+            rewrite_percentage: REWRITE_PERCENTAGE,
             dirty: false,
             written_seq: seq,
             synced_seq: seq,
@@ -402,6 +459,16 @@ impl Journal {
     /// (CONFIG SET auto-aof-rewrite-min-size).
     pub fn set_rewrite_min_bytes(&mut self, bytes: u64) {
         self.rewrite_min_bytes = bytes;
+    }
+
+    /// `auto-aof-rewrite-percentage` (see [`rewrite_due`]).
+    pub fn rewrite_percentage(&self) -> u64 {
+        self.rewrite_percentage
+    }
+
+    /// CONFIG SET auto-aof-rewrite-percentage (0: no automatic rewrite).
+    pub fn set_rewrite_percentage(&mut self, percentage: u64) {
+        self.rewrite_percentage = percentage;
     }
 
     /// The journal position written to the file (see `Keyspace::journal_seq`).
@@ -441,13 +508,14 @@ impl Journal {
                 // Keep the deltas for the next append, and cut what part of
                 // the frame reached the file: a torn frame in the middle of
                 // the journal would hide every later one at recovery.
-                if let Err(cut) = self.file.set_len(self.journal_bytes) {
+                if let Err(cut) = self.file.set_len(self.files.journal_bytes) {
                     self.broken = Some(format!("{error}; cutting the partial frame failed: {cut}"));
                 }
                 self.retry = deltas;
                 return Err(context(&path, error));
             }
-            self.journal_bytes += frame.len() as u64;
+            self.files.journal_bytes += frame.len() as u64;
+            self.files.journal_deltas += deltas.len() as u64;
             self.dirty = true;
         }
         self.written_seq = upto;
@@ -497,14 +565,15 @@ impl Journal {
         }
     }
 
-    /// True when the journal has grown enough to be replaced by a snapshot.
-    pub fn needs_rewrite(&self) -> bool {
-        self.journal_bytes >= self.rewrite_min_bytes.max(self.snapshot_bytes)
+    /// True when the journal holds enough superseded data to be replaced by
+    /// a snapshot ([`rewrite_due`]), the shard now holding `keys` keys.
+    pub fn needs_rewrite(&self, keys: u64) -> bool {
+        rewrite_due(&self.files, keys, self.rewrite_min_bytes, self.rewrite_percentage)
     }
 
     /// Size of the current journal file.
     pub fn journal_bytes(&self) -> u64 {
-        self.journal_bytes
+        self.files.journal_bytes
     }
 
     /// Starts a rewrite: forces the current journal to disk and moves on to
@@ -519,7 +588,8 @@ impl Journal {
         self.file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| context(&path, e))?;
         sync_dir(&self.dir)?;
         self.generation = next;
-        self.journal_bytes = 0;
+        self.files.journal_bytes = 0;
+        self.files.journal_deltas = 0;
         Ok(covered)
     }
 
@@ -529,7 +599,7 @@ impl Journal {
     pub fn write_snapshot(&mut self, covered: u64, keyspace: &Keyspace, hlc_high_water: u64) -> io::Result<()> {
         let body = encode_snapshot(keyspace);
         let bytes = write_snapshot_file(&self.dir, covered, &body, hlc_high_water)?;
-        self.snapshot_bytes = bytes;
+        self.set_snapshot(bytes, keyspace.len() as u64);
         Ok(())
     }
 
@@ -538,10 +608,12 @@ impl Journal {
         &self.dir
     }
 
-    /// Records the size of a snapshot written with [`write_snapshot_file`]
-    /// (outside the journal's lock), for the next rewrite decision.
-    pub fn set_snapshot_bytes(&mut self, bytes: u64) {
-        self.snapshot_bytes = bytes;
+    /// Records the size and key count of a snapshot written with
+    /// [`write_snapshot_file`] (outside the journal's lock), for the next
+    /// rewrite decision.
+    pub fn set_snapshot(&mut self, bytes: u64, keys: u64) {
+        self.files.snapshot_bytes = bytes;
+        self.files.snapshot_keys = keys;
     }
 
     /// True while appends fail (the disk is full, or the file broke).
@@ -648,6 +720,52 @@ mod tests {
         assert_eq!(recovered.hlc_high_water, at(5).hlc);
         assert_eq!(recovered.truncated_bytes, 0);
         assert_eq!(without_journal(recovered.keyspace), without_journal(keyspace));
+    }
+
+    /// The journal counts its bytes and deltas, and a reopened one the
+    /// snapshot's keys, for the rewrite rule (D110): new keys are not due,
+    /// overwrites are, and the decision survives a restart.
+    #[test]
+    fn the_rewrite_decision_follows_overwrites_and_survives_a_restart() {
+        let dir = tempdir();
+        let (mut journal, _) = open(&dir);
+        journal.set_rewrite_min_bytes(1024);
+        let mut keyspace = journaled();
+        for i in 0..100u64 {
+            keyspace.set(format!("key-{i}").as_bytes(), b"value", ExpiryChange::Clear, at(i + 1));
+        }
+        commit(&mut journal, &mut keyspace, at(100).hlc);
+        assert_eq!(journal.files.journal_deltas, 100);
+        assert!((1024..8 * 1024).contains(&journal.journal_bytes()), "{}", journal.journal_bytes());
+        assert!(!journal.needs_rewrite(keyspace.len() as u64), "100 new keys: nothing superseded");
+        assert!(journal.needs_rewrite(0), "unless they were deleted since");
+        let covered = journal.rotate().unwrap();
+        journal.write_snapshot(covered, &keyspace, at(100).hlc).unwrap();
+        assert_eq!(journal.files.snapshot_keys, 100);
+        // Overwrites up to half the snapshot's size: not due yet.
+        let mut n = 0;
+        while journal.journal_bytes() < journal.files.snapshot_bytes / 2 {
+            keyspace.set(b"key-0", format!("value {n}").as_bytes(), ExpiryChange::Clear, at(200 + n));
+            commit(&mut journal, &mut keyspace, at(200 + n).hlc);
+            n += 1;
+        }
+        assert!(journal.journal_bytes() >= 1024);
+        assert!(!journal.needs_rewrite(100), "{n} overwrites weigh less than the snapshot");
+        drop(journal);
+
+        let (mut journal, recovered) = open(&dir);
+        journal.set_rewrite_min_bytes(1024);
+        assert_eq!(journal.files.snapshot_keys, 100);
+        assert_eq!(journal.files.journal_deltas, n);
+        assert!(!journal.needs_rewrite(100));
+        let mut keyspace = recovered.keyspace;
+        while journal.journal_bytes() < journal.files.snapshot_bytes {
+            keyspace.set(b"key-1", format!("value {n}").as_bytes(), ExpiryChange::Clear, at(200 + n));
+            commit(&mut journal, &mut keyspace, at(200 + n).hlc);
+            n += 1;
+        }
+        assert!(journal.needs_rewrite(100), "{n} overwrites outweigh the snapshot");
+        assert!(!journal.needs_rewrite(100 + n), "unless each had added a key");
     }
 
     /// A snapshot of several sync chunks (`SNAPSHOT_SYNC_BYTES`) is whole.
@@ -805,6 +923,46 @@ mod tests {
         let mut huge_count = vec![0u8; 8];
         huge_count.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_payload(&huge_count).is_err(), "a count beyond the payload is an error, not an allocation");
+    }
+
+    /// D110: the rewrite rule weighs superseded bytes against live ones.
+    #[test]
+    fn a_rewrite_is_due_for_superseded_data_not_for_new_keys() {
+        const MB: u64 = 1 << 20;
+        let files = |journal_mb: u64, deltas: u64, snapshot_mb: u64, snapshot_keys: u64| RewriteInputs {
+            journal_bytes: journal_mb * MB,
+            journal_deltas: deltas,
+            snapshot_bytes: snapshot_mb * MB,
+            snapshot_keys,
+        };
+        let min = 64 * MB;
+        // Overwrites only (the key count unchanged): Redis's rule, journal
+        // at least the snapshot's size and the minimum.
+        assert!(!rewrite_due(&files(63, 1_000, 10, 100), 100, min, 100), "below the minimum");
+        assert!(rewrite_due(&files(64, 1_000, 10, 100), 100, min, 100));
+        assert!(!rewrite_due(&files(99, 1_000, 100, 100), 100, min, 100));
+        assert!(rewrite_due(&files(100, 1_000, 100, 100), 100, min, 100));
+        // Only new keys: nothing superseded, no rewrite below the bound of
+        // 8 × max(snapshot, minimum).
+        assert!(!rewrite_due(&files(500, 1_000_000, 100, 2_000_000), 3_000_000, min, 100));
+        assert!(!rewrite_due(&files(511, 1_000_000, 0, 0), 1_000_000, min, 100));
+        assert!(rewrite_due(&files(512, 1_000_000, 0, 0), 1_000_000, min, 100), "the bound");
+        assert!(rewrite_due(&files(800, 1_000_000, 100, 0), 1_000_000, min, 100), "the bound");
+        // Half new keys, half overwrites: half the journal superseded, never
+        // as much as what is live (the files stay under twice the live
+        // bytes); a quarter new keys: due once three quarters of the
+        // journal outweigh the rest and the snapshot.
+        assert!(!rewrite_due(&files(200, 1_000, 100, 1_000), 1_500, min, 100), "100 superseded, 200 live");
+        assert!(!rewrite_due(&files(400, 1_000, 100, 1_000), 1_500, min, 100), "200 superseded, 300 live");
+        assert!(!rewrite_due(&files(190, 1_000, 100, 1_000), 1_250, min, 100), "142 superseded, 147 live");
+        assert!(rewrite_due(&files(400, 1_000, 100, 1_000), 1_250, min, 100), "300 superseded, 200 live");
+        // Keys deleted: their snapshot share counts as superseded too.
+        assert!(rewrite_due(&files(64, 1_000, 300, 10_000), 2_000, min, 100));
+        // The percentage: 0 turns automatic rewrites off, 200 waits for
+        // twice as much superseded as live.
+        assert!(!rewrite_due(&files(4_000, 1_000, 100, 100), 100, min, 0));
+        assert!(!rewrite_due(&files(150, 1_000, 100, 100), 100, min, 200));
+        assert!(rewrite_due(&files(200, 1_000, 100, 100), 100, min, 200));
     }
 
     /// A fresh directory under the system temp dir, unique per test.

@@ -229,9 +229,10 @@ fn files_in(dir: &Path) -> Vec<String> {
     files
 }
 
-/// Past `auto-aof-rewrite-min-size` the maintenance cycle rewrites the
-/// journal on its own thread while commands go on (D98); the result
-/// recovers everything, writes made during the rewrite included.
+/// Past `auto-aof-rewrite-min-size`, once overwrites weigh as much as the
+/// live data (`auto-aof-rewrite-percentage`, D110), the maintenance cycle
+/// rewrites the journal on its own thread while commands go on (D98); the
+/// result recovers everything, writes made during the rewrite included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grown_journal_is_rewritten_in_the_background() {
     let dir = data_dir("background");
@@ -250,12 +251,23 @@ async fn a_grown_journal_is_rewritten_in_the_background() {
         c.cmd(&["CONFIG", "GET", "auto-aof-rewrite-min-size"]).await,
         Resp::Array(vec![bulk("auto-aof-rewrite-min-size"), bulk("8192")])
     );
+    let percentage = |p: &str| Resp::Array(vec![bulk("auto-aof-rewrite-percentage"), bulk(p)]);
+    assert_eq!(c.cmd(&["CONFIG", "GET", "auto-aof-rewrite-percentage"]).await, percentage("100"));
+    for (given, refused) in [("x", "parsed into an integer"), ("-1", "between 0 and")] {
+        assert!(
+            matches!(c.cmd(&["CONFIG", "SET", "auto-aof-rewrite-percentage", given]).await, Resp::Error(e) if e.contains(refused)),
+            "{given:?}"
+        );
+    }
+    assert_eq!(c.cmd(&["CONFIG", "SET", "auto-aof-rewrite-percentage", "50"]).await, ok());
+    assert_eq!(c.cmd(&["CONFIG", "GET", "auto-aof-rewrite-percentage"]).await, percentage("50"));
     let first_journal = files_in(&dir).into_iter().filter(|f| f.starts_with("journal-")).max().expect("a journal");
-    // Writes past 8 KiB of journal, and on while the rewrite runs.
+    // Overwrites of 100 keys past 8 KiB of journal, and on while the
+    // rewrite runs.
     let mut written = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let key = format!("key-{written}");
+        let key = format!("key-{}", written % 100);
         assert_eq!(c.cmd(&["SET", &key, "some value of a few dozen bytes, journaled"]).await, ok());
         written += 1;
         let files = files_in(&dir);
@@ -266,16 +278,16 @@ async fn a_grown_journal_is_rewritten_in_the_background() {
         }
         assert!(std::time::Instant::now() < deadline, "no background rewrite after {written} writes: {files:?}");
     }
-    assert_eq!(c.cmd(&["DBSIZE"]).await, int(written));
+    assert_eq!(c.cmd(&["DBSIZE"]).await, int(100));
     let _ = stop.send(true);
     drop(c);
     sleep(Duration::from_millis(300)).await;
 
     let (_server, addr, stop) = start_server(&dir).await;
     let mut c = Client::connect(addr).await;
-    assert_eq!(c.cmd(&["DBSIZE"]).await, int(written));
+    assert_eq!(c.cmd(&["DBSIZE"]).await, int(100));
     assert_eq!(
-        c.cmd(&["GET", &format!("key-{}", written - 1)]).await,
+        c.cmd(&["GET", &format!("key-{}", (written - 1) % 100)]).await,
         bulk("some value of a few dozen bytes, journaled")
     );
     let _ = stop.send(true);

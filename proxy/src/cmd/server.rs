@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::connection::subcommand_error;
 use super::{CommandSpec, SYNTAX_ERROR, glob_match, parse_float, parse_int};
-use meridian_replication::durability::{Fsync, REWRITE_MIN_BYTES};
+use meridian_replication::durability::{Fsync, REWRITE_MIN_BYTES, REWRITE_PERCENTAGE};
 
 use crate::context::{ClientHandle, Context};
 use crate::reply::Protocol;
@@ -84,6 +84,7 @@ fn fixed_values(ctx: &Context<'_, '_>) -> Vec<(&'static str, String)> {
         ("appendonly", if ctx.server.is_persistent() { "yes" } else { "no" }.to_string()),
         ("appendfsync", ctx.server.appendfsync().map_or("everysec", |f| f.name()).to_string()),
         ("auto-aof-rewrite-min-size", ctx.server.rewrite_min_bytes().unwrap_or(REWRITE_MIN_BYTES).to_string()),
+        ("auto-aof-rewrite-percentage", ctx.server.rewrite_percentage().unwrap_or(REWRITE_PERCENTAGE).to_string()),
         ("save", String::new()),
     ]
 }
@@ -139,6 +140,7 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[Bytes]) {
     let mut updates: Vec<(&'static str, String)> = Vec::with_capacity(pairs.len() / 2);
     let mut fsync_update = None;
     let mut rewrite_update = None;
+    let mut percentage_update = None;
     for pair in pairs.chunks_exact(2) {
         let given = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
         let failed =
@@ -155,6 +157,16 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[Bytes]) {
                 return ctx.reply.error(&failed("argument must be a memory value"));
             };
             rewrite_update = Some(bytes);
+            continue;
+        }
+        if given == "auto-aof-rewrite-percentage" {
+            let Ok(percentage) = parse_int(&pair[1]) else {
+                return ctx.reply.error(&failed("argument couldn't be parsed into an integer"));
+            };
+            if !(0..=INT_MAX).contains(&percentage) {
+                return ctx.reply.error(&failed(&format!("argument must be between 0 and {INT_MAX} inclusive")));
+            }
+            percentage_update = Some(percentage as u64);
             continue;
         }
         let Some(t) = TUNABLES.iter().find(|t| t.name == given || t.alias == Some(given.as_str())) else {
@@ -191,6 +203,13 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[Bytes]) {
     {
         return ctx.reply.error(
             "ERR CONFIG SET failed (possibly related to argument 'auto-aof-rewrite-min-size') - the node has no data directory (start it with --data-dir)",
+        );
+    }
+    if let Some(percentage) = percentage_update
+        && !ctx.server.set_rewrite_percentage(percentage)
+    {
+        return ctx.reply.error(
+            "ERR CONFIG SET failed (possibly related to argument 'auto-aof-rewrite-percentage') - the node has no data directory (start it with --data-dir)",
         );
     }
     let mut stored = ctx.server.config();
