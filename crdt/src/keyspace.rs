@@ -658,12 +658,14 @@ impl Keyspace {
                 {
                     return Err(CommandError::WrongType);
                 }
-                prelude.parts = state
-                    .values()
-                    .iter()
-                    .filter(|v| v.value_type() != value_type)
-                    .map(|v| v.clear(&mut || tags.next_tag()))
-                    .collect();
+                // Values of other types (a type conflict between regions)
+                // are rare: no collecting, and no moving an empty list of
+                // parts into place, for the common write.
+                let other = |v: &&TypedValue| v.value_type() != value_type;
+                if state.values().iter().any(|v| other(&v)) {
+                    prelude.parts =
+                        state.values().iter().filter(other).map(|v| v.clear(&mut || tags.next_tag())).collect();
+                }
                 state.typed(value_type)
             }
         };
@@ -1388,10 +1390,10 @@ impl Keyspace {
     // ----- lists -----
 
     /// LPUSH (`End::Front`) / RPUSH: the list's length after the push.
-    pub fn push(
+    pub fn push<V: AsRef<[u8]>>(
         &mut self,
         key: &[u8],
-        values: &[&[u8]],
+        values: &[V],
         end: End,
         at: Moment,
     ) -> Result<(usize, KeyDelta), CommandError> {

@@ -14,10 +14,9 @@ use meridian_crdt::keyspace::{End, Keyspace, Moment};
 use meridian_crdt::list::RgaList;
 use meridian_crdt::short_bytes::ShortBytes;
 use meridian_replication::WallSnapshot;
-use smallvec::SmallVec;
 
 use super::docs::{Arg, Doc, KEY, arg, doc, key};
-use super::{ARGS_INLINE, CommandSpec, SYNTAX_ERROR, numkeys_at, parse_int};
+use super::{CommandSpec, SYNTAX_ERROR, numkeys_at, parse_int};
 use crate::blocking::{Attempt, NullReply, block_on, parse_timeout};
 use crate::context::{Context, ServerState};
 use crate::reply::Reply;
@@ -377,7 +376,7 @@ fn values_reply(reply: &mut Reply<'_>, values: &[ShortBytes]) {
 // ----- pushes -----
 
 fn push(ctx: &mut Context<'_, '_>, args: &[Bytes], end: End, only_existing: bool) {
-    let values: SmallVec<[&[u8]; ARGS_INLINE]> = args[1..].iter().map(|v| v.as_ref()).collect();
+    let values = &args[1..];
     let result = write(ctx.server, &ctx.client.wall, |keyspace, at| {
         if only_existing {
             let exists = keyspace.list_value(&args[0], at.wall_ms)?.is_some_and(|list| !list.is_empty());
@@ -385,7 +384,7 @@ fn push(ctx: &mut Context<'_, '_>, args: &[Bytes], end: End, only_existing: bool
                 return Ok(0);
             }
         }
-        keyspace.push(&args[0], &values, end, at).map(|(len, _)| len)
+        keyspace.push(&args[0], values, end, at).map(|(len, _)| len)
     });
     match result {
         Ok(len) => ctx.reply.integer(len as i64),
