@@ -131,6 +131,34 @@ pub struct Keyspace {
     journal_seq: u64,
 }
 
+/// A field and its value, as HSET takes them: a pair of slices, or two
+/// arguments side by side as a client sent them (`[field, value]`), so a
+/// command's arguments need no copying into pairs.
+pub trait FieldValue {
+    /// The field.
+    fn field(&self) -> &[u8];
+    /// The value.
+    fn value(&self) -> &[u8];
+}
+
+impl<F: AsRef<[u8]>, V: AsRef<[u8]>> FieldValue for (F, V) {
+    fn field(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+    fn value(&self) -> &[u8] {
+        self.1.as_ref()
+    }
+}
+
+impl<B: AsRef<[u8]>> FieldValue for [B; 2] {
+    fn field(&self) -> &[u8] {
+        self[0].as_ref()
+    }
+    fn value(&self) -> &[u8] {
+        self[1].as_ref()
+    }
+}
+
 /// One journaled delta and where it came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JournalEntry {
@@ -1100,10 +1128,10 @@ impl Keyspace {
     // ----- hashes -----
 
     /// HSET: the number of fields created.
-    pub fn hset(
+    pub fn hset<P: FieldValue>(
         &mut self,
         key: &[u8],
-        pairs: &[(&[u8], &[u8])],
+        pairs: &[P],
         at: Moment,
     ) -> Result<(usize, Option<KeyDelta>), CommandError> {
         self.mutate(key, at, ValueType::Hash, |current, tags| {
@@ -1114,12 +1142,13 @@ impl Keyspace {
             };
             let mut delta = HashDelta::default();
             let mut created = 0;
-            for (i, &(field, value)) in pairs.iter().enumerate() {
+            for (i, pair) in pairs.iter().enumerate() {
+                let field = pair.field();
                 // A field named twice in one HSET: the last value is kept.
-                if pairs[i + 1..].iter().any(|(f, _)| *f == field) {
+                if pairs[i + 1..].iter().any(|p| p.field() == field) {
                     continue;
                 }
-                if hash.assign_to(&mut delta, field, value, tags.next_tag()) {
+                if hash.assign_to(&mut delta, field, pair.value(), tags.next_tag()) {
                     created += 1;
                 }
             }

@@ -15,12 +15,11 @@ use meridian_crdt::register::Register;
 use meridian_crdt::short_bytes::ShortBytes;
 use meridian_crdt::{CommandError, Moment};
 use rand::Rng;
-use smallvec::SmallVec;
 
 use super::docs::{Arg, Doc, O1, arg, doc, key};
 use super::random::{self, parse_count};
 use super::scan::{self, ScanOptions, Window};
-use super::{ARGS_INLINE, CommandSpec, SYNTAX_ERROR, parse_float, parse_int};
+use super::{CommandSpec, SYNTAX_ERROR, parse_float, parse_int};
 use crate::context::Context;
 use crate::reply::Protocol;
 
@@ -72,8 +71,9 @@ fn reply_error(ctx: &mut Context<'_, '_>, error: CommandError) {
     ctx.reply.error(&error.to_string());
 }
 
-fn hset_pairs(args: &[Bytes]) -> SmallVec<[(&[u8], &[u8]); ARGS_INLINE]> {
-    args.chunks_exact(2).map(|pair| (pair[0].as_ref(), pair[1].as_ref())).collect()
+/// HSET's field-value arguments as pairs, in place (an even count).
+fn hset_pairs(args: &[Bytes]) -> &[[Bytes; 2]] {
+    args.as_chunks::<2>().0
 }
 
 fn hset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
@@ -81,7 +81,7 @@ fn hset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         return ctx.reply.error("ERR wrong number of arguments for 'hset' command");
     }
     let pairs = hset_pairs(&args[1..]);
-    match write(ctx, |keyspace, at| keyspace.hset(&args[0], &pairs, at)) {
+    match write(ctx, |keyspace, at| keyspace.hset(&args[0], pairs, at)) {
         Ok((created, _)) => ctx.reply.integer(created as i64),
         Err(e) => reply_error(ctx, e),
     }
@@ -92,7 +92,7 @@ fn hmset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         return ctx.reply.error("ERR wrong number of arguments for 'hmset' command");
     }
     let pairs = hset_pairs(&args[1..]);
-    match write(ctx, |keyspace, at| keyspace.hset(&args[0], &pairs, at)) {
+    match write(ctx, |keyspace, at| keyspace.hset(&args[0], pairs, at)) {
         Ok(_) => ctx.reply.ok(),
         Err(e) => reply_error(ctx, e),
     }
