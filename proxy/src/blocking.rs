@@ -6,7 +6,9 @@
 //! order, and its connection waits (reading its socket only to notice a
 //! disconnect). Every write — a local command, or deltas applied from a
 //! replica stream or another region ([`ServerState::apply_deltas`]) — then
-//! calls [`ServerState::serve_blocked`] with the keys it wrote: the waiters on
+//! calls [`ServerState::serve_blocked`] with the keys it wrote (a peer
+//! region's snapshot, merged in steps, names none: after each step
+//! [`ServerState::serve_all_blocked`] tries every waiter): the waiters on
 //! those keys are served **in FIFO order**, each by re-running its command
 //! against the keyspace right after the write, the way Redis's
 //! `handleClientsBlockedOnKeys` does, so that the first client to block on a
@@ -191,6 +193,18 @@ pub fn block_on(
 }
 
 impl ServerState {
+    /// Serves, in FIFO order per key, every blocked client whose keys now
+    /// hold something: after a write that does not name its keys (a peer
+    /// region's snapshot merged in steps). One atomic load when nobody
+    /// waits.
+    pub fn serve_all_blocked(&self) {
+        if self.blocked_count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let keys: Vec<Bytes> = self.blocked().by_key.keys().cloned().collect();
+        self.serve_blocked(keys.iter().map(|key| key.as_ref()));
+    }
+
     /// Serves the clients blocked on `keys`, in FIFO order per key, after a
     /// write to those keys. Costs one atomic load when no client is blocked.
     pub fn serve_blocked<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {

@@ -326,7 +326,8 @@ impl ServerState {
     /// in steps of [`MERGE_STEP_SLOTS`] slots with the shard's lock released
     /// between them, so that clients are served meanwhile (D106). Holds the
     /// merge gate exclusively throughout: peers' deltas and copies of the
-    /// keyspace wait. Flags every WATCHing client after each step. Seconds
+    /// keyspace wait. Flags every WATCHing client after each step, and
+    /// serves clients blocked on keys the step may have filled. Seconds
     /// at millions of keys: on a blocking thread, never an async worker.
     pub fn merge_snapshot(&self, snapshot: &meridian_crdt::Keyspace) -> meridian_crdt::SnapshotMerge {
         let _gate = self.merge_gate.write().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -334,10 +335,12 @@ impl ServerState {
         merging.run_steps(|merging| {
             let done = self.shard().keyspace_mut().merge_step(snapshot, merging, MERGE_STEP_SLOTS);
             self.touch_all_watched();
+            self.serve_all_blocked();
             done
         });
         let merged = self.shard().keyspace_mut().merge_finish(snapshot, merging);
         self.touch_all_watched();
+        self.serve_all_blocked();
         merged
     }
 

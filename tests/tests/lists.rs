@@ -498,6 +498,38 @@ async fn a_push_from_another_region_wakes_a_blocked_client() {
     let _ = stop.send(true);
 }
 
+/// A peer region's snapshot (a WAN full sync, merged in steps) that fills
+/// a key a client is blocked on serves that client, as a delta would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_from_another_region_wakes_a_blocked_client() {
+    let (server, addr, stop) = start_server().await;
+    let mut first = Client::connect(addr).await;
+    let mut second = Client::connect(addr).await;
+    let mut admin = Client::connect(addr).await;
+    first.send(&encode(&["BLPOP", "jobs", "0"])).await;
+    wait_blocked(&mut admin, 1).await;
+    second.send(&encode(&["BLPOP", "other", "jobs", "0"])).await;
+    wait_blocked(&mut admin, 2).await;
+
+    // Region 2's state, with two jobs and other keys, arrives whole.
+    let mut remote = Keyspace::new(ReplicaId(2));
+    let now = now_ms();
+    let at = Moment { hlc: hlc_from_unix_ms(now, 0), wall_ms: now };
+    remote.push(b"jobs", &[b"job-1", b"job-2"], End::Back, at).expect("push");
+    for i in 0..5_000 {
+        remote.set(format!("key-{i}").as_bytes(), b"v", meridian_crdt::keyspace::ExpiryChange::Clear, at);
+    }
+    let merging = server.clone();
+    tokio::task::spawn_blocking(move || merging.merge_snapshot(&remote)).await.expect("merge");
+
+    // Served in the order they blocked.
+    assert_eq!(first.read().await, texts(&["jobs", "job-1"]));
+    assert_eq!(second.read().await, texts(&["jobs", "job-2"]));
+    assert_eq!(admin.cmd(&["LLEN", "jobs"]).await, int(0));
+    assert_eq!(admin.cmd(&["GET", "key-4999"]).await, bulk("v"));
+    let _ = stop.send(true);
+}
+
 // ---------------------------------------------------------------------------
 // Pub/sub.
 // ---------------------------------------------------------------------------
