@@ -327,7 +327,9 @@ impl ServerState {
     /// between them, so that clients are served meanwhile (D106). Holds the
     /// merge gate exclusively throughout: peers' deltas and copies of the
     /// keyspace wait. Flags every WATCHing client after each step, and
-    /// serves clients blocked on keys the step may have filled. Seconds
+    /// serves clients blocked on keys the step may have filled. In-region
+    /// replicas are sent to a full sync afterwards (the merge is not in the
+    /// replication log). Seconds
     /// at millions of keys: on a blocking thread, never an async worker.
     pub fn merge_snapshot(&self, snapshot: &meridian_crdt::Keyspace) -> meridian_crdt::SnapshotMerge {
         let _gate = self.merge_gate.write().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -339,6 +341,12 @@ impl ServerState {
             done
         });
         let merged = self.shard().keyspace_mut().merge_finish(snapshot, merging);
+        // The merge is no delta in the replication log: the in-region
+        // replicas take the merged state by a full sync, whose copy (it
+        // holds the gate shared) waits for this merge to end.
+        if let Some(replication) = &self.replication {
+            replication.resync_replicas();
+        }
         self.touch_all_watched();
         self.serve_all_blocked();
         merged

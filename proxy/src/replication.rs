@@ -83,6 +83,22 @@ impl MasterReplication {
     }
 }
 
+impl MasterReplication {
+    /// Makes every replica take a full sync: the backlog restarts past a
+    /// skipped offset (see [`ReplicationLog::restart_backlog`]) and the
+    /// streams, woken, find their next offset gone and end; their replicas
+    /// reconnect and copy the state anew. After a peer region's snapshot
+    /// merge, which the log does not carry.
+    pub fn resync_replicas(&self) {
+        let next = {
+            let mut log = self.log();
+            log.restart_backlog();
+            log.next_offset()
+        };
+        self.next_offset.send_replace(next);
+    }
+}
+
 impl ServerState {
     /// Makes this database the master of in-memory replicas, numbering its
     /// committed deltas in `log` (a fresh history, or a promoted replica's).

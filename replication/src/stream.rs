@@ -218,6 +218,16 @@ impl ReplicationLog {
         self.backlog.bytes_max()
     }
 
+    /// Empties the backlog and skips one offset, so that no replica can
+    /// resume partially: each takes a full sync at its next handshake. For
+    /// a change to the state that the log does not carry — a peer region's
+    /// snapshot merged into the shard. Acknowledgements stay (they count
+    /// for the offsets before), and so does the history.
+    pub fn restart_backlog(&mut self) {
+        let next = self.next_offset() + 1;
+        self.backlog = Backlog::new(next, self.backlog.bytes_max());
+    }
+
     /// Appends one encoded delta; returns its offset.
     pub fn append(&mut self, encoded_delta: Bytes) -> u64 {
         let size = encoded_delta.len();
@@ -606,6 +616,34 @@ mod tests {
             Err(StreamError::AckAhead { replica: 3, acked: 5, next_offset: 2 }),
             "no replica acks what was never written"
         );
+    }
+
+    /// After a restarted backlog (a peer's snapshot merged on the master)
+    /// no replica resumes, however far it had come; new appends go on past
+    /// the skipped offset and acknowledgements of earlier ones still count.
+    #[test]
+    fn a_restarted_backlog_sends_every_replica_to_a_full_sync() {
+        let mut keyspace = master();
+        let mut log = ReplicationLog::new(ReplicationId(7), 1 << 20);
+        for n in 0..5 {
+            keyspace.set(b"k", format!("v{n}").as_bytes(), ExpiryChange::Clear, at(n));
+        }
+        feed(&mut log, &mut keyspace);
+        log.record_ack(1, 5).unwrap();
+        let caught_up = ReplicaHandshake { replid: Some(ReplicationId(7)), offset: 5 };
+        let behind = ReplicaHandshake { replid: Some(ReplicationId(7)), offset: 2 };
+        assert!(log.can_resume(caught_up) && log.can_resume(behind));
+        log.restart_backlog();
+        assert!(!log.can_resume(caught_up), "even a replica that had everything");
+        assert!(!log.can_resume(behind));
+        assert!(matches!(log.handshake(caught_up, &keyspace), SyncDecision::FullSync { offset: 6, .. }));
+        assert!(log.read_from(5, 10, 1 << 20).is_none(), "a stream at the old end ends");
+        keyspace.set(b"k", b"after", ExpiryChange::Clear, at(9));
+        feed(&mut log, &mut keyspace);
+        assert_eq!(log.next_offset(), 7);
+        assert_eq!(log.read_from(6, 10, 1 << 20).map(|entries| entries.len()), Some(1));
+        assert_eq!(log.acked_count(5), 1);
+        assert_eq!(log.replid(), ReplicationId(7));
     }
 
     #[test]
