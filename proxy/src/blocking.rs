@@ -193,15 +193,23 @@ pub fn block_on(
 }
 
 impl ServerState {
-    /// Serves, in FIFO order per key, every blocked client whose keys now
+    /// Serves, in FIFO order per key, the clients blocked on keys that now
     /// hold something: after a write that does not name its keys (a peer
-    /// region's snapshot merged in steps). One atomic load when nobody
+    /// region's snapshot merged in steps). Only keys that exist count as
+    /// written — as Redis serves the waiters of the keys a write made ready
+    /// — so a client blocked on several keys is not served out of turn
+    /// through a key that is still empty. One atomic load when nobody
     /// waits.
     pub fn serve_all_blocked(&self) {
         if self.blocked_count.load(Ordering::SeqCst) == 0 {
             return;
         }
-        let keys: Vec<Bytes> = self.blocked().by_key.keys().cloned().collect();
+        let mut keys: Vec<Bytes> = self.blocked().by_key.keys().cloned().collect();
+        {
+            let shard = self.shard();
+            let now = shard.wall_ms();
+            keys.retain(|key| shard.keyspace().exists(key, now));
+        }
         self.serve_blocked(keys.iter().map(|key| key.as_ref()));
     }
 
