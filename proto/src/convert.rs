@@ -590,14 +590,185 @@ pub fn encode_snapshot_key(key: &KeySnapshot, buf: &mut Vec<u8>) {
 
 /// A keyspace decoded from snapshot bytes held in `Bytes`: keys and values
 /// are decoded as slices of `bytes` instead of copies (fewer allocations per
-/// key than [`decode_snapshot`]; the buffer is freed with the wire form).
+/// key than [`decode_snapshot`]).
 pub fn decode_snapshot_shared(replica: ReplicaId, bytes: Bytes) -> Result<Keyspace, DecodeError> {
-    let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    snapshot_from_wire(replica, &wire)
+    match snapshot_layout(&bytes) {
+        Some(layout) => decode_laid_out(replica, &bytes, layout, |range| v1::KeySnapshot::decode(bytes.slice(range))),
+        None => {
+            let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+            snapshot_from_wire(replica, &wire)
+        }
+    }
 }
 
 /// A keyspace decoded from snapshot bytes.
 pub fn decode_snapshot(replica: ReplicaId, bytes: &[u8]) -> Result<Keyspace, DecodeError> {
-    let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    snapshot_from_wire(replica, &wire)
+    match snapshot_layout(bytes) {
+        Some(layout) => decode_laid_out(replica, bytes, layout, |range| v1::KeySnapshot::decode(&bytes[range])),
+        None => {
+            let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+            snapshot_from_wire(replica, &wire)
+        }
+    }
+}
+
+/// Where a `ShardSnapshot`'s fields lie in its encoding, read without
+/// decoding them: the one `context` field and the number of `keys`.
+struct SnapshotLayout {
+    context: core::ops::Range<usize>,
+    keys: usize,
+}
+
+/// The layout of a snapshot whose fields are all length-delimited `context`
+/// (once) and `keys` fields — what [`encode_snapshot`] writes — so that its
+/// keys can be decoded one at a time instead of into a list of every key's
+/// wire form (at millions of keys that list was most of a snapshot's
+/// decoding time and memory). `None` for anything else (unknown or repeated
+/// fields, a truncated field: the whole-message decoder then decides, and
+/// names the error).
+fn snapshot_layout(bytes: &[u8]) -> Option<SnapshotLayout> {
+    let (mut context, mut keys) = (None, 0);
+    let mut fields = SnapshotFields { bytes, at: 0 };
+    for field in &mut fields {
+        match field? {
+            (1, range) if context.is_none() => context = Some(range),
+            (2, _) => keys += 1,
+            _ => return None,
+        }
+    }
+    Some(SnapshotLayout { context: context?, keys })
+}
+
+/// The length-delimited fields of a message, as (field number, byte range
+/// of the payload); `Some(None)` ends the walk at anything else.
+struct SnapshotFields<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Iterator for SnapshotFields<'_> {
+    type Item = Option<(u32, core::ops::Range<usize>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.bytes.len() {
+            return None;
+        }
+        let mut rest = &self.bytes[self.at..];
+        let before = rest.len();
+        let Ok((number, wire_type)) = prost::encoding::decode_key(&mut rest) else {
+            return Some(None);
+        };
+        if wire_type != prost::encoding::WireType::LengthDelimited {
+            return Some(None);
+        }
+        let Ok(len) = prost::encoding::decode_varint(&mut rest) else {
+            return Some(None);
+        };
+        let start = self.at + (before - rest.len());
+        let Some(end) = usize::try_from(len).ok().and_then(|len| start.checked_add(len)) else {
+            return Some(None);
+        };
+        if end > self.bytes.len() {
+            return Some(None);
+        }
+        self.at = end;
+        Some(Some((number, start..end)))
+    }
+}
+
+/// Decodes a snapshot of a known layout key by key into the keyspace.
+fn decode_laid_out(
+    replica: ReplicaId,
+    bytes: &[u8],
+    layout: SnapshotLayout,
+    decode_key: impl Fn(core::ops::Range<usize>) -> Result<v1::KeySnapshot, prost::DecodeError>,
+) -> Result<Keyspace, DecodeError> {
+    let wire_context =
+        v1::CausalContext::decode(&bytes[layout.context.clone()]).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let context = context_from_wire(&wire_context)?;
+    let mut undecodable = None;
+    let keys = SnapshotFields { bytes, at: 0 }.flatten().filter(|(number, _)| *number == 2).map_while(|(_, range)| {
+        let decoded = decode_key(range)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))
+            .and_then(|wire| key_snapshot_from_wire(&wire));
+        match decoded {
+            Ok(key) => Some(key),
+            Err(error) => {
+                undecodable = Some(error);
+                None
+            }
+        }
+    });
+    let restored = Keyspace::restore_each(replica, context, layout.keys, keys);
+    match undecodable {
+        Some(error) => Err(error),
+        None => restored.map_err(DecodeError::Invalid),
+    }
+}
+
+#[cfg(test)]
+mod snapshot_layout_tests {
+    use meridian_crdt::keyspace::{End, ExpiryChange, Moment};
+
+    use super::*;
+
+    fn at(n: u64) -> Moment {
+        Moment { hlc: n << 20, wall_ms: 1_000 }
+    }
+
+    fn sample() -> Keyspace {
+        let mut keyspace = Keyspace::new(ReplicaId(2));
+        for i in 0..50u64 {
+            keyspace.set(format!("s{i}").as_bytes(), b"value", ExpiryChange::Clear, at(i + 1));
+        }
+        keyspace.incr_by(b"n", 7, at(60)).expect("incr");
+        keyspace.push(b"l", &[b"a".as_slice(), b"b"], End::Back, at(61)).expect("push");
+        keyspace.sadd(b"set", &[b"m"], at(62)).expect("sadd");
+        keyspace.hset(b"h", &[(b"f".as_slice(), b"v".as_slice())], at(63)).expect("hset");
+        keyspace.delete(b"s3", at(64));
+        keyspace
+    }
+
+    /// The whole-message decoder, as before the layout.
+    fn whole(bytes: &[u8]) -> Result<Keyspace, DecodeError> {
+        let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        snapshot_from_wire(ReplicaId(1), &wire)
+    }
+
+    /// Key by key (both entry points) decodes what the whole-message
+    /// decoder does, wherever the context lies; anything else falls back
+    /// to it, errors included.
+    #[test]
+    fn keys_decoded_one_by_one_equal_the_whole_message() {
+        let bytes = encode_snapshot(&sample());
+        assert_eq!(snapshot_layout(&bytes).map(|layout| layout.keys), Some(sample().snapshot().len()));
+        let expected = whole(&bytes).expect("decodes");
+        assert_eq!(decode_snapshot(ReplicaId(1), &bytes).expect("decodes"), expected);
+        assert_eq!(decode_snapshot_shared(ReplicaId(1), Bytes::from(bytes.clone())).expect("decodes"), expected);
+
+        // The context after the keys.
+        let wire = v1::ShardSnapshot::decode(bytes.as_slice()).expect("decodes");
+        let mut moved = v1::ShardSnapshot { context: None, keys: wire.keys.clone() }.encode_to_vec();
+        moved.extend(v1::ShardSnapshot { context: wire.context.clone(), keys: Vec::new() }.encode_to_vec());
+        assert!(snapshot_layout(&moved).is_some());
+        assert_eq!(decode_snapshot(ReplicaId(1), &moved).expect("decodes"), expected);
+
+        // An unknown field: the whole-message decoder skips it.
+        let mut unknown = bytes.clone();
+        unknown.extend([0x18, 0x05]); // field 3, varint 5
+        assert!(snapshot_layout(&unknown).is_none());
+        assert_eq!(decode_snapshot(ReplicaId(1), &unknown).expect("decodes"), expected);
+
+        // Cut anywhere: an error, never a partial keyspace.
+        for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode_snapshot(ReplicaId(1), &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // No context: the error names it.
+        let keys_only = v1::ShardSnapshot { context: None, keys: wire.keys.clone() }.encode_to_vec();
+        assert!(matches!(decode_snapshot(ReplicaId(1), &keys_only), Err(DecodeError::Missing(_))));
+        // A key that does not decode is an error.
+        let mut bad_key = v1::ShardSnapshot { context: wire.context.clone(), keys: Vec::new() }.encode_to_vec();
+        bad_key.extend([0x12, 0x02, 0xff, 0xff]);
+        assert!(decode_snapshot(ReplicaId(1), &bad_key).is_err());
+    }
 }
