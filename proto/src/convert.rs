@@ -592,21 +592,32 @@ pub fn encode_snapshot_key(key: &KeySnapshot, buf: &mut Vec<u8>) {
 /// are decoded as slices of `bytes` instead of copies (fewer allocations per
 /// key than [`decode_snapshot`]).
 pub fn decode_snapshot_shared(replica: ReplicaId, bytes: Bytes) -> Result<Keyspace, DecodeError> {
-    match snapshot_layout(&bytes) {
-        Some(layout) => decode_laid_out(replica, &bytes, layout, |range| v1::KeySnapshot::decode(bytes.slice(range))),
-        None => {
-            let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-            snapshot_from_wire(replica, &wire)
-        }
-    }
+    let key = |range| v1::KeySnapshot::decode(bytes.slice(range));
+    decode_snapshot_with(replica, &bytes, key, || v1::ShardSnapshot::decode(bytes.clone()))
 }
 
 /// A keyspace decoded from snapshot bytes.
 pub fn decode_snapshot(replica: ReplicaId, bytes: &[u8]) -> Result<Keyspace, DecodeError> {
+    decode_snapshot_with(
+        replica,
+        bytes,
+        |range| v1::KeySnapshot::decode(&bytes[range]),
+        || v1::ShardSnapshot::decode(bytes),
+    )
+}
+
+/// Decodes `bytes` key by key when their layout allows it (with
+/// `decode_key`), and as one whole message (`decode_whole`) otherwise.
+fn decode_snapshot_with(
+    replica: ReplicaId,
+    bytes: &[u8],
+    decode_key: impl Fn(core::ops::Range<usize>) -> Result<v1::KeySnapshot, prost::DecodeError>,
+    decode_whole: impl FnOnce() -> Result<v1::ShardSnapshot, prost::DecodeError>,
+) -> Result<Keyspace, DecodeError> {
     match snapshot_layout(bytes) {
-        Some(layout) => decode_laid_out(replica, bytes, layout, |range| v1::KeySnapshot::decode(&bytes[range])),
+        Some(layout) => decode_laid_out(replica, bytes, layout, decode_key),
         None => {
-            let wire = v1::ShardSnapshot::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+            let wire = decode_whole().map_err(|e| DecodeError::Malformed(e.to_string()))?;
             snapshot_from_wire(replica, &wire)
         }
     }

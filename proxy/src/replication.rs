@@ -81,9 +81,7 @@ impl MasterReplication {
         }
         before
     }
-}
 
-impl MasterReplication {
     /// Makes every replica take a full sync: the backlog restarts past a
     /// skipped offset (see [`ReplicationLog::restart_backlog`]) and the
     /// streams, woken, find their next offset gone and end; their replicas
