@@ -342,6 +342,51 @@ fn drop_elements(elements: &mut VecDeque<Element>, mut gone: impl FnMut(&Element
     before - elements.len()
 }
 
+/// [`drop_elements`] for a list whose tombstones are all among its first
+/// `head` and last `tail` elements, with a live element between the two runs:
+/// only the runs are walked. The result is the same — a dropped run's
+/// smallest tag moves into the next kept element, which for the head run's
+/// last dropped elements is the first live one, and nothing carries into the
+/// tail run (the element before it is live).
+fn drop_end_elements(
+    elements: &mut VecDeque<Element>,
+    head: usize,
+    tail: usize,
+    mut gone: impl FnMut(&Element) -> bool,
+) -> usize {
+    debug_assert!(head + tail < elements.len(), "the runs must leave a live element between them");
+    let before = elements.len();
+    // Within a run, the kept elements move to its front, in order.
+    let mut compact = |elements: &mut VecDeque<Element>, run: core::ops::Range<usize>| {
+        let mut kept = run.start;
+        let mut carried: Option<Tag> = None;
+        for i in run {
+            if gone(&elements[i]) {
+                let min = elements[i].run_min;
+                carried = Some(carried.map_or(min, |c| c.min(min)));
+            } else {
+                if let Some(c) = carried.take() {
+                    elements[i].run_min = elements[i].run_min.min(c);
+                }
+                elements.swap(kept, i);
+                kept += 1;
+            }
+        }
+        (kept, carried)
+    };
+    let len = elements.len();
+    let (kept, _) = compact(elements, len - tail..len);
+    elements.truncate(kept);
+    let (kept, carried) = compact(elements, 0..head);
+    if let Some(c) = carried {
+        let first_live = &mut elements[head];
+        first_live.run_min = first_live.run_min.min(c);
+    }
+    // Removing from the front moves the few kept tombstones, not the list.
+    elements.drain(kept..head);
+    before - elements.len()
+}
+
 /// One element as both sides of a join hold it: a removal wins (the smaller
 /// removal dot), else the later value; the smaller `run_min`.
 fn join_element(ours: &Element, theirs: &Element) -> Element {
@@ -1005,7 +1050,17 @@ impl RgaList {
         if self.visible == self.elements.len() {
             return collected;
         }
-        let dropped = drop_elements(&mut self.elements, |element| element.is_collectable(stable));
+        let tombstones = self.elements.len() - self.visible;
+        let dropped = if self.visible > 0 && self.head_dead + self.tail_dead == tombstones {
+            // Every tombstone is at an end (pops, LTRIM): only the ends are
+            // walked, so a long queue is collected in time proportional to
+            // what was popped, not to its length.
+            drop_end_elements(&mut self.elements, self.head_dead, self.tail_dead, |element| {
+                element.is_collectable(stable)
+            })
+        } else {
+            drop_elements(&mut self.elements, |element| element.is_collectable(stable))
+        };
         if dropped > 0 {
             self.floor.get_or_insert_with(Default::default).join(stable);
             self.recount_ends();
@@ -1741,6 +1796,44 @@ mod tests {
     // ----- flush and garbage collection -----
 
     #[test]
+    fn a_queue_popped_at_both_ends_is_collected_by_walking_only_its_ends() {
+        // Region 1 fills a queue; region 2 pops from both ends; only some
+        // of the pops are stable when region 2 collects.
+        let mut producer = Replica::new(1, 10);
+        let values: Vec<String> = (0..1_000).map(|i| i.to_string()).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let fill = producer.rpush(&refs);
+        let mut consumer = Replica::new(2, 20);
+        consumer.apply(&fill);
+        for _ in 0..3 {
+            consumer.lpop(2);
+            consumer.rpop(1);
+        }
+        // Removal dots 2:1..=6; the first four pops (dots 1..=4) are stable.
+        let stable = vector(&[(1, 1_000), (2, 4)]);
+        let list = &consumer.list;
+        assert_eq!((list.head_dead, list.tail_dead), (6, 3));
+        let mut walked = list.elements.clone();
+        let dropped = drop_elements(&mut walked, |e| e.is_collectable(&stable));
+        let mut ends = list.elements.clone();
+        let mut looked_at = 0;
+        let dropped_at_ends = drop_end_elements(&mut ends, 6, 3, |e| {
+            looked_at += 1;
+            e.is_collectable(&stable)
+        });
+        assert_eq!((dropped_at_ends, looked_at), (dropped, 9));
+        assert_eq!(ends, walked);
+        assert_eq!(consumer.list.collect(&stable), dropped);
+        consumer.list.validate().unwrap();
+        assert_eq!(consumer.list.elements, walked);
+        assert_eq!(consumer.values(), refs[6..997]);
+        // The rest once every pop is stable: no tombstone left.
+        assert_eq!(consumer.list.collect(&vector(&[(1, 1_000), (2, 6)])), 9 - dropped);
+        assert_eq!(consumer.list.tombstones(), 0);
+        assert_eq!(consumer.values(), refs[6..997]);
+    }
+
+    #[test]
     fn collection_waits_for_the_removal_not_only_the_element() {
         // A drained queue: region 2 pops the last element while region 3,
         // which has not seen the pop, pushes after it.
@@ -2281,7 +2374,14 @@ mod tests {
                     }
                     Step::Collect(r) => {
                         let stable = sim.stable();
-                        sim.replicas[*r].list.collect(&stable);
+                        // Walking only the ends, when every tombstone is
+                        // there, drops what the walk of the whole list does.
+                        let mut walked = sim.replicas[*r].list.elements.clone();
+                        let dropped = drop_elements(&mut walked, |e| e.is_collectable(&stable));
+                        let pending = sim.replicas[*r].list.pending_len();
+                        let collected = sim.replicas[*r].list.collect(&stable);
+                        prop_assert_eq!(&sim.replicas[*r].list.elements, &walked);
+                        prop_assert!(collected >= dropped && collected <= dropped + pending);
                         sim.replicas[*r].list.validate().unwrap();
                     }
                     Step::Join(r, from) => sim.join(*r, *from),
