@@ -55,7 +55,7 @@ pub enum Attempt {
 /// `first` is true for the try the command makes when it arrives (a key of
 /// the wrong type is then a `WRONGTYPE` reply), false when a write wakes it
 /// (a key of the wrong type is then passed over, as Redis does).
-pub type TryServe = fn(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt;
+pub type TryServe = fn(server: &ServerState, args: &[&[u8]], reply: &mut Reply<'_>, first: bool) -> Attempt;
 
 /// The null a blocking command answers when it cannot block (inside EXEC)
 /// and finds nothing: Redis's BLMOVE and BRPOPLPUSH answer a null bulk
@@ -151,8 +151,8 @@ pub fn parse_timeout(arg: &[u8]) -> Result<Option<Duration>, &'static str> {
 /// `null` (the reply Redis gives a blocking command that cannot block).
 pub fn block_on(
     ctx: &mut Context<'_, '_>,
-    args: &[Bytes],
-    keys: &[Bytes],
+    args: &[&[u8]],
+    keys: &[&[u8]],
     timeout: Option<Duration>,
     try_serve: TryServe,
     null: NullReply,
@@ -178,17 +178,24 @@ pub fn block_on(
     }
     let id = ctx.client.id;
     let mut unique: Vec<Bytes> = Vec::with_capacity(keys.len());
-    for key in keys {
-        if !unique.contains(key) {
-            unique.push(key.clone());
+    for &key in keys {
+        if !unique.iter().any(|k| k == key) {
+            unique.push(Bytes::copy_from_slice(key));
         }
     }
     for key in &unique {
         blocked.by_key.entry(key.clone()).or_default().push_back(id);
     }
-    blocked
-        .waiters
-        .insert(id, Waiter { args: args.to_vec(), keys: unique, protocol: ctx.client.protocol, try_serve, handle });
+    blocked.waiters.insert(
+        id,
+        Waiter {
+            args: args.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
+            keys: unique,
+            protocol: ctx.client.protocol,
+            try_serve,
+            handle,
+        },
+    );
     ctx.client.blocked = Some(Block { deadline: timeout.map(|t| tokio::time::Instant::now() + t) });
 }
 
@@ -234,7 +241,10 @@ impl ServerState {
                     continue;
                 };
                 let mut out = BytesMut::new();
-                let attempt = (waiter.try_serve)(self, &waiter.args, &mut Reply::new(&mut out, waiter.protocol), false);
+                let attempt = {
+                    let args: smallvec::SmallVec<[&[u8]; 8]> = waiter.args.iter().map(|a| &a[..]).collect();
+                    (waiter.try_serve)(self, &args, &mut Reply::new(&mut out, waiter.protocol), false)
+                };
                 if let Attempt::Served { pushed } = attempt {
                     if let Some(waiter) = blocked.remove(id) {
                         self.blocked_count.fetch_sub(1, Ordering::SeqCst);

@@ -9,7 +9,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use smallvec::SmallVec;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
@@ -17,7 +18,7 @@ use crate::blocking::Block;
 use crate::cmd::{CommandSpec, arity_ok, command_keys, lookup, transactions};
 use crate::context::{ClientHandle, ClientState, Context, ServerState};
 use crate::reply::Reply;
-use crate::request::{Limits, Parsed, RequestParser};
+use crate::request::{InPlace, Limits, RequestParser};
 
 /// Initial size of a connection's read and write buffers.
 pub const BUFFER_BYTES_INITIAL: usize = 16 * 1024;
@@ -27,6 +28,10 @@ pub const BUFFER_BYTES_RETAINED_MAX: usize = 1024 * 1024;
 /// Replies buffered before they are written out even if more commands are
 /// waiting (the client output buffer bound within one batch).
 pub const OUTPUT_BYTES_FLUSH_AT: usize = 64 * 1024;
+
+/// Arguments a command's slice list holds without allocating (HSET with two
+/// pairs, SET with options...).
+const ARGS_INLINE: usize = 8;
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol,
 /// or is killed (CLIENT KILL).
@@ -64,15 +69,24 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
         RequestParser::new(if client.authenticated { Limits::default() } else { Limits::unauthenticated() });
     let mut input = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
     let mut output = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
-    let mut args: Vec<Bytes> = Vec::with_capacity(8);
+    // Inline commands' arguments (copies: unquoted); an array command is
+    // read in place from `input`.
+    let mut owned: Vec<Bytes> = Vec::new();
     loop {
         // The writes of what this read brought share one wall-clock reading;
         // it is dropped again by every flush (anything below that waits
         // flushes first) and by DEBUG SLEEP.
         client.wall.clear();
         loop {
-            match parser.parse_into(&mut input, &mut args) {
-                Ok(Parsed::Command) => {
+            match parser.parse_in_place(&mut input, &mut owned) {
+                Ok(Some(parsed)) => {
+                    let (args, frame_len): (SmallVec<[&[u8]; ARGS_INLINE]>, usize) = match parsed {
+                        InPlace::Frame { frame_len } => {
+                            let frame = &input[..frame_len];
+                            (parser.arg_ranges().iter().map(|&(start, end)| &frame[start..end]).collect(), frame_len)
+                        }
+                        InPlace::Owned => (owned.iter().map(|arg| &arg[..]).collect(), 0),
+                    };
                     if server.replication().is_some() && server.lease_lapsed() && awaits_lease(client, &args) {
                         // The write lease lapsed (a renewal running late):
                         // the replies so far go out, then the write waits
@@ -86,6 +100,8 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                         }
                     }
                     execute(server, client, &args, &mut output);
+                    drop(args);
+                    input.advance(frame_len);
                     if client.authenticated && parser.limits().unauthenticated {
                         parser.set_limits(Limits::default());
                     } else if !client.authenticated && !parser.limits().unauthenticated {
@@ -138,7 +154,7 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                         return;
                     }
                 }
-                Ok(Parsed::Incomplete) => {
+                Ok(None) => {
                     record_activity(client);
                     break;
                 }
@@ -308,17 +324,17 @@ async fn wait_unblocked(
 
 /// True if the command runs writes now (a write command not queued by
 /// MULTI, or EXEC), so it must wait for a lapsed write lease.
-pub(crate) fn awaits_lease(client: &ClientState, args: &[Bytes]) -> bool {
+pub(crate) fn awaits_lease(client: &ClientState, args: &[&[u8]]) -> bool {
     if args[0].eq_ignore_ascii_case(b"exec") {
         return true;
     }
-    client.multi.is_none() && lookup(&args[0]).is_some_and(|spec| spec.flags.contains(&"write"))
+    client.multi.is_none() && lookup(args[0]).is_some_and(|spec| spec.flags.contains(&"write"))
 }
 
 /// Runs one command and writes its reply.
-pub fn execute(server: &ServerState, client: &mut ClientState, args: &[Bytes], output: &mut BytesMut) {
+pub fn execute(server: &ServerState, client: &mut ClientState, args: &[&[u8]], output: &mut BytesMut) {
     server.stats.commands.fetch_add(1, Ordering::Relaxed);
-    let ran = if client.multi.is_some() && !transactions::runs_inside_multi(&args[0]) {
+    let ran = if client.multi.is_some() && !transactions::runs_inside_multi(args[0]) {
         transactions::queue(client, args, Reply::new(output, client.protocol));
         None
     } else if args[0].eq_ignore_ascii_case(b"exec") {
@@ -330,7 +346,8 @@ pub fn execute(server: &ServerState, client: &mut ClientState, args: &[Bytes], o
         run_command(server, client, args, Reply::new(output, client.protocol))
     };
     if let Some(spec) = ran {
-        let sub = if CONTAINER_COMMANDS.contains(&spec.name) { args.get(1).cloned() } else { None };
+        let sub =
+            if CONTAINER_COMMANDS.contains(&spec.name) { args.get(1).map(|a| Bytes::copy_from_slice(a)) } else { None };
         client.last_command = Some((spec.name, sub));
     }
 }
@@ -369,7 +386,7 @@ const CONTAINER_COMMANDS: &[&str] = &["client", "command", "config", "function"]
 pub fn run_command(
     server: &ServerState,
     client: &mut ClientState,
-    args: &[Bytes],
+    args: &[&[u8]],
     reply: Reply<'_>,
 ) -> Option<&'static CommandSpec> {
     let ran = dispatch(server, client, args, reply);
@@ -379,9 +396,9 @@ pub fn run_command(
         server.touch_written(spec, args);
         if client.in_exec {
             // Served when EXEC ends, as Redis does.
-            client.exec_written.extend(command_keys(spec, args).cloned());
+            client.exec_written.extend(command_keys(spec, args).map(Bytes::copy_from_slice));
         } else {
-            server.serve_blocked(command_keys(spec, args).map(|key| key.as_ref()));
+            server.serve_blocked(command_keys(spec, args));
         }
         if server.is_journaling() {
             client.sync_target = Some(server.journal_position());
@@ -392,8 +409,8 @@ pub fn run_command(
 
 /// Checks that a command exists, that the client may run it and that its
 /// argument count fits: the spec, or the error reply's text.
-pub fn validate(client: &ClientState, args: &[Bytes]) -> Result<&'static CommandSpec, String> {
-    let Some(spec) = lookup(&args[0]) else {
+pub fn validate(client: &ClientState, args: &[&[u8]]) -> Result<&'static CommandSpec, String> {
+    let Some(spec) = lookup(args[0]) else {
         let mut shown = String::new();
         for arg in args[1..].iter().take(20) {
             shown.push('\'');
@@ -428,7 +445,7 @@ pub fn validate(client: &ClientState, args: &[Bytes]) -> Result<&'static Command
 fn dispatch(
     server: &ServerState,
     client: &mut ClientState,
-    args: &[Bytes],
+    args: &[&[u8]],
     mut reply: Reply<'_>,
 ) -> Option<&'static CommandSpec> {
     let spec = match validate(client, args) {

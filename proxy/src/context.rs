@@ -274,7 +274,7 @@ impl ServerState {
     /// Marks the clients watching the keys a write command named as touched
     /// (every watcher for FLUSHDB and FLUSHALL). Called after the command
     /// ran, while its [`ServerState::exec_shared`] guard is still held.
-    pub fn touch_written(&self, spec: &CommandSpec, args: &[Bytes]) {
+    pub fn touch_written(&self, spec: &CommandSpec, args: &[&[u8]]) {
         // Relaxed is enough: WATCH registers before it reads the shard, and
         // every write takes the shard lock before it gets here, so a write
         // ordered after a WATCH sees that WATCH's count through the shard

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::connection::{awaits_lease, execute};
 use crate::context::{ClientHandle, ClientState, ServerState};
@@ -55,7 +55,7 @@ impl LocalClient {
     }
 
     /// True if `args` must wait for the write lease before it runs.
-    pub(crate) fn needs_lease(&self, args: &[Bytes]) -> bool {
+    pub(crate) fn needs_lease(&self, args: &[&[u8]]) -> bool {
         self.server.replication().is_some() && self.server.lease_lapsed() && awaits_lease(&self.client, args)
     }
 
@@ -70,7 +70,7 @@ impl LocalClient {
 
     /// Runs one command, its reply appended to `out` unless a follow-up
     /// completes it.
-    pub(crate) fn execute(&mut self, args: &[Bytes], out: &mut BytesMut) -> Result<FollowUp, Lost> {
+    pub(crate) fn execute(&mut self, args: &[&[u8]], out: &mut BytesMut) -> Result<FollowUp, Lost> {
         if self.lost() {
             return Err(Lost);
         }

@@ -3,8 +3,11 @@
 //! Role: a proxy connection reads client bytes into a [`BytesMut`] and calls
 //! [`RequestParser::parse`] (or [`RequestParser::parse_into`]) until it reports
 //! that more bytes are needed. Each call returns at most one complete command
-//! whose arguments are zero-copy [`Bytes`] slices of the read buffer. The parser
-//! does no I/O, so tests can drive it with any byte sequence and any chunking.
+//! whose arguments are zero-copy [`Bytes`] slices of the read buffer — or,
+//! with [`RequestParser::parse_in_place`] (the client connection's hot path),
+//! leaves the command in the buffer and gives its arguments as byte ranges
+//! of it, so that no argument costs a reference count. The parser does no
+//! I/O, so tests can drive it with any byte sequence and any chunking.
 //!
 //! It accepts exactly what Redis 7 accepts from a client (`processMultibulkBuffer`
 //! and `processInlineBuffer` in Redis's `src/networking.c`): arrays of bulk
@@ -306,6 +309,22 @@ impl Command {
     }
 }
 
+/// Where [`RequestParser::parse_in_place`] left a complete command.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InPlace {
+    /// The command is the first `frame_len` bytes of the buffer, still there;
+    /// its arguments are [`RequestParser::arg_ranges`] of them. The caller
+    /// consumes the frame (`advance(frame_len)`) before parsing again.
+    Frame {
+        /// Length of the command's bytes at the front of the buffer.
+        frame_len: usize,
+    },
+    /// An inline command: its arguments (unquoted, so not slices of the
+    /// buffer) were written into the argument vector, its line consumed.
+    Owned,
+}
+
 /// Outcome of [`RequestParser::parse_into`] when the input is valid so far.
 #[must_use]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,6 +381,9 @@ pub struct RequestParser {
     /// Byte ranges of the finished arguments of the current array, relative
     /// to the buffer start. Reused across commands to avoid allocating.
     arg_ranges: Vec<(usize, usize)>,
+    /// A complete array's length, left at the buffer's front by the last
+    /// step (its argument ranges are `arg_ranges`); the caller takes it.
+    frame_len: Option<usize>,
     /// The first protocol error seen; it ends the connection.
     failure: Option<ProtocolError>,
     /// Bytes searched for line ends so far, to prove linear work in tests.
@@ -383,6 +405,7 @@ impl RequestParser {
             limits,
             state: State::Idle,
             arg_ranges: Vec::new(),
+            frame_len: None,
             failure: None,
             #[cfg(test)]
             bytes_examined: 0,
@@ -455,7 +478,62 @@ impl RequestParser {
     ///
     /// As for [`RequestParser::parse`].
     pub fn parse_into(&mut self, buf: &mut BytesMut, args: &mut Vec<Bytes>) -> Result<Parsed, ProtocolError> {
+        let parsed = self.parse_step(buf, args)?;
+        if let Some(frame_len) = self.frame_len.take() {
+            // One split per command; every argument then shares that allocation.
+            let frame = buf.split_to(frame_len).freeze();
+            args.reserve(self.arg_ranges.len());
+            args.extend(self.arg_ranges.iter().map(|&(start, end)| frame.slice(start..end)));
+            self.arg_ranges.clear();
+        }
+        Ok(parsed)
+    }
+
+    /// Like [`RequestParser::parse_into`], but an array command stays in the
+    /// buffer: the caller reads its arguments as [`RequestParser::arg_ranges`]
+    /// of its bytes, then consumes them. No argument becomes a [`Bytes`] of
+    /// its own, so a command costs no reference counting — the connection's
+    /// hot path (measured at `-P 16`: the per-argument clone and drop of a
+    /// shared buffer's count were ~6% of the server's time for HSET).
+    ///
+    /// `Ok(None)` when no complete command is buffered; inline commands,
+    /// whose arguments are unquoted copies, come back in `args`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RequestParser::parse`].
+    pub fn parse_in_place(
+        &mut self,
+        buf: &mut BytesMut,
+        args: &mut Vec<Bytes>,
+    ) -> Result<Option<InPlace>, ProtocolError> {
+        Ok(match self.parse_step(buf, args)? {
+            Parsed::Incomplete => None,
+            Parsed::Command => Some(match self.frame_len.take() {
+                Some(frame_len) => InPlace::Frame { frame_len },
+                None => InPlace::Owned,
+            }),
+        })
+    }
+
+    /// The argument ranges, within its frame, of the command
+    /// [`RequestParser::parse_in_place`] last returned as
+    /// [`InPlace::Frame`].
+    pub fn arg_ranges(&self) -> &[(usize, usize)] {
+        &self.arg_ranges
+    }
+
+    /// One call's parse: a complete array is left in the buffer with its
+    /// length in `frame_len`; an inline command's arguments go to `args`.
+    fn parse_step(&mut self, buf: &mut BytesMut, args: &mut Vec<Bytes>) -> Result<Parsed, ProtocolError> {
         args.clear();
+        if self.state == State::Idle {
+            // The ranges of the frame handed out last time (consumed since).
+            self.arg_ranges.clear();
+            if self.arg_ranges.capacity() > ARGS_RETAINED_MAX {
+                self.arg_ranges.shrink_to(ARGS_RESERVE_MAX);
+            }
+        }
         if let Some(error) = &self.failure {
             return Err(error.clone());
         }
@@ -467,6 +545,7 @@ impl RequestParser {
         }
         let result = self.step(buf, args);
         match &result {
+            Ok(Parsed::Command) if self.frame_len.is_some() => {}
             Ok(_) => debug_assert!(self.invariants_hold(buf.len())),
             Err(error) => {
                 self.failure = Some(error.clone());
@@ -521,7 +600,7 @@ impl RequestParser {
                         return Ok(Parsed::Incomplete);
                     };
                     // Redis picks the framing from the first byte of a request.
-                    if first == b'*' && self.parse_buffered_array(buf, args) {
+                    if first == b'*' && self.parse_buffered_array(buf) {
                         return Ok(Parsed::Command);
                     }
                     self.state =
@@ -533,7 +612,7 @@ impl RequestParser {
                 State::BulkHeader { start, scanned, remaining } => {
                     self.read_bulk_header(buf, start, scanned, remaining)?
                 }
-                State::BulkData { start, len, remaining } => self.read_bulk_data(buf, start, len, remaining, args)?,
+                State::BulkData { start, len, remaining } => self.read_bulk_data(buf, start, len, remaining)?,
             };
             if let Step::Done(parsed) = step {
                 return Ok(parsed);
@@ -547,7 +626,7 @@ impl RequestParser {
     /// incomplete frame, a negative or zero count, a malformed or oversized
     /// header — which the state machine then reads from the start, resuming
     /// and reporting errors exactly as it always does.
-    fn parse_buffered_array(&mut self, buf: &mut BytesMut, args: &mut Vec<Bytes>) -> bool {
+    fn parse_buffered_array(&mut self, buf: &BytesMut) -> bool {
         let header_max = self.limits.header_bytes_max;
         let Some((count, mut at)) = buffered_length(buf, 0, header_max) else {
             return false;
@@ -575,7 +654,7 @@ impl RequestParser {
             self.arg_ranges.push((start, end));
             at = end + 2;
         }
-        self.finish_array(buf, at, args);
+        self.finish_array(at);
         true
     }
 
@@ -694,7 +773,6 @@ impl RequestParser {
         start: usize,
         len: usize,
         remaining: usize,
-        args: &mut Vec<Bytes>,
     ) -> Result<Step, ProtocolError> {
         // Cannot overflow for any sane limit; checked so absurd limits cannot panic.
         let end = start
@@ -716,21 +794,14 @@ impl RequestParser {
             self.state = State::BulkHeader { start: next, scanned: next, remaining: remaining - 1 };
             return Ok(Step::Continue);
         }
-        self.finish_array(buf, next, args);
+        self.finish_array(next);
         Ok(Step::Done(Parsed::Command))
     }
 
-    /// Splits the complete array (the first `frame_len` bytes) off the buffer
-    /// and hands out its arguments as slices of it.
-    fn finish_array(&mut self, buf: &mut BytesMut, frame_len: usize, args: &mut Vec<Bytes>) {
-        // One split per command; every argument then shares that allocation.
-        let frame = buf.split_to(frame_len).freeze();
-        args.reserve(self.arg_ranges.len());
-        args.extend(self.arg_ranges.iter().map(|&(start, end)| frame.slice(start..end)));
-        self.arg_ranges.clear();
-        if self.arg_ranges.capacity() > ARGS_RETAINED_MAX {
-            self.arg_ranges.shrink_to(ARGS_RESERVE_MAX);
-        }
+    /// Ends a complete array (the first `frame_len` bytes of the buffer, its
+    /// arguments in `arg_ranges`), for the caller to take.
+    fn finish_array(&mut self, frame_len: usize) {
+        self.frame_len = Some(frame_len);
         self.state = State::Idle;
     }
 
@@ -1059,7 +1130,49 @@ mod tests {
     /// Feeds `input` in chunks of `chunk_sizes` (cycled; empty means one
     /// chunk), draining every complete command after each chunk, and checks
     /// that the parser never consumes more than it was given.
+    /// Feeds `input` in chunks to a parser through [`RequestParser::parse`],
+    /// and to another through [`RequestParser::parse_in_place`] (consuming
+    /// each frame as the connection does): both must see the same commands
+    /// and the same error.
     fn feed(limits: Limits, input: &[u8], chunk_sizes: &[usize]) -> Outcome {
+        let outcome = feed_split(limits, input, chunk_sizes);
+        assert_eq!(feed_in_place(limits, input, chunk_sizes), outcome, "parse_in_place differs from parse");
+        outcome
+    }
+
+    fn feed_in_place(limits: Limits, input: &[u8], chunk_sizes: &[usize]) -> Outcome {
+        let mut parser = RequestParser::new(limits);
+        let mut buf = BytesMut::new();
+        let mut owned = Vec::new();
+        let mut commands = Vec::new();
+        let mut fed = 0;
+        let mut sizes = chunk_sizes.iter().cycle();
+        while fed < input.len() {
+            let size = sizes.next().copied().unwrap_or(input.len()).max(1);
+            let end = (fed + size).min(input.len());
+            buf.extend_from_slice(&input[fed..end]);
+            fed = end;
+            loop {
+                match parser.parse_in_place(&mut buf, &mut owned) {
+                    Ok(Some(InPlace::Frame { frame_len })) => {
+                        assert!(frame_len <= buf.len());
+                        let args = parser.arg_ranges().iter().map(|&(s, e)| buf[s..e].to_vec()).collect();
+                        commands.push(args);
+                        buf.advance(frame_len);
+                    }
+                    Ok(Some(InPlace::Owned)) => commands.push(owned.iter().map(|a| a.to_vec()).collect()),
+                    Ok(None) => break,
+                    Err(error) => {
+                        assert_eq!(parser.parse_in_place(&mut buf, &mut owned), Err(error.clone()));
+                        return Outcome { commands, error: Some(error) };
+                    }
+                }
+            }
+        }
+        Outcome { commands, error: None }
+    }
+
+    fn feed_split(limits: Limits, input: &[u8], chunk_sizes: &[usize]) -> Outcome {
         let mut parser = RequestParser::new(limits);
         let mut buf = BytesMut::new();
         let mut commands = Vec::new();

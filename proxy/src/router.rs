@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use meridian_replication::slot::{SLOT_COUNT, key_slot};
+use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -617,7 +618,8 @@ impl Router {
         let map = self.map.borrow();
         let mut shard = None;
         let mut first_slot = None;
-        for key in command_keys(spec, args) {
+        let args = as_slices(args);
+        for key in command_keys(spec, &args) {
             let slot = key_slot(key);
             if map.oss_cluster && first_slot.is_some_and(|s| s != slot) {
                 return Err(CROSSSLOT.into());
@@ -811,7 +813,7 @@ impl Router {
     async fn run_local(&mut self, shard: usize, args: &[Bytes]) -> Result<(), crate::local_client::Lost> {
         use crate::local_client::Lost;
         let needs_lease = match self.backends[shard].as_ref().map(|b| &b.link) {
-            Some(Link::Local(local)) => local.needs_lease(args),
+            Some(Link::Local(local)) => local.needs_lease(&as_slices(args)),
             _ => return Err(Lost),
         };
         if needs_lease {
@@ -824,7 +826,7 @@ impl Router {
         let Some(Backend { link: Link::Local(local), buf, .. }) = self.backends[shard].as_mut() else {
             return Err(Lost);
         };
-        let follow = local.execute(args, buf)?;
+        let follow = local.execute(&as_slices(args), buf)?;
         if let FollowUp::None = follow {
             return Ok(());
         }
@@ -938,7 +940,7 @@ impl Router {
         }
         for command in &replay {
             let mut reply = BytesMut::new();
-            let _ = local.execute(command, &mut reply).map_err(|_| LOST_ERROR.to_string())?;
+            let _ = local.execute(&as_slices(command), &mut reply).map_err(|_| LOST_ERROR.to_string())?;
             if is_error(&reply) {
                 return Err(String::from_utf8_lossy(&reply[1..reply.len().saturating_sub(2)]).into_owned());
             }
@@ -1302,6 +1304,11 @@ async fn moved(map: &mut watch::Receiver<Arc<ShardMap>>, shard: usize, epoch: u6
 }
 
 /// Redis's reply to an unknown command.
+/// A command's arguments as the command layer reads them.
+fn as_slices(args: &[Bytes]) -> SmallVec<[&[u8]; 8]> {
+    args.iter().map(|a| &a[..]).collect()
+}
+
 fn unknown_command(args: &[Bytes]) -> String {
     let mut text = format!("ERR unknown command '{}', with args beginning with: ", String::from_utf8_lossy(&args[0]));
     for arg in args.iter().skip(1).take(10) {

@@ -5,13 +5,15 @@
 //! chunking; the rest is fed to the parser twice: in one piece, and in the
 //! chosen chunks. Checks: no panic, the parser never consumes more bytes than
 //! it was given, a command's arguments fit in the bytes it consumed, and the
-//! chunking changes neither the commands nor the final error.
+//! chunking changes neither the commands nor the final error; and
+//! `parse_in_place`, the connection's way (arguments read as ranges of the
+//! buffer, the frame consumed after), sees exactly what `parse_into` sees.
 
 #![no_main]
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use meridian_proxy::request::{Limits, Parsed, ProtocolError, RequestParser};
+use meridian_proxy::request::{InPlace, Limits, Parsed, ProtocolError, RequestParser};
 
 /// Limits small enough that a few hundred fuzz bytes can exceed each one.
 fn small_limits() -> Limits {
@@ -22,6 +24,7 @@ fn small_limits() -> Limits {
         header_bytes_max: 4,
         query_buffer_bytes_max: 1024,
         bulk_reserve_bytes_max: 8,
+        unauthenticated: false,
     }
 }
 
@@ -70,14 +73,61 @@ fn run(limits: Limits, input: &[u8], schedule: &[u8]) -> Outcome {
     (commands, None)
 }
 
+/// [`run`] through `parse_in_place`, consuming each frame after reading its
+/// arguments, as the connection does.
+fn run_in_place(limits: Limits, input: &[u8], schedule: &[u8]) -> Outcome {
+    let mut parser = RequestParser::new(limits);
+    let mut buf = BytesMut::new();
+    let mut owned = Vec::new();
+    let mut commands = Vec::new();
+    let mut sizes = schedule.iter().map(|&size| usize::from(size) + 1).cycle();
+    let mut fed = 0;
+    while fed < input.len() {
+        let end = sizes.next().map_or(input.len(), |size| (fed + size).min(input.len()));
+        buf.extend_from_slice(&input[fed..end]);
+        fed = end;
+        loop {
+            match parser.parse_in_place(&mut buf, &mut owned) {
+                Ok(Some(InPlace::Frame { frame_len })) => {
+                    assert!(frame_len <= buf.len(), "a frame past the buffer");
+                    let args: Vec<Bytes> = parser
+                        .arg_ranges()
+                        .iter()
+                        .map(|&(start, end)| {
+                            assert!(start <= end && end <= frame_len, "an argument outside its frame");
+                            Bytes::copy_from_slice(&buf[start..end])
+                        })
+                        .collect();
+                    assert!(!args.is_empty(), "a command without arguments");
+                    commands.push(args);
+                    buf.advance(frame_len);
+                }
+                Ok(Some(InPlace::Owned)) => {
+                    assert!(!owned.is_empty(), "a command without arguments");
+                    commands.push(owned.clone());
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    assert_eq!(parser.parse_in_place(&mut buf, &mut owned), Err(error.clone()));
+                    return (commands, Some(error));
+                }
+            }
+        }
+    }
+    (commands, None)
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&control, rest)) = data.split_first() else {
         return;
     };
-    let limits = if control & 0x80 == 0 { Limits::default() } else { small_limits() };
+    let mut limits = if control & 0x80 == 0 { Limits::default() } else { small_limits() };
+    limits.unauthenticated = control & 0x40 != 0;
     let schedule_len = usize::from(control & 0x0f).min(rest.len());
     let (schedule, input) = rest.split_at(schedule_len);
     let whole = run(limits, input, &[]);
     let chunked = run(limits, input, if schedule.is_empty() { &[0] } else { schedule });
     assert_eq!(whole, chunked, "chunking changed the outcome");
+    let schedule = if schedule.is_empty() { &[0][..] } else { schedule };
+    assert_eq!(run_in_place(limits, input, schedule), chunked, "parse_in_place differs from parse_into");
 });

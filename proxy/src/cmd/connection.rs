@@ -30,7 +30,7 @@ pub fn commands() -> Vec<CommandSpec> {
     ]
 }
 
-fn ping(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn ping(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let subscribed = !ctx.client.channels.is_empty() || !ctx.client.patterns.is_empty();
     if subscribed && ctx.client.protocol == Protocol::Resp2 && args.len() <= 1 {
         // A subscribed RESP2 client gets PING's answer in pub/sub shape.
@@ -45,17 +45,17 @@ fn ping(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn echo(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    ctx.reply.bulk(&args[0]);
+fn echo(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    ctx.reply.bulk(args[0]);
 }
 
-fn quit(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+fn quit(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     ctx.client.closing = true;
     ctx.reply.ok();
 }
 
-fn select(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    match parse_int(&args[0]) {
+fn select(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    match parse_int(args[0]) {
         Ok(0) => ctx.reply.ok(),
         // A Meridian database is one keyspace with its own endpoint, as in
         // Redis Enterprise: there are no numbered databases to switch to.
@@ -73,10 +73,10 @@ fn password_ok(ctx: &Context<'_, '_>, user: Option<&[u8]>, password: &[u8]) -> b
     }
 }
 
-fn auth(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn auth(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let (user, password) = match args {
         [password] => (None, password),
-        [user, password] => (Some(user.as_ref()), password),
+        [user, password] => (Some(*user), password),
         _ => return ctx.reply.error(SYNTAX_ERROR),
     };
     if ctx.server.requirepass().is_none() && user.is_none() {
@@ -92,7 +92,7 @@ fn auth(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn hello(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hello(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let mut protocol = ctx.client.protocol;
     let mut i = 0;
     if let Some(version) = args.first() {
@@ -107,20 +107,20 @@ fn hello(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     while i < args.len() {
         match args[i].to_ascii_uppercase().as_slice() {
             b"AUTH" if i + 2 < args.len() => {
-                if !password_ok(ctx, Some(&args[i + 1]), &args[i + 2]) {
+                if !password_ok(ctx, Some(args[i + 1]), args[i + 2]) {
                     return ctx.reply.error("WRONGPASS invalid username-password pair or user is disabled.");
                 }
                 ctx.client.authenticated = true;
                 i += 3;
             }
             b"SETNAME" if i + 1 < args.len() => {
-                ctx.client.name = Some(args[i + 1].clone());
+                ctx.client.name = Some(Bytes::copy_from_slice(args[i + 1]));
                 i += 2;
             }
             _ => {
                 return ctx
                     .reply
-                    .error(&format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(&args[i])));
+                    .error(&format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(args[i])));
             }
         }
     }
@@ -162,7 +162,7 @@ pub(super) fn subcommand_error(ctx: &mut Context<'_, '_>, command: &str, sub: &[
     }
 }
 
-fn client(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn client(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let sub = args[0].to_ascii_uppercase();
     match (sub.as_slice(), &args[1..]) {
         (b"ID", []) => ctx.reply.integer(ctx.client.id as i64),
@@ -174,7 +174,7 @@ fn client(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
             if name.iter().any(|&b| b <= b' ' || b > b'~') {
                 return ctx.reply.error("ERR Client names cannot contain spaces, newlines or special characters.");
             }
-            ctx.client.name = if name.is_empty() { None } else { Some(name.clone()) };
+            ctx.client.name = if name.is_empty() { None } else { Some(Bytes::copy_from_slice(name)) };
             ctx.reply.ok();
         }
         // Client libraries announce themselves; Redis stores it for CLIENT LIST.
@@ -195,11 +195,11 @@ fn client(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
             ctx.reply.ok()
         }
         (b"NO-EVICT" | b"NO-TOUCH", [_]) => ctx.reply.error(SYNTAX_ERROR),
-        (b"UNBLOCK", [id, rest @ ..]) if rest.len() <= 1 => client_unblock(ctx, id, rest.first()),
+        (b"UNBLOCK", [id, rest @ ..]) if rest.len() <= 1 => client_unblock(ctx, id, rest.first().copied()),
         _ => subcommand_error(
             ctx,
             "client",
-            &args[0],
+            args[0],
             &["id", "getname", "setname", "setinfo", "list", "info", "kill", "no-evict", "no-touch", "unblock"],
         ),
     }
@@ -207,7 +207,7 @@ fn client(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 
 /// CLIENT UNBLOCK id [TIMEOUT|ERROR]: ends a blocked client's wait as if it
 /// timed out, or with an error; 1 if the client was blocked.
-fn client_unblock(ctx: &mut Context<'_, '_>, id: &[u8], mode: Option<&Bytes>) {
+fn client_unblock(ctx: &mut Context<'_, '_>, id: &[u8], mode: Option<&[u8]>) {
     let error = match mode {
         None => false,
         Some(mode) if mode.eq_ignore_ascii_case(b"timeout") => false,
@@ -323,7 +323,7 @@ fn command_entry(ctx: &mut Context<'_, '_>, spec: &CommandSpec) {
     ctx.reply.array(0);
 }
 
-fn command(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn command(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let Some(sub) = args.first().map(|s| s.to_ascii_uppercase()) else {
         let all = table();
         ctx.reply.array(all.len());
@@ -353,13 +353,13 @@ fn command(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         b"DOCS" => command_docs(ctx, &args[1..]),
         _ => ctx
             .reply
-            .error(&format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", String::from_utf8_lossy(&args[0]))),
+            .error(&format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", String::from_utf8_lossy(args[0]))),
     }
 }
 
 /// COMMAND DOCS: a map from command name to its documentation, for the named
 /// commands (unknown names skipped) or, with no names, for every command.
-fn command_docs(ctx: &mut Context<'_, '_>, names: &[Bytes]) {
+fn command_docs(ctx: &mut Context<'_, '_>, names: &[&[u8]]) {
     let specs: Vec<&CommandSpec> = if names.is_empty() {
         table().iter().collect()
     } else {
@@ -428,7 +428,7 @@ fn bytes_to_human(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
-fn info(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn info(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
     let wanted = |section: &str| {
@@ -557,11 +557,11 @@ fn replication_section(server: &crate::context::ServerState, text: &mut String) 
 /// timeout (the brief's rule for a master without replicas; Redis would block
 /// until the timeout when asked for more replicas than it has). The
 /// arguments are checked as Redis does.
-fn wait(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let Ok(replicas) = parse_int(&args[0]) else {
+fn wait(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let Ok(replicas) = parse_int(args[0]) else {
         return ctx.reply.error("ERR value is not an integer or out of range");
     };
-    let timeout_ms = match parse_int(&args[1]) {
+    let timeout_ms = match parse_int(args[1]) {
         Err(_) => return ctx.reply.error("ERR timeout is not an integer or out of range"),
         Ok(timeout_ms) if timeout_ms < 0 => return ctx.reply.error("ERR timeout is negative"),
         Ok(timeout_ms) => timeout_ms as u64,
@@ -580,7 +580,7 @@ fn wait(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     ctx.client.wait = Some((replicas, timeout));
 }
 
-fn time(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+fn time(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     ctx.reply.array(2);
     ctx.reply.bulk(now.as_secs().to_string().as_bytes());
@@ -598,7 +598,7 @@ mod tests {
     use crate::reply::{Protocol, Reply};
 
     fn run(server: &ServerState, client: &mut ClientState, words: &[&str]) -> String {
-        let args: Vec<bytes::Bytes> = words.iter().map(|w| bytes::Bytes::from(w.to_string())).collect();
+        let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
         let mut out = BytesMut::new();
         run_command(server, client, &args, Reply::new(&mut out, Protocol::Resp2));
         String::from_utf8(out.to_vec()).unwrap()

@@ -8,7 +8,6 @@
 //! late). HSCAN's cursor is described in [`super::scan`]; HRANDFIELD's picks
 //! in [`super::random`].
 
-use bytes::Bytes;
 use meridian_crdt::keyspace::Keyspace;
 use meridian_crdt::number;
 use meridian_crdt::register::Register;
@@ -72,33 +71,33 @@ fn reply_error(ctx: &mut Context<'_, '_>, error: CommandError) {
 }
 
 /// HSET's field-value arguments as pairs, in place (an even count).
-fn hset_pairs(args: &[Bytes]) -> &[[Bytes; 2]] {
+fn hset_pairs<'a>(args: &'a [&'a [u8]]) -> &'a [[&'a [u8]; 2]] {
     args.as_chunks::<2>().0
 }
 
-fn hset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hset(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     if args.len().is_multiple_of(2) {
         return ctx.reply.error("ERR wrong number of arguments for 'hset' command");
     }
     let pairs = hset_pairs(&args[1..]);
-    match write(ctx, |keyspace, at| keyspace.hset(&args[0], pairs, at)) {
+    match write(ctx, |keyspace, at| keyspace.hset(args[0], pairs, at)) {
         Ok((created, _)) => ctx.reply.integer(created as i64),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn hmset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hmset(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     if args.len().is_multiple_of(2) {
         return ctx.reply.error("ERR wrong number of arguments for 'hmset' command");
     }
     let pairs = hset_pairs(&args[1..]);
-    match write(ctx, |keyspace, at| keyspace.hset(&args[0], pairs, at)) {
+    match write(ctx, |keyspace, at| keyspace.hset(args[0], pairs, at)) {
         Ok(_) => ctx.reply.ok(),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn hsetnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hsetnx(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let (key, field, value) = (&args[0], &args[1], &args[2]);
     let mut shard = ctx.server.shard();
     let now = shard.wall_ms();
@@ -113,10 +112,8 @@ fn hsetnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         drop(shard);
         return ctx.reply.integer(0);
     }
-    let result = shard
-        .moment()
-        .map_err(CommandError::from)
-        .and_then(|at| shard.keyspace_mut().hset(key, &[(field.as_ref(), value.as_ref())], at));
+    let result =
+        shard.moment().map_err(CommandError::from).and_then(|at| shard.keyspace_mut().hset(key, &[(field, value)], at));
     drop(shard);
     match result {
         Ok(_) => ctx.reply.integer(1),
@@ -124,19 +121,19 @@ fn hsetnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn hget(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hget(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().hash_value(&args[0], now) {
-        Ok(hash) => ctx.reply.bulk_or_null(hash.and_then(|h| h.field(&args[1])).map(render).as_deref()),
+    match shard.keyspace().hash_value(args[0], now) {
+        Ok(hash) => ctx.reply.bulk_or_null(hash.and_then(|h| h.field(args[1])).map(render).as_deref()),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn hmget(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hmget(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().hash_value(&args[0], now) {
+    match shard.keyspace().hash_value(args[0], now) {
         Ok(hash) => {
             ctx.reply.array(args.len() - 1);
             for field in &args[1..] {
@@ -147,10 +144,10 @@ fn hmget(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn hgetall(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hgetall(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().hash_value(&args[0], now) {
+    match shard.keyspace().hash_value(args[0], now) {
         Ok(None) => ctx.reply.map(0),
         Ok(Some(hash)) => {
             ctx.reply.map(hash.len());
@@ -183,65 +180,65 @@ fn keys_or_values(ctx: &mut Context<'_, '_>, key: &[u8], values: bool) {
     }
 }
 
-fn hkeys(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    keys_or_values(ctx, &args[0], false);
+fn hkeys(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    keys_or_values(ctx, args[0], false);
 }
 
-fn hvals(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    keys_or_values(ctx, &args[0], true);
+fn hvals(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    keys_or_values(ctx, args[0], true);
 }
 
-fn hdel(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hdel(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let fields: Vec<&[u8]> = args[1..].iter().map(|f| f.as_ref()).collect();
-    match write(ctx, |keyspace, at| keyspace.hdel(&args[0], &fields, at)) {
+    match write(ctx, |keyspace, at| keyspace.hdel(args[0], &fields, at)) {
         Ok((removed, _)) => ctx.reply.integer(removed as i64),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn hexists(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hexists(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().hash_value(&args[0], now) {
-        Ok(hash) => ctx.reply.integer(i64::from(hash.is_some_and(|h| h.field(&args[1]).is_some()))),
+    match shard.keyspace().hash_value(args[0], now) {
+        Ok(hash) => ctx.reply.integer(i64::from(hash.is_some_and(|h| h.field(args[1]).is_some()))),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn hlen(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hlen(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().hash_value(&args[0], now) {
+    match shard.keyspace().hash_value(args[0], now) {
         Ok(hash) => ctx.reply.integer(hash.map_or(0, |h| h.len()) as i64),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn hstrlen(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hstrlen(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().hash_value(&args[0], now) {
+    match shard.keyspace().hash_value(args[0], now) {
         Ok(hash) => {
-            let len = hash.and_then(|h| h.field(&args[1])).map_or(0, |r| render(r).len());
+            let len = hash.and_then(|h| h.field(args[1])).map_or(0, |r| render(r).len());
             ctx.reply.integer(len as i64);
         }
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn hincrby(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let by = match parse_int(&args[2]) {
+fn hincrby(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let by = match parse_int(args[2]) {
         Ok(by) => by,
         Err(e) => return reply_error(ctx, e),
     };
-    match write(ctx, |keyspace, at| keyspace.hincr_by(&args[0], &args[1], by, at)) {
+    match write(ctx, |keyspace, at| keyspace.hincr_by(args[0], args[1], by, at)) {
         Ok((value, _)) => ctx.reply.integer(value),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn hincrbyfloat(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let by = match parse_float(&args[2]) {
+fn hincrbyfloat(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let by = match parse_float(args[2]) {
         Ok(by) => by,
         Err(e) => return reply_error(ctx, e),
     };
@@ -250,18 +247,18 @@ fn hincrbyfloat(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     if !by.is_finite() {
         return ctx.reply.error("ERR value is NaN or Infinity");
     }
-    match write(ctx, |keyspace, at| keyspace.hincr_by_float(&args[0], &args[1], by, at)) {
+    match write(ctx, |keyspace, at| keyspace.hincr_by_float(args[0], args[1], by, at)) {
         Ok((value, _)) => ctx.reply.bulk(&value),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn hrandfield(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn hrandfield(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let mut rng = super::rng();
     if args.len() == 1 {
         let shard = ctx.server.shard();
         let now = shard.wall_ms();
-        return match shard.keyspace().hash_value(&args[0], now) {
+        return match shard.keyspace().hash_value(args[0], now) {
             Ok(Some(hash)) if !hash.is_empty() => {
                 let index = rng.random_range(0..hash.len());
                 ctx.reply.bulk_or_null(hash.iter().nth(index).map(|(field, _)| field.as_slice()));
@@ -270,7 +267,7 @@ fn hrandfield(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
             Err(e) => reply_error(ctx, e),
         };
     }
-    let count = match parse_count(&args[1]) {
+    let count = match parse_count(args[1]) {
         Ok(count) => count,
         Err(e) => return ctx.reply.error(&e),
     };
@@ -285,7 +282,7 @@ fn hrandfield(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    let hash = match shard.keyspace().hash_value(&args[0], now) {
+    let hash = match shard.keyspace().hash_value(args[0], now) {
         Ok(Some(hash)) => hash,
         Ok(None) => return ctx.reply.array(0),
         Err(e) => return reply_error(ctx, e),
@@ -318,8 +315,8 @@ fn hrandfield(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn hscan(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let cursor = match scan::parse_cursor(&args[1]) {
+fn hscan(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let cursor = match scan::parse_cursor(args[1]) {
         Ok(cursor) => cursor,
         Err(e) => return ctx.reply.error(e),
     };
@@ -327,7 +324,7 @@ fn hscan(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let now = shard.wall_ms();
     // As in Redis: a missing key answers an empty scan before the options
     // are even read; a key of another type is WRONGTYPE before them too.
-    let hash = match shard.keyspace().hash_value(&args[0], now) {
+    let hash = match shard.keyspace().hash_value(args[0], now) {
         Ok(Some(hash)) => hash,
         Ok(None) => return scan::reply_empty(&mut ctx.reply),
         Err(e) => return reply_error(ctx, e),

@@ -1,6 +1,5 @@
 //! Key-space commands: DEL, EXISTS, TYPE, expiry, KEYS, SCAN, FLUSH.
 
-use bytes::Bytes;
 use meridian_crdt::expiry::Deadline;
 use meridian_crdt::keyspace::CopyOutcome;
 
@@ -38,7 +37,7 @@ pub fn commands() -> Vec<CommandSpec> {
     ]
 }
 
-fn del(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn del(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let mut shard = ctx.server.shard();
     let mut deleted = 0;
     for key in args {
@@ -54,7 +53,7 @@ fn del(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     ctx.reply.integer(deleted);
 }
 
-fn exists(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn exists(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
     let count = args.iter().filter(|key| shard.keyspace().exists(key, now)).count();
@@ -62,17 +61,17 @@ fn exists(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     ctx.reply.integer(count as i64);
 }
 
-fn key_type(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn key_type(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    let name = shard.keyspace().value_type(&args[0], now).map_or("none", |t| t.name());
+    let name = shard.keyspace().value_type(args[0], now).map_or("none", |t| t.name());
     drop(shard);
     ctx.reply.simple(name);
 }
 
 /// EXPIRE-family: `unit_ms` per argument unit, absolute or relative.
-fn expire_with(ctx: &mut Context<'_, '_>, args: &[Bytes], unit_ms: i64, absolute: bool, command: &str) {
-    let amount = match parse_int(&args[1]) {
+fn expire_with(ctx: &mut Context<'_, '_>, args: &[&[u8]], unit_ms: i64, absolute: bool, command: &str) {
+    let amount = match parse_int(args[1]) {
         Ok(v) => v,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
@@ -103,7 +102,7 @@ fn expire_with(ctx: &mut Context<'_, '_>, args: &[Bytes], unit_ms: i64, absolute
         drop(shard);
         return ctx.reply.error(&invalid());
     };
-    let Some(current) = shard.keyspace().deadline(&args[0], now as u64) else {
+    let Some(current) = shard.keyspace().deadline(args[0], now as u64) else {
         drop(shard);
         return ctx.reply.integer(0);
     };
@@ -122,7 +121,7 @@ fn expire_with(ctx: &mut Context<'_, '_>, args: &[Bytes], unit_ms: i64, absolute
     let target = Deadline::At(deadline.max(0) as u64);
     match ctx.moment(&mut shard) {
         Ok(at) => {
-            shard.keyspace_mut().set_expiry(&args[0], target, at);
+            shard.keyspace_mut().set_expiry(args[0], target, at);
             drop(shard);
             ctx.reply.integer(1);
         }
@@ -133,19 +132,19 @@ fn expire_with(ctx: &mut Context<'_, '_>, args: &[Bytes], unit_ms: i64, absolute
     }
 }
 
-fn expire(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn expire(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     expire_with(ctx, args, 1000, false, "expire");
 }
 
-fn pexpire(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn pexpire(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     expire_with(ctx, args, 1, false, "pexpire");
 }
 
-fn expireat(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn expireat(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     expire_with(ctx, args, 1000, true, "expireat");
 }
 
-fn pexpireat(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn pexpireat(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     expire_with(ctx, args, 1, true, "pexpireat");
 }
 
@@ -165,26 +164,26 @@ fn ttl_with(ctx: &mut Context<'_, '_>, key: &[u8], unit_ms: u64, absolute: bool)
     ctx.reply.integer(reply);
 }
 
-fn ttl(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    ttl_with(ctx, &args[0], 1000, false);
+fn ttl(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    ttl_with(ctx, args[0], 1000, false);
 }
 
-fn pttl(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    ttl_with(ctx, &args[0], 1, false);
+fn pttl(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    ttl_with(ctx, args[0], 1, false);
 }
 
-fn expiretime(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    ttl_with(ctx, &args[0], 1000, true);
+fn expiretime(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    ttl_with(ctx, args[0], 1000, true);
 }
 
-fn pexpiretime(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    ttl_with(ctx, &args[0], 1, true);
+fn pexpiretime(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    ttl_with(ctx, args[0], 1, true);
 }
 
-fn persist(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn persist(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let mut shard = ctx.server.shard();
     let result =
-        ctx.moment(&mut shard).map(|at| shard.keyspace_mut().set_expiry(&args[0], Deadline::Persist, at).is_some());
+        ctx.moment(&mut shard).map(|at| shard.keyspace_mut().set_expiry(args[0], Deadline::Persist, at).is_some());
     drop(shard);
     match result {
         Ok(changed) => ctx.reply.integer(i64::from(changed)),
@@ -192,15 +191,15 @@ fn persist(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn dbsize(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+fn dbsize(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     let len = ctx.server.shard().keyspace().len();
     ctx.reply.integer(len as i64);
 }
 
-fn keys(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn keys(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    let matched: Vec<_> = shard.keyspace().keys(now).into_iter().filter(|k| glob_match(&args[0], k, false)).collect();
+    let matched: Vec<_> = shard.keyspace().keys(now).into_iter().filter(|k| glob_match(args[0], k, false)).collect();
     drop(shard);
     ctx.reply.array(matched.len());
     for key in matched {
@@ -208,8 +207,8 @@ fn keys(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn scan(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let Ok(cursor) = std::str::from_utf8(&args[0]).unwrap_or("").parse::<u64>() else {
+fn scan(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let Ok(cursor) = std::str::from_utf8(args[0]).unwrap_or("").parse::<u64>() else {
         return ctx.reply.error("ERR invalid cursor");
     };
     let mut pattern: Option<&[u8]> = None;
@@ -253,7 +252,7 @@ fn scan(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn randomkey(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+fn randomkey(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
     // Any well-spread number will do; the clock's low bits change every call.
@@ -263,7 +262,7 @@ fn randomkey(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
     ctx.reply.bulk_or_null(key.as_deref());
 }
 
-fn flush(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn flush(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     match args {
         [] => {}
         [mode] if mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC") => {}
@@ -291,8 +290,8 @@ fn move_key(
     Ok(outcome)
 }
 
-fn rename(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    match move_key(ctx, &args[0], &args[1], true, true) {
+fn rename(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    match move_key(ctx, args[0], args[1], true, true) {
         Ok(CopyOutcome::Copied(_)) => ctx.reply.ok(),
         Ok(CopyOutcome::NoSource) => ctx.reply.error("ERR no such key"),
         Ok(CopyOutcome::TargetExists) => unreachable!("RENAME replaces its target"),
@@ -300,17 +299,17 @@ fn rename(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn renamenx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn renamenx(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     if args[0] == args[1] {
         // Redis: the same key is "already there", whether it exists or not.
         let exists = {
             let shard = ctx.server.shard();
             let now = shard.wall_ms();
-            shard.keyspace().exists(&args[0], now)
+            shard.keyspace().exists(args[0], now)
         };
         return if exists { ctx.reply.integer(0) } else { ctx.reply.error("ERR no such key") };
     }
-    match move_key(ctx, &args[0], &args[1], false, true) {
+    match move_key(ctx, args[0], args[1], false, true) {
         Ok(CopyOutcome::Copied(_)) => ctx.reply.integer(1),
         Ok(CopyOutcome::TargetExists) => ctx.reply.integer(0),
         Ok(CopyOutcome::NoSource) => ctx.reply.error("ERR no such key"),
@@ -318,14 +317,14 @@ fn renamenx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn copy(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn copy(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let mut replace = false;
     let mut i = 2;
     while i < args.len() {
         match args[i].to_ascii_uppercase().as_slice() {
             b"REPLACE" => replace = true,
             b"DB" if i + 1 < args.len() => {
-                match parse_int(&args[i + 1]) {
+                match parse_int(args[i + 1]) {
                     Ok(0) => {}
                     Ok(_) => return ctx.reply.error("ERR DB index is out of range"),
                     Err(e) => return ctx.reply.error(&e.to_string()),
@@ -339,7 +338,7 @@ fn copy(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     if args[0] == args[1] {
         return ctx.reply.error("ERR source and destination objects are the same");
     }
-    match move_key(ctx, &args[0], &args[1], replace, false) {
+    match move_key(ctx, args[0], args[1], replace, false) {
         Ok(CopyOutcome::Copied(_)) => ctx.reply.integer(1),
         Ok(_) => ctx.reply.integer(0),
         Err(e) => ctx.reply.error(&e),

@@ -375,16 +375,16 @@ fn values_reply(reply: &mut Reply<'_>, values: &[ShortBytes]) {
 
 // ----- pushes -----
 
-fn push(ctx: &mut Context<'_, '_>, args: &[Bytes], end: End, only_existing: bool) {
+fn push(ctx: &mut Context<'_, '_>, args: &[&[u8]], end: End, only_existing: bool) {
     let values = &args[1..];
     let result = write(ctx.server, &ctx.client.wall, |keyspace, at| {
         if only_existing {
-            let exists = keyspace.list_value(&args[0], at.wall_ms)?.is_some_and(|list| !list.is_empty());
+            let exists = keyspace.list_value(args[0], at.wall_ms)?.is_some_and(|list| !list.is_empty());
             if !exists {
                 return Ok(0);
             }
         }
-        keyspace.push(&args[0], values, end, at).map(|(len, _)| len)
+        keyspace.push(args[0], values, end, at).map(|(len, _)| len)
     });
     match result {
         Ok(len) => ctx.reply.integer(len as i64),
@@ -392,25 +392,25 @@ fn push(ctx: &mut Context<'_, '_>, args: &[Bytes], end: End, only_existing: bool
     }
 }
 
-fn lpush(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn lpush(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     push(ctx, args, End::Front, false);
 }
 
-fn rpush(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn rpush(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     push(ctx, args, End::Back, false);
 }
 
-fn lpushx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn lpushx(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     push(ctx, args, End::Front, true);
 }
 
-fn rpushx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn rpushx(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     push(ctx, args, End::Back, true);
 }
 
 // ----- pops -----
 
-fn pop(ctx: &mut Context<'_, '_>, args: &[Bytes], end: End) {
+fn pop(ctx: &mut Context<'_, '_>, args: &[&[u8]], end: End) {
     let count = match args {
         [_] => None,
         [_, count] => match parse_count(count, "ERR value is out of range, must be positive") {
@@ -423,11 +423,11 @@ fn pop(ctx: &mut Context<'_, '_>, args: &[Bytes], end: End) {
         }
     };
     let result = write(ctx.server, &ctx.client.wall, |keyspace, at| {
-        let exists = keyspace.list_value(&args[0], at.wall_ms)?.is_some_and(|list| !list.is_empty());
+        let exists = keyspace.list_value(args[0], at.wall_ms)?.is_some_and(|list| !list.is_empty());
         if !exists {
             return Ok(None);
         }
-        let (values, _) = keyspace.pop(&args[0], end, count.unwrap_or(1), at)?;
+        let (values, _) = keyspace.pop(args[0], end, count.unwrap_or(1), at)?;
         Ok(Some(values))
     });
     match (result, count) {
@@ -439,30 +439,30 @@ fn pop(ctx: &mut Context<'_, '_>, args: &[Bytes], end: End) {
     }
 }
 
-fn lpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn lpop(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     pop(ctx, args, End::Front);
 }
 
-fn rpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn rpop(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     pop(ctx, args, End::Back);
 }
 
 // ----- reads -----
 
-fn llen(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    match read(ctx.server, &args[0], |list| list.map_or(0, RgaList::len)) {
+fn llen(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    match read(ctx.server, args[0], |list| list.map_or(0, RgaList::len)) {
         Ok(len) => ctx.reply.integer(len as i64),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
 }
 
-fn lrange(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let (start, stop) = match (parse_int(&args[1]), parse_int(&args[2])) {
+fn lrange(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let (start, stop) = match (parse_int(args[1]), parse_int(args[2])) {
         (Ok(start), Ok(stop)) => (start, stop),
         _ => return ctx.reply.error(&CommandError::NotInteger.to_string()),
     };
     let reply = &mut ctx.reply;
-    let result = read(ctx.server, &args[0], |list| {
+    let result = read(ctx.server, args[0], |list| {
         let values: Vec<&ShortBytes> = list.map(|list| list.range(start, stop).collect()).unwrap_or_default();
         reply.array(values.len());
         for value in values {
@@ -474,13 +474,13 @@ fn lrange(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn lindex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let index = match parse_int(&args[1]) {
+fn lindex(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let index = match parse_int(args[1]) {
         Ok(index) => index,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
     let reply = &mut ctx.reply;
-    let result = read(ctx.server, &args[0], |list| {
+    let result = read(ctx.server, args[0], |list| {
         reply.bulk_or_null(list.and_then(|list| list.get(index)).map(ShortBytes::as_slice));
     });
     if let Err(e) = result {
@@ -495,7 +495,7 @@ struct PosOptions {
     maxlen: usize,
 }
 
-fn parse_lpos_options(args: &[Bytes]) -> Result<PosOptions, String> {
+fn parse_lpos_options(args: &[&[u8]]) -> Result<PosOptions, String> {
     let mut options = PosOptions { rank: 1, count: None, maxlen: 0 };
     let mut i = 0;
     while i < args.len() {
@@ -565,14 +565,14 @@ fn positions(list: &RgaList, element: &[u8], options: &PosOptions) -> Vec<usize>
     found
 }
 
-fn lpos(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn lpos(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let options = match parse_lpos_options(&args[2..]) {
         Ok(options) => options,
         Err(e) => return ctx.reply.error(&e),
     };
     let reply = &mut ctx.reply;
-    let result = read(ctx.server, &args[0], |list| {
-        let found = list.map(|list| positions(list, &args[1], &options)).unwrap_or_default();
+    let result = read(ctx.server, args[0], |list| {
+        let found = list.map(|list| positions(list, args[1], &options)).unwrap_or_default();
         if options.count.is_some() {
             reply.array(found.len());
             for index in found {
@@ -592,18 +592,18 @@ fn lpos(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 
 // ----- updates -----
 
-fn lset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let index = match parse_int(&args[1]) {
+fn lset(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let index = match parse_int(args[1]) {
         Ok(index) => index,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
-    match write(ctx.server, &ctx.client.wall, |keyspace, at| keyspace.list_set(&args[0], index, &args[2], at)) {
+    match write(ctx.server, &ctx.client.wall, |keyspace, at| keyspace.list_set(args[0], index, args[2], at)) {
         Ok(_) => ctx.reply.ok(),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
 }
 
-fn linsert(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn linsert(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let before = if args[1].eq_ignore_ascii_case(b"before") {
         true
     } else if args[1].eq_ignore_ascii_case(b"after") {
@@ -612,30 +612,30 @@ fn linsert(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         return ctx.reply.error(SYNTAX_ERROR);
     };
     match write(ctx.server, &ctx.client.wall, |keyspace, at| {
-        keyspace.list_insert(&args[0], before, &args[2], &args[3], at)
+        keyspace.list_insert(args[0], before, args[2], args[3], at)
     }) {
         Ok((len, _)) => ctx.reply.integer(len),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
 }
 
-fn lrem(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let count = match parse_int(&args[1]) {
+fn lrem(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let count = match parse_int(args[1]) {
         Ok(count) => count,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
-    match write(ctx.server, &ctx.client.wall, |keyspace, at| keyspace.list_remove(&args[0], count, &args[2], at)) {
+    match write(ctx.server, &ctx.client.wall, |keyspace, at| keyspace.list_remove(args[0], count, args[2], at)) {
         Ok((removed, _)) => ctx.reply.integer(removed as i64),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
 }
 
-fn ltrim(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let (start, stop) = match (parse_int(&args[1]), parse_int(&args[2])) {
+fn ltrim(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let (start, stop) = match (parse_int(args[1]), parse_int(args[2])) {
         (Ok(start), Ok(stop)) => (start, stop),
         _ => return ctx.reply.error(&CommandError::NotInteger.to_string()),
     };
-    match write(ctx.server, &ctx.client.wall, |keyspace, at| keyspace.list_trim(&args[0], start, stop, at)) {
+    match write(ctx.server, &ctx.client.wall, |keyspace, at| keyspace.list_trim(args[0], start, stop, at)) {
         Ok(_) => ctx.reply.ok(),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
@@ -684,15 +684,15 @@ fn lmove_with(ctx: &mut Context<'_, '_>, source: &[u8], destination: &[u8], from
     }
 }
 
-fn lmove(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let (Some(from), Some(to)) = (parse_end(&args[2]), parse_end(&args[3])) else {
+fn lmove(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let (Some(from), Some(to)) = (parse_end(args[2]), parse_end(args[3])) else {
         return ctx.reply.error(SYNTAX_ERROR);
     };
-    lmove_with(ctx, &args[0], &args[1], from, to);
+    lmove_with(ctx, args[0], args[1], from, to);
 }
 
-fn rpoplpush(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    lmove_with(ctx, &args[0], &args[1], End::Back, End::Front);
+fn rpoplpush(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    lmove_with(ctx, args[0], args[1], End::Back, End::Front);
 }
 
 // ----- LMPOP -----
@@ -705,13 +705,13 @@ struct MultiPop {
 }
 
 /// Parses `numkeys key ... LEFT|RIGHT [COUNT n]` starting at `args[0]`.
-fn parse_mpop(args: &[Bytes]) -> Result<MultiPop, String> {
-    let numkeys = match parse_int(&args[0]) {
+fn parse_mpop(args: &[&[u8]]) -> Result<MultiPop, String> {
+    let numkeys = match parse_int(args[0]) {
         Ok(n) if n > 0 => n as u64,
         _ => return Err("ERR numkeys should be greater than 0".to_string()),
     };
     let where_at = numkeys.checked_add(1).filter(|&w| w < args.len() as u64).ok_or(SYNTAX_ERROR)? as usize;
-    let end = parse_end(&args[where_at]).ok_or(SYNTAX_ERROR)?;
+    let end = parse_end(args[where_at]).ok_or(SYNTAX_ERROR)?;
     let mut count = None;
     let mut i = where_at + 1;
     while i < args.len() {
@@ -734,7 +734,7 @@ fn parse_mpop(args: &[Bytes]) -> Result<MultiPop, String> {
 /// command's own try) or passed over (a blocked client being served).
 fn mpop_try(
     server: &ServerState,
-    keys: &[Bytes],
+    keys: &[&[u8]],
     end: End,
     count: usize,
     reply: &mut Reply<'_>,
@@ -769,7 +769,7 @@ fn mpop_try(
     }
 }
 
-fn lmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn lmpop(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let parsed = match parse_mpop(args) {
         Ok(parsed) => parsed,
         Err(e) => return ctx.reply.error(&e),
@@ -784,7 +784,7 @@ fn lmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 // ----- blocking commands -----
 
 /// BLPOP/BRPOP's try: `[key, value]` from the first non-empty key.
-fn bpop_try(server: &ServerState, args: &[Bytes], end: End, reply: &mut Reply<'_>, first: bool) -> Attempt {
+fn bpop_try(server: &ServerState, args: &[&[u8]], end: End, reply: &mut Reply<'_>, first: bool) -> Attempt {
     let keys = &args[..args.len() - 1];
     let result = write(server, &WallSnapshot::default(), |keyspace, at| {
         for key in keys {
@@ -815,16 +815,16 @@ fn bpop_try(server: &ServerState, args: &[Bytes], end: End, reply: &mut Reply<'_
     }
 }
 
-fn blpop_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
+fn blpop_try(server: &ServerState, args: &[&[u8]], reply: &mut Reply<'_>, first: bool) -> Attempt {
     bpop_try(server, args, End::Front, reply, first)
 }
 
-fn brpop_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
+fn brpop_try(server: &ServerState, args: &[&[u8]], reply: &mut Reply<'_>, first: bool) -> Attempt {
     bpop_try(server, args, End::Back, reply, first)
 }
 
-fn blocking_pop(ctx: &mut Context<'_, '_>, args: &[Bytes], try_serve: crate::blocking::TryServe) {
-    let timeout = match parse_timeout(&args[args.len() - 1]) {
+fn blocking_pop(ctx: &mut Context<'_, '_>, args: &[&[u8]], try_serve: crate::blocking::TryServe) {
+    let timeout = match parse_timeout(args[args.len() - 1]) {
         Ok(timeout) => timeout,
         Err(e) => return ctx.reply.error(e),
     };
@@ -832,33 +832,33 @@ fn blocking_pop(ctx: &mut Context<'_, '_>, args: &[Bytes], try_serve: crate::blo
     block_on(ctx, args, keys, timeout, try_serve, NullReply::Array);
 }
 
-fn blpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn blpop(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     blocking_pop(ctx, args, blpop_try);
 }
 
-fn brpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn brpop(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     blocking_pop(ctx, args, brpop_try);
 }
 
 /// BLMOVE's try (its arguments: source destination wherefrom whereto
 /// timeout; the ends were checked when it arrived).
-fn blmove_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
-    let (Some(from), Some(to)) = (parse_end(&args[2]), parse_end(&args[3])) else {
+fn blmove_try(server: &ServerState, args: &[&[u8]], reply: &mut Reply<'_>, first: bool) -> Attempt {
+    let (Some(from), Some(to)) = (parse_end(args[2]), parse_end(args[3])) else {
         reply.error(SYNTAX_ERROR);
         return Attempt::Served { pushed: None };
     };
-    move_try(server, &args[0], &args[1], from, to, reply, first)
+    move_try(server, args[0], args[1], from, to, reply, first)
 }
 
 /// BRPOPLPUSH's try (source destination timeout).
-fn brpoplpush_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
-    move_try(server, &args[0], &args[1], End::Back, End::Front, reply, first)
+fn brpoplpush_try(server: &ServerState, args: &[&[u8]], reply: &mut Reply<'_>, first: bool) -> Attempt {
+    move_try(server, args[0], args[1], End::Back, End::Front, reply, first)
 }
 
 fn move_try(
     server: &ServerState,
-    source: &Bytes,
-    destination: &Bytes,
+    source: &[u8],
+    destination: &[u8],
     from: End,
     to: End,
     reply: &mut Reply<'_>,
@@ -867,7 +867,7 @@ fn move_try(
     match move_one(server, source, destination, from, to) {
         Ok(Moved::Value(value)) => {
             reply.bulk(value.as_slice());
-            Attempt::Served { pushed: Some(destination.clone()) }
+            Attempt::Served { pushed: Some(Bytes::copy_from_slice(destination)) }
         }
         Ok(Moved::Empty) => Attempt::Waiting,
         // A source of another type keeps a woken client waiting, as Redis.
@@ -883,19 +883,19 @@ fn source_is_list(server: &ServerState, source: &[u8]) -> bool {
     read(server, source, |_| ()).is_ok()
 }
 
-fn blmove(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    if parse_end(&args[2]).is_none() || parse_end(&args[3]).is_none() {
+fn blmove(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    if parse_end(args[2]).is_none() || parse_end(args[3]).is_none() {
         return ctx.reply.error(SYNTAX_ERROR);
     }
-    let timeout = match parse_timeout(&args[4]) {
+    let timeout = match parse_timeout(args[4]) {
         Ok(timeout) => timeout,
         Err(e) => return ctx.reply.error(e),
     };
     block_on(ctx, args, &args[..1], timeout, blmove_try, NullReply::Bulk);
 }
 
-fn brpoplpush(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let timeout = match parse_timeout(&args[2]) {
+fn brpoplpush(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let timeout = match parse_timeout(args[2]) {
         Ok(timeout) => timeout,
         Err(e) => return ctx.reply.error(e),
     };
@@ -904,7 +904,7 @@ fn brpoplpush(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 
 /// BLMPOP's try (timeout numkeys key ... LEFT|RIGHT [COUNT n]; checked when
 /// it arrived).
-fn blmpop_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
+fn blmpop_try(server: &ServerState, args: &[&[u8]], reply: &mut Reply<'_>, first: bool) -> Attempt {
     match parse_mpop(&args[1..]) {
         Ok(parsed) => {
             let keys = &args[1..][parsed.keys];
@@ -917,8 +917,8 @@ fn blmpop_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first
     }
 }
 
-fn blmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let timeout = match parse_timeout(&args[0]) {
+fn blmpop(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let timeout = match parse_timeout(args[0]) {
         Ok(timeout) => timeout,
         Err(e) => return ctx.reply.error(e),
     };

@@ -16,14 +16,13 @@ pub mod strings;
 pub mod transactions;
 pub mod zsets;
 
-use bytes::Bytes;
 use meridian_crdt::CommandError;
 
 use crate::context::Context;
 
 /// How a command runs: it reads its arguments (the name excluded) and writes
 /// exactly one reply.
-pub type Handler = fn(&mut Context<'_, '_>, &[Bytes]);
+pub type Handler = fn(&mut Context<'_, '_>, &[&[u8]]);
 
 /// One command's description.
 pub struct CommandSpec {
@@ -50,10 +49,10 @@ pub struct CommandSpec {
 /// Where a `movablekeys` command's keys are, given all its arguments (the
 /// name included): the positions of its keys, as a range; empty if the
 /// arguments are malformed (the command itself then reports the error).
-pub type KeysFn = fn(&[Bytes]) -> std::ops::Range<usize>;
+pub type KeysFn = fn(&[&[u8]]) -> std::ops::Range<usize>;
 
 /// Keys named by a `numkeys` argument at position `at`: `numkeys key ...`.
-pub fn numkeys_at(args: &[Bytes], at: usize) -> std::ops::Range<usize> {
+pub fn numkeys_at(args: &[&[u8]], at: usize) -> std::ops::Range<usize> {
     match args.get(at).and_then(|n| parse_int(n).ok()) {
         Some(n) if n > 0 && (n as u64) < args.len() as u64 => {
             let first = at + 1;
@@ -144,14 +143,14 @@ fn index() -> &'static [Vec<&'static CommandSpec>] {
 
 /// The keys a command names, from its spec's key positions over `args`
 /// (the name included, at position 0).
-pub fn command_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
+pub fn command_keys<'a>(spec: &CommandSpec, args: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> + 'a {
     let movable = spec.movable_keys.map(|keys| &args[keys(args)]).unwrap_or_default();
     let len = args.len() as i64;
     let first = i64::from(spec.first_key);
     let last = if spec.last_key < 0 { len + i64::from(spec.last_key) } else { i64::from(spec.last_key) };
     let step = i64::from(spec.step);
     let (first, last, step) = if first <= 0 || step <= 0 { (1, 0, 1) } else { (first, last.min(len - 1), step) };
-    movable.iter().chain((first..=last).step_by(step as usize).filter_map(move |i| args.get(i as usize)))
+    movable.iter().chain((first..=last).step_by(step as usize).filter_map(move |i| args.get(i as usize))).copied()
 }
 
 /// True if `argc` (including the name) fits the arity.
@@ -298,8 +297,8 @@ mod tests {
     #[test]
     fn command_keys_follow_numkeys_for_movable_commands() {
         let keys = |args: &[&str]| -> Vec<String> {
-            let args: Vec<Bytes> = args.iter().map(|a| Bytes::from(a.to_string())).collect();
-            let spec = lookup(&args[0]).expect("a command");
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            let spec = lookup(args[0]).expect("a command");
             command_keys(spec, &args).map(|k| String::from_utf8_lossy(k).into_owned()).collect()
         };
         assert_eq!(keys(&["zmpop", "2", "a", "b", "MIN"]), ["a", "b"]);

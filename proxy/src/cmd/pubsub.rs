@@ -110,7 +110,7 @@ fn total(client: &ClientState) -> usize {
     client.channels.len() + client.patterns.len()
 }
 
-fn subscribe_kind(ctx: &mut Context<'_, '_>, args: &[Bytes], kind: Kind) {
+fn subscribe_kind(ctx: &mut Context<'_, '_>, args: &[&[u8]], kind: Kind) {
     let Some(handle) = ctx.client.handle.clone() else {
         return ctx.reply.error("ERR SUBSCRIBE needs a client connection");
     };
@@ -121,19 +121,23 @@ fn subscribe_kind(ctx: &mut Context<'_, '_>, args: &[Bytes], kind: Kind) {
         ));
     }
     let what: &[u8] = if kind == Kind::Channel { b"subscribe" } else { b"psubscribe" };
-    for name in args {
+    for &name in args {
+        let name = Bytes::copy_from_slice(name);
         if subscriptions(ctx.client, kind).insert(name.clone()) {
-            ctx.server.subscribe(kind, name, &handle, ctx.client.protocol);
+            ctx.server.subscribe(kind, &name, &handle, ctx.client.protocol);
         }
         let count = total(ctx.client);
-        confirm(&mut ctx.reply, what, Some(name), count);
+        confirm(&mut ctx.reply, what, Some(&name), count);
     }
 }
 
-fn unsubscribe_kind(ctx: &mut Context<'_, '_>, args: &[Bytes], kind: Kind) {
+fn unsubscribe_kind(ctx: &mut Context<'_, '_>, args: &[&[u8]], kind: Kind) {
     let what: &[u8] = if kind == Kind::Channel { b"unsubscribe" } else { b"punsubscribe" };
-    let names: Vec<Bytes> =
-        if args.is_empty() { subscriptions(ctx.client, kind).iter().cloned().collect() } else { args.to_vec() };
+    let names: Vec<Bytes> = if args.is_empty() {
+        subscriptions(ctx.client, kind).iter().cloned().collect()
+    } else {
+        args.iter().map(|a| Bytes::copy_from_slice(a)).collect()
+    };
     if names.is_empty() {
         let count = total(ctx.client);
         return confirm(&mut ctx.reply, what, None, count);
@@ -147,28 +151,28 @@ fn unsubscribe_kind(ctx: &mut Context<'_, '_>, args: &[Bytes], kind: Kind) {
     }
 }
 
-fn subscribe(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn subscribe(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     subscribe_kind(ctx, args, Kind::Channel);
 }
 
-fn psubscribe(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn psubscribe(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     subscribe_kind(ctx, args, Kind::Pattern);
 }
 
-fn unsubscribe(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn unsubscribe(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     unsubscribe_kind(ctx, args, Kind::Channel);
 }
 
-fn punsubscribe(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn punsubscribe(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     unsubscribe_kind(ctx, args, Kind::Pattern);
 }
 
-fn publish(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let receivers = ctx.server.publish(&args[0], &args[1]);
+fn publish(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let receivers = ctx.server.publish(args[0], args[1]);
     ctx.reply.integer(receivers as i64);
 }
 
-fn pubsub(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn pubsub(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let sub = args[0].to_ascii_uppercase();
     match (sub.as_slice(), &args[1..]) {
         (b"CHANNELS", [] | [_]) => {
@@ -204,7 +208,7 @@ fn pubsub(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
                 ctx.reply.simple(line);
             }
         }
-        _ => subcommand_error(ctx, "pubsub", &args[0], &["channels", "numsub", "numpat", "help"]),
+        _ => subcommand_error(ctx, "pubsub", args[0], &["channels", "numsub", "numpat", "help"]),
     }
 }
 

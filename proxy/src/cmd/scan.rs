@@ -26,8 +26,6 @@
 //! [`WHOLE_MAX`] elements is returned whole with cursor 0, as Redis does for
 //! its compact (listpack/intset) encodings.
 
-use bytes::Bytes;
-
 use super::{SYNTAX_ERROR, parse_int};
 
 /// Collections this small are returned whole in one call (Redis returns its
@@ -123,7 +121,7 @@ impl<'a> ScanOptions<'a> {
     /// Parses `MATCH pattern` and `COUNT n` in any order (the last one of
     /// each wins); anything else, a COUNT below 1 or an option without its
     /// value is a syntax error, as in Redis.
-    pub fn parse(args: &'a [Bytes]) -> Result<ScanOptions<'a>, String> {
+    pub fn parse(args: &'a [&'a [u8]]) -> Result<ScanOptions<'a>, String> {
         let mut options = ScanOptions { pattern: None, count: 10 };
         let mut i = 0;
         while i < args.len() {
@@ -138,7 +136,7 @@ impl<'a> ScanOptions<'a> {
                 }
             } else if args[i].eq_ignore_ascii_case(b"MATCH") {
                 // A lone `*` matches everything: skip matching altogether.
-                options.pattern = (value.as_ref() != b"*").then_some(value.as_ref());
+                options.pattern = (value != b"*").then_some(value.as_ref());
             } else {
                 return Err(SYNTAX_ERROR.to_string());
             }

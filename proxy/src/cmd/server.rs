@@ -17,8 +17,6 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use bytes::Bytes;
-
 use super::connection::subcommand_error;
 use super::{CommandSpec, SYNTAX_ERROR, glob_match, parse_float, parse_int};
 use meridian_replication::durability::{Fsync, REWRITE_MIN_BYTES, REWRITE_PERCENTAGE};
@@ -105,7 +103,7 @@ fn config_values(ctx: &Context<'_, '_>) -> Vec<(&'static str, String)> {
     values
 }
 
-fn config(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn config(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let sub = args[0].to_ascii_uppercase();
     match (sub.as_slice(), &args[1..]) {
         (b"GET", patterns) if !patterns.is_empty() => {
@@ -129,38 +127,38 @@ fn config(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
             }
             ctx.reply.ok();
         }
-        _ => subcommand_error(ctx, "config", &args[0], &["get", "set", "resetstat"]),
+        _ => subcommand_error(ctx, "config", args[0], &["get", "set", "resetstat"]),
     }
 }
 
 /// CONFIG SET: every pair is checked before any is applied, so a failing
 /// call changes nothing (Redis 7 is atomic the same way).
-fn config_set(ctx: &mut Context<'_, '_>, pairs: &[Bytes]) {
+fn config_set(ctx: &mut Context<'_, '_>, pairs: &[&[u8]]) {
     let fixed = fixed_values(ctx);
     let mut updates: Vec<(&'static str, String)> = Vec::with_capacity(pairs.len() / 2);
     let mut fsync_update = None;
     let mut rewrite_update = None;
     let mut percentage_update = None;
     for pair in pairs.chunks_exact(2) {
-        let given = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+        let given = String::from_utf8_lossy(pair[0]).to_ascii_lowercase();
         let failed =
             |reason: &str| format!("ERR CONFIG SET failed (possibly related to argument '{given}') - {reason}");
         if given == "appendfsync" {
-            let Some(fsync) = std::str::from_utf8(&pair[1]).ok().and_then(Fsync::parse) else {
+            let Some(fsync) = std::str::from_utf8(pair[1]).ok().and_then(Fsync::parse) else {
                 return ctx.reply.error(&failed("argument(s) must be one of the following: always, everysec, no"));
             };
             fsync_update = Some(fsync);
             continue;
         }
         if given == "auto-aof-rewrite-min-size" {
-            let Some(bytes) = parse_memory(&pair[1]) else {
+            let Some(bytes) = parse_memory(pair[1]) else {
                 return ctx.reply.error(&failed("argument must be a memory value"));
             };
             rewrite_update = Some(bytes);
             continue;
         }
         if given == "auto-aof-rewrite-percentage" {
-            let Ok(percentage) = parse_int(&pair[1]) else {
+            let Ok(percentage) = parse_int(pair[1]) else {
                 return ctx.reply.error(&failed("argument couldn't be parsed into an integer"));
             };
             if !(0..=INT_MAX).contains(&percentage) {
@@ -177,13 +175,13 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[Bytes]) {
             }
             return ctx.reply.error(&format!(
                 "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
-                String::from_utf8_lossy(&pair[0])
+                String::from_utf8_lossy(pair[0])
             ));
         };
         if updates.iter().any(|(name, _)| *name == t.name) {
             return ctx.reply.error(&failed("duplicate parameter"));
         }
-        let Ok(value) = parse_int(&pair[1]) else {
+        let Ok(value) = parse_int(pair[1]) else {
             return ctx.reply.error(&failed("argument couldn't be parsed into an integer"));
         };
         if !(t.min..=t.max).contains(&value) {
@@ -242,7 +240,7 @@ fn parse_memory(value: &[u8]) -> Option<u64> {
 /// The error for what needs a script engine.
 const NO_SCRIPTING: &str = "ERR scripting is not supported by Meridian yet";
 
-fn function(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn function(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let sub = args[0].to_ascii_uppercase();
     match (sub.as_slice(), &args[1..]) {
         (b"FLUSH", []) => ctx.reply.ok(),
@@ -261,7 +259,7 @@ fn function(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
                     }
                     i += 2;
                 } else {
-                    return ctx.reply.error(&format!("ERR Unknown argument {}", String::from_utf8_lossy(&options[i])));
+                    return ctx.reply.error(&format!("ERR Unknown argument {}", String::from_utf8_lossy(options[i])));
                 }
             }
             ctx.reply.array(0);
@@ -284,13 +282,13 @@ fn function(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         _ => subcommand_error(
             ctx,
             "function",
-            &args[0],
+            args[0],
             &["flush", "list", "stats", "kill", "load", "delete", "dump", "restore"],
         ),
     }
 }
 
-fn lastsave(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+fn lastsave(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     // Nothing is saved yet (no persistence, issue 4): the last time the data
     // set was "as on disk" is the start, which is also what Redis reports
     // before its first save.
@@ -298,7 +296,7 @@ fn lastsave(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
     ctx.reply.integer(started.as_secs() as i64);
 }
 
-fn debug(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn debug(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     match (args[0].to_ascii_uppercase().as_slice(), &args[1..]) {
         (b"SLEEP", [seconds]) => {
             let pause = match parse_float(seconds) {
@@ -313,11 +311,11 @@ fn debug(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
             ctx.client.sleep = Some(pause);
             ctx.reply.ok();
         }
-        _ => subcommand_error(ctx, "debug", &args[0], &["sleep"]),
+        _ => subcommand_error(ctx, "debug", args[0], &["sleep"]),
     }
 }
 
-fn reset(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+fn reset(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     super::transactions::reset(ctx);
     super::pubsub::unsubscribe_all(ctx.server, ctx.client);
     ctx.client.protocol = Protocol::Resp2;
@@ -357,7 +355,7 @@ fn client_line(handle: &ClientHandle, current: Option<(&Context<'_, '_>, &str)>)
 }
 
 /// CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...].
-pub(super) fn client_list(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+pub(super) fn client_list(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let mut ids: Option<Vec<u64>> = None;
     match args {
         [] => {}
@@ -409,7 +407,7 @@ pub(super) fn client_info(ctx: &mut Context<'_, '_>) {
 /// CLIENT KILL addr (old form: OK or an error) and CLIENT KILL <filter>
 /// <value> ... (new form: the number killed; the caller is skipped unless
 /// SKIPME no).
-pub(super) fn client_kill(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+pub(super) fn client_kill(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let old_form = args.len() == 1;
     let mut id: Option<u64> = None;
     let mut addr: Option<&[u8]> = None;
@@ -417,7 +415,7 @@ pub(super) fn client_kill(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let mut skipme = !old_form;
     let mut none_match = false;
     if old_form {
-        addr = Some(&args[0]);
+        addr = Some(args[0]);
     } else {
         if !args.len().is_multiple_of(2) {
             return ctx.reply.error(SYNTAX_ERROR);
@@ -433,7 +431,7 @@ pub(super) fn client_kill(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
                 b"LADDR" => laddr = Some(value),
                 b"SKIPME" if value.eq_ignore_ascii_case(b"yes") => skipme = true,
                 b"SKIPME" if value.eq_ignore_ascii_case(b"no") => skipme = false,
-                b"USER" if value.as_ref() == b"default" => {}
+                b"USER" if value == b"default" => {}
                 b"USER" => {
                     return ctx.reply.error(&format!("ERR No such user '{}'", String::from_utf8_lossy(value)));
                 }

@@ -11,18 +11,16 @@
 //! SSCAN's cursor is described in [`super::scan`]; random picks in
 //! [`super::random`].
 
-use bytes::Bytes;
 use meridian_crdt::keyspace::Keyspace;
 use meridian_crdt::set::OrSet;
 use meridian_crdt::short_bytes::ShortBytes;
 use meridian_crdt::{CommandError, Moment};
 use rand::Rng;
-use smallvec::SmallVec;
 
 use super::docs::{Arg, Doc, KEYS, O1, arg, doc, key};
 use super::random::{self, parse_count};
 use super::scan::{self, ScanOptions, Window};
-use super::{ARGS_INLINE, CommandSpec, SYNTAX_ERROR, parse_int};
+use super::{CommandSpec, SYNTAX_ERROR, parse_int};
 use crate::context::Context;
 
 /// The set commands, with Redis 7.2's arity, flags and key positions.
@@ -69,23 +67,17 @@ fn write<R>(
     work(shard.keyspace_mut(), at)
 }
 
-/// The arguments as byte slices: inline for the usual few (no allocation
-/// per command).
-fn as_slices(args: &[Bytes]) -> SmallVec<[&[u8]; ARGS_INLINE]> {
-    args.iter().map(|a| a.as_ref()).collect()
-}
-
-fn sadd(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let members = as_slices(&args[1..]);
-    match write(ctx, |keyspace, at| keyspace.sadd(&args[0], &members, at)) {
+fn sadd(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let members = &args[1..];
+    match write(ctx, |keyspace, at| keyspace.sadd(args[0], members, at)) {
         Ok((added, _)) => ctx.reply.integer(added as i64),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn srem(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let members = as_slices(&args[1..]);
-    match write(ctx, |keyspace, at| keyspace.srem(&args[0], &members, at)) {
+fn srem(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let members = &args[1..];
+    match write(ctx, |keyspace, at| keyspace.srem(args[0], members, at)) {
         Ok((removed, _)) => ctx.reply.integer(removed as i64),
         Err(e) => reply_error(ctx, e),
     }
@@ -99,10 +91,10 @@ fn reply_members<'m>(ctx: &mut Context<'_, '_>, members: impl ExactSizeIterator<
     }
 }
 
-fn smembers(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn smembers(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().set_value(&args[0], now) {
+    match shard.keyspace().set_value(args[0], now) {
         Ok(None) => ctx.reply.set(0),
         Ok(Some(set)) => {
             ctx.reply.set(set.len());
@@ -114,19 +106,19 @@ fn smembers(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn sismember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn sismember(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().set_value(&args[0], now) {
-        Ok(set) => ctx.reply.integer(i64::from(set.is_some_and(|s| s.contains(&args[1])))),
+    match shard.keyspace().set_value(args[0], now) {
+        Ok(set) => ctx.reply.integer(i64::from(set.is_some_and(|s| s.contains(args[1])))),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn smismember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn smismember(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().set_value(&args[0], now) {
+    match shard.keyspace().set_value(args[0], now) {
         Ok(set) => {
             ctx.reply.array(args.len() - 1);
             for member in &args[1..] {
@@ -137,16 +129,16 @@ fn smismember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn scard(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn scard(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().set_value(&args[0], now) {
+    match shard.keyspace().set_value(args[0], now) {
         Ok(set) => ctx.reply.integer(set.map_or(0, |s| s.len()) as i64),
         Err(e) => reply_error(ctx, e),
     }
 }
 
-fn spop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn spop(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let count = match args {
         [_] => None,
         [_, count] => match parse_int(count) {
@@ -158,7 +150,7 @@ fn spop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let mut rng = super::rng();
     let mut shard = ctx.server.shard();
     let now = shard.wall_ms();
-    let set = match shard.keyspace().set_value(&args[0], now) {
+    let set = match shard.keyspace().set_value(args[0], now) {
         Ok(Some(set)) => set,
         Ok(None) => {
             drop(shard);
@@ -187,7 +179,7 @@ fn spop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         let result = ctx
             .moment(&mut shard)
             .map_err(CommandError::from)
-            .and_then(|at| shard.keyspace_mut().srem(&args[0], &members, at));
+            .and_then(|at| shard.keyspace_mut().srem(args[0], &members, at));
         if let Err(e) = result {
             drop(shard);
             return reply_error(ctx, e);
@@ -200,7 +192,7 @@ fn spop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn srandmember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn srandmember(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let count = match args {
         [_] => None,
         [_, count] => match parse_count(count) {
@@ -212,7 +204,7 @@ fn srandmember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let mut rng = super::rng();
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    let set = match shard.keyspace().set_value(&args[0], now) {
+    let set = match shard.keyspace().set_value(args[0], now) {
         Ok(Some(set)) => set,
         Ok(None) => return if count.is_some() { ctx.reply.array(0) } else { ctx.reply.null() },
         Err(e) => return reply_error(ctx, e),
@@ -234,7 +226,7 @@ fn srandmember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn smove(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn smove(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let (source, destination, member) = (&args[0], &args[1], &args[2]);
     let mut shard = ctx.server.shard();
     let now = shard.wall_ms();
@@ -263,9 +255,9 @@ fn smove(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     // concurrent SADD there survives) and a fresh add at the destination.
     let moved = (|| -> Result<(), CommandError> {
         let at = ctx.moment(&mut shard)?;
-        shard.keyspace_mut().srem(source, &[member.as_ref()], at)?;
+        shard.keyspace_mut().srem(source, &[member], at)?;
         let at = ctx.moment(&mut shard)?;
-        shard.keyspace_mut().sadd(destination, &[member.as_ref()], at)?;
+        shard.keyspace_mut().sadd(destination, &[member], at)?;
         Ok(())
     })();
     drop(shard);
@@ -279,7 +271,7 @@ fn smove(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 
 /// The sets at `keys` (None for a missing key). Every key is checked: one of
 /// another type is WRONGTYPE even after a missing one, as in Redis.
-fn sets_at<'k>(keyspace: &'k Keyspace, keys: &[Bytes], now: u64) -> Result<Vec<Option<&'k OrSet>>, CommandError> {
+fn sets_at<'k>(keyspace: &'k Keyspace, keys: &[&[u8]], now: u64) -> Result<Vec<Option<&'k OrSet>>, CommandError> {
     keys.iter().map(|key| keyspace.set_value(key, now)).collect()
 }
 
@@ -335,7 +327,7 @@ fn compute<'k>(operation: Operation, sets: &[Option<&'k OrSet>]) -> Vec<&'k Shor
 }
 
 /// SINTER, SUNION, SDIFF: the result as a set reply.
-fn algebra(ctx: &mut Context<'_, '_>, keys: &[Bytes], operation: Operation) {
+fn algebra(ctx: &mut Context<'_, '_>, keys: &[&[u8]], operation: Operation) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
     match sets_at(shard.keyspace(), keys, now) {
@@ -350,7 +342,7 @@ fn algebra(ctx: &mut Context<'_, '_>, keys: &[Bytes], operation: Operation) {
 /// SINTERSTORE, SUNIONSTORE, SDIFFSTORE: replaces the destination with the
 /// result (deleting it when empty) and replies the result's size. The
 /// destination's old type does not matter, as in Redis.
-fn algebra_store(ctx: &mut Context<'_, '_>, args: &[Bytes], operation: Operation) {
+fn algebra_store(ctx: &mut Context<'_, '_>, args: &[&[u8]], operation: Operation) {
     let (destination, keys) = (&args[0], &args[1..]);
     let mut shard = ctx.server.shard();
     let now = shard.wall_ms();
@@ -369,32 +361,32 @@ fn algebra_store(ctx: &mut Context<'_, '_>, args: &[Bytes], operation: Operation
     }
 }
 
-fn sinter(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn sinter(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     algebra(ctx, args, Operation::Inter);
 }
 
-fn sunion(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn sunion(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     algebra(ctx, args, Operation::Union);
 }
 
-fn sdiff(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn sdiff(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     algebra(ctx, args, Operation::Diff);
 }
 
-fn sinterstore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn sinterstore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     algebra_store(ctx, args, Operation::Inter);
 }
 
-fn sunionstore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn sunionstore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     algebra_store(ctx, args, Operation::Union);
 }
 
-fn sdiffstore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn sdiffstore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     algebra_store(ctx, args, Operation::Diff);
 }
 
-fn sintercard(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let numkeys = match parse_int(&args[0]) {
+fn sintercard(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let numkeys = match parse_int(args[0]) {
         Ok(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
         _ => return ctx.reply.error("ERR numkeys should be greater than 0"),
     };
@@ -422,8 +414,8 @@ fn sintercard(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn sscan(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let cursor = match scan::parse_cursor(&args[1]) {
+fn sscan(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let cursor = match scan::parse_cursor(args[1]) {
         Ok(cursor) => cursor,
         Err(e) => return ctx.reply.error(e),
     };
@@ -431,7 +423,7 @@ fn sscan(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let now = shard.wall_ms();
     // As in Redis: a missing key answers an empty scan before the options
     // are read, and WRONGTYPE comes before them too.
-    let set = match shard.keyspace().set_value(&args[0], now) {
+    let set = match shard.keyspace().set_value(args[0], now) {
         Ok(Some(set)) => set,
         Ok(None) => return scan::reply_empty(&mut ctx.reply),
         Err(e) => return reply_error(ctx, e),

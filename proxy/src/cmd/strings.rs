@@ -1,6 +1,5 @@
 //! String and counter commands.
 
-use bytes::Bytes;
 use meridian_crdt::keyspace::{ExpiryChange, View};
 use meridian_crdt::value::TypedValue;
 use meridian_crdt::{CommandError, number};
@@ -44,10 +43,10 @@ fn current(ctx: &Context<'_, '_>, key: &[u8]) -> Result<Option<Vec<u8>>, Command
     Ok(shard.keyspace().get(key, now)?.map(|v| v.into_owned()))
 }
 
-fn get(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn get(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    match shard.keyspace().view(&args[0], now) {
+    match shard.keyspace().view(args[0], now) {
         None => ctx.reply.null(),
         Some(View::SmallString(value)) => ctx.reply.bulk(value),
         Some(View::Value(TypedValue::Str(register))) => ctx.reply.bulk_or_null(number::render(register).as_deref()),
@@ -73,16 +72,16 @@ fn deadline(unit_ms: u64, absolute: bool, arg: &[u8], now_ms: u64, command: &str
     if absolute { Ok(ms) } else { now_ms.checked_add(ms).filter(|d| *d <= i64::MAX as u64).ok_or_else(invalid) }
 }
 
-fn set(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn set(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let (key, value) = (&args[0], &args[1]);
     let mut condition = Condition::Always;
     let mut want_old = false;
-    let mut expiry_arg: Option<(u64, bool, &Bytes)> = None;
+    let mut expiry_arg: Option<(u64, bool, &[u8])> = None;
     let mut keep_ttl = false;
     let mut i = 2;
     while i < args.len() {
         let option = args[i].to_ascii_uppercase();
-        let next = args.get(i + 1);
+        let next = args.get(i + 1).copied();
         match option.as_slice() {
             b"NX" if condition == Condition::Always => condition = Condition::IfAbsent,
             b"XX" if condition == Condition::Always => condition = Condition::IfPresent,
@@ -168,16 +167,16 @@ fn write_value(ctx: &Context<'_, '_>, key: &[u8], value: &[u8], expiry: ExpiryCh
     Ok(())
 }
 
-fn setnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn setnx(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let mut shard = ctx.server.shard();
     let now = shard.wall_ms();
-    if shard.keyspace().exists(&args[0], now) {
+    if shard.keyspace().exists(args[0], now) {
         drop(shard);
         return ctx.reply.integer(0);
     }
     match ctx.moment(&mut shard) {
         Ok(at) => {
-            shard.keyspace_mut().set(&args[0], &args[1], ExpiryChange::Clear, at);
+            shard.keyspace_mut().set(args[0], args[1], ExpiryChange::Clear, at);
             drop(shard);
             ctx.reply.integer(1);
         }
@@ -188,41 +187,41 @@ fn setnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn setex_with(ctx: &mut Context<'_, '_>, args: &[Bytes], unit_ms: u64, command: &str) {
+fn setex_with(ctx: &mut Context<'_, '_>, args: &[&[u8]], unit_ms: u64, command: &str) {
     let now = ctx.server.shard().wall_ms();
-    let deadline = match deadline(unit_ms, false, &args[1], now, command) {
+    let deadline = match deadline(unit_ms, false, args[1], now, command) {
         Ok(d) => d,
         Err(e) => return ctx.reply.error(&e),
     };
-    match write_value(ctx, &args[0], &args[2], ExpiryChange::At(deadline)) {
+    match write_value(ctx, args[0], args[2], ExpiryChange::At(deadline)) {
         Ok(()) => ctx.reply.ok(),
         Err(e) => ctx.reply.error(&e),
     }
 }
 
-fn setex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn setex(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     setex_with(ctx, args, 1000, "setex");
 }
 
-fn psetex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn psetex(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     setex_with(ctx, args, 1, "psetex");
 }
 
-fn getset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let old = match current(ctx, &args[0]) {
+fn getset(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let old = match current(ctx, args[0]) {
         Ok(old) => old,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
-    match write_value(ctx, &args[0], &args[1], ExpiryChange::Clear) {
+    match write_value(ctx, args[0], args[1], ExpiryChange::Clear) {
         Ok(()) => ctx.reply.bulk_or_null(old.as_deref()),
         Err(e) => ctx.reply.error(&e),
     }
 }
 
-fn getdel(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn getdel(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let mut shard = ctx.server.shard();
     let now = shard.wall_ms();
-    let old = match shard.keyspace().get(&args[0], now) {
+    let old = match shard.keyspace().get(args[0], now) {
         Ok(old) => old.map(|v| v.into_owned()),
         Err(e) => {
             drop(shard);
@@ -232,7 +231,7 @@ fn getdel(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     if old.is_some() {
         match ctx.moment(&mut shard) {
             Ok(at) => {
-                shard.keyspace_mut().delete(&args[0], at);
+                shard.keyspace_mut().delete(args[0], at);
             }
             Err(e) => {
                 drop(shard);
@@ -244,7 +243,7 @@ fn getdel(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     ctx.reply.bulk_or_null(old.as_deref());
 }
 
-fn getex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn getex(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     use meridian_crdt::expiry::Deadline;
     let now = ctx.server.shard().wall_ms();
     let change = match args.len() {
@@ -259,14 +258,14 @@ fn getex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
                 b"PXAT" => (1, true),
                 _ => return ctx.reply.error(SYNTAX_ERROR),
             };
-            match deadline(unit, absolute, &args[2], now, "getex") {
+            match deadline(unit, absolute, args[2], now, "getex") {
                 Ok(d) => Some(Deadline::At(d)),
                 Err(e) => return ctx.reply.error(&e),
             }
         }
         _ => return ctx.reply.error(SYNTAX_ERROR),
     };
-    let value = match current(ctx, &args[0]) {
+    let value = match current(ctx, args[0]) {
         Ok(value) => value,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
@@ -274,7 +273,7 @@ fn getex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
         let mut shard = ctx.server.shard();
         match ctx.moment(&mut shard) {
             Ok(at) => {
-                shard.keyspace_mut().set_expiry(&args[0], change, at);
+                shard.keyspace_mut().set_expiry(args[0], change, at);
             }
             Err(e) => {
                 drop(shard);
@@ -285,7 +284,7 @@ fn getex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     ctx.reply.bulk_or_null(value.as_deref());
 }
 
-fn mget(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn mget(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
     ctx.reply.array(args.len());
@@ -302,16 +301,16 @@ fn mget(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 fn set_pairs(
     shard: &mut meridian_replication::Shard,
     wall: &meridian_replication::WallSnapshot,
-    args: &[Bytes],
+    args: &[&[u8]],
 ) -> Result<(), String> {
     for pair in args.chunks(2) {
         let at = shard.moment_in(wall).map_err(|e| format!("ERR {e}"))?;
-        shard.keyspace_mut().set(&pair[0], &pair[1], ExpiryChange::Clear, at);
+        shard.keyspace_mut().set(pair[0], pair[1], ExpiryChange::Clear, at);
     }
     Ok(())
 }
 
-fn mset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn mset(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     if !args.len().is_multiple_of(2) {
         return ctx.reply.error("ERR wrong number of arguments for 'mset' command");
     }
@@ -322,13 +321,13 @@ fn mset(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn msetnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn msetnx(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     if !args.len().is_multiple_of(2) {
         return ctx.reply.error("ERR wrong number of arguments for 'msetnx' command");
     }
     let mut shard = ctx.server.shard();
     let now = shard.wall_ms();
-    if args.chunks(2).any(|pair| shard.keyspace().exists(&pair[0], now)) {
+    if args.chunks(2).any(|pair| shard.keyspace().exists(pair[0], now)) {
         drop(shard);
         return ctx.reply.integer(0);
     }
@@ -340,34 +339,34 @@ fn msetnx(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn append(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let mut value = match current(ctx, &args[0]) {
+fn append(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let mut value = match current(ctx, args[0]) {
         Ok(value) => value.unwrap_or_default(),
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
     if value.len() + args[1].len() > ctx.server.settings.proto_max_bulk_len {
         return ctx.reply.error(&CommandError::StringTooLong.to_string());
     }
-    value.extend_from_slice(&args[1]);
-    match write_value(ctx, &args[0], &value, ExpiryChange::Keep) {
+    value.extend_from_slice(args[1]);
+    match write_value(ctx, args[0], &value, ExpiryChange::Keep) {
         Ok(()) => ctx.reply.integer(value.len() as i64),
         Err(e) => ctx.reply.error(&e),
     }
 }
 
-fn strlen(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    match current(ctx, &args[0]) {
+fn strlen(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    match current(ctx, args[0]) {
         Ok(value) => ctx.reply.integer(value.map_or(0, |v| v.len()) as i64),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
 }
 
-fn getrange(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let (start, end) = match (parse_int(&args[1]), parse_int(&args[2])) {
+fn getrange(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let (start, end) = match (parse_int(args[1]), parse_int(args[2])) {
         (Ok(s), Ok(e)) => (s, e),
         _ => return ctx.reply.error(&CommandError::NotInteger.to_string()),
     };
-    let value = match current(ctx, &args[0]) {
+    let value = match current(ctx, args[0]) {
         Ok(value) => value.unwrap_or_default(),
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
@@ -388,13 +387,13 @@ fn getrange(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     ctx.reply.bulk(&value[start as usize..=end as usize]);
 }
 
-fn setrange(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let offset = match parse_int(&args[1]) {
+fn setrange(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let offset = match parse_int(args[1]) {
         Ok(o) if o >= 0 => o as usize,
         Ok(_) => return ctx.reply.error("ERR offset is out of range"),
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
-    let mut value = match current(ctx, &args[0]) {
+    let mut value = match current(ctx, args[0]) {
         Ok(value) => value,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
@@ -412,7 +411,7 @@ fn setrange(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     value[offset..offset + patch.len()].copy_from_slice(patch);
     let len = value.len();
     let value = value.clone();
-    match write_value(ctx, &args[0], &value, ExpiryChange::Keep) {
+    match write_value(ctx, args[0], &value, ExpiryChange::Keep) {
         Ok(()) => ctx.reply.integer(len as i64),
         Err(e) => ctx.reply.error(&e),
     }
@@ -429,31 +428,31 @@ fn incr_by(ctx: &mut Context<'_, '_>, key: &[u8], by: i64) {
     }
 }
 
-fn incr(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    incr_by(ctx, &args[0], 1);
+fn incr(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    incr_by(ctx, args[0], 1);
 }
 
-fn decr(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    incr_by(ctx, &args[0], -1);
+fn decr(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    incr_by(ctx, args[0], -1);
 }
 
-fn incrby(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    match parse_int(&args[1]) {
-        Ok(by) => incr_by(ctx, &args[0], by),
+fn incrby(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    match parse_int(args[1]) {
+        Ok(by) => incr_by(ctx, args[0], by),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
 }
 
-fn decrby(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    match parse_int(&args[1]) {
-        Ok(by) if by != i64::MIN => incr_by(ctx, &args[0], -by),
+fn decrby(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    match parse_int(args[1]) {
+        Ok(by) if by != i64::MIN => incr_by(ctx, args[0], -by),
         Ok(_) => ctx.reply.error("ERR decrement would overflow"),
         Err(e) => ctx.reply.error(&e.to_string()),
     }
 }
 
-fn incrbyfloat(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let by = match parse_float(&args[1]) {
+fn incrbyfloat(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let by = match parse_float(args[1]) {
         Ok(by) => by,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
@@ -461,7 +460,7 @@ fn incrbyfloat(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let result = ctx
         .moment(&mut shard)
         .map_err(CommandError::from)
-        .and_then(|at| shard.keyspace_mut().incr_by_float(&args[0], by, at));
+        .and_then(|at| shard.keyspace_mut().incr_by_float(args[0], by, at));
     drop(shard);
     match result {
         Ok((value, _)) => ctx.reply.bulk(&value),

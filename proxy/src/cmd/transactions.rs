@@ -14,6 +14,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::CommandSpec;
 use crate::connection::{run_command, validate};
@@ -64,14 +65,14 @@ pub fn runs_inside_multi(name: &[u8]) -> bool {
 
 /// Queues one command of an open transaction, replying `+QUEUED`, or an
 /// error that flags the transaction for EXEC to discard.
-pub fn queue(client: &mut ClientState, args: &[Bytes], mut reply: Reply<'_>) {
+pub fn queue(client: &mut ClientState, args: &[&[u8]], mut reply: Reply<'_>) {
     let validated = validate(client, args);
     let tx = client.multi.as_mut().expect("queue is only called inside MULTI");
     if let Err(text) = validated {
         tx.aborted = true;
         return reply.error(&text);
     }
-    let bytes = QUEUED_OVERHEAD_BYTES + args.iter().map(Bytes::len).sum::<usize>();
+    let bytes = QUEUED_OVERHEAD_BYTES + args.iter().map(|a| a.len()).sum::<usize>();
     if tx.queued.len() >= QUEUED_COMMANDS_MAX || tx.bytes + bytes > QUEUED_BYTES_MAX {
         tx.aborted = true;
         return reply.error(&format!(
@@ -79,7 +80,7 @@ pub fn queue(client: &mut ClientState, args: &[Bytes], mut reply: Reply<'_>) {
         ));
     }
     tx.bytes += bytes;
-    tx.queued.push(args.to_vec());
+    tx.queued.push(args.iter().map(|a| Bytes::copy_from_slice(a)).collect());
     reply.simple("QUEUED");
 }
 
@@ -99,7 +100,7 @@ fn unwatch_all(ctx: &mut Context<'_, '_>) {
     ctx.client.watch_touched.store(false, Ordering::Release);
 }
 
-fn multi(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+fn multi(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     if ctx.client.multi.is_some() {
         return ctx.reply.error("ERR MULTI calls can not be nested");
     }
@@ -107,7 +108,7 @@ fn multi(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
     ctx.reply.ok();
 }
 
-fn discard(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+fn discard(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     if ctx.client.multi.take().is_none() {
         return ctx.reply.error("ERR DISCARD without MULTI");
     }
@@ -128,7 +129,7 @@ fn watched_changed(ctx: &Context<'_, '_>) -> bool {
     ctx.client.watched.iter().any(|(key, existed)| *existed && !shard.keyspace().exists(key, now))
 }
 
-fn exec(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+fn exec(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     let Some(tx) = ctx.client.multi.take() else {
         return ctx.reply.error("ERR EXEC without MULTI");
     };
@@ -146,12 +147,13 @@ fn exec(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
     }
     ctx.reply.array(tx.queued.len());
     ctx.client.in_exec = true;
-    for args in &tx.queued {
+    for queued in &tx.queued {
+        let args: SmallVec<[&[u8]; 8]> = queued.iter().map(|a| &a[..]).collect();
         ctx.server.stats.commands.fetch_add(1, Ordering::Relaxed);
         // Each command replies in the client's protocol at that point (a
         // queued HELLO switches it for the commands after it).
         let protocol = ctx.client.protocol;
-        run_command(ctx.server, ctx.client, args, ctx.reply.nested(protocol));
+        run_command(ctx.server, ctx.client, &args, ctx.reply.nested(protocol));
     }
     ctx.client.in_exec = false;
     // Clients blocked on the keys written are served after the whole
@@ -161,7 +163,7 @@ fn exec(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
     ctx.server.serve_blocked(written.iter().map(|key| key.as_ref()));
 }
 
-fn watch(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn watch(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     if ctx.client.multi.is_some() {
         return ctx.reply.error("ERR WATCH inside MULTI is not allowed");
     }
@@ -170,8 +172,8 @@ fn watch(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
     // Register first, then read existence: a write ordered after this read
     // finds the registration and flags the client.
-    let added: Vec<&Bytes> =
-        args.iter().filter(|key| ctx.server.watch(ctx.client.id, key, &ctx.client.watch_touched)).collect();
+    let added: Vec<&[u8]> =
+        args.iter().copied().filter(|key| ctx.server.watch(ctx.client.id, key, &ctx.client.watch_touched)).collect();
     if !added.is_empty() {
         let shard = ctx.server.shard();
         let now = shard.wall_ms();
@@ -183,7 +185,7 @@ fn watch(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     ctx.reply.ok();
 }
 
-fn unwatch(ctx: &mut Context<'_, '_>, _args: &[Bytes]) {
+fn unwatch(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     unwatch_all(ctx);
     ctx.reply.ok();
 }
@@ -204,10 +206,10 @@ mod tests {
 
     #[test]
     fn key_positions_follow_the_spec() {
-        let args: Vec<Bytes> = ["mset", "a", "1", "b", "2"].iter().map(|s| Bytes::from(*s)).collect();
+        let args: Vec<&[u8]> = ["mset", "a", "1", "b", "2"].iter().map(|s| s.as_bytes()).collect();
         let mset = super::super::lookup(b"mset").expect("mset");
-        let keys: Vec<&Bytes> = super::super::command_keys(mset, &args).collect();
-        assert_eq!(keys, [&args[1], &args[3]]);
+        let keys: Vec<&[u8]> = super::super::command_keys(mset, &args).collect();
+        assert_eq!(keys, [args[1], args[3]]);
         let flush = super::super::lookup(b"flushall").expect("flushall");
         assert_eq!(super::super::command_keys(flush, &args[..1]).count(), 0);
         let watch = super::super::lookup(b"watch").expect("watch");

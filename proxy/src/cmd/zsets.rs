@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use meridian_crdt::CommandError;
 use meridian_crdt::keyspace::{View, ZAddFlags, ZRemoveRange};
 use meridian_crdt::set::OrSet;
@@ -185,7 +184,7 @@ fn parse_ranged(arg: &[u8], min: i64, max: i64, message: &str) -> Result<i64, St
 // ZADD, ZINCRBY, ZREM.
 // ---------------------------------------------------------------------------
 
-fn zadd(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zadd(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let key = &args[0];
     let mut flags = ZAddFlags::default();
     let mut at = 1;
@@ -216,8 +215,8 @@ fn zadd(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
     let mut items: SmallVec<[(f64, &[u8]); ARGS_INLINE]> = SmallVec::with_capacity(pairs.len() / 2);
     for pair in pairs.chunks(2) {
-        match parse_score(&pair[0]) {
-            Ok(score) => items.push((score, &pair[1])),
+        match parse_score(pair[0]) {
+            Ok(score) => items.push((score, pair[1])),
             Err(e) => return ctx.reply.error(&e.to_string()),
         }
     }
@@ -237,8 +236,8 @@ fn zadd(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn zincrby(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let by = match parse_score(&args[1]) {
+fn zincrby(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let by = match parse_score(args[1]) {
         Ok(by) => by,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
@@ -246,7 +245,7 @@ fn zincrby(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let result = shard
         .moment()
         .map_err(CommandError::from)
-        .and_then(|at| shard.keyspace_mut().zincr_by(&args[0], &args[2], by, at));
+        .and_then(|at| shard.keyspace_mut().zincr_by(args[0], args[2], by, at));
     drop(shard);
     match result {
         Ok((score, _)) => ctx.reply.double(score),
@@ -254,13 +253,13 @@ fn zincrby(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     }
 }
 
-fn zrem(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrem(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let members: Vec<&[u8]> = args[1..].iter().map(|m| m.as_ref()).collect();
     let mut shard = ctx.server.shard();
     let result = ctx
         .moment(&mut shard)
         .map_err(CommandError::from)
-        .and_then(|at| shard.keyspace_mut().zrem(&args[0], &members, at));
+        .and_then(|at| shard.keyspace_mut().zrem(args[0], &members, at));
     drop(shard);
     match result {
         Ok((removed, _)) => ctx.reply.integer(removed as i64),
@@ -283,16 +282,16 @@ fn with_zset(ctx: &mut Context<'_, '_>, key: &[u8], read: impl FnOnce(Option<&Or
     }
 }
 
-fn zscore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    with_zset(ctx, &args[0], |zset, reply| match zset.and_then(|z| z.score(&args[1])) {
+fn zscore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    with_zset(ctx, args[0], |zset, reply| match zset.and_then(|z| z.score(args[1])) {
         Some(score) => reply.double(score),
         None => reply.null(),
     });
 }
 
-fn zmscore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zmscore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let members = &args[1..];
-    with_zset(ctx, &args[0], |zset, reply| {
+    with_zset(ctx, args[0], |zset, reply| {
         reply.array(members.len());
         for member in members {
             match zset.and_then(|z| z.score(member)) {
@@ -303,32 +302,32 @@ fn zmscore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     });
 }
 
-fn zcard(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    with_zset(ctx, &args[0], |zset, reply| reply.integer(zset.map_or(0, OrZSet::len) as i64));
+fn zcard(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    with_zset(ctx, args[0], |zset, reply| reply.integer(zset.map_or(0, OrZSet::len) as i64));
 }
 
-fn zcount(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let (min, max) = match parse_score_range(&args[1], &args[2]) {
+fn zcount(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let (min, max) = match parse_score_range(args[1], args[2]) {
         Ok(range) => range,
         Err(e) => return ctx.reply.error(e),
     };
-    with_zset(ctx, &args[0], |zset, reply| {
+    with_zset(ctx, args[0], |zset, reply| {
         reply.integer(zset.map_or(0, |z| z.count_in_score_range(min, max)) as i64);
     });
 }
 
-fn zlexcount(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let (min, max) = match parse_lex_range(&args[1], &args[2]) {
+fn zlexcount(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let (min, max) = match parse_lex_range(args[1], args[2]) {
         Ok(range) => range,
         Err(e) => return ctx.reply.error(e),
     };
-    with_zset(ctx, &args[0], |zset, reply| {
+    with_zset(ctx, args[0], |zset, reply| {
         reply.integer(zset.map_or(0, |z| z.count_in_lex_range(min, max)) as i64);
     });
 }
 
 /// ZRANK / ZREVRANK key member [WITHSCORE] (Redis 7.2).
-fn rank(ctx: &mut Context<'_, '_>, args: &[Bytes], rev: bool, command: &str) {
+fn rank(ctx: &mut Context<'_, '_>, args: &[&[u8]], rev: bool, command: &str) {
     if args.len() > 3 {
         return ctx.reply.error(&format!("ERR wrong number of arguments for '{command}' command"));
     }
@@ -337,7 +336,7 @@ fn rank(ctx: &mut Context<'_, '_>, args: &[Bytes], rev: bool, command: &str) {
         Some(option) if option.eq_ignore_ascii_case(b"WITHSCORE") => true,
         Some(_) => return ctx.reply.error(SYNTAX_ERROR),
     };
-    with_zset(ctx, &args[0], |zset, reply| match zset.and_then(|z| z.rank(&args[1], rev)) {
+    with_zset(ctx, args[0], |zset, reply| match zset.and_then(|z| z.rank(args[1], rev)) {
         Some((rank, score)) => {
             if withscore {
                 reply.array(2);
@@ -353,11 +352,11 @@ fn rank(ctx: &mut Context<'_, '_>, args: &[Bytes], rev: bool, command: &str) {
     });
 }
 
-fn zrank(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrank(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     rank(ctx, args, false, "zrank");
 }
 
-fn zrevrank(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrevrank(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     rank(ctx, args, true, "zrevrank");
 }
 
@@ -411,7 +410,12 @@ struct RangeQuery<'a> {
 
 /// Parses `src min max [options]` exactly as Redis's `zrangeGenericCommand`
 /// does, errors in the same order. `store` refuses WITHSCORES.
-fn parse_range(args: &[Bytes], store: bool, kind: RangeKind, direction: Direction) -> Result<RangeQuery<'_>, String> {
+fn parse_range<'a>(
+    args: &'a [&'a [u8]],
+    store: bool,
+    kind: RangeKind,
+    direction: Direction,
+) -> Result<RangeQuery<'a>, String> {
     let (mut kind, mut direction) = (kind, direction);
     let mut withscores = false;
     let (mut offset, mut limit) = (0i64, -1i64);
@@ -422,8 +426,8 @@ fn parse_range(args: &[Bytes], store: bool, kind: RangeKind, direction: Directio
         match option.as_slice() {
             b"WITHSCORES" if !store => withscores = true,
             b"LIMIT" if left >= 2 => {
-                offset = parse_int(&args[at + 1]).map_err(|e| e.to_string())?;
-                limit = parse_int(&args[at + 2]).map_err(|e| e.to_string())?;
+                offset = parse_int(args[at + 1]).map_err(|e| e.to_string())?;
+                limit = parse_int(args[at + 2]).map_err(|e| e.to_string())?;
                 at += 2;
             }
             b"REV" if direction == Direction::Auto => direction = Direction::Reverse,
@@ -466,38 +470,38 @@ fn parse_range(args: &[Bytes], store: bool, kind: RangeKind, direction: Directio
 }
 
 /// The range commands that reply: `args` is `key min max [options]`.
-fn range_reply(ctx: &mut Context<'_, '_>, args: &[Bytes], kind: RangeKind, direction: Direction) {
+fn range_reply(ctx: &mut Context<'_, '_>, args: &[&[u8]], kind: RangeKind, direction: Direction) {
     let query = match parse_range(args, false, kind, direction) {
         Ok(query) => query,
         Err(e) => return ctx.reply.error(&e),
     };
-    with_zset(ctx, &args[0], |zset, reply| match zset {
+    with_zset(ctx, args[0], |zset, reply| match zset {
         None => reply.array(0),
         Some(zset) => reply_members(reply, &collect(query.range.select(zset, query.rev)), query.withscores),
     });
 }
 
-fn zrange(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrange(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     range_reply(ctx, args, RangeKind::Auto, Direction::Auto);
 }
 
-fn zrangebyscore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrangebyscore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     range_reply(ctx, args, RangeKind::Score, Direction::Forward);
 }
 
-fn zrevrangebyscore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrevrangebyscore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     range_reply(ctx, args, RangeKind::Score, Direction::Reverse);
 }
 
-fn zrangebylex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrangebylex(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     range_reply(ctx, args, RangeKind::Lex, Direction::Forward);
 }
 
-fn zrevrangebylex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrevrangebylex(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     range_reply(ctx, args, RangeKind::Lex, Direction::Reverse);
 }
 
-fn zrevrange(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrevrange(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     range_reply(ctx, args, RangeKind::Rank, Direction::Reverse);
 }
 
@@ -514,7 +518,7 @@ fn store_reply(ctx: &mut Context<'_, '_>, dst: &[u8], items: &[(f64, &[u8])]) {
     }
 }
 
-fn zrangestore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrangestore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let (dst, args) = (&args[0], &args[1..]);
     let query = match parse_range(args, true, RangeKind::Auto, Direction::Auto) {
         Ok(query) => query,
@@ -523,7 +527,7 @@ fn zrangestore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     let selected: Vec<(Vec<u8>, f64)> = {
         let shard = ctx.server.shard();
         let now = shard.wall_ms();
-        match shard.keyspace().zset_value(&args[0], now) {
+        match shard.keyspace().zset_value(args[0], now) {
             Ok(None) => Vec::new(),
             Ok(Some(zset)) => query.range.select(zset, query.rev).map(|(m, s)| (m.to_vec(), s)).collect(),
             Err(e) => {
@@ -553,23 +557,23 @@ fn remove_range(ctx: &mut Context<'_, '_>, key: &[u8], range: ZRemoveRange<'_>) 
     }
 }
 
-fn zremrangebyrank(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    match (parse_int(&args[1]), parse_int(&args[2])) {
-        (Ok(start), Ok(stop)) => remove_range(ctx, &args[0], ZRemoveRange::Rank(start, stop)),
+fn zremrangebyrank(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    match (parse_int(args[1]), parse_int(args[2])) {
+        (Ok(start), Ok(stop)) => remove_range(ctx, args[0], ZRemoveRange::Rank(start, stop)),
         (Err(e), _) | (_, Err(e)) => ctx.reply.error(&e.to_string()),
     }
 }
 
-fn zremrangebyscore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    match parse_score_range(&args[1], &args[2]) {
-        Ok((min, max)) => remove_range(ctx, &args[0], ZRemoveRange::Score(min, max)),
+fn zremrangebyscore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    match parse_score_range(args[1], args[2]) {
+        Ok((min, max)) => remove_range(ctx, args[0], ZRemoveRange::Score(min, max)),
         Err(e) => ctx.reply.error(e),
     }
 }
 
-fn zremrangebylex(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    match parse_lex_range(&args[1], &args[2]) {
-        Ok((min, max)) => remove_range(ctx, &args[0], ZRemoveRange::Lex(min, max)),
+fn zremrangebylex(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    match parse_lex_range(args[1], args[2]) {
+        Ok((min, max)) => remove_range(ctx, args[0], ZRemoveRange::Lex(min, max)),
         Err(e) => ctx.reply.error(e),
     }
 }
@@ -672,7 +676,7 @@ fn pop_into(
 }
 
 /// ZPOPMIN / ZPOPMAX key [count].
-fn pop(ctx: &mut Context<'_, '_>, args: &[Bytes], max: bool) {
+fn pop(ctx: &mut Context<'_, '_>, args: &[&[u8]], max: bool) {
     if args.len() > 2 {
         return ctx.reply.error(SYNTAX_ERROR);
     }
@@ -688,7 +692,7 @@ fn pop(ctx: &mut Context<'_, '_>, args: &[Bytes], max: bool) {
         let wrong_type = {
             let shard = ctx.server.shard();
             let now = shard.wall_ms();
-            shard.keyspace().zset_value(&args[0], now).err()
+            shard.keyspace().zset_value(args[0], now).err()
         };
         return match wrong_type {
             Some(e) => ctx.reply.error(&e.to_string()),
@@ -696,23 +700,23 @@ fn pop(ctx: &mut Context<'_, '_>, args: &[Bytes], max: bool) {
         };
     }
     let shape = PopShape::Plain { counted: count.is_some() };
-    if !pop_reply(ctx, &args[0], max, count.unwrap_or(1), shape) {
+    if !pop_reply(ctx, args[0], max, count.unwrap_or(1), shape) {
         ctx.reply.array(0);
     }
 }
 
-fn zpopmin(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zpopmin(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     pop(ctx, args, false);
 }
 
-fn zpopmax(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zpopmax(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     pop(ctx, args, true);
 }
 
 /// Parses ZMPOP's (and BZMPOP's) `numkeys key... MIN|MAX [COUNT count]`:
 /// the keys, `max`, and the count.
-pub(crate) fn parse_mpop(args: &[Bytes]) -> Result<(&[Bytes], bool, usize), String> {
-    let numkeys = parse_ranged(&args[0], 1, i64::MAX, "numkeys should be greater than 0")? as usize;
+pub(crate) fn parse_mpop<'a>(args: &'a [&'a [u8]]) -> Result<(&'a [&'a [u8]], bool, usize), String> {
+    let numkeys = parse_ranged(args[0], 1, i64::MAX, "numkeys should be greater than 0")? as usize;
     let where_at = numkeys.checked_add(1).filter(|&at| at < args.len()).ok_or(SYNTAX_ERROR)?;
     let max = match args[where_at].to_ascii_uppercase().as_slice() {
         b"MIN" => false,
@@ -723,7 +727,7 @@ pub(crate) fn parse_mpop(args: &[Bytes]) -> Result<(&[Bytes], bool, usize), Stri
     let mut at = where_at + 1;
     while at < args.len() {
         if count.is_none() && args[at].eq_ignore_ascii_case(b"COUNT") && at + 1 < args.len() {
-            count = Some(parse_ranged(&args[at + 1], 1, i64::MAX, "count should be greater than 0")? as usize);
+            count = Some(parse_ranged(args[at + 1], 1, i64::MAX, "count should be greater than 0")? as usize);
             at += 2;
         } else {
             return Err(SYNTAX_ERROR.into());
@@ -732,7 +736,7 @@ pub(crate) fn parse_mpop(args: &[Bytes]) -> Result<(&[Bytes], bool, usize), Stri
     Ok((&args[1..where_at], max, count.unwrap_or(1)))
 }
 
-fn zmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zmpop(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let (keys, max, count) = match parse_mpop(args) {
         Ok(parsed) => parsed,
         Err(e) => return ctx.reply.error(&e),
@@ -747,7 +751,7 @@ fn zmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 
 /// BZPOPMIN/BZPOPMAX's try: `[key, member, score]` from the first key
 /// holding a sorted set.
-fn bzpop_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool, max: bool) -> Attempt {
+fn bzpop_try(server: &ServerState, args: &[&[u8]], reply: &mut Reply<'_>, first: bool, max: bool) -> Attempt {
     for key in &args[..args.len() - 1] {
         if pop_into(server, reply, key, max, 1, PopShape::KeyFlat, first) {
             return Attempt::Served { pushed: None };
@@ -756,33 +760,33 @@ fn bzpop_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first:
     Attempt::Waiting
 }
 
-fn bzpopmin_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
+fn bzpopmin_try(server: &ServerState, args: &[&[u8]], reply: &mut Reply<'_>, first: bool) -> Attempt {
     bzpop_try(server, args, reply, first, false)
 }
 
-fn bzpopmax_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
+fn bzpopmax_try(server: &ServerState, args: &[&[u8]], reply: &mut Reply<'_>, first: bool) -> Attempt {
     bzpop_try(server, args, reply, first, true)
 }
 
-fn bzpop(ctx: &mut Context<'_, '_>, args: &[Bytes], try_serve: TryServe) {
-    let timeout = match parse_timeout(&args[args.len() - 1]) {
+fn bzpop(ctx: &mut Context<'_, '_>, args: &[&[u8]], try_serve: TryServe) {
+    let timeout = match parse_timeout(args[args.len() - 1]) {
         Ok(timeout) => timeout,
         Err(e) => return ctx.reply.error(e),
     };
     block_on(ctx, args, &args[..args.len() - 1], timeout, try_serve, NullReply::Array);
 }
 
-fn bzpopmin(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn bzpopmin(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     bzpop(ctx, args, bzpopmin_try);
 }
 
-fn bzpopmax(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn bzpopmax(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     bzpop(ctx, args, bzpopmax_try);
 }
 
 /// BZMPOP's try (timeout numkeys key ... MIN|MAX [COUNT n]; checked when it
 /// arrived).
-fn bzmpop_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first: bool) -> Attempt {
+fn bzmpop_try(server: &ServerState, args: &[&[u8]], reply: &mut Reply<'_>, first: bool) -> Attempt {
     let (keys, max, count) = match parse_mpop(&args[1..]) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -798,8 +802,8 @@ fn bzmpop_try(server: &ServerState, args: &[Bytes], reply: &mut Reply<'_>, first
     Attempt::Waiting
 }
 
-fn bzmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let timeout = match parse_timeout(&args[0]) {
+fn bzmpop(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let timeout = match parse_timeout(args[0]) {
         Ok(timeout) => timeout,
         Err(e) => return ctx.reply.error(e),
     };
@@ -814,9 +818,9 @@ fn bzmpop(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
 // ZRANDMEMBER.
 // ---------------------------------------------------------------------------
 
-fn zrandmember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zrandmember(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     let Some(count_arg) = args.get(1) else {
-        return with_zset(ctx, &args[0], |zset, reply| {
+        return with_zset(ctx, args[0], |zset, reply| {
             let Some(zset) = zset.filter(|z| !z.is_empty()) else {
                 return reply.null();
             };
@@ -847,7 +851,7 @@ fn zrandmember(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
     {
         return ctx.reply.error("ERR value is out of range");
     }
-    with_zset(ctx, &args[0], |zset, reply| {
+    with_zset(ctx, args[0], |zset, reply| {
         let Some(zset) = zset.filter(|z| !z.is_empty()) else {
             return reply.array(0);
         };
@@ -987,7 +991,7 @@ struct AlgebraOptions {
 /// Parses the options after the keys, as Redis's
 /// `zunionInterDiffGenericCommand` does (after the key types were checked).
 fn parse_algebra_options(
-    options: &[Bytes],
+    options: &[&[u8]],
     numkeys: usize,
     op: SetOp,
     store: bool,
@@ -1022,7 +1026,7 @@ fn parse_algebra_options(
                 at += 1;
             }
             b"LIMIT" if cardinality_only && remaining >= 2 => {
-                parsed.limit = parse_ranged(&options[at + 1], 0, i64::MAX, "LIMIT can't be negative")? as usize;
+                parsed.limit = parse_ranged(options[at + 1], 0, i64::MAX, "LIMIT can't be negative")? as usize;
                 at += 2;
             }
             _ => return Err(SYNTAX_ERROR.into()),
@@ -1089,13 +1093,13 @@ fn compute<'a>(sources: &[Source<'a>], op: SetOp, options: &AlgebraOptions) -> V
 /// forms.
 fn algebra(
     ctx: &mut Context<'_, '_>,
-    args: &[Bytes],
+    args: &[&[u8]],
     op: SetOp,
-    dst: Option<&Bytes>,
+    dst: Option<&[u8]>,
     cardinality_only: bool,
     command: &str,
 ) {
-    let numkeys = match parse_int(&args[0]) {
+    let numkeys = match parse_int(args[0]) {
         Ok(n) => n,
         Err(e) => return ctx.reply.error(&e.to_string()),
     };
@@ -1162,32 +1166,32 @@ fn intersection_cardinality(sources: &[Source<'_>], limit: usize) -> usize {
     count
 }
 
-fn zunion(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zunion(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     algebra(ctx, args, SetOp::Union, None, false, "zunion");
 }
 
-fn zunionstore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    algebra(ctx, &args[1..], SetOp::Union, Some(&args[0]), false, "zunionstore");
+fn zunionstore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    algebra(ctx, &args[1..], SetOp::Union, Some(args[0]), false, "zunionstore");
 }
 
-fn zinter(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zinter(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     algebra(ctx, args, SetOp::Inter, None, false, "zinter");
 }
 
-fn zinterstore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    algebra(ctx, &args[1..], SetOp::Inter, Some(&args[0]), false, "zinterstore");
+fn zinterstore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    algebra(ctx, &args[1..], SetOp::Inter, Some(args[0]), false, "zinterstore");
 }
 
-fn zintercard(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zintercard(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     algebra(ctx, args, SetOp::Inter, None, true, "zintercard");
 }
 
-fn zdiff(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
+fn zdiff(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
     algebra(ctx, args, SetOp::Diff, None, false, "zdiff");
 }
 
-fn zdiffstore(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    algebra(ctx, &args[1..], SetOp::Diff, Some(&args[0]), false, "zdiffstore");
+fn zdiffstore(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    algebra(ctx, &args[1..], SetOp::Diff, Some(args[0]), false, "zdiffstore");
 }
 
 // ---------------------------------------------------------------------------
@@ -1245,14 +1249,14 @@ fn scan_batch<T>(mut ahead: Vec<(u64, T)>, take: usize) -> (u64, Vec<(u64, T)>) 
 /// whole, cursor 0, as Redis does for small sets; a larger one costs O(n) per
 /// call, so each call returns at least 1/[`SCAN_CALLS_MAX`] of it (COUNT is a
 /// hint in Redis too).
-fn zscan(ctx: &mut Context<'_, '_>, args: &[Bytes]) {
-    let cursor = match super::scan::parse_cursor(&args[1]) {
+fn zscan(ctx: &mut Context<'_, '_>, args: &[&[u8]]) {
+    let cursor = match super::scan::parse_cursor(args[1]) {
         Ok(cursor) => cursor,
         Err(error) => return ctx.reply.error(error),
     };
     let shard = ctx.server.shard();
     let now = shard.wall_ms();
-    let zset = match shard.keyspace().zset_value(&args[0], now) {
+    let zset = match shard.keyspace().zset_value(args[0], now) {
         Ok(Some(zset)) => zset,
         Ok(None) => {
             drop(shard);
