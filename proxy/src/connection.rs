@@ -80,12 +80,19 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
         loop {
             match parser.parse_in_place(&mut input, &mut owned) {
                 Ok(Some(parsed)) => {
-                    let (args, frame_len): (SmallVec<[&[u8]; ARGS_INLINE]>, usize) = match parsed {
+                    // Filled where it lies (a moved list of slices is a
+                    // measurable copy per command).
+                    let mut args: SmallVec<[&[u8]; ARGS_INLINE]> = SmallVec::new();
+                    let frame_len = match parsed {
                         InPlace::Frame { frame_len } => {
                             let frame = &input[..frame_len];
-                            (parser.arg_ranges().iter().map(|&(start, end)| &frame[start..end]).collect(), frame_len)
+                            args.extend(parser.arg_ranges().iter().map(|&(start, end)| &frame[start..end]));
+                            frame_len
                         }
-                        InPlace::Owned => (owned.iter().map(|arg| &arg[..]).collect(), 0),
+                        InPlace::Owned => {
+                            args.extend(owned.iter().map(|arg| &arg[..]));
+                            0
+                        }
                     };
                     if server.replication().is_some() && server.lease_lapsed() && awaits_lease(client, &args) {
                         // The write lease lapsed (a renewal running late):
@@ -328,7 +335,7 @@ pub(crate) fn awaits_lease(client: &ClientState, args: &[&[u8]]) -> bool {
     if args[0].eq_ignore_ascii_case(b"exec") {
         return true;
     }
-    client.multi.is_none() && lookup(args[0]).is_some_and(|spec| spec.flags.contains(&"write"))
+    client.multi.is_none() && lookup(args[0]).is_some_and(|spec| spec.write)
 }
 
 /// Runs one command and writes its reply.
@@ -391,7 +398,7 @@ pub fn run_command(
 ) -> Option<&'static CommandSpec> {
     let ran = dispatch(server, client, args, reply);
     if let Some(spec) = ran
-        && spec.flags.contains(&"write")
+        && spec.write
     {
         server.touch_written(spec, args);
         if client.in_exec {
@@ -450,7 +457,7 @@ fn dispatch(
 ) -> Option<&'static CommandSpec> {
     let spec = match validate(client, args) {
         Ok(spec)
-            if spec.flags.contains(&"write")
+            if spec.write
                 && let Some(refusal) = crate::replication::write_refusal(server) =>
         {
             reply.error(&refusal);

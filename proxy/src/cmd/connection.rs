@@ -288,7 +288,7 @@ fn command_entry(ctx: &mut Context<'_, '_>, spec: &CommandSpec) {
     if spec.first_key == 0 {
         ctx.reply.array(0);
     } else {
-        let access = if spec.flags.contains(&"write") { "RW" } else { "RO" };
+        let access = if spec.write { "RW" } else { "RO" };
         ctx.reply.array(1);
         ctx.reply.map(3);
         ctx.reply.bulk(b"flags");

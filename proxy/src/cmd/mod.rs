@@ -33,6 +33,8 @@ pub struct CommandSpec {
     pub arity: i32,
     /// Flags COMMAND reports (`write`, `readonly`, `fast`, ...).
     pub flags: &'static [&'static str],
+    /// `flags` holds `write` (asked of every command: found once, here).
+    pub write: bool,
     /// Position of the first key (0 = none).
     pub first_key: i32,
     /// Position of the last key (-1 = the last argument).
@@ -72,7 +74,17 @@ impl CommandSpec {
         keys: (i32, i32, i32),
         run: Handler,
     ) -> CommandSpec {
-        CommandSpec { name, arity, flags, first_key: keys.0, last_key: keys.1, step: keys.2, run, movable_keys: None }
+        CommandSpec {
+            name,
+            arity,
+            flags,
+            write: has_flag(flags, "write"),
+            first_key: keys.0,
+            last_key: keys.1,
+            step: keys.2,
+            run,
+            movable_keys: None,
+        }
     }
 
     /// The same command, its keys found by `keys` (add `movablekeys` to its
@@ -81,6 +93,26 @@ impl CommandSpec {
         self.movable_keys = Some(keys);
         self
     }
+}
+
+/// True if `flags` holds `flag` (in a `const fn`, where `==` on strings is
+/// not available).
+const fn has_flag(flags: &[&str], flag: &str) -> bool {
+    let mut i = 0;
+    while i < flags.len() {
+        let (a, b) = (flags[i].as_bytes(), flag.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Every command, sorted by name (looked up by binary search).
@@ -292,6 +324,15 @@ mod tests {
         assert!(lookup(b"gEt").is_some());
         assert!(lookup(b"nosuchcommand").is_none());
         assert!(lookup(&[b'a'; 100]).is_none());
+    }
+
+    #[test]
+    fn the_write_mark_matches_the_flags() {
+        for spec in table() {
+            assert_eq!(spec.write, spec.flags.contains(&"write"), "{}", spec.name);
+        }
+        assert!(lookup(b"hset").is_some_and(|s| s.write) && !lookup(b"hget").is_some_and(|s| s.write));
+        assert!(has_flag(&["fast", "write"], "write") && !has_flag(&["writes", "rite"], "write"));
     }
 
     #[test]
