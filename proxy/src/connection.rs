@@ -172,6 +172,7 @@ async fn serve_client(socket: &mut TcpStream, server: &ServerState, client: &mut
                 }
             }
         }
+        server.busy_poll.batch();
         if !output.is_empty() || client.sync_target.is_some() {
             if !flush(socket, server, client, &mut output).await {
                 return;

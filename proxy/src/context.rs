@@ -69,6 +69,8 @@ pub struct ServerState {
     requirepass: RwLock<Option<Arc<str>>>,
     /// Counters.
     pub stats: Stats,
+    /// Busy polling before the runtime sleeps (`busy-poll-us`).
+    pub busy_poll: crate::spin::BusyPoll,
     /// When the server started (INFO uptime).
     pub started: Instant,
     /// When the server started, on the wall clock (LASTSAVE).
@@ -145,6 +147,7 @@ impl ServerState {
             requirepass: RwLock::new(settings.requirepass.as_deref().map(Arc::from)),
             settings,
             stats: Stats::default(),
+            busy_poll: crate::spin::BusyPoll::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
             config: Mutex::new(crate::cmd::server::config_defaults()),

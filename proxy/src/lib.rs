@@ -20,6 +20,7 @@ pub mod reply;
 pub mod request;
 pub mod router;
 pub mod server;
+pub mod spin;
 
 /// The Redis version Meridian reports to clients (INFO, HELLO): the command
 /// set and replies follow Redis 7.

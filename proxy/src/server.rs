@@ -20,6 +20,12 @@ pub const MAINTENANCE_INTERVAL_MS: u64 = 100;
 pub async fn run(listener: TcpListener, server: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(server.settings.maxclients));
     let maintenance = tokio::spawn(maintenance_cycle(server.clone(), shutdown.clone()));
+    // Busy polling (D116) on a single-threaded runtime only.
+    let poller = (tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+        .then(|| {
+            let server = server.clone();
+            tokio::spawn(async move { server.busy_poll.run().await })
+        });
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -49,6 +55,9 @@ pub async fn run(listener: TcpListener, server: Arc<ServerState>, mut shutdown: 
         }
     }
     maintenance.abort();
+    if let Some(poller) = poller {
+        poller.abort();
+    }
     server.persistence_shutdown();
 }
 

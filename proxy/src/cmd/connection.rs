@@ -605,6 +605,29 @@ mod tests {
     }
 
     #[test]
+    fn busy_polling_is_configured_with_config_set() {
+        let server = ServerState::new(Shard::new(ReplicaId(1), 1_000), Settings::default());
+        let mut client = ClientState::new(&server);
+        let default = crate::spin::BUSY_POLL_US_DEFAULT;
+        assert_eq!(
+            run(&server, &mut client, &["CONFIG", "GET", "busy-poll-us"]),
+            format!("*2\r\n$12\r\nbusy-poll-us\r\n${}\r\n{default}\r\n", default.to_string().len())
+        );
+        assert_eq!(run(&server, &mut client, &["CONFIG", "SET", "busy-poll-us", "0"]), "+OK\r\n");
+        assert_eq!(server.busy_poll.budget_us(), 0);
+        assert_eq!(run(&server, &mut client, &["CONFIG", "SET", "BUSY-POLL-US", "120"]), "+OK\r\n");
+        assert_eq!(server.busy_poll.budget_us(), 120);
+        for bad in ["-1", "1000001", "soon"] {
+            let reply = run(&server, &mut client, &["CONFIG", "SET", "busy-poll-us", bad]);
+            assert!(
+                reply.starts_with("-ERR CONFIG SET failed (possibly related to argument 'busy-poll-us')"),
+                "{reply}"
+            );
+        }
+        assert_eq!(server.busy_poll.budget_us(), 120);
+    }
+
+    #[test]
     fn wait_without_replicas_answers_zero_at_once_and_checks_its_arguments() {
         let server = ServerState::new(Shard::new(ReplicaId(1), 1_000), Settings::default());
         let mut client = ClientState::new(&server);

@@ -83,6 +83,7 @@ fn fixed_values(ctx: &Context<'_, '_>) -> Vec<(&'static str, String)> {
         ("appendfsync", ctx.server.appendfsync().map_or("everysec", |f| f.name()).to_string()),
         ("auto-aof-rewrite-min-size", ctx.server.rewrite_min_bytes().unwrap_or(REWRITE_MIN_BYTES).to_string()),
         ("auto-aof-rewrite-percentage", ctx.server.rewrite_percentage().unwrap_or(REWRITE_PERCENTAGE).to_string()),
+        ("busy-poll-us", ctx.server.busy_poll.budget_us().to_string()),
         ("save", String::new()),
     ]
 }
@@ -139,6 +140,7 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[&[u8]]) {
     let mut fsync_update = None;
     let mut rewrite_update = None;
     let mut percentage_update = None;
+    let mut busy_poll_update = None;
     for pair in pairs.chunks_exact(2) {
         let given = String::from_utf8_lossy(pair[0]).to_ascii_lowercase();
         let failed =
@@ -165,6 +167,17 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[&[u8]]) {
                 return ctx.reply.error(&failed(&format!("argument must be between 0 and {INT_MAX} inclusive")));
             }
             percentage_update = Some(percentage as u64);
+            continue;
+        }
+        if given == "busy-poll-us" {
+            let Ok(us) = parse_int(pair[1]) else {
+                return ctx.reply.error(&failed("argument couldn't be parsed into an integer"));
+            };
+            let max = crate::spin::BUSY_POLL_US_MAX;
+            if !(0..=max as i64).contains(&us) {
+                return ctx.reply.error(&failed(&format!("argument must be between 0 and {max} inclusive")));
+            }
+            busy_poll_update = Some(us as u64);
             continue;
         }
         let Some(t) = TUNABLES.iter().find(|t| t.name == given || t.alias == Some(given.as_str())) else {
@@ -209,6 +222,9 @@ fn config_set(ctx: &mut Context<'_, '_>, pairs: &[&[u8]]) {
         return ctx.reply.error(
             "ERR CONFIG SET failed (possibly related to argument 'auto-aof-rewrite-percentage') - the node has no data directory (start it with --data-dir)",
         );
+    }
+    if let Some(us) = busy_poll_update {
+        ctx.server.busy_poll.set_budget_us(us);
     }
     let mut stored = ctx.server.config();
     for (name, value) in updates {
