@@ -69,25 +69,23 @@ done
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-# run <port> <server pid> <pipeline> -> lines "test rps p50 p99 cpu_us cpu_pct":
-# one redis-benchmark per test, the server's CPU time sampled around it
-# (microseconds per request, and percent of one core over the run; a server
-# well below 100% was not the bottleneck: the load generator was).
+# run <port> <server pid> <pipeline> <test> -> a line "test rps p50 p99 cpu_us cpu_pct":
+# one redis-benchmark, the server's CPU time sampled around it (microseconds
+# per request, and percent of one core over the run; a server well below
+# 100% was not the bottleneck: the load generator was).
 run() {
   local requests=$REQUESTS
   [ "$3" -gt 1 ] && requests=$PIPELINED_REQUESTS
-  for test in $(echo "$TESTS" | tr ',' ' '); do
-    local before after start end
-    before=$(cpu_ticks "$2"); start=$(date +%s.%N)
-    # The prefill rows ("LPUSH (needed to benchmark LRANGE)") are skipped
-    # (their CPU is counted in the test's), and "LRANGE_100 (first 100
-    # elements)" is named by its first word.
-    $LOAD_CPU redis-benchmark -p "$1" -c "$CLIENTS" -n "$requests" -P "$3" -t "$test" --csv 2>/dev/null |
-      awk -F',' 'NR > 1 { gsub(/"/, ""); if ($1 ~ /needed/) next; sub(/ .*/, "", $1); printf "%s %s %s %s", $1, $2, $5, $7 }'
-    after=$(cpu_ticks "$2"); end=$(date +%s.%N)
-    awk -v a="$before" -v b="$after" -v n="$requests" -v hz="$HZ" -v s="$start" -v e="$end" \
-      'BEGIN { printf " %.2f %.0f\n", (b - a) * 1e6 / hz / n, (b - a) / hz / (e - s) * 100 }'
-  done
+  local before after start end
+  before=$(cpu_ticks "$2"); start=$(date +%s.%N)
+  # The prefill rows ("LPUSH (needed to benchmark LRANGE)") are skipped
+  # (their CPU is counted in the test's), and "LRANGE_100 (first 100
+  # elements)" is named by its first word.
+  $LOAD_CPU redis-benchmark -p "$1" -c "$CLIENTS" -n "$requests" -P "$3" -t "$4" --csv 2>/dev/null |
+    awk -F',' 'NR > 1 { gsub(/"/, ""); if ($1 ~ /needed/) next; sub(/ .*/, "", $1); printf "%s %s %s %s", $1, $2, $5, $7 }'
+  after=$(cpu_ticks "$2"); end=$(date +%s.%N)
+  awk -v a="$before" -v b="$after" -v n="$requests" -v hz="$HZ" -v s="$start" -v e="$end" \
+    'BEGIN { printf " %.2f %.0f\n", (b - a) * 1e6 / hz / n, (b - a) / hz / (e - s) * 100 }'
 }
 
 # median <lines "test rps p50 p99"...> -> per test, the line with the median rps
@@ -107,9 +105,19 @@ worst=999
 for pipeline in 1 16; do
   meridian_runs=""
   redis_runs=""
-  for _ in $(seq 1 "$REPEAT"); do
-    meridian_runs+=$(run "$MERIDIAN_PORT" "$MERIDIAN_PID" "$pipeline")$'\n'
-    redis_runs+=$(run "$REDIS_PORT" "$REDIS_PID" "$pipeline")$'\n'
+  # Each test's runs alternate between the servers, who goes first
+  # alternating too, so both see the same moments of a machine whose speed
+  # drifts (a shared VM's moves by 20% within a minute).
+  for test in $(echo "$TESTS" | tr ',' ' '); do
+    for round in $(seq 1 "$REPEAT"); do
+      if [ $((round % 2)) -eq 1 ]; then
+        meridian_runs+=$(run "$MERIDIAN_PORT" "$MERIDIAN_PID" "$pipeline" "$test")$'\n'
+        redis_runs+=$(run "$REDIS_PORT" "$REDIS_PID" "$pipeline" "$test")$'\n'
+      else
+        redis_runs+=$(run "$REDIS_PORT" "$REDIS_PID" "$pipeline" "$test")$'\n'
+        meridian_runs+=$(run "$MERIDIAN_PORT" "$MERIDIAN_PID" "$pipeline" "$test")$'\n'
+      fi
+    done
   done
   meridian=$(printf '%s' "$meridian_runs" | grep -v '^$' | median)
   redis=$(printf '%s' "$redis_runs" | grep -v '^$' | median)
