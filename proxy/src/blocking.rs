@@ -242,7 +242,7 @@ impl ServerState {
                 };
                 let mut out = BytesMut::new();
                 let attempt = {
-                    let args: smallvec::SmallVec<[&[u8]; 8]> = waiter.args.iter().map(|a| &a[..]).collect();
+                    let args = crate::cmd::as_slices(&waiter.args);
                     (waiter.try_serve)(self, &args, &mut Reply::new(&mut out, waiter.protocol), false)
                 };
                 if let Attempt::Served { pushed } = attempt {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::blocking::Block;
-use crate::cmd::{CommandSpec, arity_ok, command_keys, lookup, transactions};
+use crate::cmd::{ARGS_INLINE, CommandSpec, arity_ok, command_keys, lookup, transactions};
 use crate::context::{ClientHandle, ClientState, Context, ServerState};
 use crate::reply::Reply;
 use crate::request::{InPlace, Limits, RequestParser};
@@ -28,10 +28,6 @@ pub const BUFFER_BYTES_RETAINED_MAX: usize = 1024 * 1024;
 /// Replies buffered before they are written out even if more commands are
 /// waiting (the client output buffer bound within one batch).
 pub const OUTPUT_BYTES_FLUSH_AT: usize = 64 * 1024;
-
-/// Arguments a command's slice list holds without allocating (HSET with two
-/// pairs, SET with options...).
-const ARGS_INLINE: usize = 8;
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol,
 /// or is killed (CLIENT KILL).

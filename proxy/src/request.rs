@@ -1127,9 +1127,6 @@ mod tests {
         error: Option<ProtocolError>,
     }
 
-    /// Feeds `input` in chunks of `chunk_sizes` (cycled; empty means one
-    /// chunk), draining every complete command after each chunk, and checks
-    /// that the parser never consumes more than it was given.
     /// Feeds `input` in chunks to a parser through [`RequestParser::parse`],
     /// and to another through [`RequestParser::parse_in_place`] (consuming
     /// each frame as the connection does): both must see the same commands
@@ -1140,18 +1137,25 @@ mod tests {
         outcome
     }
 
+    /// `input` cut in chunks of `chunk_sizes` (cycled; empty means one chunk).
+    fn chunks<'a>(input: &'a [u8], chunk_sizes: &'a [usize]) -> impl Iterator<Item = &'a [u8]> {
+        let mut sizes = chunk_sizes.iter().cycle();
+        let mut fed = 0;
+        std::iter::from_fn(move || {
+            let size = sizes.next().copied().unwrap_or(input.len()).max(1);
+            let chunk = input.get(fed..(fed + size).min(input.len())).filter(|c| !c.is_empty())?;
+            fed += chunk.len();
+            Some(chunk)
+        })
+    }
+
     fn feed_in_place(limits: Limits, input: &[u8], chunk_sizes: &[usize]) -> Outcome {
         let mut parser = RequestParser::new(limits);
         let mut buf = BytesMut::new();
         let mut owned = Vec::new();
         let mut commands = Vec::new();
-        let mut fed = 0;
-        let mut sizes = chunk_sizes.iter().cycle();
-        while fed < input.len() {
-            let size = sizes.next().copied().unwrap_or(input.len()).max(1);
-            let end = (fed + size).min(input.len());
-            buf.extend_from_slice(&input[fed..end]);
-            fed = end;
+        for chunk in chunks(input, chunk_sizes) {
+            buf.extend_from_slice(chunk);
             loop {
                 match parser.parse_in_place(&mut buf, &mut owned) {
                     Ok(Some(InPlace::Frame { frame_len })) => {
@@ -1172,18 +1176,18 @@ mod tests {
         Outcome { commands, error: None }
     }
 
+    /// [`RequestParser::parse`] over the chunks, draining every complete
+    /// command after each, checking that the parser never consumes more than
+    /// it was given.
     fn feed_split(limits: Limits, input: &[u8], chunk_sizes: &[usize]) -> Outcome {
         let mut parser = RequestParser::new(limits);
         let mut buf = BytesMut::new();
         let mut commands = Vec::new();
         let mut fed = 0;
         let mut consumed = 0;
-        let mut sizes = chunk_sizes.iter().cycle();
-        while fed < input.len() {
-            let size = sizes.next().copied().unwrap_or(input.len()).max(1);
-            let end = (fed + size).min(input.len());
-            buf.extend_from_slice(&input[fed..end]);
-            fed = end;
+        for chunk in chunks(input, chunk_sizes) {
+            buf.extend_from_slice(chunk);
+            fed += chunk.len();
             loop {
                 let before = buf.len();
                 let result = parser.parse(&mut buf);

@@ -38,12 +38,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use meridian_replication::slot::{SLOT_COUNT, key_slot};
-use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::cmd::{arity_ok, command_keys, lookup};
+use crate::cmd::{arity_ok, as_slices, command_keys, lookup};
 use crate::context::ServerState;
 use crate::forward::{LOST_ERROR, MASTER_WAIT, Replay, encode_request, next_frame, replay_state};
 use crate::local_client::{FollowUp, LocalClient};
@@ -1304,11 +1303,6 @@ async fn moved(map: &mut watch::Receiver<Arc<ShardMap>>, shard: usize, epoch: u6
 }
 
 /// Redis's reply to an unknown command.
-/// A command's arguments as the command layer reads them.
-fn as_slices(args: &[Bytes]) -> SmallVec<[&[u8]; 8]> {
-    args.iter().map(|a| &a[..]).collect()
-}
-
 fn unknown_command(args: &[Bytes]) -> String {
     let mut text = format!("ERR unknown command '{}', with args beginning with: ", String::from_utf8_lossy(&args[0]));
     for arg in args.iter().skip(1).take(10) {

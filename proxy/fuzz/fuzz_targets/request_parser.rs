@@ -31,20 +31,30 @@ fn small_limits() -> Limits {
 /// Commands parsed, and the error that stopped parsing, if any.
 type Outcome = (Vec<Vec<Bytes>>, Option<ProtocolError>);
 
-/// Feeds `input` in chunks whose sizes are `schedule` bytes plus one
-/// (cycled; an empty schedule means one chunk), using `parse_into` with one
-/// reused vector, and drains every complete command after each chunk.
+/// `input` in chunks whose sizes are `schedule` bytes plus one (cycled; an
+/// empty schedule means one chunk).
+fn chunks<'a>(input: &'a [u8], schedule: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    let mut sizes = schedule.iter().map(|&size| usize::from(size) + 1).cycle();
+    let mut fed = 0;
+    std::iter::from_fn(move || {
+        let end = sizes.next().map_or(input.len(), |size| (fed + size).min(input.len()));
+        let chunk = input.get(fed..end).filter(|chunk| !chunk.is_empty())?;
+        fed = end;
+        Some(chunk)
+    })
+}
+
+/// Feeds `input` in [`chunks`], using `parse_into` with one reused vector,
+/// and drains every complete command after each chunk.
 fn run(limits: Limits, input: &[u8], schedule: &[u8]) -> Outcome {
     let mut parser = RequestParser::new(limits);
     let mut buf = BytesMut::new();
     let mut args = Vec::new();
     let mut commands = Vec::new();
-    let mut sizes = schedule.iter().map(|&size| usize::from(size) + 1).cycle();
     let (mut fed, mut consumed) = (0, 0);
-    while fed < input.len() {
-        let end = sizes.next().map_or(input.len(), |size| (fed + size).min(input.len()));
-        buf.extend_from_slice(&input[fed..end]);
-        fed = end;
+    for chunk in chunks(input, schedule) {
+        buf.extend_from_slice(chunk);
+        fed += chunk.len();
         loop {
             let before = buf.len();
             let result = parser.parse_into(&mut buf, &mut args);
@@ -80,12 +90,8 @@ fn run_in_place(limits: Limits, input: &[u8], schedule: &[u8]) -> Outcome {
     let mut buf = BytesMut::new();
     let mut owned = Vec::new();
     let mut commands = Vec::new();
-    let mut sizes = schedule.iter().map(|&size| usize::from(size) + 1).cycle();
-    let mut fed = 0;
-    while fed < input.len() {
-        let end = sizes.next().map_or(input.len(), |size| (fed + size).min(input.len()));
-        buf.extend_from_slice(&input[fed..end]);
-        fed = end;
+    for chunk in chunks(input, schedule) {
+        buf.extend_from_slice(chunk);
         loop {
             match parser.parse_in_place(&mut buf, &mut owned) {
                 Ok(Some(InPlace::Frame { frame_len })) => {

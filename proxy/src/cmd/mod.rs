@@ -16,7 +16,9 @@ pub mod strings;
 pub mod transactions;
 pub mod zsets;
 
+use bytes::Bytes;
 use meridian_crdt::CommandError;
+use smallvec::SmallVec;
 
 use crate::context::Context;
 
@@ -209,6 +211,12 @@ pub const SYNTAX_ERROR: &str = "ERR syntax error";
 /// (members, fields, values): the usual command names a few, and a heap
 /// allocation per command costs about as much as the write itself.
 pub(crate) const ARGS_INLINE: usize = 8;
+
+/// Owned arguments (a queued transaction, a blocked client, the router's
+/// parsed commands) as the slices a handler takes.
+pub(crate) fn as_slices(args: &[Bytes]) -> SmallVec<[&[u8]; ARGS_INLINE]> {
+    args.iter().map(|arg| &arg[..]).collect()
+}
 
 /// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[...]` with ranges
 /// and `^` negation, `\` escapes. Iterative, with one backtrack point per

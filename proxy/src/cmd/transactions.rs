@@ -14,7 +14,6 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use smallvec::SmallVec;
 
 use super::CommandSpec;
 use crate::connection::{run_command, validate};
@@ -148,7 +147,7 @@ fn exec(ctx: &mut Context<'_, '_>, _args: &[&[u8]]) {
     ctx.reply.array(tx.queued.len());
     ctx.client.in_exec = true;
     for queued in &tx.queued {
-        let args: SmallVec<[&[u8]; 8]> = queued.iter().map(|a| &a[..]).collect();
+        let args = super::as_slices(queued);
         ctx.server.stats.commands.fetch_add(1, Ordering::Relaxed);
         // Each command replies in the client's protocol at that point (a
         // queued HELLO switches it for the commands after it).
